@@ -1,0 +1,13 @@
+"""Pyra: coarse-to-fine samplers, multi-level decoders, low-rank adapters and sparse kernels for ComfyUI.
+
+ComfyUI imports this folder as a package and calls `comfy_entrypoint()` (the V3 node API). There is
+deliberately no NODE_CLASS_MAPPINGS: the host would take that branch and never call the entrypoint.
+"""
+
+from __future__ import annotations
+
+
+async def comfy_entrypoint():
+    from .nodes import PyraExtension
+
+    return PyraExtension()

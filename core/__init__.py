@@ -1,0 +1,1 @@
+"""Host-free algorithms (torch, einops, numpy, safetensors only): never imports ComfyUI."""

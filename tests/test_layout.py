@@ -1,0 +1,77 @@
+"""The pack's structure rules (DESIGN.md): import direction, relative imports, V3 entrypoint only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_MODULES = {
+    "comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy_config", "folder_paths", "server", "nodes",
+    "execution", "latent_preview", "node_helpers", "app", "utils", "main", "protocol",
+}
+PACK_TOP = {"core", "kernels", "nodes", "tests", "benchmarks", "tools", "workflows"}
+# what each layer may import from the pack (by top-level folder); nodes -> core -> kernels -> torch
+ALLOWED = {"core": {"core", "kernels"}, "kernels": {"kernels"}, "nodes": {"nodes", "core", "kernels"}}
+
+
+def pack_files(layer: str) -> list[Path]:
+    return sorted((REPO / layer).rglob("*.py"))
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """(module, level) for every import; relative ones are resolved to a repo-absolute dotted name."""
+    pkg = path.relative_to(REPO).parent.parts
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, 0) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            out.append((node.module or "", 0))
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level - 1 <= len(pkg), f"{path}: relative import climbs out of the pack"
+            base = list(pkg[: len(pkg) - node.level + 1])
+            tails = [node.module] if node.module else [a.name for a in node.names]
+            out += [(".".join([*base, tail]), node.level) for tail in tails]
+    return out
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_import_direction(layer):
+    for path in pack_files(layer):
+        for module, level in imports(path):
+            top = module.split(".")[0]
+            if level:
+                assert top in ALLOWED[layer], f"{path.relative_to(REPO)} imports {module}: {layer} may not import {top}"
+            elif layer != "nodes":
+                assert top not in HOST_MODULES, f"{path.relative_to(REPO)}: {layer}/ must stay host-free ({module})"
+            assert level or top not in PACK_TOP - {"nodes"}, (
+                f"{path.relative_to(REPO)}: absolute import of pack module {module}; use a relative import"
+            )
+
+
+def test_import_checker_catches_violations(tmp_path, monkeypatch):
+    """The rule above can fail: a core file importing the host or nodes/ is reported."""
+    fake = tmp_path / "core" / "bad.py"
+    fake.parent.mkdir()
+    fake.write_text("import comfy.sd\nfrom ..nodes import x\n")
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    with pytest.raises(AssertionError, match="host-free|may not import"):
+        test_import_direction("core")
+
+
+def test_entrypoint_is_v3_only():
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    names = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    funcs = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert "NODE_CLASS_MAPPINGS" not in names, "NODE_CLASS_MAPPINGS would stop the host calling comfy_entrypoint"
+    assert "comfy_entrypoint" in funcs
+
+
+def test_workflows_folder_holds_only_templates():
+    for path in (REPO / "workflows").iterdir():
+        assert path.suffix in (".json", ".jpg"), f"workflows/ is served as templates: move {path.name} elsewhere"
+        if path.suffix == ".json":
+            assert path.with_suffix(".jpg").is_file(), f"{path.name} has no same-name .jpg thumbnail"
