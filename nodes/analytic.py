@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..core.analytic import NaturalImagePrior
 
+DEFAULT = NaturalImagePrior()
 PARAMETRISATIONS = {"flow": comfy.model_base.ModelType.FLOW, "eps": comfy.model_base.ModelType.EPS}
 
 
@@ -83,12 +84,12 @@ class PyraAnalyticModel(io.ComfyNode):
                 io.Combo.Input("parametrisation", options=list(PARAMETRISATIONS), default="flow",
                                tooltip="flow: rectified flow (SD3/Flux/Wan-style sampling, sigma in [0,1]). "
                                        "eps: noise prediction with the SD1.5 schedule (sigma up to 14.6)."),
-                io.Float.Input("spectral_slope", default=2.0, min=0.5, max=4.0, step=0.05,
+                io.Float.Input("spectral_slope", default=DEFAULT.alpha, min=0.5, max=4.0, step=0.05,
                                tooltip="alpha in P(f) ~ 1/(f0+|f|)^alpha. Natural images: about 2. "
                                        "Higher gives smoother, cloudier textures."),
-                io.Float.Input("knee_period", default=64.0, min=1.0, max=4096.0, step=1.0,
+                io.Float.Input("knee_period", default=1.0 / DEFAULT.f0, min=1.0, max=4096.0, step=1.0,
                                tooltip="1/f0 in pixels: structures larger than this stop gaining power."),
-                io.Float.Input("contrast", default=0.5, min=0.01, max=2.0, step=0.01,
+                io.Float.Input("contrast", default=DEFAULT.std, min=0.01, max=2.0, step=0.01,
                                tooltip="Per-pixel standard deviation of brightness in model space ([-1, 1])."),
             ],
             outputs=[io.Model.Output(tooltip="A pixel-space MODEL for the stock sampler nodes.")],

@@ -21,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from host import comfyui_dir  # noqa: E402
 
@@ -120,9 +121,9 @@ def comfy_host(tmp_path_factory) -> InProcessHost:
     folder_paths.folder_names_and_paths["custom_nodes"] = ([str(base / "custom_nodes")], set())
     for kind in ("diffusion_models", "vae", "loras", "checkpoints"):
         folder_paths.add_model_folder_path(kind, str(root / "models" / kind))
-    import server  # noqa: F401  (before `nodes`: the host's sys.path quirk, HOST.md section 0)
-    import utils.extra_config  # noqa: F401
-
+    # utils.extra_config, then server, then nodes: `nodes` puts comfy/ first on sys.path (HOST.md section 0)
+    for name in ("utils.extra_config", "server", "nodes"):
+        importlib.import_module(name)
     import nodes
 
     cwd = os.getcwd()

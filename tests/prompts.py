@@ -1,0 +1,52 @@
+"""API-format prompts for the tests (UI-format workflows for users live in workflows/)."""
+
+from __future__ import annotations
+
+
+def analytic_textures(width=64, height=64, batch=2, steps=8, sampler="euler", scheduler="simple",
+                      parametrisation="flow", seed=1, prefix="pyra_test_analytic", latent_node=None) -> dict:
+    """PyraAnalyticModel -> KSampler -> pixel_space VAEDecode -> SaveImage."""
+    latent = latent_node or {"class_type": "EmptyChromaRadianceLatentImage",
+                             "inputs": {"width": width, "height": height, "batch_size": batch}}
+    return {
+        "1": {"class_type": "PyraAnalyticModel", "inputs": {
+            "parametrisation": parametrisation, "spectral_slope": 2.0, "knee_period": 64.0, "contrast": 0.5}},
+        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": "analytic", "seed": 0, "scale": 1.0}},
+        "3": latent,
+        "4": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["3", 0],
+            "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": sampler, "scheduler": scheduler,
+            "denoise": 1.0}},
+        "5": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["5", 0]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }
+
+
+# family -> (diffusion model file, VAE file, empty-latent node)
+DEMO_FAMILIES = {
+    "sd15": ("pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors",
+             {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
+    "sd3": ("pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors",
+            {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
+    "wan21": ("pyra-demo-wan21.safetensors", "pyra-demo-wan21-vae.safetensors",
+              {"class_type": "EmptyHunyuanLatentVideo",
+               "inputs": {"width": 64, "height": 64, "length": 5, "batch_size": 1}}),
+}
+
+
+def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:
+    """A stock text-to-image graph on a demo model: UNETLoader + VAELoader from the host's model folders."""
+    unet, vae, latent = DEMO_FAMILIES[family]
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 1, "scale": 1.0}},
+        "3": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 2, "scale": 0.0}},
+        "4": latent,
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": 3, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": prefix or f"pyra_test_{family}"}},
+    }
