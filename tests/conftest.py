@@ -1,7 +1,6 @@
 """Shared fixtures: the pack under an alias, an in-process host, and a real server on loopback.
 
-- `load_pack_package()`: the repository as an empty package named `pyra_pack` (its root `__init__` is not
-  run), so host-free code under core/ and kernels/ imports without ComfyUI.
+- `packload.load_pack_package()`: the repository as package `pyra_pack` for host-free tests.
 - `comfy_host` (session): ComfyUI imported in this process on the CPU, the pack loaded by the host's own
   loader from a temp custom_nodes folder; `.module("nodes.analytic")`, `.node("PyraX")`, `.run(prompt)`.
 - `server` (session): `tools/harness.ComfyServer`, the real `main.py` on 127.0.0.1 with latent2rgb previews.
@@ -24,19 +23,6 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from host import comfyui_dir  # noqa: E402
-
-PACK_ALIAS = "pyra_pack"
-
-
-def load_pack_package() -> types.ModuleType:
-    """The repository as package `pyra_pack`, without running its root __init__ (which imports the host)."""
-    if PACK_ALIAS not in sys.modules:
-        pkg = types.ModuleType(PACK_ALIAS)
-        pkg.__path__ = [str(REPO)]
-        pkg.__file__ = str(REPO / "__init__.py")
-        sys.modules[PACK_ALIAS] = pkg
-    return sys.modules[PACK_ALIAS]
-
 
 def has_cuda() -> bool:
     try:

@@ -26,45 +26,55 @@ def host_sample(node, parametrisation, sampler, scheduler, steps, noise, seed=0)
                                seed=seed, disable_pbar=True).float()
 
 
-def crn_band_error(core, samples, noise, sigma_max, parametrisation) -> float:
-    """Largest relative band-power error against the exact ODE solution from the same noise (all channels)."""
+def crn_band_error(core, samples, noise, sigma_max, parametrisation, sigma_min=0.0) -> float:
+    """Largest relative band-power error against the exact ODE solution from the same noise (all channels).
+
+    `sigma_min`: the schedule's last nonzero sigma; the sampler's final step returns the denoiser there.
+    """
     prior = core.NaturalImagePrior()
-    reference = prior.pf_ode_solution(noise, sigma_max, parametrisation)
+    reference = prior.pf_ode_solution(noise, sigma_max, parametrisation, sigma_min=sigma_min)
     ratio = core.band_ratio(samples, prior, n_bands=8, reference=reference)
     return (ratio - 1).abs().max().item()
 
 
-def sd_sigma_max() -> float:
+def sd_sigmas() -> tuple[float, float]:
+    """(sigma_max, sigma_min) of the SD1.5 schedule the eps analytic model uses."""
     import comfy.model_sampling
 
-    return float(comfy.model_sampling.ModelSamplingDiscrete().sigma_max)
+    sampling = comfy.model_sampling.ModelSamplingDiscrete()
+    return float(sampling.sigma_max), float(sampling.sigma_min)
 
 
 @pytest.mark.parametrize(("parametrisation", "sampler", "scheduler", "steps"), [
     ("flow", "dpmpp_2m", "simple", 300),
     ("eps", "dpmpp_2m", "karras", 300),
-    ("eps", "heun", "normal", 150),
+    ("eps", "heun", "karras", 150),
 ])
 def test_accurate_host_solve_matches_exact_bands(analytic, parametrisation, sampler, scheduler, steps):
     core, node = analytic
     noise = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     samples = host_sample(node, parametrisation, sampler, scheduler, steps, noise)
-    sigma_max = 1.0 if parametrisation == "flow" else sd_sigma_max()
-    assert crn_band_error(core, samples, noise, sigma_max, parametrisation) < 0.02
+    sigma_max, sigma_min = (1.0, 0.0) if parametrisation == "flow" else sd_sigmas()
+    assert crn_band_error(core, samples, noise, sigma_max, parametrisation, sigma_min) < 0.01
 
 
 def test_eps_prediction_is_not_one_in_low_bands(analytic):
-    """The SD schedule stops at sigma_max, so even an exact solve comes out short in the lowest band."""
+    """The SD schedule stops at sigma_max, so even an exact solve comes out short in the lowest band.
+
+    Common random numbers: the samples are compared with exact prior draws made from the same noise
+    (`pf_ode_solution(noise, 1, "flow")` is `sqrt(P) * noise`), so the few low-band modes do not drown the
+    effect in sampling noise; the result must be the predicted ratio, not 1.
+    """
     core, node = analytic
     prior = core.NaturalImagePrior()
-    expected = core.expected_eps_ratio(prior, 128, 128, sd_sigma_max(), n_bands=8)
-    assert expected[0, 0] < 0.8
+    sigma_max, sigma_min = sd_sigmas()
+    expected = core.expected_eps_ratio(prior, 128, 128, sigma_max, n_bands=8, sigma_min=sigma_min)
     noise = torch.randn(8, 3, 128, 128, generator=torch.Generator().manual_seed(4))
-    samples = host_sample(node, "eps", "dpmpp_2m", "karras", 200, noise)
-    measured = core.band_power(samples, 8, prior)
-    stderr = core.band_standard_error(prior, 128, 128, 8, n_bands=8)
-    assert ((measured - expected).abs() < 4 * stderr + 0.01).all()
-    assert ((measured[0, 0] - 1).abs() > 4 * stderr[0, 0]), "the low band must be measurably short of 1"
+    samples = host_sample(node, "eps", "dpmpp_2m", "karras", 100, noise)
+    measured = core.band_ratio(samples, prior, n_bands=8, reference=prior.pf_ode_solution(noise, 1.0, "flow"))
+    assert expected[0, 0] < 0.9
+    assert (measured - expected).abs().max() < 0.01
+    assert (measured[0, 0] - 1).abs() > 0.1, "the low band must be measurably short of 1"
 
 
 def test_biased_host_solver_fails_the_band_check(analytic):

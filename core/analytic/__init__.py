@@ -1,0 +1,13 @@
+"""The analytic natural-image model: a Gaussian image prior with an exact denoiser, the oracle for sampler claims."""
+
+from .bands import band_power, band_ratio, band_standard_error, expected_eps_ratio, radial_bands
+from .prior import NaturalImagePrior
+
+__all__ = [
+    "NaturalImagePrior",
+    "band_power",
+    "band_ratio",
+    "band_standard_error",
+    "expected_eps_ratio",
+    "radial_bands",
+]

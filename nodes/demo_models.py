@@ -1,0 +1,188 @@
+"""Deterministic random-weight tiny models of real architectures, built from the host's own classes, and demo files.
+
+Every weight comes from a seeded `torch.Generator`, so nothing is downloaded and the same seed gives the same bytes.
+The files `write_demo_models` writes load through the stock UNETLoader and VAELoader, which detect them as SD1.5,
+SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels) and the Wan 2.1 VAE. The weights are random: the models are for
+exercising samplers, patches and decoders end to end, not for making pictures.
+
+Self-contained on purpose (torch, safetensors and comfy only): `tools/demo_models.py` loads this file by path,
+without importing the pack.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import comfy.ldm.wan.vae
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
+import comfy.taesd.taesd
+import torch
+from safetensors.torch import save
+
+_SD15_TINY = {
+    "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+    "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+    "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+# family -> unet_config for the host's model-config class in _CONFIG_CLASSES.
+TINY_CONFIGS: dict[str, dict] = {
+    "sd15": _SD15_TINY,
+    # The host detects SD1.5 from model_channels 320, context_dim 768 and a transformer in an input block
+    # (comfy/supported_models.py SD15, comfy/model_detection.py detect_unet_config); attention only at level 2.
+    "sd15_detectable": {
+        **_SD15_TINY, "model_channels": 320, "channel_mult": [1, 1], "transformer_depth": [0, 1],
+        "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": -1,
+    },
+    # The SDXL config class forces num_head_channels 64.
+    "sdxl": {
+        **_SD15_TINY, "model_channels": 64, "use_linear_in_transformer": True, "context_dim": 2048,
+        "adm_in_channels": 2816, "num_classes": "sequential",
+    },
+    # File detection reads depth = hidden // 64 and pos_embed_max_size = sqrt(num_patches).
+    "sd3": {
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "input_size": None,
+        "adm_in_channels": 2048, "num_patches": 64 * 64, "pos_embed_max_size": 64, "pos_embed_scaling_factor": None,
+        "x_block_self_attn_layers": [], "qk_norm": None,
+        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+    },
+    # Not loadable from a file: detection hard-codes num_heads 24. sum(axes_dim) == hidden_size / num_heads.
+    "flux": {
+        "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
+        "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True,
+    },
+    # File detection sets num_heads = dim // 128, so dim must be a multiple of 128.
+    "wan21": {
+        "image_model": "wan2.1", "model_type": "t2v", "dim": 128, "out_dim": 16, "num_heads": 1, "ffn_dim": 256,
+        "num_layers": 1, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+        "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16,
+    },
+}
+
+_CONFIG_CLASSES = {
+    "sd15": "SD15", "sd15_detectable": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "WAN21_T2V",
+}
+
+# The Wan 2.1 VAE layout the host builds for any file with Wan 2.1 VAE keys (comfy/sd.py, "Wan 2.1 VAE"); only dim
+# is read from the file.
+_WAN21_VAE = {
+    "dim": 16, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+    "temperal_downsample": [False, True, True], "dropout": 0.0,
+}
+
+# TAESD latent channels and the (vae_scale, vae_shift) the host's VAELoader gives the real taesd / taesd3 files.
+_TAESD = {"taesd": (4, 0.18215, 0.0), "taesd3": (16, 1.5305, 0.0609)}
+
+# key -> (models subfolder, file name, family: a TINY_CONFIGS key or a VAE kind)
+_DEMO_SPECS: dict[str, tuple[str, str, str]] = {
+    "sd15": ("diffusion_models", "pyra-demo-sd15.safetensors", "sd15_detectable"),
+    "sd3": ("diffusion_models", "pyra-demo-sd3.safetensors", "sd3"),
+    "wan21": ("diffusion_models", "pyra-demo-wan21.safetensors", "wan21"),
+    "taesd": ("vae", "pyra-demo-taesd.safetensors", "taesd"),
+    "taesd3": ("vae", "pyra-demo-taesd3.safetensors", "taesd3"),
+    "wan21_vae": ("vae", "pyra-demo-wan21-vae.safetensors", "wan21_vae"),
+}
+DEMO_FILES: dict[str, tuple[str, str]] = {key: (sub, name) for key, (sub, name, _) in _DEMO_SPECS.items()}
+DEMO_SEED = 0
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    """Whether `module` is a normalisation layer (GroupNorm, LayerNorm, RMSNorm, Wan's RMS_norm, ...)."""
+    return "norm" in type(module).__name__.lower()
+
+
+def init_random_(module: torch.nn.Module, seed: int, std: float = 0.02, fan_in: bool = False) -> torch.nn.Module:
+    """Seed every parameter and persistent float buffer in place: norms 1, biases 0, the rest N(0, std^2)."""
+    # With fan_in, a weight (out, in, *k) gets std / sqrt(in * prod(k)): deep conv stacks without norms (TAESD) then
+    # stay clear of both all-zero and saturated outputs. Draws are fp32 on the CPU in module order, so the values do
+    # not depend on the module's device or dtype.
+    g = torch.Generator().manual_seed(seed)
+    persistent = set(module.state_dict().keys())
+    with torch.no_grad():
+        for prefix, mod in module.named_modules():
+            norm = _is_norm(mod)
+            for name, p in mod.named_parameters(recurse=False):
+                if name == "bias":
+                    p.zero_()
+                elif norm:
+                    p.fill_(1.0)
+                else:
+                    scale = std / (p[0].numel() ** 0.5) if fan_in and p.ndim >= 2 else std
+                    p.copy_(torch.randn(p.shape, generator=g) * scale)
+            for name, b in mod.named_buffers(recurse=False):
+                if b.is_floating_point() and f"{prefix}.{name}".lstrip(".") in persistent:
+                    b.copy_(torch.randn(b.shape, generator=g) * std)
+    return module
+
+
+def build_tiny_model(
+    family: str, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> comfy.model_patcher.ModelPatcher:
+    """ModelPatcher around the host's model for TINY_CONFIGS[family], weights in `dtype`, seeded random."""
+    if family not in TINY_CONFIGS:
+        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_CONFIGS)}")
+    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    load_device = comfy.model_management.get_torch_device()
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
+    config.set_inference_dtype(dtype, manual_cast)
+    model = config.get_model({})
+    init_random_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device, comfy.model_management.unet_offload_device())
+
+
+def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:
+    """State dict of a seeded random TAESD with 4 (`taesd`) or 16 (`taesd3`) latent channels."""
+    channels, scale, shift = _TAESD[kind]
+    model = comfy.taesd.taesd.TAESD(latent_channels=channels)
+    init_random_(model, seed, std=1.0, fan_in=True)
+    with torch.no_grad():
+        model.vae_scale.fill_(scale)
+        model.vae_shift.fill_(shift)
+    return model.state_dict()
+
+
+def _demo_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
+    """fp16 state dict, in the layout the host's loaders detect, of demo family `family`."""
+    if family in TINY_CONFIGS:
+        sd = build_tiny_model(family, torch.float16, seed).model.diffusion_model.state_dict()
+    elif family in _TAESD:
+        sd = _taesd_state_dict(family, seed)
+    elif family == "wan21_vae":
+        sd = init_random_(comfy.ldm.wan.vae.WanVAE(**_WAN21_VAE), seed, std=1.0, fan_in=True).state_dict()
+    else:
+        raise ValueError(f"unknown demo family {family!r}")
+    return {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Safetensors file bytes with a key-sorted header (safetensors orders metadata by a per-process hash)."""
+    raw = save(tensors, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + size :]
+
+
+def write_demo_models(models_dir: Path, force: bool = False) -> list[Path]:
+    """Write every DEMO_FILES entry under models_dir/<subfolder>/ (fp16, atomic); return the paths written."""
+    written = []
+    for subfolder, name, family in _DEMO_SPECS.values():
+        path = Path(models_dir) / subfolder / name
+        if path.exists() and not force:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"pyra_demo": "1", "family": family, "seed": str(DEMO_SEED)}
+        data = _safetensors_bytes(_demo_state_dict(family, DEMO_SEED), metadata)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

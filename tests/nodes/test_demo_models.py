@@ -1,0 +1,164 @@
+"""Demo models: deterministic tiny models that the host's stock loaders detect, run and decode."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+# diffusion-model file key -> (host model-config class, conditioning family, latent shape)
+FILE_MODELS = {
+    "sd15": ("SD15", "sd15", (1, 4, 8, 8)),
+    "sd3": ("SD3", "sd3", (1, 16, 8, 8)),
+    "wan21": ("WAN21_T2V", "wan21", (1, 16, 1, 8, 8)),
+}
+# tiny family -> (conditioning family, latent shape)
+FAMILIES = {
+    "sd15": ("sd15", (1, 4, 8, 8)),
+    "sd15_detectable": ("sd15", (1, 4, 8, 8)),
+    "sdxl": ("sdxl", (1, 4, 8, 8)),
+    "sd3": ("sd3", (1, 16, 8, 8)),
+    "flux": ("flux", (1, 16, 8, 8)),
+    "wan21": ("wan21", (1, 16, 1, 8, 8)),
+}
+# VAE file key -> (first_stage_model class, latent shape, decoded pixel shape BTHWC / BHWC)
+FILE_VAES = {
+    "taesd": ("TAESD", (1, 4, 8, 8), (1, 64, 64, 3)),
+    "taesd3": ("TAESD", (1, 16, 8, 8), (1, 64, 64, 3)),
+    "wan21_vae": ("WanVAE", (1, 16, 2, 8, 8), (1, 5, 64, 64, 3)),
+}
+
+
+@pytest.fixture(scope="module")
+def demo(comfy_host):
+    return comfy_host.module("nodes.demo_models")
+
+
+@pytest.fixture(scope="module")
+def conditioning(comfy_host):
+    return comfy_host.module("nodes.demo_conditioning").demo_conditioning
+
+
+@pytest.fixture(scope="module")
+def models_dir(demo, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    demo.write_demo_models(root)
+    return root
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_step(patcher, cond: list, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Euler step of the host's sampler from fixed noise: (model input x, denoised x0), both of `shape`."""
+    import comfy.sample
+
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    seen = {}
+
+    def callback(step, x0, x, total):
+        seen.update(x0=x0.clone(), x=x.clone())
+
+    comfy.sample.sample(patcher, noise, 1, 1.0, "euler", "simple", cond, cond, torch.zeros(shape),
+                        callback=callback, disable_pbar=True)
+    return seen["x"], seen["x0"]
+
+
+def assert_runs_and_listens(patcher, conditioning, family: str, shape: tuple[int, ...]) -> None:
+    """Finite, non-constant model prediction of the latent's shape that changes with the conditioning."""
+    x, x0_a = one_step(patcher, conditioning(family, seed=1), shape)
+    _, x0_b = one_step(patcher, conditioning(family, seed=2), shape)
+    assert x0_a.shape == shape and torch.isfinite(x0_a).all()
+    prediction = (x - x0_a).float()
+    assert prediction.std() > 1e-3 * x.float().std(), "model prediction is (nearly) constant"
+    assert (x0_a - x0_b).abs().max() > 1e-3 * prediction.std(), "model output ignores the conditioning"
+
+
+def test_write_is_complete_idempotent_and_deterministic(demo, models_dir, tmp_path):
+    from safetensors import safe_open
+
+    paths = [models_dir / sub / name for sub, name in demo.DEMO_FILES.values()]
+    assert all(p.is_file() and "pyra-demo" in p.name for p in paths)
+    assert sum(p.stat().st_size for p in paths) < 90e6
+    assert not list(models_dir.rglob("*.tmp"))
+    assert demo.write_demo_models(models_dir) == []
+    with safe_open(paths[0], "pt") as f:
+        assert f.metadata() == {"pyra_demo": "1", "family": "sd15_detectable", "seed": str(demo.DEMO_SEED)}
+        assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+    fresh = demo.write_demo_models(tmp_path)
+    assert sorted(fresh) == sorted(tmp_path / sub / name for sub, name in demo.DEMO_FILES.values())
+    assert [sha256(p) for p in fresh] == [sha256(models_dir / p.relative_to(tmp_path)) for p in fresh]
+    fresh[0].unlink()
+    assert demo.write_demo_models(tmp_path) == [fresh[0]]
+
+
+@pytest.mark.parametrize("key", FILE_MODELS)
+def test_diffusion_file_is_detected_loaded_and_runs(demo, conditioning, models_dir, key):
+    import comfy.sd
+    import comfy.utils
+
+    config_class, family, shape = FILE_MODELS[key]
+    path = models_dir.joinpath(*demo.DEMO_FILES[key])
+    patcher = comfy.sd.load_diffusion_model(str(path))
+    assert type(patcher.model.model_config).__name__ == config_class
+    saved = comfy.utils.load_torch_file(str(path))
+    loaded = patcher.model.diffusion_model.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k].to(torch.float16), saved[k]) for k in saved), "weights differ from the file"
+    assert_runs_and_listens(patcher, conditioning, family, shape)
+
+
+@pytest.mark.parametrize("key", FILE_VAES)
+def test_vae_file_is_detected_and_round_trips(demo, models_dir, key):
+    import comfy.sd
+    import comfy.utils
+
+    model_class, latent_shape, pixel_shape = FILE_VAES[key]
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(models_dir.joinpath(*demo.DEMO_FILES[key]))))
+    assert type(vae.first_stage_model).__name__ == model_class
+    assert vae.latent_channels == latent_shape[1]
+    latent = torch.randn(latent_shape, generator=torch.Generator().manual_seed(3))
+    pixels = vae.decode(latent)
+    assert pixels.shape == pixel_shape and torch.isfinite(pixels).all()
+    assert pixels.min() >= 0 and pixels.max() <= 1 and pixels.std() > 0.01
+    # video VAEs encode IMAGE-style frames (T, H, W, C), not decode's (B, T, H, W, C)
+    encoded = vae.encode(pixels[0] if pixels.ndim == 5 else pixels)
+    assert encoded.shape == latent_shape and torch.isfinite(encoded).all() and encoded.std() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_build_tiny_model_is_seeded_and_runs(demo, conditioning, family):
+    cond_family, shape = FAMILIES[family]
+    patcher = demo.build_tiny_model(family, seed=0)
+    weights = patcher.model.diffusion_model.state_dict()
+    again = demo.build_tiny_model(family, seed=0).model.diffusion_model.state_dict()
+    other = demo.build_tiny_model(family, seed=1).model.diffusion_model.state_dict()
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert any(not torch.equal(weights[k], other[k]) for k in weights)
+    assert_runs_and_listens(patcher, conditioning, cond_family, shape)
+
+
+def test_builder_matches_file_dtype_and_unknown_family(demo):
+    fp16 = demo.build_tiny_model("sd3", dtype=torch.float16).model.diffusion_model.state_dict()
+    fp32 = demo.build_tiny_model("sd3").model.diffusion_model.state_dict()
+    assert all(fp16[k].dtype == torch.float16 and torch.equal(fp16[k], fp32[k].half()) for k in fp32)
+    with pytest.raises(ValueError, match="unknown tiny model family"):
+        demo.build_tiny_model("sd9")
+
+
+def test_installer_loads_the_module_without_the_pack(demo):
+    from host import comfyui_dir
+
+    spec = importlib.util.spec_from_file_location("_pyra_demo_models_tool", REPO / "tools" / "demo_models.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    standalone = tool.load_demo_models(comfyui_dir())
+    assert standalone.__name__ == "_pyra_demo_models" and standalone is not demo
+    assert standalone.DEMO_FILES == demo.DEMO_FILES and standalone.TINY_CONFIGS == demo.TINY_CONFIGS
