@@ -20,7 +20,7 @@ class AnalyticModelConfig(comfy.supported_models_base.BASE):
     """Pixel-space, 3-channel model config; eps uses the SD1.5 schedule, flow the SD3-style discrete flow."""
 
     latent_format = comfy.latent_formats.ChromaRadiance
-    supported_inference_dtypes = [torch.float32]
+    supported_inference_dtypes = (torch.float32,)
     memory_usage_factor = 0.01
 
     def __init__(self):

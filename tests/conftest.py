@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from host import comfyui_dir  # noqa: E402
 
+
 def has_cuda() -> bool:
     try:
         import torch

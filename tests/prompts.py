@@ -48,5 +48,6 @@ def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:
             "seed": 3, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
         "6": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
-        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": prefix or f"pyra_test_{family}"}},
+        "8": {"class_type": "SaveImage",
+              "inputs": {"images": ["7", 0], "filename_prefix": prefix or f"pyra_test_{family}"}},
     }

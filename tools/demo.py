@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontend import frontend_page, read_workflow, workflow_to_api  # noqa: E402
-from harness import ComfyServer  # noqa: E402
-from host import REPO  # noqa: E402
+from frontend import frontend_page, read_workflow, workflow_to_api
+from harness import ComfyServer
+from host import REPO
 
 OUT = REPO / "out" / "demo"
 

@@ -150,8 +150,8 @@ def install_test_tools(python: Path) -> None:
         log("installing Debian's chromium for the browser test")
         apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run(apt + ["update", "-qq"], env=env)
-        run(apt + ["install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
+        run([*apt, "update", "-qq"], env=env)
+        run([*apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
 
 
 def write_demo_models(python: Path, root: Path) -> None:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ComfyServer  # noqa: E402
-from host import HOST  # noqa: E402
+from harness import ComfyServer
+from host import HOST
 
 
 def main() -> int:

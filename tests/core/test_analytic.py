@@ -14,7 +14,6 @@ import pytest
 import torch
 from packload import load_pack_package
 
-
 load_pack_package()
 analytic = importlib.import_module("pyra_pack.core.analytic")
 prior_module = importlib.import_module("pyra_pack.core.analytic.prior")

@@ -86,7 +86,7 @@ def test_biased_host_solver_fails_the_band_check(analytic):
 
 
 def test_model_is_not_mutated_and_conditioning_is_ignored(analytic):
-    core, node = analytic
+    _, node = analytic
     noise = torch.randn(2, 3, 32, 24, generator=torch.Generator().manual_seed(5))
     a = host_sample(node, "flow", "euler", "simple", 4, noise)
     b = host_sample(node, "flow", "euler", "simple", 4, noise)
