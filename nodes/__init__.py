@@ -7,10 +7,13 @@ from typing_extensions import override
 
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
+from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 
 NODES: list[type[io.ComfyNode]] = [
     PyraAnalyticModel,
     PyraDemoConditioning,
+    PyraPyramidGuider,
+    PyraPyramidSampler,
 ]
 
 

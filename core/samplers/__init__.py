@@ -1,0 +1,1 @@
+"""Progressive samplers (host-free math): one algorithm per file."""

@@ -1,0 +1,188 @@
+"""Pyramid sampling: the early, high-noise steps run at reduced resolution, then the state is lifted.
+
+Notation. A noisy latent is written in variance-exploding (VE) form x = x0 + s * n, n ~ N(0, I):
+eps/v models sample in that form directly (s = sigma); a rectified-flow state x_t = (1 - t) x0 + t n is
+(1 - t) times the VE state with s = t / (1 - t). Average pooling by an integer factor f (over H and W)
+maps the VE state to pool(x0) + (s / f) n', with n' = f * pool(n) again unit white noise. So a level of
+factor f sees the SAME state at noise level s / f: its schedule is the full-resolution schedule (computed
+for the final size, as Flux/SD3 shifts require) with every VE noise level divided by f.
+
+The lift back up. With U the nearest-neighbour upsampling, P = U pool is the orthogonal projection onto
+piecewise-constant images, so x = P x + (I - P) x splits into independent parts for white noise.
+Given the level's state x' = d' + s' e' (d' its denoised estimate, e' = (x' - d') / s' the implied noise):
+
+    clean = U d' + (I - P) smooth_up(d')        noise = U e' / f + (I - P) n_full
+
+and the full-resolution state clean + (f s') noise has:
+  * P-part exactly U x' (the level's whole state, signal AND in-flight noise, is kept; nothing is re-drawn);
+  * (I - P)-part: the smooth upsampler's detail of the clean estimate plus fresh detail noise at the full
+    noise level f s'. Upsampling correlates noise (U e' / f has variance 1/f^2 per pixel, all of it in P):
+    adding (I - P) n_full, whose variance is 1 - 1/f^2 per pixel, makes the noise white with variance 1
+    again (P and I - P are orthogonal projections, so their covariances add to I).
+Passing the same full-resolution noise that direct sampling would use gives n' = f pool(n_full) at the
+start and (I - P) n_full at the lift: the pyramid is coupled to direct sampling (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PARAMETRISATIONS = ("ve", "flow")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One level of a ladder: `factor` (1 = full resolution) runs schedule steps [start, end)."""
+
+    factor: int
+    start: int
+    end: int
+
+
+def parse_ladder(text: str) -> list[tuple[int, float]]:
+    """'4:0.35, 2:0.25' -> [(4, 0.35), (2, 0.25)]: factor:fraction of steps, coarse to fine."""
+    levels = []
+    for item in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        try:
+            factor, frac = item.split(":")
+            levels.append((int(factor), float(frac)))
+        except ValueError as err:
+            raise ValueError(f"ladder item {item!r} is not 'factor:fraction' (e.g. '2:0.4')") from err
+    factors = [f for f, _ in levels]
+    if any(f < 2 for f in factors) or factors != sorted(factors, reverse=True) or len(set(factors)) != len(factors):
+        raise ValueError(f"ladder factors must be integers >= 2, coarse to fine, each once: got {factors}")
+    if any(a % b for a, b in zip(factors, factors[1:], strict=False)):
+        raise ValueError(f"each ladder factor must be a multiple of the next (e.g. 4 then 2): got {factors}")
+    if any(fr <= 0 for _, fr in levels) or sum(fr for _, fr in levels) >= 1:
+        raise ValueError("ladder fractions must be > 0 and leave some steps for full resolution (sum < 1)")
+    return levels
+
+
+def plan_stages(n_steps: int, levels: list[tuple[int, float]]) -> list[Stage]:
+    """Split `n_steps` schedule steps into stages; every stage gets at least one step, the last is full size."""
+    if n_steps < len(levels) + 1:
+        raise ValueError(f"{n_steps} steps cannot feed {len(levels) + 1} pyramid stages: use more steps")
+    stages, start, acc = [], 0, 0.0
+    for i, (factor, frac) in enumerate(levels):
+        acc += frac
+        end = min(max(round(acc * n_steps), start + 1), n_steps - (len(levels) - i))
+        stages.append(Stage(factor, start, end))
+        start = end
+    stages.append(Stage(1, start, n_steps))
+    return stages
+
+
+def to_ve(sigma: Tensor, parametrisation: str) -> Tensor:
+    """VE noise level s of a schedule sigma (flow: t / (1 - t), infinite at t = 1)."""
+    if parametrisation == "ve":
+        return sigma
+    if parametrisation == "flow":
+        return torch.where(sigma >= 1, torch.full_like(sigma, math.inf), sigma / (1 - sigma).clamp_min(1e-30))
+    raise ValueError(f"unknown parametrisation {parametrisation!r}")
+
+
+def from_ve(ve: Tensor, parametrisation: str) -> Tensor:
+    if parametrisation == "ve":
+        return ve
+    return torch.where(torch.isinf(ve), torch.ones_like(ve), ve / (1 + ve))
+
+
+def signal_scale(sigma: Tensor | float, parametrisation: str) -> Tensor | float:
+    """alpha(sigma): the state is alpha * (x0 + s n); 1 for VE, 1 - t for flow."""
+    return 1.0 if parametrisation == "ve" else 1 - sigma
+
+
+def level_sigmas(sigmas: Tensor, factor: int, parametrisation: str) -> Tensor:
+    """The full-resolution schedule as a level of `factor` sees it: VE noise levels divided by `factor`."""
+    return from_ve(to_ve(sigmas.double(), parametrisation) / factor, parametrisation).to(sigmas.dtype)
+
+
+def _as_4d(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """(B, C, [T,] H, W) -> (B*, C, H, W) so spatial ops apply per frame; returns the original shape."""
+    if x.ndim == 4:
+        return x, tuple(x.shape)
+    if x.ndim == 5:
+        b, c, t, h, w = x.shape
+        return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), tuple(x.shape)
+    raise ValueError(f"expected a 4-D image or 5-D video latent, got shape {tuple(x.shape)}")
+
+
+def _from_4d(y: Tensor, shape: tuple[int, ...]) -> Tensor:
+    if len(shape) == 4:
+        return y
+    b, c, t = shape[:3]
+    return y.reshape(b, t, c, *y.shape[-2:]).permute(0, 2, 1, 3, 4)
+
+
+def pool(x: Tensor, factor: int) -> Tensor:
+    """Average pooling of H and W by `factor` ((B, C, [T,] H, W), H and W divisible)."""
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"size {tuple(x.shape[-2:])} is not divisible by {factor}")
+    y, shape = _as_4d(x)
+    return _from_4d(F.avg_pool2d(y, factor), shape)
+
+
+def unpool(x: Tensor, factor: int) -> Tensor:
+    """Nearest-neighbour upsampling of H and W by `factor` (the adjoint of pool, times factor^2)."""
+    return x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def detail(x: Tensor, factor: int) -> Tensor:
+    """(I - P) x: what pooling by `factor` discards (zero block means)."""
+    return x - unpool(pool(x, factor), factor)
+
+
+def smooth_upsample(x: Tensor, factor: int, mode: str = "bicubic") -> Tensor:
+    y, shape = _as_4d(x)
+    size = (y.shape[-2] * factor, y.shape[-1] * factor)
+    up = unpool(y, factor) if mode == "nearest" else F.interpolate(y, size=size, mode=mode, align_corners=False)
+    return _from_4d(up, shape)
+
+
+def level_noise(noise: Tensor, factor: int) -> Tensor:
+    """Unit white noise of a level, coupled to full-resolution `noise`: factor * pool(noise)."""
+    return pool(noise, factor) * factor
+
+
+def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noise: Tensor,
+         parametrisation: str, upsample: str = "bicubic") -> tuple[Tensor, Tensor]:
+    """Lift a level's state at `sigma_low` to `factor` times the resolution (module docstring).
+
+    x_low, denoised_low: (B, C, [T,] h, w) state and denoised estimate; noise: (B, C, [T,] h*f, w*f) unit
+    noise for the new detail. Returns (clean, unit_noise) at full size such that the full-resolution
+    state at VE level factor * s_low is clean + factor * s_low * unit_noise.
+    """
+    s_low = float(to_ve(torch.tensor(float(sigma_low), dtype=torch.float64), parametrisation))
+    if not math.isfinite(s_low) or s_low <= 0:
+        raise ValueError(f"cannot lift at sigma {sigma_low}: the level must stop strictly inside the schedule")
+    x_ve = x_low.double() / signal_scale(float(sigma_low), parametrisation)
+    d = denoised_low.double()
+    eps_low = (x_ve - d) / s_low
+    clean = unpool(d, factor) + detail(smooth_upsample(d, factor, upsample), factor)
+    unit = unpool(eps_low, factor) / factor + detail(noise.double(), factor)
+    return clean.to(x_low.dtype), unit.to(x_low.dtype)
+
+
+def padded_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """Smallest size >= (height, width) divisible by `factor`."""
+    return -(-height // factor) * factor, -(-width // factor) * factor
+
+
+def predicted_speedup(stages: list[Stage], area_exponent: float = 1.0, attention_share: float = 0.0) -> float:
+    """Cost ratio direct / pyramid when a step at 1/f resolution costs f^-2 (linear) or f^-4 (attention).
+
+    `attention_share`: the fraction of a full-resolution step spent in token-quadratic attention.
+    """
+    def step_cost(f: int) -> float:
+        tokens = f ** (-2 * area_exponent)
+        return (1 - attention_share) * tokens + attention_share * tokens**2
+
+    n = stages[-1].end
+    extra = sum(step_cost(s.factor) for s in stages[:-1])  # each lower level evaluates once more at its end
+    pyramid = sum((s.end - s.start) * step_cost(s.factor) for s in stages) + extra
+    return n / pyramid
