@@ -1,7 +1,7 @@
 """The analytic natural-image model: a Gaussian image prior with an exact denoiser, the oracle for sampler claims."""
 
 from .bands import band_power, band_ratio, band_standard_error, expected_eps_ratio, radial_bands
-from .prior import NaturalImagePrior
+from .prior import NaturalImagePrior, pool
 
 __all__ = [
     "NaturalImagePrior",
@@ -9,5 +9,6 @@ __all__ = [
     "band_ratio",
     "band_standard_error",
     "expected_eps_ratio",
+    "pool",
     "radial_bands",
 ]

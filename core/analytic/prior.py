@@ -1,4 +1,4 @@
-"""A stationary Gaussian natural-image prior whose exact denoiser and exact PF-ODE solution are closed form.
+"""A resolution-consistent stationary Gaussian natural-image prior with an exact denoiser and PF-ODE solution.
 
 Model (images in model space: 3 channels, values in about [-1, 1], mean 0):
 
@@ -6,18 +6,37 @@ Model (images in model space: 3 channels, values in about [-1, 1], mean 0):
   1998, "lαβ"): luminance (1, 1, 1)/√3, yellow-blue (1, 1, -2)/√6, red-green (1, -1, 0)/√2. The three opponent
   channels are independent; their variances are `colour` times the luminance variance (default (1, 0.3, 0.1):
   natural images are mostly luminance, with yellow-blue the stronger chromatic axis).
-- Space: each opponent channel is a stationary Gaussian field. In the orthonormal 2-D DFT
-  (`torch.fft.fft2(..., norm="ortho")`) every mode x̂(f) has variance
-  P(f) = A / (f0 + |f|)^alpha, |f| = the radial frequency in cycles per pixel on the current grid
-  (fy = fftfreq(H), fx = fftfreq(W)). alpha = 2 is the classic 1/f² power spectrum of natural images
-  (Field 1987; van der Schaaf & van Hateren 1996: 1.9-2.1). f0 = 1/128 cycles per pixel is the large-scale
-  cut-off: structure keeps growing up to ~128-pixel wavelengths, and the mean of an image (the DC mode)
-  stays a modest part of the variance on 64-256 pixel grids (its std is ~0.11 at 128x128, ~0.21 at 64x64).
-- A is set PER GRID so that the luminance per-pixel std is `std` (default 0.5, typical of photographs
-  mapped to [-1, 1]): mean over modes of P equals std² (Parseval, ortho FFT). Because the spectrum is a
-  fixed function of cycles per pixel, a crop of a larger draw has nearly, but not exactly, the statistics
-  of a draw on the smaller grid: the model is approximately scale-consistent (like natural images, which
-  are nearly scale-invariant), not exactly (the per-grid A and the fixed f0 break exact invariance).
+- Space, "the same scene at every resolution": each opponent channel is a continuous stationary Gaussian field
+  on a fixed periodic domain, the Fourier series f(y, x) = Σ_k c_k exp(2πi (ky·y + kx·x)), y, x ∈ [0, 1), with
+  integer wavenumbers k = (ky, kx) in cycles per image height / width and independent modes (c_-k = conj c_k) of
+  variance E|c_k|² = S(ν) = A / (k0 + ν)^alpha. ν = sqrt((kx/W)² + (ky/H)²) · sqrt(H·W) is the radial frequency
+  in cycles per geometric-mean side: the same for a grid and its pooled grid, and isotropic on non-square grids
+  (square pixels). alpha = 2 is the classic 1/f² power spectrum of natural images (Field 1987; van der Schaaf &
+  van Hateren 1996: 1.9-2.1). k0 = 1 cycle per image puts the knee at the scale of the whole image (at 128 px
+  the old per-pixel knee f0 = 1/128).
+- Pixels: an H x W image is the cell average (box filter) of the field over H x W equal cells. Cell averages
+  compose, so `pool(x, f)` of an H x W draw IS an H/f x W/f draw of the same field, exactly.
+- Scale: A is one constant per prior, set so that the luminance per-pixel std is `std` (default 0.5, typical of
+  photographs mapped to [-1, 1]) on the reference grid `ref_size` x `ref_size` (128 x 128). Larger grids resolve
+  more of the scene, so their pixel variance grows slowly (like natural images gaining detail) and smaller grids
+  have less; the image mean (the DC mode) has std sqrt(A) / k0^(alpha/2) on every grid (0.10 with the defaults).
+
+The per-mode variance of a grid (`NaturalImagePrior.power`). In 1-D, N cells: pixel n is
+p_n = N ∫_{n/N}^{(n+1)/N} f = Σ_k c_k e^{2πi k n/N} B(k/N), B(u) = e^{iπu} sinc(u), sinc(u) = sin(πu)/(πu).
+Its ortho DFT p̂_q = N^-½ Σ_n p_n e^{-2πi q n/N} keeps the k ≡ q (mod N): p̂_q = sqrt(N) Σ_{k ≡ q} c_k B(k/N).
+Distinct residues use disjoint c_k, so the modes are uncorrelated (but for the conjugate pair q, -q of a real
+image) with E|p̂_q|² = N Σ_m S(q + mN) sinc²(q/N + m). In 2-D, q in the symmetric range (fftfreq · size):
+    P(qy, qx) = H·W · Σ_{(my, mx) ∈ Z²} S(ν(qy + my·H, qx + mx·W)) · sinc²(qx/W + mx) · sinc²(qy/H + my),
+a stationary Gaussian on the discrete torus, so the denoiser and the PF ODE below act per mode.
+
+The alias sum: the |my|, |mx| <= M = `ALIAS_ORDER` aliases are summed term by term. In the rest, with
+v = (qy/H + my, qx/W + mx) in cycles per pixel, sinc²(v) = sin²(π qx/W) / (π v)² (sin² is the same for every
+alias), so the two arms (|mx| > M, |my| <= M, and its mirror) and the four corners are sums over unit cells of
+smooth functions of v; they are replaced by their integrals (the midpoint rule), computed by Gauss-Legendre
+quadrature with `TAIL_NODES` nodes. Plain truncation would be off by T_M ≈ 0.2 / M² relative for alpha = 1
+(≈ 0.07 / M³ for alpha = 2): 1e-6 would need M ≈ 450. The midpoint rule leaves about
+(1 + alpha)(2 + alpha) / (24 (M + ½)²) of T_M: < 3e-7 relative at M = 24 for alpha >= 1 and k0 <= sqrt(H·W)
+(checked against M = 48 and against a brute-force sum to M = 1000).
 
 Noising, per mode, with a(s) the signal scale:
     "eps"  (EDM / VE):         x = x0 + s·n          a(s) = 1
@@ -28,13 +47,17 @@ E[x̂0 | x̂] = a P / (a² P + s²) · x̂.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 PARAMETRISATIONS = ("eps", "flow")
+ALIAS_ORDER = 24  # M: aliases with |my|, |mx| <= M summed term by term, the rest by integrals
+TAIL_NODES = 8  # Gauss-Legendre nodes per tail integral (per dimension)
 
 # rows: luminance, yellow-blue, red-green (orthonormal; x_opp = B @ x_rgb, x_rgb = Bᵀ @ x_opp)
 OPPONENT_BASIS = torch.tensor(
@@ -46,12 +69,101 @@ OPPONENT_BASIS = torch.tensor(
     dtype=torch.float64,
 )
 
+Spectrum = Callable[[Tensor], Tensor]  # |v|² (cycles per pixel, squared) -> (k0 + ν)^-alpha
 
-def radial_frequency(height: int, width: int, device=None) -> Tensor:
-    """(H, W) float64 |f| in cycles per pixel of every fft2 mode (fy = fftfreq(H), fx = fftfreq(W))."""
-    fy = torch.fft.fftfreq(height, dtype=torch.float64, device=device)[:, None]
-    fx = torch.fft.fftfreq(width, dtype=torch.float64, device=device)[None, :]
-    return torch.sqrt(fy**2 + fx**2)
+
+def pool(x: Tensor, factor: int) -> Tensor:
+    """(B, C, H/factor, W/factor) mean of every factor x factor block of x (B, C, H, W): the prior's resolution map.
+
+    The prior at H/factor x W/factor is exactly the law of pool(x, factor) for x drawn at H x W.
+    Raises ValueError unless factor is a positive integer dividing H and W.
+    """
+    height, width = x.shape[-2:]
+    if not isinstance(factor, int) or factor < 1 or height % factor or width % factor:
+        raise ValueError(f"factor must be a positive integer dividing {height}x{width}, got {factor!r}")
+    blocks = x.reshape(*x.shape[:-2], height // factor, factor, width // factor, factor)
+    return blocks.mean(dim=(-3, -1))
+
+
+def _gauss_legendre(n: int, device) -> tuple[Tensor, Tensor]:
+    """(n,) nodes and (n,) weights of the n-point Gauss-Legendre rule on (0, 1) (Golub-Welsch), float64."""
+    k = torch.arange(1, n, dtype=torch.float64)
+    off = k / torch.sqrt(4 * k**2 - 1)
+    nodes, vectors = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
+    return ((nodes + 1) / 2).to(device), vectors[0].square().to(device)
+
+
+def _box(uy: Tensor, ux: Tensor, spectrum: Spectrum, offsets: Tensor) -> Tensor:
+    """(h, w) Σ over |my|, |mx| <= M of s(v) sinc²(vx) sinc²(vy), v = u + m; uy (h, 1), ux (1, w), offsets (2M+1,)."""
+    vx = ux[..., None] + offsets
+    weight_x = torch.sinc(vx) ** 2
+    total = torch.zeros(uy.shape[0], ux.shape[1], dtype=torch.float64, device=ux.device)
+    for my in offsets.tolist():
+        vy = uy + my
+        total += torch.sinc(vy) ** 2 * (spectrum(vx**2 + vy[..., None] ** 2) * weight_x).sum(-1)
+    return total
+
+
+def _arm_integral(spectrum: Spectrum, edge: Tensor, offset: Tensor, rule: tuple[Tensor, Tensor]) -> Tensor:
+    """∫_edge^∞ s(t² + offset²) t⁻² dt = (1/edge) ∫_0^1 s(edge²/r² + offset²) dr (t = edge/r), broadcast."""
+    nodes, weights = rule
+    return (spectrum((edge[..., None] / nodes) ** 2 + offset[..., None] ** 2) * weights).sum(-1) / edge
+
+
+def _arms(rows: Tensor, cols: Tensor, spectrum: Spectrum, offsets: Tensor, rule: tuple[Tensor, Tensor]) -> Tensor:
+    """(h, w) Σ over |m_row| <= M, |m_col| > M of s(v) sinc²(v_row) sinc²(v_col); rows (h, 1), cols (1, w).
+
+    sinc²(v_col) = sin²(π u_col) / (π v_col)²: the cells of m_col = ±(M+1), ±(M+2), ... cover |v_col| >= M + ½ ± u_col.
+    """
+    order = offsets.shape[0] // 2
+    edges = (order + 0.5 + cols, order + 0.5 - cols)
+    total = torch.zeros(rows.shape[0], cols.shape[1], dtype=torch.float64, device=cols.device)
+    for m in offsets.tolist():
+        v_row = rows + m
+        total += torch.sinc(v_row) ** 2 * sum(_arm_integral(spectrum, e, v_row, rule) for e in edges)
+    return total * torch.sin(math.pi * cols) ** 2 / math.pi**2
+
+
+def _corners(uy: Tensor, ux: Tensor, spectrum: Spectrum, order: int, rule: tuple[Tensor, Tensor]) -> Tensor:
+    """(h, w) Σ over |my|, |mx| > M of s(v) sinc²(vx) sinc²(vy): four 2-D integrals, Gauss-Legendre in both."""
+    nodes, weights = rule
+    total = torch.zeros(uy.shape[0], ux.shape[1], dtype=torch.float64, device=ux.device)
+    for edge_y in (order + 0.5 + uy, order + 0.5 - uy):
+        for edge_x in (order + 0.5 + ux, order + 0.5 - ux):
+            t = (edge_x[..., None, None] / nodes[:, None]) ** 2
+            r = (edge_y[..., None, None] / nodes) ** 2
+            total += (spectrum(t + r) * weights[:, None] * weights).sum((-2, -1)) / (edge_x * edge_y)
+    return total * (torch.sin(math.pi * uy) * torch.sin(math.pi * ux)) ** 2 / math.pi**4
+
+
+def aliased_spectrum(uy: Tensor, ux: Tensor, alpha: float, k0: float, scale: float, order: int = ALIAS_ORDER) -> Tensor:
+    """(h, w) Σ_{m ∈ Z²} (k0 + scale·|u + m|)^-alpha sinc²(ux + mx) sinc²(uy + my), for uy (h, 1), ux (1, w).
+
+    u in cycles per pixel (float64), scale = sqrt(H·W); the |m| <= order aliases term by term, the rest by
+    the tail integrals of the module docstring.
+    """
+    rule = _gauss_legendre(TAIL_NODES, ux.device)
+    offsets = torch.arange(-order, order + 1, dtype=torch.float64, device=ux.device)
+
+    def spectrum(v2: Tensor) -> Tensor:
+        return (k0 + scale * v2.sqrt()) ** -alpha
+
+    arms = _arms(uy, ux, spectrum, offsets, rule) + _arms(ux.T, uy.T, spectrum, offsets, rule).T
+    return _box(uy, ux, spectrum, offsets) + arms + _corners(uy, ux, spectrum, order, rule)
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_power(height: int, width: int, alpha: float, k0: float, device: torch.device) -> Tensor:
+    """(H, W) float64 per-mode variance P / A of the cell-averaged H x W grid (fft2 mode order; do not modify).
+
+    P is even in qy and in qx, so it is computed on 0 <= q <= size // 2 and mirrored.
+    """
+    uy = torch.arange(height // 2 + 1, dtype=torch.float64, device=device)[:, None] / height
+    ux = torch.arange(width // 2 + 1, dtype=torch.float64, device=device)[None, :] / width
+    quadrant = height * width * aliased_spectrum(uy, ux, alpha, k0, math.sqrt(height * width))
+    rows = torch.fft.fftfreq(height, 1 / height, device=device).abs().round().long()
+    cols = torch.fft.fftfreq(width, 1 / width, device=device).abs().round().long()
+    return quadrant[rows][:, cols]
 
 
 def _rotate(basis: Tensor, x: Tensor) -> Tensor:
@@ -68,7 +180,7 @@ def opponent_spectrum(x: Tensor) -> Tensor:
 def filter_modes(x: Tensor, gain: Tensor) -> Tensor:
     """Multiply every opponent-basis Fourier mode of `x` (B, 3, H, W) by a real `gain`.
 
-    gain: (3, H, W) or (B, 3, H, W), indexed like fft2 and symmetric under f -> -f (a function of |f|),
+    gain: (3, H, W) or (B, 3, H, W), indexed like fft2 and symmetric under q -> -q (as the prior's power),
     so the result is real; it is computed with rfft2 on the non-redundant half. Returns (B, 3, H, W) float64.
     """
     height, width = x.shape[-2:]
@@ -107,22 +219,33 @@ def _per_sample_sigma(sigma: Tensor | float, batch: int, device) -> Tensor:
 
 @dataclass(frozen=True)
 class NaturalImagePrior:
-    """The stationary Gaussian image prior described in the module docstring (see there for the defaults)."""
+    """The resolution-consistent Gaussian image prior of the module docstring (see there for the defaults).
+
+    alpha: spectral slope; k0: knee in cycles per image (geometric-mean side); std: luminance per-pixel std on
+    the ref_size x ref_size grid; colour: variance multipliers of the opponent channels.
+    """
 
     alpha: float = 2.0
-    f0: float = 1 / 128
+    k0: float = 1.0
     std: float = 0.5
     colour: tuple[float, float, float] = (1.0, 0.3, 0.1)
+    ref_size: int = 128
+
+    def __post_init__(self):
+        if not (self.alpha > 0 and self.k0 > 0 and self.std > 0 and self.ref_size >= 1):
+            raise ValueError(f"need alpha, k0, std > 0 and ref_size >= 1, got {self}")
 
     def power(self, height: int, width: int, device=None) -> Tensor:
         """(3, H, W) float64 per-mode variance P of the ortho fft2 in the opponent basis (fft2 mode order).
 
-        Luminance: A / (f0 + |f|)^alpha with A chosen so its mean over the H·W modes is std²;
-        the chromatic channels are that times colour[1], colour[2].
+        Luminance: the alias sum of the module docstring with S = A / (k0 + ν)^alpha, A such that the mean
+        over the modes of the ref_size x ref_size grid is std²; the chromatic channels are that times
+        colour[1], colour[2].
         """
-        shape = (self.f0 + radial_frequency(height, width, device)) ** -self.alpha
-        luminance = self.std**2 * shape / shape.mean()
-        colour = torch.tensor(self.colour, dtype=torch.float64, device=luminance.device)
+        device = torch.device("cpu") if device is None else torch.device(device)
+        reference = _unit_power(self.ref_size, self.ref_size, self.alpha, self.k0, torch.device("cpu")).mean()
+        luminance = _unit_power(height, width, self.alpha, self.k0, device) * (self.std**2 / reference.item())
+        colour = torch.tensor(self.colour, dtype=torch.float64, device=device)
         return colour[:, None, None] * luminance
 
     def sample(

@@ -25,6 +25,7 @@ start and (I - P) n_full at the lift: the pyramid is coupled to direct sampling 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ def parse_ladder(text: str) -> list[tuple[int, float]]:
     factors = [f for f, _ in levels]
     if any(f < 2 for f in factors) or factors != sorted(factors, reverse=True) or len(set(factors)) != len(factors):
         raise ValueError(f"ladder factors must be integers >= 2, coarse to fine, each once: got {factors}")
-    if any(a % b for a, b in zip(factors, factors[1:], strict=False)):
+    if any(a % b for a, b in itertools.pairwise(factors)):
         raise ValueError(f"each ladder factor must be a multiple of the next (e.g. 4 then 2): got {factors}")
     if any(fr <= 0 for _, fr in levels) or sum(fr for _, fr in levels) >= 1:
         raise ValueError("ladder fractions must be > 0 and leave some steps for full resolution (sum < 1)")

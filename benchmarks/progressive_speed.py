@@ -1,0 +1,213 @@
+"""Pyramid vs direct sampling, wall time on real-size random-weight models built from the host's classes (GPU).
+
+    source benchmarks/device_env.sh   # on the lent H200 (carry .device)
+    python3 benchmarks/progressive_speed.py --models flux,sdxl --size 2048 --steps 30 --json OUT.json
+
+For each model and ladder: the speedup the FLOP count predicts (one forward per stage size counted with
+torch's FlopCounterMode, weighted by the steps each stage runs, plus the one extra evaluation every lower
+level makes at its end) and the measured one (median wall time of whole `guider.sample` runs, direct at
+full resolution vs pyramid, same sampler, schedule and noise). Weights are random: speed does not depend
+on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
+
+FLUX = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
+        "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38,
+        "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+SDXL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+        "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+        "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+        "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "use_temporal_attention": False, "use_temporal_resblock": False}
+
+
+def import_host():
+    sys.path.insert(0, os.environ.get("PYRA_COMFYUI", str(REPO / ".host" / "ComfyUI")))
+    import comfy.model_management  # noqa: F401
+
+
+def load_pyramid_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """The pack's pyramid modules without running nodes/__init__ (which needs the whole host API)."""
+    for name, path in (("pyra_pack", REPO), ("pyra_pack.nodes", REPO / "nodes")):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(path)]
+        sys.modules.setdefault(name, pkg)
+    return (importlib.import_module("pyra_pack.nodes.pyramid_sampling"),
+            importlib.import_module("pyra_pack.core.samplers.pyramid"))
+
+
+def build(family: str, device):
+    """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup."""
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    import torch
+
+    cls, cfg = {"flux": (sm.Flux, FLUX), "sdxl": (sm.SDXL, SDXL)}[family]
+    mc = cls(dict(cfg))
+    mc.set_inference_dtype(torch.bfloat16, None)
+    model = mc.get_model({}, device=device)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)
+    model = model.to(torch.bfloat16)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+    g = torch.Generator().manual_seed(0)
+    if family == "flux":
+        cond = [[torch.randn(1, 512, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
+                                                           "guidance": 3.5}]]
+        return patcher, cond, 1.0, "simple", 16
+    cond = [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g),
+                                                       "width": 2048, "height": 2048}]]
+    return patcher, cond, 5.0, "karras", 4
+
+
+def timed(fn, repeats: int) -> list[float]:
+    import torch
+
+    out = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def forward_flops(guider, sampler, sigmas, channels: int, side: int, device) -> float:
+    """FLOPs of one sampling step (one model call, CFG included) on a side x side latent."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, channels, side, side)
+    with FlopCounterMode(display=False) as counter:
+        guider.sample(torch.randn_like(x), x, sampler, torch.stack([sigmas[0], sigmas.new_zeros(())]), seed=0,
+                      disable_pbar=True)
+    return float(counter.get_total_flops())
+
+
+def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
+    import comfy.samplers
+    import torch
+
+    device = torch.device("cuda")
+    patcher, cond, cfg, scheduler, channels = build(family, device)
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds(cond, cond)
+    guider.set_cfg(cfg)
+    sampler = comfy.samplers.sampler_object("euler")
+    side = args.size // 8
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), scheduler, args.steps).cpu()
+    noise = torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(1))
+    latent = torch.zeros_like(noise)
+    flops = {f: forward_flops(guider, sampler, sigmas, channels, side // f, device) for f in (1, 2, 4)}
+
+    def direct():
+        return guider.sample(noise, latent, sampler, sigmas, seed=1, disable_pbar=True)
+
+    def pyramid(ladder):
+        levels = pyr.parse_ladder(ladder)
+        return lambda: pyr_sampling.pyramid_sample(guider, noise, latent, sampler, sigmas, levels, seed=1,
+                                                   disable_pbar=True)
+
+    result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops}
+    times = {"direct": timed(direct, args.repeats)}
+    for key, ladder in LADDERS.items():
+        times[key] = timed(pyramid(ladder), args.repeats)
+        stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
+        cost = sum((s.end - s.start) * flops[s.factor] for s in stages) + sum(flops[s.factor] for s in stages[:-1])
+        result[f"predicted_{key}"] = args.steps * flops[1] / cost
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for key in LADDERS:
+        result[f"speedup_{key}"] = med["direct"] / med[key]
+        result[f"efficiency_{key}"] = result[f"speedup_{key}"] / result[f"predicted_{key}"]
+    result["seconds"] = times
+    return result
+
+
+def headline(out: dict) -> dict:
+    """The committed figures: pyramid_{speedup,predicted}_{model}{size}_{ladder}."""
+    figures = {}
+    for family, res in out["results"].items():
+        for key in LADDERS:
+            figures[f"pyramid_speedup_{family}{res['size']}_{key}"] = round(res[f"speedup_{key}"], 3)
+            figures[f"pyramid_predicted_{family}{res['size']}_{key}"] = round(res[f"predicted_{key}"], 3)
+    return figures
+
+
+def markdown(out: dict) -> str:
+    dev = out["device"]
+    lines = [f"# Pyramid sampling speed ({dev['gpu']}, driver {dev['driver']}, torch {dev['torch']}, "
+             f"triton {dev['triton']}, {dev['date']})", "", f"Command: `{out['command']}`", "",
+             "| model | size | ladder | direct s | pyramid s | predicted | measured | measured/predicted |",
+             "|---|---|---|---|---|---|---|---|"]
+    for family, res in out["results"].items():
+        direct = statistics.median(res["seconds"]["direct"])
+        for key, ladder in LADDERS.items():
+            lines.append(f"| {family} | {res['size']} | {key}: `{ladder}` | {direct:.2f} | "
+                         f"{statistics.median(res['seconds'][key]):.2f} | {res[f'predicted_{key}']:.2f}x | "
+                         f"{res[f'speedup_{key}']:.2f}x | {res[f'efficiency_{key}']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    info["driver"] = smi.stdout.strip()
+    return info
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="flux,sdxl")
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    import_host()
+    import torch
+
+    pyr_sampling, pyr = load_pyramid_modules()
+    out = {"device": device_info(), "command": " ".join(sys.argv), "results": {}}
+    for family in args.models.split(","):
+        res = bench_model(family, args, pyr_sampling, pyr)
+        torch.cuda.empty_cache()
+        out["results"][family] = res
+        for key in LADDERS:
+            print(f"{family} {args.size} ladder {key} ({LADDERS[key]}): predicted {res[f'predicted_{key}']:.2f}x, "
+                  f"measured {res[f'speedup_{key}']:.2f}x ({res[f'efficiency_{key}']:.0%} of predicted)", flush=True)
+        if args.json:
+            out["headline"] = headline(out)
+            args.json.write_text(json.dumps(out, indent=1))
+            args.json.with_suffix(".md").write_text(markdown(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Pyramid sampling on the host's guiders: one `guider.sample()` per level, one schedule, one progress bar.
+
+Each stage runs at its own size, so masks, area and mask conditioning, ControlNet and concat-conditioned
+models are resolved per stage by the host (HOST.md section 2, design B). The math is in
+core/samplers/pyramid.py; the node classes are in nodes/pyramid.py. No comfy_api import here, so GPU
+benchmarks can use this module with the host's model code alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import torch
+
+from ..core.samplers.pyramid import (
+    level_noise,
+    level_sigmas,
+    lift,
+    padded_size,
+    plan_stages,
+    pool,
+)
+
+log = logging.getLogger("pyra")
+UPSAMPLERS = ("bicubic", "bilinear", "nearest")
+
+
+class PyramidError(ValueError):
+    """A pyramid request that cannot run; the message says what to change."""
+
+
+def model_parametrisation(model_patcher) -> str:
+    """'ve' when the host noises as x0 + sigma n (eps, v, EDM), 'flow' for (1 - t) x0 + t n."""
+    ms = model_patcher.get_model_object("model_sampling")
+    half = torch.tensor(0.5)
+    signal = float(ms.noise_scaling(half, torch.zeros(1), torch.ones(1)))
+    noise = float(ms.noise_scaling(half, torch.ones(1), torch.zeros(1)))
+    if abs(signal - 1) < 1e-6 and abs(noise - 0.5) < 1e-6:
+        return "ve"
+    if abs(signal - 0.5) < 1e-6 and abs(noise - 0.5) < 1e-6:
+        return "flow"
+    raise PyramidError(f"pyramid sampling supports eps, v and flow models, not {type(ms).__name__}")
+
+
+def _start_noise_gain(model_patcher, sigmas: torch.Tensor, parametrisation: str) -> float:
+    """Direct sampling starts eps models at sqrt(1 + s^2) n when sigmas[0] is the model's sigma_max."""
+    ms = model_patcher.get_model_object("model_sampling")
+    s0, s_max = float(sigmas[0]), float(ms.sigma_max)
+    if parametrisation != "ve" or not (abs(s0 - s_max) <= 1e-5 * s_max or s0 > s_max):
+        return 1.0
+    return float((1 + s0**2) ** 0.5 / s0)
+
+
+def _scale_areas(conds: dict, factor: int) -> dict:
+    """Absolute latent-pixel areas divided by `factor` (percentage areas resolve per stage by themselves)."""
+    if factor == 1:
+        return conds
+    out = {}
+    for key, cond_list in conds.items():
+        scaled = []
+        for c in cond_list:
+            area = c.get("area")
+            if area is not None and area[0] != "percentage":
+                n = len(area) // 2
+                sizes, offsets = list(area[:n]), list(area[n:])
+                for i in (n - 2, n - 1):
+                    sizes[i], offsets[i] = max(1, -(-sizes[i] // factor)), offsets[i] // factor
+                c = {**c, "area": tuple(sizes + offsets)}
+            scaled.append(c)
+        out[key] = scaled
+    return out
+
+
+def _pad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    pad_h, pad_w = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if not (pad_h or pad_w):
+        return x
+    y = x.reshape(-1, 1, *x.shape[-2:]).float()
+    y = torch.nn.functional.pad(y, (0, pad_w, 0, pad_h), mode="replicate")
+    return y.reshape(*x.shape[:-2], *size).to(x.dtype)
+
+
+def _padded_noise(noise: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """The sampler's noise, extended with fresh seeded noise where the size was rounded up."""
+    if tuple(noise.shape[-2:]) == size:
+        return noise
+    g = torch.Generator().manual_seed(int(seed or 0) + 7919)
+    out = torch.randn(*noise.shape[:-2], *size, generator=g, dtype=noise.dtype).to(noise.device)
+    out[..., : noise.shape[-2], : noise.shape[-1]] = noise
+    return out
+
+
+class _StageCallback:
+    """Offsets the step index into one progress bar and keeps the last (x, denoised) the sampler reported."""
+
+    def __init__(self, callback, offset: int, total: int):
+        self.callback, self.offset, self.total = callback, offset, total
+        self.step, self.x, self.denoised = -1, None, None
+
+    def __call__(self, step, x0, x, _total):
+        self.step, self.x, self.denoised = step, x, x0
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if self.callback is not None:
+            self.callback(min(self.offset + step, self.total - 1), x0, x, self.total)
+
+
+def _min_level_size(model_patcher) -> int:
+    dm = model_patcher.get_model_object("diffusion_model")
+    patch = getattr(dm, "patch_size", 1)
+    patch = max(patch) if isinstance(patch, (tuple, list)) else int(patch or 1)
+    return max(2, patch)
+
+
+def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsample="bicubic", denoise_mask=None,
+                   callback=None, disable_pbar=False, seed=None):
+    """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample."""
+    patcher = guider.model_patcher
+    param = model_parametrisation(patcher)
+    stages = plan_stages(len(sigmas) - 1, levels)
+    height, width = latent_image.shape[-2:]
+    size = padded_size(height, width, stages[0].factor)
+    if size != (height, width):
+        log.info("Pyra pyramid: latent %sx%s padded to %sx%s to divide by %s", width, height, size[1], size[0],
+                 stages[0].factor)
+    smallest = min(size) // stages[0].factor
+    if smallest < _min_level_size(patcher):
+        raise PyramidError(f"the 1/{stages[0].factor} level of a {width}x{height} latent is {smallest} latent "
+                           "pixels: smaller than one model patch. Use a smaller factor or a larger image.")
+    full_noise = _padded_noise(noise, size, seed)
+    latent = _pad(latent_image, size)
+    mask = None
+    if denoise_mask is not None:
+        mask = _pad(comfy.utils.reshape_mask(denoise_mask, latent_image.shape).to(latent), size)
+    fmt = patcher.model.latent_format
+    total = len(sigmas) - 1 + len(stages) - 1
+    offset, unit_noise, clean = 0, None, None
+    original_conds = guider.original_conds
+    try:
+        for i, stage in enumerate(stages):
+            last = i == len(stages) - 1
+            f = stage.factor
+            sig = level_sigmas(sigmas[stage.start: stage.end + 1], f, param)
+            if not last:
+                sig = torch.cat([sig, sig.new_zeros(1)])
+            stage_latent = pool(latent, f) if f > 1 else latent
+            stage_mask = pool(mask, f) if mask is not None and f > 1 else mask
+            if i == 0:
+                stage_noise = level_noise(full_noise, f) * _start_noise_gain(patcher, sigmas, param) \
+                    if f > 1 else full_noise
+            else:
+                stage_noise = unit_noise
+                lifted = fmt.process_out(clean)
+                stage_latent = lifted if stage_mask is None else lifted * stage_mask + stage_latent * (1 - stage_mask)
+            if last:
+                stage_noise, stage_latent = stage_noise[..., :height, :width], stage_latent[..., :height, :width]
+                stage_mask = denoise_mask
+            cb = _StageCallback(callback, offset, total)
+            guider.original_conds = _scale_areas(original_conds, f)
+            out = guider.sample(stage_noise, stage_latent, sampler, sig, denoise_mask=stage_mask, callback=cb,
+                                disable_pbar=disable_pbar, seed=seed)
+            offset += len(sig) - 1
+            if last:
+                return out
+            if cb.step != len(sig) - 2 or cb.x is None:
+                raise PyramidError("this sampler does not report its state at every step, which the pyramid "
+                                   "needs at each level change: use euler, heun, dpmpp_2m, uni_pc or similar")
+            nxt = stages[i + 1].factor
+            clean, unit_noise = lift(cb.x, cb.denoised, float(sig[-2]), f // nxt,
+                                     level_noise(full_noise, nxt).to(cb.x), param, upsample)
+    finally:
+        guider.original_conds = original_conds
+
+
+class PyramidGuider:
+    """A GUIDER for SamplerCustomAdvanced: wraps any guider and samples coarse-to-fine."""
+
+    def __init__(self, inner, levels: list[tuple[int, float]], upsample: str):
+        self.inner, self.levels, self.upsample = inner, levels, upsample
+        self.model_patcher = inner.model_patcher
+        self.model_options = inner.model_options
+        self.original_conds = inner.original_conds
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        return pyramid_sample(self.inner, noise, latent_image, sampler, sigmas, self.levels, self.upsample,
+                              denoise_mask, callback, disable_pbar, seed)
