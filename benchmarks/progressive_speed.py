@@ -102,6 +102,22 @@ def forward_flops(guider, sampler, sigmas, channels: int, side: int, device) -> 
     return float(counter.get_total_flops())
 
 
+def step_seconds(guider, sampler, sigmas, channels: int, side: int, steps: int = 10) -> dict[int, float]:
+    """Median seconds per step of direct sampling at each level size (what the model itself costs there)."""
+    import torch
+
+    def runner(x):
+        return lambda: guider.sample(torch.randn_like(x), x, sampler, sigmas[-(steps + 1):], seed=0,
+                                     disable_pbar=True)
+
+    out = {}
+    for f in (1, 2, 4):
+        run = runner(torch.zeros(1, channels, side // f, side // f))
+        run()
+        out[f] = statistics.median(timed(run, 3)) / steps
+    return out
+
+
 def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
     import comfy.samplers
     import torch
@@ -126,13 +142,17 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
         return lambda: pyr_sampling.pyramid_sample(guider, noise, latent, sampler, sigmas, levels, seed=1,
                                                    disable_pbar=True)
 
-    result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops}
+    result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops,
+              "step_seconds": step_seconds(guider, sampler, sigmas, channels, side)}
     times = {"direct": timed(direct, args.repeats)}
     for key, ladder in LADDERS.items():
         times[key] = timed(pyramid(ladder), args.repeats)
         stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
         cost = sum((s.end - s.start) * flops[s.factor] for s in stages) + sum(flops[s.factor] for s in stages[:-1])
         result[f"predicted_{key}"] = args.steps * flops[1] / cost
+        secs = result["step_seconds"]
+        cost_t = sum((s.end - s.start) * secs[s.factor] for s in stages) + sum(secs[s.factor] for s in stages[:-1])
+        result[f"predicted_from_step_times_{key}"] = args.steps * secs[1] / cost_t
     med = {k: statistics.median(v) for k, v in times.items()}
     for key in LADDERS:
         result[f"speedup_{key}"] = med["direct"] / med[key]
@@ -201,7 +221,9 @@ def main() -> int:
         out["results"][family] = res
         for key in LADDERS:
             print(f"{family} {args.size} ladder {key} ({LADDERS[key]}): predicted {res[f'predicted_{key}']:.2f}x, "
-                  f"measured {res[f'speedup_{key}']:.2f}x ({res[f'efficiency_{key}']:.0%} of predicted)", flush=True)
+                  f"measured {res[f'speedup_{key}']:.2f}x ({res[f'efficiency_{key}']:.0%} of predicted); "
+                  f"from measured step times {res[f'predicted_from_step_times_{key}']:.2f}x", flush=True)
+        print(f"{family} seconds per step by level factor: {res['step_seconds']}", flush=True)
         if args.json:
             out["headline"] = headline(out)
             args.json.write_text(json.dumps(out, indent=1))
