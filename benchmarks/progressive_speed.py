@@ -13,17 +13,15 @@ on their values.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _host import import_host, pack_module
+
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
 
 FLUX = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
@@ -35,21 +33,6 @@ SDXL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spati
         "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
         "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
         "use_temporal_attention": False, "use_temporal_resblock": False}
-
-
-def import_host():
-    sys.path.insert(0, os.environ.get("PYRA_COMFYUI", str(REPO / ".host" / "ComfyUI")))
-    import comfy.model_management  # noqa: F401
-
-
-def load_pyramid_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """The pack's pyramid modules without running nodes/__init__ (which needs the whole host API)."""
-    for name, path in (("pyra_pack", REPO), ("pyra_pack.nodes", REPO / "nodes")):
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [str(path)]
-        sys.modules.setdefault(name, pkg)
-    return (importlib.import_module("pyra_pack.nodes.pyramid_sampling"),
-            importlib.import_module("pyra_pack.core.samplers.pyramid"))
 
 
 def build(family: str, device):
@@ -213,7 +196,7 @@ def main() -> int:
     import_host()
     import torch
 
-    pyr_sampling, pyr = load_pyramid_modules()
+    pyr_sampling, pyr = pack_module("nodes.pyramid_sampling"), pack_module("core.samplers.pyramid")
     out = {"device": device_info(), "command": " ".join(sys.argv), "results": {}}
     for family in args.models.split(","):
         res = bench_model(family, args, pyr_sampling, pyr)

@@ -76,7 +76,7 @@ class PyraAnalyticModel(io.ComfyNode):
             category="Pyra/demo",
             description=(
                 "A diffusion MODEL whose denoiser is exact: a stationary Gaussian with the power spectrum of "
-                "natural images, P(f) ~ 1/(f0+|f|)^alpha. It samples textures with natural-image statistics in "
+                "natural images, P(k) ~ 1/(k0+|k|)^alpha, the same scene at every resolution. It samples textures with natural-image statistics in "
                 "pixel space and is the reference for judging samplers. Start from "
                 "EmptyChromaRadianceLatentImage and decode with the pixel_space VAE."
             ),
@@ -85,17 +85,19 @@ class PyraAnalyticModel(io.ComfyNode):
                                tooltip="flow: rectified flow (SD3/Flux/Wan-style sampling, sigma in [0,1]). "
                                        "eps: noise prediction with the SD1.5 schedule (sigma up to 14.6)."),
                 io.Float.Input("spectral_slope", default=DEFAULT.alpha, min=0.5, max=4.0, step=0.05,
-                               tooltip="alpha in P(f) ~ 1/(f0+|f|)^alpha. Natural images: about 2. "
+                               tooltip="alpha in P(k) ~ 1/(k0+|k|)^alpha. Natural images: about 2. "
                                        "Higher gives smoother, cloudier textures."),
-                io.Float.Input("knee_period", default=1.0 / DEFAULT.f0, min=1.0, max=4096.0, step=1.0,
-                               tooltip="1/f0 in pixels: structures larger than this stop gaining power."),
+                io.Float.Input("knee", default=DEFAULT.k0, min=0.01, max=1024.0, step=0.01,
+                               tooltip="k0 in cycles per image: structures larger than 1/k0 of the image stop "
+                                       "gaining power. The image is the same scene at every resolution."),
                 io.Float.Input("contrast", default=DEFAULT.std, min=0.01, max=2.0, step=0.01,
-                               tooltip="Per-pixel standard deviation of brightness in model space ([-1, 1])."),
+                               tooltip="Per-pixel standard deviation of brightness in model space ([-1, 1]) "
+                                       f"at {DEFAULT.ref_size}x{DEFAULT.ref_size}; larger images gain detail."),
             ],
             outputs=[io.Model.Output(tooltip="A pixel-space MODEL for the stock sampler nodes.")],
         )
 
     @classmethod
-    def execute(cls, parametrisation: str, spectral_slope: float, knee_period: float, contrast: float) -> io.NodeOutput:
-        prior = NaturalImagePrior(alpha=spectral_slope, f0=1.0 / knee_period, std=contrast)
+    def execute(cls, parametrisation: str, spectral_slope: float, knee: float, contrast: float) -> io.NodeOutput:
+        prior = NaturalImagePrior(alpha=spectral_slope, k0=knee, std=contrast)
         return io.NodeOutput(analytic_model_patcher(prior, parametrisation))

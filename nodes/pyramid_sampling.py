@@ -116,8 +116,11 @@ def _min_level_size(model_patcher) -> int:
 
 
 def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsample="bicubic", denoise_mask=None,
-                   callback=None, disable_pbar=False, seed=None):
-    """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample."""
+                   callback=None, disable_pbar=False, seed=None, noise_correction=True):
+    """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample.
+
+    `noise_correction=False` only exists to measure what the lift's noise correction is worth.
+    """
     patcher = guider.model_patcher
     param = model_parametrisation(patcher)
     stages = plan_stages(len(sigmas) - 1, levels)
@@ -170,7 +173,7 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
                                    "needs at each level change: use euler, heun, dpmpp_2m, uni_pc or similar")
             nxt = stages[i + 1].factor
             clean, unit_noise = lift(cb.x, cb.denoised, float(sig[-2]), f // nxt,
-                                     level_noise(full_noise, nxt).to(cb.x), param, upsample)
+                                     level_noise(full_noise, nxt).to(cb.x), param, upsample, noise_correction)
     finally:
         guider.original_conds = original_conds
 

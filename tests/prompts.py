@@ -10,7 +10,7 @@ def analytic_textures(width=64, height=64, batch=2, steps=8, sampler="euler", sc
                              "inputs": {"width": width, "height": height, "batch_size": batch}}
     return {
         "1": {"class_type": "PyraAnalyticModel", "inputs": {
-            "parametrisation": parametrisation, "spectral_slope": 2.0, "knee_period": 64.0, "contrast": 0.5}},
+            "parametrisation": parametrisation, "spectral_slope": 2.0, "knee": 1.0, "contrast": 0.5}},
         "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": "analytic", "seed": 0, "scale": 1.0}},
         "3": latent,
         "4": {"class_type": "KSampler", "inputs": {
@@ -51,3 +51,37 @@ def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:
         "8": {"class_type": "SaveImage",
               "inputs": {"images": ["7", 0], "filename_prefix": prefix or f"pyra_test_{family}"}},
     }
+
+
+def pyramid_sampler(family: str, ladder="4:0.35, 2:0.25", steps=8, size=128, prefix=None) -> dict:
+    """demo_model's graph with the all-in-one PyraPyramidSampler in place of KSampler."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_pyramid_{family}")
+    prompt["4"]["inputs"].update(width=size, height=size)
+    inputs = dict(prompt["5"]["inputs"], ladder=ladder, upsample="bicubic")
+    prompt["5"] = {"class_type": "PyraPyramidSampler", "inputs": inputs}
+    return prompt
+
+
+def pyramid_guider_masked_area(family: str = "sd3", ladder="2:0.4", steps=6) -> dict:
+    """PyraPyramidGuider in SamplerCustomAdvanced, with a noise mask and an area-conditioned prompt."""
+    prompt = demo_model(family, steps=steps, prefix=f"pyra_test_pyramid_guider_{family}")
+    prompt["4"]["inputs"].update(width=128, height=128)
+    prompt.update({
+        "9": {"class_type": "ConditioningSetArea", "inputs": {
+            "conditioning": ["3", 0], "width": 64, "height": 64, "x": 64, "y": 0, "strength": 1.0}},
+        "10": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0], "conditioning_2": ["9", 0]}},
+        "11": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 128}},
+        "12": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["4", 0], "mask": ["11", 0]}},
+        "13": {"class_type": "CFGGuider", "inputs": {
+            "model": ["1", 0], "positive": ["10", 0], "negative": ["3", 0], "cfg": 2.0}},
+        "14": {"class_type": "PyraPyramidGuider", "inputs": {"guider": ["13", 0], "ladder": ladder,
+                                                            "upsample": "bicubic"}},
+        "15": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
+        "16": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
+        "17": {"class_type": "BasicScheduler", "inputs": {
+            "model": ["1", 0], "scheduler": "simple", "steps": steps, "denoise": 1.0}},
+        "5": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["15", 0], "guider": ["14", 0], "sampler": ["16", 0], "sigmas": ["17", 0],
+            "latent_image": ["12", 0]}},
+    })
+    return prompt

@@ -151,12 +151,13 @@ def level_noise(noise: Tensor, factor: int) -> Tensor:
 
 
 def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noise: Tensor,
-         parametrisation: str, upsample: str = "bicubic") -> tuple[Tensor, Tensor]:
+         parametrisation: str, upsample: str = "bicubic", noise_correction: bool = True) -> tuple[Tensor, Tensor]:
     """Lift a level's state at `sigma_low` to `factor` times the resolution (module docstring).
 
     x_low, denoised_low: (B, C, [T,] h, w) state and denoised estimate; noise: (B, C, [T,] h*f, w*f) unit
     noise for the new detail. Returns (clean, unit_noise) at full size such that the full-resolution
-    state at VE level factor * s_low is clean + factor * s_low * unit_noise.
+    state at VE level factor * s_low is clean + factor * s_low * unit_noise. `noise_correction=False`
+    leaves out the detail noise (the upsampled noise stays correlated): only to show that it matters.
     """
     s_low = float(to_ve(torch.tensor(float(sigma_low), dtype=torch.float64), parametrisation))
     if not math.isfinite(s_low) or s_low <= 0:
@@ -165,7 +166,9 @@ def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noi
     d = denoised_low.double()
     eps_low = (x_ve - d) / s_low
     clean = unpool(d, factor) + detail(smooth_upsample(d, factor, upsample), factor)
-    unit = unpool(eps_low, factor) / factor + detail(noise.double(), factor)
+    unit = unpool(eps_low, factor) / factor
+    if noise_correction:
+        unit = unit + detail(noise.double(), factor)
     return clean.to(x_low.dtype), unit.to(x_low.dtype)
 
 
