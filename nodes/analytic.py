@@ -76,7 +76,8 @@ class PyraAnalyticModel(io.ComfyNode):
             category="Pyra/demo",
             description=(
                 "A diffusion MODEL whose denoiser is exact: a stationary Gaussian with the power spectrum of "
-                "natural images, P(k) ~ 1/(k0+|k|)^alpha, the same scene at every resolution. It samples textures with natural-image statistics in "
+                "natural images, P(k) ~ 1/(k0+|k|)^alpha, the same scene at every resolution. It samples "
+                "textures with natural-image statistics in "
                 "pixel space and is the reference for judging samplers. Start from "
                 "EmptyChromaRadianceLatentImage and decode with the pixel_space VAE."
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 def analytic_textures(width=64, height=64, batch=2, steps=8, sampler="euler", scheduler="simple",
                       parametrisation="flow", seed=1, prefix="pyra_test_analytic", latent_node=None) -> dict:
@@ -37,7 +39,7 @@ DEMO_FAMILIES = {
 
 def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:
     """A stock text-to-image graph on a demo model: UNETLoader + VAELoader from the host's model folders."""
-    unet, vae, latent = DEMO_FAMILIES[family]
+    unet, vae, latent = copy.deepcopy(DEMO_FAMILIES[family])
     return {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
         "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 1, "scale": 1.0}},

@@ -73,7 +73,7 @@ def test_inpainting_keeps_the_unmasked_latent(comfy_host, mods):
 def test_odd_sizes_are_padded_and_cropped(comfy_host, mods):
     import comfy.samplers
 
-    pyr_sampling, pyr, core, analytic = mods
+    pyr_sampling, pyr, _, analytic = mods
     _, patcher, guider = analytic_guider(analytic, "eps")
     noise = torch.randn(1, 3, 37, 50, generator=torch.Generator().manual_seed(3))
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 8).cpu()
