@@ -152,8 +152,7 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             stage_latent = pool(latent, f) if f > 1 else latent
             stage_mask = pool(mask, f) if mask is not None and f > 1 else mask
             if i == 0:
-                stage_noise = level_noise(full_noise, f) * _start_noise_gain(patcher, sigmas, param) \
-                    if f > 1 else full_noise
+                stage_noise = level_noise(full_noise, f) * _start_noise_gain(patcher, sigmas, param)
             else:
                 stage_noise = unit_noise
                 lifted = fmt.process_out(clean)
