@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
+from .highres import PyraDiffuseHigh
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 
 NODES: list[type[io.ComfyNode]] = [
@@ -14,6 +15,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraDemoConditioning,
     PyraPyramidGuider,
     PyraPyramidSampler,
+    PyraDiffuseHigh,
 ]
 
 

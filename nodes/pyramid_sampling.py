@@ -9,6 +9,7 @@ benchmarks can use this module with the host's model code alone.
 from __future__ import annotations
 
 import logging
+import math
 
 import comfy.model_management
 import comfy.sample
@@ -55,9 +56,12 @@ def _start_noise_gain(model_patcher, sigmas: torch.Tensor, parametrisation: str)
     return float((1 + s0**2) ** 0.5 / s0)
 
 
-def _scale_areas(conds: dict, factor: int) -> dict:
-    """Absolute latent-pixel areas divided by `factor` (percentage areas resolve per stage by themselves)."""
-    if factor == 1:
+def scale_areas(conds: dict, scale: float) -> dict:
+    """Absolute latent-pixel areas times `scale` (percentage areas resolve per stage by themselves).
+
+    Sizes round up and offsets down, so a scaled area always covers what the original covered.
+    """
+    if scale == 1:
         return conds
     out = {}
     for key, cond_list in conds.items():
@@ -68,7 +72,8 @@ def _scale_areas(conds: dict, factor: int) -> dict:
                 n = len(area) // 2
                 sizes, offsets = list(area[:n]), list(area[n:])
                 for i in (n - 2, n - 1):
-                    sizes[i], offsets[i] = max(1, -(-sizes[i] // factor)), offsets[i] // factor
+                    sizes[i] = max(1, math.ceil(sizes[i] * scale - 1e-9))
+                    offsets[i] = math.floor(offsets[i] * scale + 1e-9)
                 c = {**c, "area": tuple(sizes + offsets)}
             scaled.append(c)
         out[key] = scaled
@@ -94,7 +99,7 @@ def _padded_noise(noise: torch.Tensor, size: tuple[int, int], seed: int) -> torc
     return out
 
 
-class _StageCallback:
+class StageCallback:
     """Offsets the step index into one progress bar and keeps the last (x, denoised) the sampler reported."""
 
     def __init__(self, callback, offset: int, total: int):
@@ -160,8 +165,8 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             if last:
                 stage_noise, stage_latent = stage_noise[..., :height, :width], stage_latent[..., :height, :width]
                 stage_mask = denoise_mask
-            cb = _StageCallback(callback, offset, total)
-            guider.original_conds = _scale_areas(original_conds, f)
+            cb = StageCallback(callback, offset, total)
+            guider.original_conds = scale_areas(original_conds, 1 / f)
             out = guider.sample(stage_noise, stage_latent, sampler, sig, denoise_mask=stage_mask, callback=cb,
                                 disable_pbar=disable_pbar, seed=seed)
             offset += len(sig) - 1

@@ -85,8 +85,10 @@ def test_odd_sizes_are_padded_and_cropped(comfy_host, mods):
 def test_absolute_areas_are_scaled_per_level(mods):
     pyr_sampling = mods[0]
     conds = {"positive": [{"area": (8, 8, 0, 8)}, {"area": ("percentage", 0.5, 0.5, 0, 0)}, {}]}
-    scaled = pyr_sampling._scale_areas(conds, 2)["positive"]
+    scaled = pyr_sampling.scale_areas(conds, 1 / 2)["positive"]
     assert scaled[0]["area"] == (4, 4, 0, 4)
+    assert pyr_sampling.scale_areas({"p": [{"area": (5, 3, 3, 1)}]}, 1 / 2)["p"][0]["area"] == (3, 2, 1, 0)
+    assert pyr_sampling.scale_areas({"p": [{"area": (5, 3, 3, 1)}]}, 1.5)["p"][0]["area"] == (8, 5, 4, 1)
     assert scaled[1]["area"] == ("percentage", 0.5, 0.5, 0, 0)
     assert conds["positive"][0]["area"] == (8, 8, 0, 8), "the caller's conditioning must not be modified"
 
