@@ -13,6 +13,7 @@ runs on the latent itself (no VAE round trip); pixel mode decodes x0, swaps the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ def parse_scales(text: str) -> list[float]:
         raise ValueError("scales is empty: give at least one target size, e.g. '2' for twice the base size")
     if any(not math.isfinite(s) or s <= 1 for s in scales):
         raise ValueError(f"scales {text!r}: every target must be larger than the base (above 1)")
-    if any(b <= a for a, b in zip(scales, scales[1:])):
+    if any(b <= a for a, b in itertools.pairwise(scales)):
         raise ValueError(f"scales {text!r}: targets must increase from stage to stage")
     return scales
 
@@ -51,12 +52,12 @@ def parse_per_stage(text: str, stages: int, name: str) -> list[float]:
 
 def stage_size(base: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
     """(h, w) of a stage: the base size times `scale`, rounded to a multiple of `multiple` (at least one)."""
-    return tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in base)
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in base)
 
 
 def wavelet_levels(step_scale: float) -> int:
     """Transform levels whose low band holds only frequencies the previous stage had: floor(log2(scale)), >= 1."""
-    return max(1, int(math.floor(math.log2(step_scale) + 1e-6)))
+    return max(1, math.floor(math.log2(step_scale) + 1e-6))
 
 
 def gaussian_blur3(x: torch.Tensor, sigma: float) -> torch.Tensor:
