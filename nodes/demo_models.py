@@ -2,7 +2,7 @@
 
 Every weight comes from a seeded `torch.Generator`, so nothing is downloaded and the same seed gives the same bytes.
 The files `write_demo_models` writes load through the stock UNETLoader and VAELoader, which detect them as SD1.5,
-SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels) and the Wan 2.1 VAE. The weights are random: the models are for
+SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels), the Wan 2.1 VAE, and an SD1.5 ControlNet (ControlNetLoader). The weights are random: the models are for
 exercising samplers, patches and decoders end to end, not for making pictures.
 
 Self-contained on purpose (torch, safetensors and comfy only): `tools/demo_models.py` loads this file by path,
@@ -16,9 +16,11 @@ import json
 import os
 from pathlib import Path
 
+import comfy.cldm.cldm
 import comfy.ldm.wan.vae
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.supported_models
 import comfy.taesd.taesd
 import torch
@@ -41,6 +43,8 @@ TINY_CONFIGS: dict[str, dict] = {
         **_SD15_TINY, "model_channels": 320, "channel_mult": [1, 1], "transformer_depth": [0, 1],
         "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": -1,
     },
+    # An inpainting (edit) model: 4 latent + 1 mask + 4 masked-image channels concatenated (c_concat).
+    "sd15_inpaint": {**_SD15_TINY, "in_channels": 9},
     # The SDXL config class forces num_head_channels 64.
     "sdxl": {
         **_SD15_TINY, "model_channels": 64, "use_linear_in_transformer": True, "context_dim": 2048,
@@ -68,7 +72,7 @@ TINY_CONFIGS: dict[str, dict] = {
 }
 
 _CONFIG_CLASSES = {
-    "sd15": "SD15", "sd15_detectable": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "WAN21_T2V",
+    "sd15": "SD15", "sd15_detectable": "SD15", "sd15_inpaint": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "WAN21_T2V",
 }
 
 # The Wan 2.1 VAE layout the host builds for any file with Wan 2.1 VAE keys (comfy/sd.py, "Wan 2.1 VAE"); only dim
@@ -89,6 +93,7 @@ _DEMO_SPECS: dict[str, tuple[str, str, str]] = {
     "taesd": ("vae", "pyra-demo-taesd.safetensors", "taesd"),
     "taesd3": ("vae", "pyra-demo-taesd3.safetensors", "taesd3"),
     "wan21_vae": ("vae", "pyra-demo-wan21-vae.safetensors", "wan21_vae"),
+    "sd15_controlnet": ("controlnet", "pyra-demo-sd15-controlnet.safetensors", "sd15_controlnet"),
 }
 DEMO_FILES: dict[str, tuple[str, str]] = {key: (sub, name) for key, (sub, name, _) in _DEMO_SPECS.items()}
 DEMO_SEED = 0
@@ -149,12 +154,23 @@ def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+def _controlnet_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
+    """A ControlNet for the tiny model `family` (RGB hint), as ControlNetLoader detects it from its keys."""
+    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    unet = {k: v for k, v in config.unet_config.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+                                     device="cpu", **unet)
+    return init_random_(net, seed).state_dict()
+
+
 def _demo_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """fp16 state dict, in the layout the host's loaders detect, of demo family `family`."""
     if family in TINY_CONFIGS:
         sd = build_tiny_model(family, torch.float16, seed).model.diffusion_model.state_dict()
     elif family in _TAESD:
         sd = _taesd_state_dict(family, seed)
+    elif family == "sd15_controlnet":
+        sd = _controlnet_state_dict("sd15_detectable", seed)
     elif family == "wan21_vae":
         sd = init_random_(comfy.ldm.wan.vae.WanVAE(**_WAN21_VAE), seed, std=1.0, fan_in=True).state_dict()
     else:

@@ -106,7 +106,7 @@ def comfy_host(tmp_path_factory) -> InProcessHost:
     folder_paths.set_temp_directory(str(base / "temp"))
     folder_paths.set_input_directory(str(base / "input"))
     folder_paths.folder_names_and_paths["custom_nodes"] = ([str(base / "custom_nodes")], set())
-    for kind in ("diffusion_models", "vae", "loras", "checkpoints"):
+    for kind in ("diffusion_models", "vae", "loras", "checkpoints", "controlnet"):
         folder_paths.add_model_folder_path(kind, str(root / "models" / kind))
     # utils.extra_config, then server, then nodes: `nodes` puts comfy/ first on sys.path (HOST.md section 0)
     for name in ("utils.extra_config", "server", "nodes"):

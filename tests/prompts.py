@@ -87,3 +87,33 @@ def pyramid_guider_masked_area(family: str = "sd3", ladder="2:0.4", steps=6) -> 
             "latent_image": ["12", 0]}},
     })
     return prompt
+
+
+def diffusehigh(family: str, steps=2, scales="2", guidance_mode="latent", upscale_method="latent",
+                prefix=None) -> dict:
+    """demo_model's base graph, then PyraDiffuseHigh on its latent, decoded at the high resolution."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_highres_{family}")
+    prompt["9"] = {"class_type": "PyraDiffuseHigh", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["5", 0], "seed": 4,
+        "scales": scales, "steps": steps, "denoise": 0.4, "cfg": "2.0", "sampler_name": "euler",
+        "scheduler": "simple", "guidance_steps": 1, "guidance_mode": guidance_mode, "wavelet": "db4",
+        "guidance_strength": 1.0, "sharpen": 1.0, "renoise": 1.0, "upscale_method": upscale_method,
+        "vae": ["6", 0]}}
+    prompt["7"]["inputs"]["samples"] = ["9", 0]
+    return prompt
+
+
+def with_controlnet(prompt: dict, sampler_node: str, strength=1.0) -> dict:
+    """`prompt` (a demo_model-style SD1.5 graph) with the demo ControlNet applied to both conditionings."""
+    prompt = copy.deepcopy(prompt)
+    prompt.update({
+        "30": {"class_type": "ControlNetLoader",
+               "inputs": {"control_net_name": "pyra-demo-sd15-controlnet.safetensors"}},
+        "31": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                      "color": 0xE08020}},
+        "32": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["30", 0], "image": ["31", 0],
+            "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
+    })
+    prompt[sampler_node]["inputs"].update(positive=["32", 0], negative=["32", 1])
+    return prompt

@@ -146,6 +146,17 @@ class ComfyServer:
                     paths.append(self.base / "output" / img.get("subfolder", "") / img["filename"])
         return paths
 
+    def output_arrays(self, entry: dict) -> list:
+        """The output images as float32 RGB arrays in [0, 1] (numpy and PIL come with the host)."""
+        import numpy as np
+        from PIL import Image
+
+        out = []
+        for path in self.output_images(entry):
+            with Image.open(path) as im:
+                out.append(np.asarray(im.convert("RGB"), dtype=np.float32) / 255)
+        return out
+
     def interrupt(self) -> None:
         self.post("/interrupt")
 

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 from prompts import pyramid_guider_masked_area, pyramid_sampler
 
 pytestmark = pytest.mark.server
 
 
-def images(server, entry) -> list[np.ndarray]:
-    out = []
-    for path in server.output_images(entry):
-        with Image.open(path) as im:
-            out.append(np.asarray(im.convert("RGB"), dtype=np.float32) / 255)
-    return out
-
-
 @pytest.mark.parametrize("family", ["sd15", "sd3", "wan21"])
 def test_pyramid_sampler_on_demo_models(server, family):
     entry = server.wait(server.queue(pyramid_sampler(family)), timeout=300)
-    imgs = images(server, entry)
+    imgs = server.output_arrays(entry)
     assert len(imgs) == (5 if family == "wan21" else 1)
     assert imgs[0].shape == (128, 128, 3) and all(np.isfinite(i).all() for i in imgs)
 
 
 def test_pyramid_guider_with_mask_and_area(server):
     entry = server.wait(server.queue(pyramid_guider_masked_area()), timeout=300)
-    (img,) = images(server, entry)
+    (img,) = server.output_arrays(entry)
     assert img.shape == (128, 128, 3) and np.isfinite(img).all()
 
 

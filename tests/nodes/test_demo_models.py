@@ -85,7 +85,7 @@ def test_write_is_complete_idempotent_and_deterministic(demo, models_dir, tmp_pa
 
     paths = [models_dir / sub / name for sub, name in demo.DEMO_FILES.values()]
     assert all(p.is_file() and "pyra-demo" in p.name for p in paths)
-    assert sum(p.stat().st_size for p in paths) < 90e6
+    assert sum(p.stat().st_size for p in paths) < 120e6
     assert not list(models_dir.rglob("*.tmp"))
     assert demo.write_demo_models(models_dir) == []
     with safe_open(paths[0], "pt") as f:
@@ -162,3 +162,19 @@ def test_installer_loads_the_module_without_the_pack(demo):
     standalone = tool.load_demo_models(comfyui_dir())
     assert standalone.__name__ == "_pyra_demo_models" and standalone is not demo
     assert standalone.DEMO_FILES == demo.DEMO_FILES and standalone.TINY_CONFIGS == demo.TINY_CONFIGS
+
+
+def test_controlnet_file_is_detected_and_changes_the_output(demo, conditioning, models_dir):
+    import comfy.controlnet
+    import comfy.sd
+
+    control = comfy.controlnet.load_controlnet(str(models_dir.joinpath(*demo.DEMO_FILES["sd15_controlnet"])))
+    assert type(control.control_model).__name__ == "ControlNet"
+    patcher = comfy.sd.load_diffusion_model(str(models_dir.joinpath(*demo.DEMO_FILES["sd15"])))
+    hint = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    cond = conditioning("sd15", 1)
+    controlled = [[cond[0][0], {**cond[0][1], "control": control.copy().set_cond_hint(hint, 1.0)}]]
+    _, plain = one_step(patcher, cond, (1, 4, 8, 8))
+    _, with_control = one_step(patcher, controlled, (1, 4, 8, 8))
+    assert torch.isfinite(with_control).all()
+    assert (with_control - plain).abs().max() > 1e-3 * plain.std(), "the ControlNet does not reach the model"

@@ -80,3 +80,34 @@ def test_node_validation_names_the_problem(comfy_host):
     assert node.validate_inputs(scales="2", cfg="7") is True
     assert "larger than the base" in node.validate_inputs(scales="0.5", cfg="7")
     assert "numbers" in node.validate_inputs(scales="2", cfg="high")
+
+
+def test_concat_models_get_their_latent_at_every_stage(comfy_host, hr):
+    """An edit/inpainting model concatenates a latent: it is resized per stage, and it matters."""
+    import comfy.samplers
+
+    pyramid = comfy_host.module("nodes.pyramid_sampling")
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15_inpaint")
+    assert patcher.model.concat_keys, "the tiny inpainting model should concatenate a latent"
+    base = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", 1)
+    mask = torch.ones(1, 1, 8, 8)
+
+    def conds(seed: int):
+        image = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+        return [[base[0][0], {**base[0][1], "concat_latent_image": image, "concat_mask": mask}]]
+
+    def run_both(cond):
+        up = hr.highres_sample(patcher, cond, cond, {"samples": torch.randn(1, 4, 8, 8)}, 0,
+                               settings(hr, steps=2, guidance_steps=1, cfgs=[1.0]), disable_pbar=True)
+        guider = comfy.samplers.CFGGuider(patcher)
+        guider.set_conds(cond, cond)
+        guider.set_cfg(1.0)
+        sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", 4).cpu()
+        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+        pyr = pyramid.pyramid_sample(guider, noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"),
+                                     sigmas, [(2, 0.5)], seed=0, disable_pbar=True)
+        return up, pyr
+
+    (up_a, pyr_a), (up_b, pyr_b) = run_both(conds(1)), run_both(conds(2))
+    assert up_a.shape == (1, 4, 16, 16) and pyr_a.shape == (1, 4, 16, 16)
+    assert (up_a - up_b).abs().max() > 1e-4 and (pyr_a - pyr_b).abs().max() > 1e-4
