@@ -1,0 +1,163 @@
+"""Author the shipped example workflows from API prompts, through the host's real frontend.
+
+    .host/venv/bin/python tools/author_workflows.py [name ...]
+
+For each workflow below: start the server, load the API prompt in the frontend (`app.loadApiJson`), let
+LiteGraph lay it out, fix the seed widgets (so a shared file reproduces its images), serialize the UI
+workflow without null fields (the frontend's schema rejects them), run it, and save the first output image
+as the 256x256 thumbnail: workflows/<name>.json and workflows/<name>.jpg.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frontend import frontend_page, workflow_to_api  # noqa: E402
+from harness import ComfyServer  # noqa: E402
+from host import REPO  # noqa: E402
+
+WORKFLOWS = REPO / "workflows"
+
+
+def _demo(family: str, unet: str, vae: str) -> dict:
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 1, "scale": 1.0}},
+        "3": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 2, "scale": 0.0}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+    }
+
+
+def two_stage_highres() -> dict:
+    """SDXL-style: a base image, then a structure-guided 2x stage (demo SD1.5 stands in for SDXL)."""
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 7,
+            "steps": 12, "cfg": 5.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0}},
+        "9": {"class_type": "PyraDiffuseHigh", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["5", 0], "seed": 8,
+            "scales": "2", "steps": 15, "denoise": 0.3, "cfg": "7.0", "sampler_name": "euler",
+            "scheduler": "normal", "guidance_steps": 5, "guidance_mode": "latent", "wavelet": "db4",
+            "guidance_strength": 1.0, "sharpen": 1.0, "renoise": 1.0, "upscale_method": "latent",
+            "vae": ["6", 0]}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_highres_2x"}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+    })
+    return p
+
+
+def flux_style_pyramid() -> dict:
+    """Flux-style text-to-image: a flow model with a shifted schedule, PyraPyramidGuider in SamplerCustomAdvanced."""
+    p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
+    p.update({
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+        "7": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 3.0}},
+        "8": {"class_type": "CFGGuider", "inputs": {
+            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 3.5}},
+        "9": {"class_type": "PyraPyramidGuider", "inputs": {
+            "guider": ["8", 0], "ladder": "4:0.35, 2:0.25", "upsample": "bicubic"}},
+        "10": {"class_type": "RandomNoise", "inputs": {"noise_seed": 11}},
+        "11": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "12": {"class_type": "BasicScheduler", "inputs": {
+            "model": ["7", 0], "scheduler": "simple", "steps": 20, "denoise": 1.0}},
+        "13": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["10", 0], "guider": ["9", 0], "sampler": ["11", 0], "sigmas": ["12", 0],
+            "latent_image": ["4", 0]}},
+        "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["6", 0]}},
+        "15": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "pyra_pyramid_flow"}},
+    })
+    return p
+
+
+def wan_pyramid_video() -> dict:
+    """Wan text-to-video with the all-in-one pyramid sampler: H and W scaled per level, frames kept."""
+    p = _demo("wan21", "pyra-demo-wan21.safetensors", "pyra-demo-wan21-vae.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
+            "width": 128, "height": 128, "length": 9, "batch_size": 1}},
+        "7": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 8.0}},
+        "5": {"class_type": "PyraPyramidSampler", "inputs": {
+            "model": ["7", 0], "seed": 5, "steps": 12, "cfg": 5.0, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "denoise": 1.0, "ladder": "2:0.4", "upsample": "bicubic"}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "9": {"class_type": "SaveAnimatedWEBP", "inputs": {
+            "images": ["8", 0], "filename_prefix": "pyra_pyramid_video", "fps": 16.0, "lossless": False,
+            "quality": 90, "method": "default"}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "pyra_video_frames"}},
+    })
+    return p
+
+
+SPECS = {
+    "pyra-two-stage-highres": two_stage_highres,
+    "pyra-flux-style-pyramid": flux_style_pyramid,
+    "pyra-wan-pyramid-video": wan_pyramid_video,
+}
+
+
+def _strip_nulls(value):
+    if isinstance(value, dict):
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_nulls(v) for v in value]
+    return value
+
+
+def ui_workflow(page, prompt: dict, name: str) -> dict:
+    """The frontend's own UI serialization of an API prompt, laid out, seeds fixed, nulls dropped."""
+    graph = page.evaluate(
+        """async ([prompt, name]) => {
+            await window.app.loadApiJson(prompt, name);
+            const graph = window.app.graph;
+            graph.arrange(60);
+            for (const node of graph.nodes || graph._nodes) {
+                for (const w of node.widgets || []) {
+                    if (w.name === 'control_after_generate') w.value = 'fixed';
+                }
+            }
+            return graph.serialize();
+        }""",
+        [prompt, name],
+    )
+    graph = _strip_nulls(graph)
+    graph["extra"] = {"ds": {"scale": 0.7, "offset": [40, 60]}}
+    return graph
+
+
+def thumbnail(server, entry: dict, path: Path) -> None:
+    from PIL import Image
+
+    images = server.output_images(entry)
+    if not images:
+        raise RuntimeError(f"{path.stem}: the workflow saved no image")
+    with Image.open(images[0]) as im:
+        im.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS).save(path, quality=90)
+
+
+def main(names: list[str]) -> int:
+    names = names or list(SPECS)
+    server = ComfyServer.start()
+    try:
+        with frontend_page(server.url) as page:
+            for name in names:
+                workflow = ui_workflow(page, SPECS[name](), name)
+                prompt = workflow_to_api(page, workflow, name)
+                entry = server.wait(server.queue(prompt), timeout=600)
+                (WORKFLOWS / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+                thumbnail(server, entry, WORKFLOWS / f"{name}.jpg")
+                print(f"{name}: {len(workflow['nodes'])} nodes, written")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
