@@ -1,15 +1,17 @@
 """Exact sliced decoding for the KL VAE decoder of SD1.5, SDXL, SD3 and Flux (the host's AutoencoderKL).
 
 Structure: post_quant_conv, conv_in, mid (ResnetBlock, AttnBlock, ResnetBlock) at latent resolution, then up
-levels of ResnetBlocks and nearest Upsample + conv, then GroupNorm, SiLU, conv_out. The latent-resolution part,
-including the global attention, runs whole (it is small). Everything after it becomes a row-op program with a
-checkpoint after every ResnetBlock; an upsample and its convolution are fused into the next block's segment, so
-the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist whole.
+levels of ResnetBlocks and nearest Upsample + conv, then GroupNorm, SiLU, conv_out. The latent-resolution part
+runs whole (it is small; its global attention runs in query chunks, which is exact). Everything after it becomes
+a row-op program with a checkpoint after every ResnetBlock; an upsample and its convolution are fused into the
+next block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
+whole.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, Upsample2x
@@ -44,6 +46,8 @@ def _check(model: nn.Module, z: Tensor) -> None:
         raise SliceUnsupported(f"the KL slicer decodes 4-D image latents, got {z.ndim}-D")
     if getattr(model, "bn", None) is not None:
         raise SliceUnsupported("latent batch-norm VAEs (Flux 2) are not supported")
+    if not all(hasattr(dec.mid.attn_1, n) for n in ("norm", "q", "k", "v", "proj_out")):
+        raise SliceUnsupported(f"unknown mid attention {type(dec.mid.attn_1).__name__}")
     if not isinstance(dec.conv_in, nn.Conv2d):
         raise SliceUnsupported("3-D (video) KL decoders are not supported")
     if dec.give_pre_end or getattr(dec, "temb_ch", 0):
@@ -54,6 +58,25 @@ def _check(model: nn.Module, z: Tensor) -> None:
         up = getattr(level, "upsample", None)
         if up is not None and (not up.with_conv or up.scale_factor not in (2, 2.0)):
             raise SliceUnsupported("only 2x nearest upsampling followed by a convolution is supported")
+
+
+def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
+    """The mid AttnBlock (one head over all latent pixels) with queries in chunks: the same softmax per query.
+
+    Keys and values stay whole; each chunk's score matrix is kept under `budget_bytes`, so the memory does not
+    depend on which SDPA kernel torch picks for a 512-wide head.
+    """
+    b, c, h, w = x.shape
+    y = blk.norm(x)
+    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3) for conv in (blk.q, blk.k, blk.v))
+    del y
+    n = h * w
+    chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
+    out = torch.empty_like(q)
+    for i in range(0, n, chunk):
+        out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+    del q, k, v
+    return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
 
 def kl_program(model: nn.Module, h_latent: int) -> Program:
@@ -82,5 +105,5 @@ def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.de
     _check(model, z)
     dec = model.decoder
     h = dec.conv_in(model.post_quant_conv(z))
-    h = dec.mid.block_2(dec.mid.attn_1(dec.mid.block_1(h, None)), None)
+    h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
     return run_program(kl_program(model, z.shape[-2]), h, slice_rows, torch.float32, out_device)

@@ -87,8 +87,10 @@ def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dty
     """Run ops[i0:i1]; returns the materialised output and the statistics of it that ops[i1] needs (if a norm)."""
     for j in range(i0, i1):
         op = prog.ops[j]
-        if isinstance(op, GroupNormAct):
-            op.stats = carry if (j == i0 and carry is not None) else _measure(prog, i0, j, src, rows_at(prog.heights[j]))
+        if isinstance(op, GroupNormAct) and j == i0 and carry is not None:
+            op.stats = carry
+        elif isinstance(op, GroupNormAct):
+            op.stats = _measure(prog, i0, j, src, rows_at(prog.heights[j]))
     nxt = prog.ops[i1] if i1 < len(prog.ops) else None
     acc = GroupStats(nxt.norm.num_groups) if isinstance(nxt, GroupNormAct) else None
     h_out = prog.heights[i1]

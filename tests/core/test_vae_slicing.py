@@ -10,10 +10,8 @@ import sys
 
 import pytest
 import torch
+from host import comfyui_dir
 from packload import load_pack_package
-
-sys.path.insert(0, "tools")
-from host import comfyui_dir  # noqa: E402
 
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
