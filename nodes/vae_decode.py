@@ -32,7 +32,8 @@ def check_latent(vae, z: torch.Tensor) -> None:
         raise LatentMismatch(f"this VAE ({type(vae.first_stage_model).__name__}) decodes {want}, but the latent is "
                              f"{z.ndim}-D {tuple(z.shape)}: connect a VAE of the family that made the latent")
     if z.shape[1] != vae.latent_channels:
-        raise LatentMismatch(f"the latent has {z.shape[1]} channels but this VAE ({type(vae.first_stage_model).__name__})"
+        name = type(vae.first_stage_model).__name__
+        raise LatentMismatch(f"the latent has {z.shape[1]} channels but this VAE ({name})"
                              f" expects {vae.latent_channels}: connect the VAE of the model family that made the latent"
                              " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1: 16)")
 
