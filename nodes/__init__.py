@@ -9,6 +9,7 @@ from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .vae_decode import PyraExactVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
     PyraAnalyticModel,
@@ -16,6 +17,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraPyramidGuider,
     PyraPyramidSampler,
     PyraDiffuseHigh,
+    PyraExactVAEDecode,
 ]
 
 

@@ -2,8 +2,9 @@
 
 Every weight comes from a seeded `torch.Generator`, so nothing is downloaded and the same seed gives the same bytes.
 The files `write_demo_models` writes load through the stock UNETLoader and VAELoader, which detect them as SD1.5,
-SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels), the Wan 2.1 VAE, and an SD1.5 ControlNet (ControlNetLoader). The weights are random: the models are for
-exercising samplers, patches and decoders end to end, not for making pictures.
+SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels), the Wan 2.1 VAE, and an SD1.5 ControlNet (ControlNetLoader).
+The weights are random: the models are for exercising samplers, patches and decoders end to end, not for making
+pictures.
 
 Self-contained on purpose (torch, safetensors and comfy only): `tools/demo_models.py` loads this file by path,
 without importing the pack.
@@ -72,7 +73,8 @@ TINY_CONFIGS: dict[str, dict] = {
 }
 
 _CONFIG_CLASSES = {
-    "sd15": "SD15", "sd15_detectable": "SD15", "sd15_inpaint": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "WAN21_T2V",
+    "sd15": "SD15", "sd15_detectable": "SD15", "sd15_inpaint": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux",
+    "wan21": "WAN21_T2V",
 }
 
 # The Wan 2.1 VAE layout the host builds for any file with Wan 2.1 VAE keys (comfy/sd.py, "Wan 2.1 VAE"); only dim

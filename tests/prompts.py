@@ -116,4 +116,11 @@ def with_controlnet(prompt: dict, sampler_node: str, strength=1.0) -> dict:
             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
     })
     prompt[sampler_node]["inputs"].update(positive=["32", 0], negative=["32", 1])
+
+def exact_vae_decode(family: str = "sd3", slice_rows: int = 3, prefix: str = "pyra_test_exact_vae") -> dict:
+    """The demo text-to-image graph decoded by VAEDecode (saved as prefix_stock) and PyraExactVAEDecode (_pyra)."""
+    prompt = demo_model(family, prefix=f"{prefix}_stock")
+    prompt["9"] = {"class_type": "PyraExactVAEDecode",
+                   "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": slice_rows}}
+    prompt["10"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": f"{prefix}_pyra"}}
     return prompt

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontend import frontend_page, workflow_to_api  # noqa: E402
-from harness import ComfyServer  # noqa: E402
-from host import REPO  # noqa: E402
+from frontend import frontend_page, workflow_to_api
+from harness import ComfyServer
+from host import REPO
 
 WORKFLOWS = REPO / "workflows"
 

@@ -1,0 +1,44 @@
+"""Exact sliced VAE decoding (host-free: it runs the torch modules the host builds, band by band)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .kl import SliceUnsupported, is_kl, kl_decode
+from .taesd import is_taesd, taesd_decode
+
+__all__ = ["SliceUnsupported", "auto_slice_rows", "decoder_for", "sliced_decode"]
+
+Decoder = Callable[[nn.Module, Tensor, int, "torch.device | None"], Tensor]
+
+
+def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
+    """(family name, sliced decode function) for a first-stage model; raises SliceUnsupported otherwise."""
+    if is_kl(model):
+        return "kl", kl_decode
+    if is_taesd(model):
+        return "taesd", taesd_decode
+    raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
+
+
+def sliced_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+    """model.decode(z) as fp32, computed in bands of `slice_rows` latent rows (exact up to summation order)."""
+    return decoder_for(model)[1](model, z, slice_rows, out_device)
+
+
+def auto_slice_rows(shape: tuple[int, ...], dtype_size: int, free_bytes: int, widest_channels: int = 256,
+                    upscale: int = 8) -> int:
+    """Latent rows per band for a latent of `shape` (B, C, h, w) given the free device memory.
+
+    A band of s latent rows holds about six full-resolution activations of `widest_channels` channels over
+    s * upscale output rows; half the free memory goes to that. The band is also capped at an eighth of the
+    height (at least 4 rows): larger bands save little halo recomputation but raise the peak.
+    """
+    b, _, h, w = shape[0], shape[1], shape[-2], shape[-1]
+    per_row = 6 * b * upscale * (w * upscale) * widest_channels * dtype_size
+    by_memory = int(0.5 * free_bytes // max(per_row, 1))
+    cap = max(4, -(-h // 8))
+    return max(1, min(by_memory, cap, h))

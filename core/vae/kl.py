@@ -1,0 +1,109 @@
+"""Exact sliced decoding for the KL VAE decoder of SD1.5, SDXL, SD3 and Flux (the host's AutoencoderKL).
+
+Structure: post_quant_conv, conv_in, mid (ResnetBlock, AttnBlock, ResnetBlock) at latent resolution, then up
+levels of ResnetBlocks and nearest Upsample + conv, then GroupNorm, SiLU, conv_out. The latent-resolution part
+runs whole (it is small; its global attention runs in query chunks, which is exact). Everything after it becomes
+a row-op program with a checkpoint after every ResnetBlock; an upsample and its convolution are fused into the
+next block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
+whole.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, Upsample2x
+from .stream import Program, run_program
+
+
+class SliceUnsupported(ValueError):
+    """The module is not a decoder this slicer can reproduce exactly; the caller should use the plain decode."""
+
+
+def is_kl(model: nn.Module) -> bool:
+    dec = getattr(model, "decoder", None)
+    return hasattr(model, "post_quant_conv") and all(
+        hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out"))
+
+
+def _resblock(blk: nn.Module) -> list[RowOp]:
+    if not isinstance(blk.norm1, nn.GroupNorm) or not isinstance(blk.norm2, nn.GroupNorm):
+        raise SliceUnsupported(f"{type(blk).__name__} without GroupNorm")
+    shortcut = None
+    if blk.in_channels != blk.out_channels:
+        if blk.use_conv_shortcut:
+            raise SliceUnsupported("3x3 conv shortcuts are not supported")
+        shortcut = blk.nin_shortcut
+    return [Save(), GroupNormAct(blk.norm1, True), Conv(blk.conv1), GroupNormAct(blk.norm2, True), Conv(blk.conv2),
+            AddSkip(shortcut)]
+
+
+def _check(model: nn.Module, z: Tensor) -> None:
+    dec = model.decoder
+    if z.ndim != 4:
+        raise SliceUnsupported(f"the KL slicer decodes 4-D image latents, got {z.ndim}-D")
+    if getattr(model, "bn", None) is not None:
+        raise SliceUnsupported("latent batch-norm VAEs (Flux 2) are not supported")
+    if not all(hasattr(dec.mid.attn_1, n) for n in ("norm", "q", "k", "v", "proj_out")):
+        raise SliceUnsupported(f"unknown mid attention {type(dec.mid.attn_1).__name__}")
+    if not isinstance(dec.conv_in, nn.Conv2d):
+        raise SliceUnsupported("3-D (video) KL decoders are not supported")
+    if dec.give_pre_end or getattr(dec, "temb_ch", 0):
+        raise SliceUnsupported("decoders with give_pre_end or a time embedding are not supported")
+    for level in dec.up:
+        if len(level.attn) > 0:
+            raise SliceUnsupported("attention inside the up levels is not supported")
+        up = getattr(level, "upsample", None)
+        if up is not None and (not up.with_conv or up.scale_factor not in (2, 2.0)):
+            raise SliceUnsupported("only 2x nearest upsampling followed by a convolution is supported")
+
+
+def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
+    """The mid AttnBlock (one head over all latent pixels) with queries in chunks: the same softmax per query.
+
+    Keys and values stay whole; each chunk's score matrix is kept under `budget_bytes`, so the memory does not
+    depend on which SDPA kernel torch picks for a 512-wide head.
+    """
+    b, c, h, w = x.shape
+    y = blk.norm(x)
+    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3) for conv in (blk.q, blk.k, blk.v))
+    del y
+    n = h * w
+    chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
+    out = torch.empty_like(q)
+    for i in range(0, n, chunk):
+        out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+    del q, k, v
+    return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+def kl_program(model: nn.Module, h_latent: int) -> Program:
+    """The decoder after its mid block as a row-op program (input: the mid block's output)."""
+    dec = model.decoder
+    ops: list[RowOp] = []
+    checkpoints = []
+    for i_level in reversed(range(dec.num_resolutions)):
+        for blk in dec.up[i_level].block:
+            ops += _resblock(blk)
+            checkpoints.append(len(ops))
+        if i_level != 0:
+            ops += [Upsample2x(), Conv(dec.up[i_level].upsample.conv)]
+    ops += [GroupNormAct(dec.norm_out, True), Conv(dec.conv_out)]
+    if dec.tanh_out:
+        ops.append(Elementwise(torch.tanh))
+    return Program(ops, checkpoints, h_latent)
+
+
+@torch.no_grad()
+def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
+
+    z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) fp32 on `out_device`.
+    """
+    _check(model, z)
+    dec = model.decoder
+    h = dec.conv_in(model.post_quant_conv(z))
+    h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
+    return run_program(kl_program(model, z.shape[-2]), h, slice_rows, torch.float32, out_device)

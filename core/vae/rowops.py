@@ -1,0 +1,163 @@
+"""Row-local operators for sliced decoding: each maps a band of input rows to a band of output rows.
+
+A decoder is flattened into a list of these operators (a program). A band is a tensor (B, C, rows, W) plus the
+index of its first row in the full-height tensor. `need(a, b, h_in)` says which input rows [a', b') the
+operator reads to produce output rows [a, b) of a tensor whose input height is `h_in`; `__call__` then turns
+exactly those input rows into exactly those output rows. Zero padding is added only at the true image border,
+so a band computes the same numbers as the whole tensor would.
+
+GroupNorm is the one operator that is not row-local: its statistics cover the whole tensor. `GroupNormAct`
+normalises with statistics the executor measured beforehand over every row (`stream.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RowOp:
+    """Identity on rows: elementwise operators use this geometry."""
+
+    def out_height(self, h_in: int) -> int:
+        return h_in
+
+    def need(self, a: int, b: int, h_in: int) -> tuple[int, int]:
+        return a, b
+
+    def __call__(self, x: Tensor, r0: int, a: int, b: int, h_in: int, stack: list) -> Tensor:
+        raise NotImplementedError
+
+
+class Elementwise(RowOp):
+    """Any pointwise function (ReLU, TAESD's clamp, the final affine map)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]):
+        self.fn = fn
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        return self.fn(x)
+
+
+class Conv(RowOp):
+    """A stride-1 Conv2d with symmetric zero padding (kernel k, padding p), applied to a band of rows."""
+
+    def __init__(self, conv: nn.Conv2d):
+        k, p = conv.kernel_size[0], conv.padding[0]
+        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError(f"row slicing supports stride-1, undilated, ungrouped zero-padded convs, got {conv}")
+        if conv.kernel_size != (k, k) or conv.padding != (p, p):
+            raise ValueError(f"row slicing supports square kernels with equal padding, got {conv}")
+        self.conv, self.k, self.p = conv, k, p
+
+    def out_height(self, h_in):
+        return h_in + 2 * self.p - self.k + 1
+
+    def need(self, a, b, h_in):
+        lo = a - self.p
+        return max(lo, 0), min(b - self.p + self.k - 1, h_in)
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        top = r0 - (a - self.p)
+        bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
+        if top or bottom:
+            x = F.pad(x, (0, 0, top, bottom))
+        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
+        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        return F.conv2d(x, w, bias, padding=(0, self.p))
+
+
+class Upsample2x(RowOp):
+    """Nearest-neighbour upsampling by 2 in both directions."""
+
+    def out_height(self, h_in):
+        return 2 * h_in
+
+    def need(self, a, b, h_in):
+        return a // 2, (b + 1) // 2
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        y = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return y[..., a - 2 * r0: b - 2 * r0, :]
+
+
+class Save(RowOp):
+    """Pushes the band onto the skip stack (the input of a residual block)."""
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        stack.append((x, r0))
+        return x
+
+
+class AddSkip(RowOp):
+    """Pops the saved block input and returns `shortcut(saved) + x` on rows [a, b) (host order: skip first)."""
+
+    def __init__(self, shortcut: nn.Conv2d | None):
+        self.shortcut = None if shortcut is None else Conv(shortcut)
+        if self.shortcut is not None and self.shortcut.k != 1:
+            raise ValueError("a residual shortcut must be a 1x1 convolution to be sliced by rows")
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        s, s0 = stack.pop()
+        s = s[..., a - s0: b - s0, :]
+        if self.shortcut is not None:
+            s = self.shortcut(s, a, a, b, h_in, stack)
+        return s + x
+
+
+class GroupNormAct(RowOp):
+    """GroupNorm with whole-tensor statistics (set in `stats` before use), then an optional SiLU.
+
+    The affine normalisation runs in fp32 and is rounded to the input dtype before the activation, as the host's
+    `GroupNorm` followed by `SiLU` does.
+    """
+
+    def __init__(self, norm: nn.GroupNorm, silu: bool):
+        self.norm, self.silu = norm, silu
+        self.stats: tuple[Tensor, Tensor] | None = None   # mean, rstd: (B, G) fp32
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        if self.stats is None:
+            raise RuntimeError("GroupNormAct used before its whole-tensor statistics were measured")
+        mean, rstd = self.stats
+        bsz, ch, rows, w = x.shape
+        g = self.norm.num_groups
+        y = (x.reshape(bsz, g, -1).float() - mean[..., None]).mul_(rstd[..., None]).reshape(bsz, ch, rows, w)
+        if self.norm.weight is not None:
+            wgt = self.norm.weight.to(device=x.device, dtype=torch.float32)[:, None, None]
+            bias = self.norm.bias.to(device=x.device, dtype=torch.float32)[:, None, None]
+            y = y.mul_(wgt).add_(bias)
+        y = y.to(x.dtype)
+        return F.silu(y, inplace=True) if self.silu else y
+
+
+class GroupStats:
+    """Per-(batch, group) mean and variance over many row bands, merged exactly (Chan et al.) in fp64."""
+
+    def __init__(self, groups: int):
+        self.groups = groups
+        self.n = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def add(self, x: Tensor) -> None:
+        xg = x.reshape(x.shape[0], self.groups, -1).float()
+        var, mean = torch.var_mean(xg, dim=-1, correction=0)
+        n_b = xg.shape[-1]
+        mean, m2 = mean.double(), var.double() * n_b
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n_b, mean, m2
+            return
+        n = self.n + n_b
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2 + delta.square() * (self.n * n_b / n)
+        self.n = n
+
+    def result(self, eps: float) -> tuple[Tensor, Tensor]:
+        """(mean, 1 / sqrt(var + eps)) as (B, G) fp32."""
+        var = self.m2 / self.n
+        return self.mean.float(), torch.rsqrt(var + eps).float()

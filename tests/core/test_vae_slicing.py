@@ -1,0 +1,144 @@
+"""core/vae: sliced decoding equals the full decode of the host's KL and TAESD decoders (random weights).
+
+The modules come from the host's own classes (imported on the CPU); the slicer itself is host-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+from host import comfyui_dir
+from packload import load_pack_package
+
+load_pack_package()
+vae = importlib.import_module("pyra_pack.core.vae")
+rowops = importlib.import_module("pyra_pack.core.vae.rowops")
+
+TOL_FP32 = 1e-4
+
+
+@pytest.fixture(scope="module")
+def host():
+    sys.path.insert(0, str(comfyui_dir()))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.use_pytorch_cross_attention = True
+    import comfy.ldm.models.autoencoder
+    import comfy.taesd.taesd
+
+    return comfy.ldm.models.autoencoder, comfy.taesd.taesd
+
+
+def seeded_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fan-in scaled weights, and norms/biases away from 1/0 so that GroupNorm's affine part matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            else:
+                base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
+                p.copy_(base + 0.5 * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
+def tiny_kl(host, z_channels=4, ch_mult=(1, 2, 2), num_res_blocks=1):
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+          "ch_mult": list(ch_mult), "num_res_blocks": num_res_blocks, "attn_resolutions": [], "dropout": 0.0}
+    return seeded_(host[0].AutoencoderKL(ddconfig=dd, embed_dim=z_channels))
+
+
+def latent(shape, seed=1):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 13])
+def test_kl_sliced_equals_full_decode(host, rows):
+    model = tiny_kl(host)
+    z = latent((2, 4, 13, 11))   # batch 2, odd sizes
+    with torch.no_grad():
+        ref = model.decode(z)
+    out = vae.sliced_decode(model, z, rows)
+    assert out.shape == ref.shape == (2, 3, 52, 44)
+    assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_kl_16_channels_two_blocks_per_level(host):
+    """SD3/Flux-style latent channels and the real num_res_blocks=2 layout (three blocks per up level)."""
+    model = tiny_kl(host, z_channels=16, ch_mult=(1, 2, 2, 2), num_res_blocks=2)
+    z = latent((1, 16, 7, 9))
+    with torch.no_grad():
+        ref = model.decode(z)
+    out = vae.sliced_decode(model, z, 2)
+    assert out.shape == ref.shape == (1, 3, 56, 72)
+    assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_bands_without_whole_tensor_statistics_differ(host, monkeypatch):
+    """The exactness test can fail: normalising each band with its own statistics (a naive slicer) is far off."""
+    model = tiny_kl(host)
+    z = latent((1, 4, 13, 11))
+    with torch.no_grad():
+        ref = model.decode(z)
+
+    def band_local(self, x, r0, a, b, h_in, stack):
+        y = torch.nn.functional.group_norm(x, self.norm.num_groups, self.norm.weight, self.norm.bias, self.norm.eps)
+        return torch.nn.functional.silu(y) if self.silu else y
+
+    monkeypatch.setattr(rowops.GroupNormAct, "__call__", band_local)
+    assert (vae.sliced_decode(model, z, 3) - ref).abs().max().item() > 1e-2
+
+
+def test_kl_bf16_within_twice_the_precision_gap(host):
+    """In bf16 the sliced decode stays within 2x the gap between the bf16 and fp32 full decodes."""
+    model = tiny_kl(host)
+    z = latent((1, 4, 9, 8))
+    with torch.no_grad():
+        ref32 = model.decode(z)
+        model16 = model.to(torch.bfloat16)
+        ref16 = model16.decode(z.bfloat16()).float()
+    out = vae.sliced_decode(model16, z.bfloat16(), 2)
+    gap = (ref16 - ref32).abs().max().item()
+    assert (out - ref32).abs().max().item() <= 2 * gap
+
+
+@pytest.mark.parametrize("channels", [4, 16])
+def test_taesd_sliced_equals_full_decode(host, channels):
+    model = seeded_(host[1].TAESD(latent_channels=channels))
+    z = latent((2, channels, 11, 9))
+    with torch.no_grad():
+        ref = model.decode(z)
+    for rows in (1, 4):
+        out = vae.sliced_decode(model, z, rows)
+        assert out.shape == ref.shape == (2, 3, 88, 72)
+        assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_unsupported_modules_are_named(host):
+    with pytest.raises(vae.SliceUnsupported, match="Linear"):
+        vae.decoder_for(torch.nn.Linear(2, 2))
+    with pytest.raises(vae.SliceUnsupported, match="4-D"):
+        vae.sliced_decode(tiny_kl(host), latent((1, 4, 2, 8, 8)), 2)
+
+
+def test_group_stats_merge_matches_whole_tensor():
+    x = latent((2, 8, 10, 6)) * 3 + 5
+    acc = rowops.GroupStats(4)
+    for a in range(0, 10, 3):
+        acc.add(x[..., a:a + 3, :])
+    mean, rstd = acc.result(1e-6)
+    var, ref_mean = torch.var_mean(x.reshape(2, 4, -1).double(), dim=-1, correction=0)
+    assert torch.allclose(mean.double(), ref_mean, atol=1e-6)
+    assert torch.allclose(rstd.double(), torch.rsqrt(var + 1e-6), rtol=1e-5)
+
+
+def test_auto_slice_rows():
+    gib = 1 << 30
+    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 80 * gib) == 32          # capped at an eighth of the height
+    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 1 * gib) < 32            # less memory, thinner bands
+    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 0) == 1
+    assert vae.auto_slice_rows((1, 4, 3, 5), 4, 80 * gib) == 3

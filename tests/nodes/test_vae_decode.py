@@ -1,0 +1,121 @@
+"""PyraExactVAEDecode in the in-process host: the demo VAEs and a tiny KL VAE, against the stock VAEDecode."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def mod(comfy_host):
+    return comfy_host.module("nodes.vae_decode")
+
+
+@pytest.fixture(scope="module")
+def demo_vaes(comfy_host, tmp_path_factory):
+    import comfy.sd
+    import comfy.utils
+
+    demo = comfy_host.module("nodes.demo_models")
+    root = tmp_path_factory.mktemp("models")
+    demo.write_demo_models(root)
+    load = {}
+    for key in ("taesd", "taesd3", "wan21_vae"):
+        sub, name = demo.DEMO_FILES[key]
+        load[key] = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(root / sub / name)))
+    return load
+
+
+@pytest.fixture(scope="module")
+def tiny_kl(comfy_host):
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+          "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    params = {"embed_dim": 4, "ddconfig": dd}
+    model = AutoencoderKL(**params)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
+            scale = p[0].numel() ** -0.5 if p.ndim >= 2 else 0.5
+            p.copy_((0.0 if p.ndim >= 2 else base) + scale * torch.randn(p.shape, generator=g))
+    return comfy.sd.VAE(sd=model.state_dict(), config={"params": params})
+
+
+def latent(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def run_node(comfy_host, vae, z, rows):
+    out = comfy_host.node("PyraExactVAEDecode").execute({"samples": z}, vae, rows)
+    return out.result[0]
+
+
+def stock(vae, z):
+    images = vae.decode(z)
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+@pytest.mark.parametrize("key, channels", [("taesd", 4), ("taesd3", 16)])
+def test_demo_taesd_matches_vae_decode(comfy_host, demo_vaes, key, channels):
+    vae = demo_vaes[key]
+    z = latent((2, channels, 9, 7))
+    ref = stock(vae, z)
+    for rows in (0, 2):
+        out = run_node(comfy_host, vae, z, rows)
+        assert out.shape == ref.shape == (2, 72, 56, 3)
+        assert (out - ref).abs().max().item() <= TOL
+
+
+def test_tiny_kl_matches_vae_decode(comfy_host, tiny_kl):
+    z = latent((2, 4, 11, 9))
+    ref = stock(tiny_kl, z)
+    out = run_node(comfy_host, tiny_kl, z, 3)
+    assert out.shape == ref.shape == (2, 44, 36, 3)
+    assert (out - ref).abs().max().item() <= TOL
+    assert ref.std() > 0.05   # not a flat image
+
+
+def test_wan_vae_falls_back_to_host_decode(comfy_host, demo_vaes, caplog):
+    vae = demo_vaes["wan21_vae"]
+    z = latent((1, 16, 2, 8, 8))
+    with caplog.at_level(logging.INFO):
+        out = run_node(comfy_host, vae, z, 0)
+    assert "host's own decode" in caplog.text
+    assert out.shape == (5, 64, 64, 3)
+    assert (out - stock(vae, z)).abs().max().item() <= TOL
+
+
+def test_channel_and_dimension_mismatch_name_both(comfy_host, mod, tiny_kl, demo_vaes):
+    with pytest.raises(mod.LatentMismatch, match=r"16 channels.*expects 4"):
+        run_node(comfy_host, tiny_kl, latent((1, 16, 8, 8)), 0)
+    with pytest.raises(mod.LatentMismatch, match=r"4-D image latents.*5-D"):
+        run_node(comfy_host, tiny_kl, latent((1, 4, 2, 8, 8)), 0)
+    with pytest.raises(mod.LatentMismatch, match=r"4 channels.*expects 16"):
+        run_node(comfy_host, demo_vaes["taesd3"], latent((1, 4, 8, 8)), 0)
+
+
+def test_out_of_memory_halves_the_band_and_stays_exact(comfy_host, mod, tiny_kl, monkeypatch, caplog):
+    import comfy.model_management as mm
+
+    real = mod.decoder_for(tiny_kl.first_stage_model)[1]
+    tried = []
+
+    def flaky(model, z, rows, out_device):
+        tried.append(rows)
+        if rows > 2:
+            raise mm.OOM_EXCEPTION("simulated out of memory")
+        return real(model, z, rows, out_device)
+
+    monkeypatch.setattr(mod, "decoder_for", lambda model: ("kl", flaky))
+    z = latent((1, 4, 11, 9))
+    with caplog.at_level(logging.WARNING):
+        out = mod.exact_decode(tiny_kl, z, 8)
+    assert tried == [8, 4, 2] and "retrying with 4" in caplog.text
+    assert (out - stock(tiny_kl, z)).abs().max().item() <= TOL
