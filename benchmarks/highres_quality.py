@@ -9,8 +9,8 @@ Two numbers per method measure how close an upscaler comes:
 - detail: output power / the prior's power in each radial band above the base's Nyquist frequency (1 is right;
   below 1 is the blur and grey users report), worst band reported as |ratio - 1|.
 Methods: bicubic upscale alone; the host's hires fix (latent bicubic upscale, then img2img at a denoise);
-Pyra's structure-guided high resolution (sharpened reference, low wavelet band kept for the first steps) at the
-same denoise levels. Flow parametrisation, SD3's shift 3, euler, 15 steps per stage, common random numbers.
+Pyra's structure-guided high resolution (sharpened start, low wavelet band of the unsharpened upscale kept for
+the first k steps; db4, and Haar with the base's exact block means) at the same denoise levels. Flow parametrisation, SD3's shift 3, euler, 15 steps per stage, common random numbers.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def run(samples: int, size: int, seed: int) -> dict:
     up = highres.resize(base, (2 * size, 2 * size), "bicubic")
     results["bicubic upscale"] = measure(core, prior, up, base)
 
-    def ours(denoise: float, guidance_steps: int, sharpen: float) -> torch.Tensor:
+    def ours(denoise: float, guidance_steps: int, sharpen: float, wavelet: str = "db4") -> torch.Tensor:
         settings = highres.HighResSettings(scales=[2.0], cfgs=[1.0], steps=STEPS, denoise=denoise,
                                            sampler_name=SAMPLER, scheduler="simple",
-                                           guidance_steps=guidance_steps, sharpen=sharpen)
+                                           guidance_steps=guidance_steps, sharpen=sharpen, wavelet=wavelet)
         return highres.highres_sample(patcher, cond, cond, {"samples": base}, seed + 1, settings,
                                       disable_pbar=True)
 
@@ -81,6 +81,9 @@ def run(samples: int, size: int, seed: int) -> dict:
             results[f"Pyra, denoise {d}, {k} guided steps"] = measure(core, prior, ours(d, k, 1.0), base)
         results[f"Pyra without sharpening, denoise {d}, 5 guided steps"] = measure(core, prior, ours(d, 5, 0.0),
                                                                                    base)
+        for k in GUIDANCE_STEPS[1:]:
+            results[f"Pyra haar (exact block means), denoise {d}, {k} guided steps"] = measure(
+                core, prior, ours(d, k, 1.0, "haar"), base)
     return results
 
 

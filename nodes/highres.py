@@ -52,7 +52,9 @@ class PyraDiffuseHigh(io.ComfyNode):
                                        "decode, swap in pixels, encode, at each guided step (needs the VAE; "
                                        "slower)."),
                 io.Combo.Input("wavelet", options=["db4", "haar"], default="db4",
-                               tooltip="The wavelet whose low band is kept."),
+                               tooltip="The wavelet whose low band is kept. db4 (DiffuseHigh's) is smooth. haar on "
+                                       "a 2x stage keeps the base's 2x2 block means exactly during guided steps "
+                                       "(pair it with more guided steps, e.g. 10 of 15)."),
                 io.Float.Input("guidance_strength", default=1.0, min=0.0, max=1.0, step=0.05,
                                tooltip="1 replaces the low band; below 1 blends toward it."),
                 io.Float.Input("sharpen", default=1.0, min=0.0, max=4.0, step=0.05,

@@ -82,6 +82,12 @@ def _upscale_image(image: torch.Tensor, size: tuple[int, int], upscale_model) ->
     return resize(image, size, "bicubic").clamp(0, 1)
 
 
+def _exact_means(s: HighResSettings, shape: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Haar guidance on a 2x, 4x or 8x step: the reference can carry the base's block means exactly."""
+    factor = size[0] // shape[0]
+    return (s.wavelet == "haar" and factor in (2, 4, 8) and tuple(size) == (shape[0] * factor, shape[1] * factor))
+
+
 def _references(current: torch.Tensor, size: tuple[int, int], s: HighResSettings, pixels: _Pixels | None,
                 upscale_model) -> tuple[torch.Tensor, torch.Tensor]:
     """(start latent, structure reference) of one stage; latents in VAE space, the reference in pixels (BCHW)
@@ -89,18 +95,33 @@ def _references(current: torch.Tensor, size: tuple[int, int], s: HighResSettings
 
     The start is the sharpened upscale: sharpening seeds the detail bands the model refines. The structure
     reference is the upscale WITHOUT sharpening: unsharp masking also boosts the base's own upper octave, and
-    that would otherwise be pinned into the kept low band (measured in benchmarks/highres_quality.py).
+    that would otherwise be pinned into the kept low band (measured in benchmarks/highres_quality.py). With the
+    Haar wavelet on a 2x/4x/8x step the reference is the nearest-neighbour upscale, whose Haar low band is
+    exactly the base's block means (in the space the guidance works in): guided steps then keep the block
+    means of the result equal to the base's.
     """
+    exact = _exact_means(s, tuple(current.shape[-2:]), size)
+    image = pixels.decode(current) if pixels is not None and (s.upscale_method != "latent"
+                                                              or s.guidance_mode == "pixel") else None
+    ratio = pixels.vae.spacial_compression_encode() if pixels is not None else 1
+    pixel_size = (size[0] * ratio, size[1] * ratio)
     if s.upscale_method == "latent":
-        plain = resize(current, size, "bicubic")
-        start = sharpen(plain, s.sharpen, s.sharpen_sigma)
-        return start, (pixels.decode(plain) if s.guidance_mode == "pixel" else plain)
-    ratio = pixels.vae.spacial_compression_encode()
-    plain = _upscale_image(pixels.decode(current), (size[0] * ratio, size[1] * ratio), upscale_model)
-    start = pixels.encode(sharpen(plain, s.sharpen, s.sharpen_sigma).clamp(0, 1))
+        plain_latent = resize(current, size, "bicubic")
+        start = sharpen(plain_latent, s.sharpen, s.sharpen_sigma)
+        plain_image = None
+    else:
+        plain_image = _upscale_image(image, pixel_size, upscale_model)
+        start = pixels.encode(sharpen(plain_image, s.sharpen, s.sharpen_sigma).clamp(0, 1))
+        plain_latent = None
     if s.guidance_mode == "pixel":
-        return start, plain
-    return start, (pixels.encode(plain) if s.sharpen else start)
+        if exact:
+            return start, resize(image, pixel_size, "nearest")
+        return start, plain_image if plain_image is not None else pixels.decode(plain_latent)
+    if exact:
+        return start, resize(current, size, "nearest")
+    if plain_latent is not None:
+        return start, plain_latent
+    return start, (pixels.encode(plain_image) if s.sharpen else start)
 
 
 def check_request(latent: torch.Tensor, s: HighResSettings, vae, upscale_model) -> None:

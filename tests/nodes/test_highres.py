@@ -35,6 +35,21 @@ def test_guidance_keeps_the_base_structure_on_the_analytic_model(comfy_host, hr)
     assert all_steps < 0.4 * plain
 
 
+def test_haar_guidance_keeps_the_block_means_exactly(comfy_host, hr):
+    """Haar on a 2x stage, every step guided: the result's 2x2 means ARE the base (dpmpp_2m ends on x0)."""
+    analytic = comfy_host.module("nodes.analytic")
+    prior = analytic.NaturalImagePrior()
+    patcher = analytic.analytic_model_patcher(prior, "eps")
+    cond = [[torch.zeros(1, 1, 8), {}]]
+    base = prior.sample(2, 32, 32, generator=torch.Generator().manual_seed(1))
+    s = settings(hr, guidance_steps=6, wavelet="haar", sharpen=1.0)
+    out = hr.highres_sample(patcher, cond, cond, {"samples": base}, 1, s, disable_pbar=True)
+    assert torch.allclose(torch.nn.functional.avg_pool2d(out, 2), base, atol=1e-4)
+    s_db4 = settings(hr, guidance_steps=6, wavelet="db4", sharpen=1.0)
+    out = hr.highres_sample(patcher, cond, cond, {"samples": base}, 1, s_db4, disable_pbar=True)
+    assert not torch.allclose(torch.nn.functional.avg_pool2d(out, 2), base, atol=1e-2), "db4 is not exact"
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan21"])
 def test_every_family_runs_in_latent_mode(comfy_host, hr, family):
     patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
