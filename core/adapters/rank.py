@@ -46,7 +46,7 @@ def energy_rank(s: Tensor, energy: float, target: float) -> int:
     if energy <= 0 or s.numel() == 0:
         return 0
     cum = torch.cumsum(s.double().square(), 0)
-    hit = torch.nonzero(cum >= target * energy * (1 - 1e-12))
+    hit = torch.nonzero(cum >= target * energy * (1 - 1e-6))  # fp32 spectra round at about 1e-7
     return int(hit[0]) + 1 if hit.numel() else s.numel()
 
 
