@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
+from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 
 NODES: list[type[io.ComfyNode]] = [
@@ -14,6 +15,9 @@ NODES: list[type[io.ComfyNode]] = [
     PyraDemoConditioning,
     PyraPyramidGuider,
     PyraPyramidSampler,
+    PyraExtractLoRA,
+    PyraResizeLoRA,
+    PyraMergeLoRA,
 ]
 
 

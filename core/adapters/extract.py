@@ -86,6 +86,7 @@ def _capped(rule: RankRule, rank: int, max_rank: int, full: int, spec: Spectrum)
     return rule.mode != "rank" or rule.value > max_rank
 
 
+@torch.no_grad()
 def extract_lora(layers: Sequence[Layer], rule: RankRule, max_rank: int = 256, method: str = "randomized",
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float16,
                  budget_bytes: float | None = None, on_layer: Progress | None = None, seed: int = 0) -> Extraction:
