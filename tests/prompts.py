@@ -87,3 +87,25 @@ def pyramid_guider_masked_area(family: str = "sd3", ladder="2:0.4", steps=6) -> 
             "latent_image": ["12", 0]}},
     })
     return prompt
+
+
+def lora_extract(prefix="loras/pyra_e2e_extract", mode="size_mb", value=2.0) -> dict:
+    """PyraExtractLoRA on the SD1.5 demo model: model_a = base + base (ModelMergeAdd), model_b = base."""
+    unet = DEMO_FAMILIES["sd15"][0]
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["1", 0], "model2": ["1", 0]}},
+        "3": {"class_type": "PyraExtractLoRA", "inputs": {
+            "model_a": ["2", 0], "model_b": ["1", 0], "mode": mode, "value": value, "max_rank": 8,
+            "method": "randomized", "device": "auto", "bias_diff": True, "dtype": "fp16",
+            "filename_prefix": prefix}},
+    }
+
+
+def demo_with_lora(lora_name: str, family="sd15", strength=1.0, prefix=None) -> dict:
+    """demo_model's graph with the stock LoraLoaderModelOnly between the model loader and the sampler."""
+    prompt = demo_model(family, prefix=prefix or f"pyra_test_lora_{family}")
+    prompt["9"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
+    prompt["5"]["inputs"]["model"] = ["9", 0]
+    return prompt
