@@ -180,3 +180,18 @@ def test_bad_files_are_rejected_without_output(comfy_host, tools, extracted, lor
 def test_extract_needs_a_difference(tools, sd15):
     with pytest.raises(ValueError, match="connect the base model"):
         tools.PyraExtractLoRA.execute(sd15[0], "energy", 0.9, 8, "exact", "cpu", True, "fp16", "loras/pyra_none")
+
+
+def test_interrupt_stops_extraction_without_output(comfy_host, tools, loras_dir):
+    import comfy.model_management as mm
+
+    base = comfy_host.module("nodes.demo_models").build_tiny_model("sd15", torch.float32, seed=0)
+    before = set(loras_dir.iterdir())
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            tools.PyraExtractLoRA.execute(finetune(base), "energy", 0.9, 4, "exact", "cpu", True, "fp16",
+                                          "loras/pyra_interrupted", model_b=base)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert set(loras_dir.iterdir()) == before
