@@ -10,7 +10,8 @@ Two numbers per method measure how close an upscaler comes:
   below 1 is the blur and grey users report), worst band reported as |ratio - 1|.
 Methods: bicubic upscale alone; the host's hires fix (latent bicubic upscale, then img2img at a denoise);
 Pyra's structure-guided high resolution (sharpened start, low wavelet band of the unsharpened upscale kept for
-the first k steps; db4, and Haar with the base's exact block means) at the same denoise levels. Flow parametrisation, SD3's shift 3, euler, 15 steps per stage, common random numbers.
+the first k steps; db4, and Haar with the base's exact block means) at the same denoise levels. Flow
+parametrisation, SD3's shift 3, dpmpp_2m, 15 steps per stage, the same seeds for every method.
 """
 
 from __future__ import annotations

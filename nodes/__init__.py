@@ -8,6 +8,7 @@ from typing_extensions import override
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
+from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 from .vae_decode import PyraExactVAEDecode
 
@@ -18,6 +19,9 @@ NODES: list[type[io.ComfyNode]] = [
     PyraPyramidSampler,
     PyraDiffuseHigh,
     PyraExactVAEDecode,
+    PyraExtractLoRA,
+    PyraResizeLoRA,
+    PyraMergeLoRA,
 ]
 
 

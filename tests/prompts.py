@@ -116,6 +116,8 @@ def with_controlnet(prompt: dict, sampler_node: str, strength=1.0) -> dict:
             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
     })
     prompt[sampler_node]["inputs"].update(positive=["32", 0], negative=["32", 1])
+    return prompt
+
 
 def exact_vae_decode(family: str = "sd3", slice_rows: int = 3, prefix: str = "pyra_test_exact_vae") -> dict:
     """The demo text-to-image graph decoded by VAEDecode (saved as prefix_stock) and PyraExactVAEDecode (_pyra)."""
@@ -123,4 +125,26 @@ def exact_vae_decode(family: str = "sd3", slice_rows: int = 3, prefix: str = "py
     prompt["9"] = {"class_type": "PyraExactVAEDecode",
                    "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": slice_rows}}
     prompt["10"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": f"{prefix}_pyra"}}
+    return prompt
+
+
+def lora_extract(prefix="loras/pyra_e2e_extract", mode="size_mb", value=2.0) -> dict:
+    """PyraExtractLoRA on the SD1.5 demo model: model_a = base + base (ModelMergeAdd), model_b = base."""
+    unet = DEMO_FAMILIES["sd15"][0]
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["1", 0], "model2": ["1", 0]}},
+        "3": {"class_type": "PyraExtractLoRA", "inputs": {
+            "model_a": ["2", 0], "model_b": ["1", 0], "mode": mode, "value": value, "max_rank": 8,
+            "method": "randomized", "device": "auto", "bias_diff": True, "dtype": "fp16",
+            "filename_prefix": prefix}},
+    }
+
+
+def demo_with_lora(lora_name: str, family="sd15", strength=1.0, prefix=None) -> dict:
+    """demo_model's graph with the stock LoraLoaderModelOnly between the model loader and the sampler."""
+    prompt = demo_model(family, prefix=prefix or f"pyra_test_lora_{family}")
+    prompt["9"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
+    prompt["5"]["inputs"]["model"] = ["9", 0]
     return prompt
