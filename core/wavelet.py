@@ -40,7 +40,7 @@ def _analyse(x: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.T
     """Periodised analysis along the last dim (even length N): two (..., N/2) tensors."""
     shape, n, taps = x.shape, x.shape[-1], len(h)
     flat = x.reshape(-1, 1, n)
-    wrapped = torch.cat([flat, flat[..., : taps - 2]], dim=-1) if taps > 2 else flat
+    wrapped = flat[..., torch.arange(n + taps - 2, device=x.device) % n]
     bank = torch.stack([h, g]).to(x).unsqueeze(1)
     out = F.conv1d(wrapped, bank, stride=2)
     return out[:, 0].reshape(*shape[:-1], n // 2), out[:, 1].reshape(*shape[:-1], n // 2)
@@ -53,9 +53,8 @@ def _synthesise(lo: torch.Tensor, hi: torch.Tensor, h: torch.Tensor, g: torch.Te
     bank = torch.stack([h, g]).to(lo).unsqueeze(1)
     full = F.conv_transpose1d(bands, bank, stride=2)[:, 0]
     n = 2 * m
-    out = full[:, :n].clone()
-    if taps > 2:
-        out[:, : taps - 2] += full[:, n:]
+    index = torch.arange(full.shape[-1], device=full.device) % n
+    out = full.new_zeros(full.shape[0], n).index_add_(1, index, full)
     return out.reshape(*shape[:-1], n)
 
 
