@@ -48,7 +48,7 @@ def _analyse(x: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> tuple[torch.T
 
 def _synthesise(lo: torch.Tensor, hi: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The transpose of `_analyse`: exact inverse for orthogonal filters."""
-    shape, m, taps = lo.shape, lo.shape[-1], len(h)
+    shape, m = lo.shape, lo.shape[-1]
     bands = torch.stack([lo.reshape(-1, m), hi.reshape(-1, m)], dim=1)
     bank = torch.stack([h, g]).to(lo).unsqueeze(1)
     full = F.conv_transpose1d(bands, bank, stride=2)[:, 0]
