@@ -9,6 +9,8 @@ from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
+from .multilevel import PyraPyramidEdit, PyraPyramidLevel, PyraPyramidMerge, PyraPyramidMix, PyraPyramidSplit
+from .previews import PyraCoarsePreviewGuider, PyraMultiLevelDecode
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 from .vae_decode import PyraExactVAEDecode
 
@@ -19,6 +21,13 @@ NODES: list[type[io.ComfyNode]] = [
     PyraPyramidSampler,
     PyraDiffuseHigh,
     PyraExactVAEDecode,
+    PyraMultiLevelDecode,
+    PyraCoarsePreviewGuider,
+    PyraPyramidSplit,
+    PyraPyramidLevel,
+    PyraPyramidEdit,
+    PyraPyramidMix,
+    PyraPyramidMerge,
     PyraExtractLoRA,
     PyraResizeLoRA,
     PyraMergeLoRA,

@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..core.samplers.highres import parse_per_stage, parse_scales
 from .highres_sampling import GUIDANCE_MODES, UPSCALE_METHODS, HighResError, HighResSettings, highres_sample
+from .previews import coarse_callback
 
 
 class PyraDiffuseHigh(io.ComfyNode):
@@ -91,7 +92,7 @@ class PyraDiffuseHigh(io.ComfyNode):
             denoise=denoise, sampler_name=sampler_name, scheduler=scheduler, guidance_steps=guidance_steps,
             guidance_mode=guidance_mode, wavelet=wavelet, guidance_strength=guidance_strength, sharpen=sharpen,
             renoise=renoise, upscale_method=upscale_method)
-        callback = latent_preview.prepare_callback(model, len(stage_scales) * steps)
+        callback = coarse_callback(latent_preview.prepare_callback(model, len(stage_scales) * steps))
         try:
             samples = highres_sample(model, positive, negative, latent, seed, settings, vae, upscale_model,
                                      callback, not comfy.utils.PROGRESS_BAR_ENABLED)

@@ -10,6 +10,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..core.samplers.pyramid import parse_ladder
+from .previews import coarse_callback
 from .pyramid_sampling import UPSAMPLERS, PyramidGuider, pyramid_sample
 
 LADDER_TOOLTIP = (
@@ -110,7 +111,7 @@ class PyraPyramidSampler(io.ComfyNode):
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
-        callback = latent_preview.prepare_callback(model, steps)
+        callback = coarse_callback(latent_preview.prepare_callback(model, steps))
         samples = pyramid_sample(guider, noise, latent, comfy.samplers.sampler_object(sampler_name), sigmas,
                                  parse_ladder(ladder), upsample, latent_image.get("noise_mask"), callback,
                                  not comfy.utils.PROGRESS_BAR_ENABLED, seed)

@@ -148,3 +148,16 @@ def demo_with_lora(lora_name: str, family="sd15", strength=1.0, prefix=None) -> 
                    "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
     prompt["5"]["inputs"]["model"] = ["9", 0]
     return prompt
+
+
+def pyramid_levels(family: str = "sd15", kind: str = "db4", prefix: str = "pyra_test_levels") -> dict:
+    """demo_model's image split into a pyramid and merged back (saved as _merged), and a multi-level decode."""
+    prompt = demo_model(family, prefix=f"{prefix}_stock")
+    prompt.update({
+        "20": {"class_type": "PyraPyramidSplit", "inputs": {"kind": kind, "levels": 2, "image": ["7", 0]}},
+        "21": {"class_type": "PyraPyramidMerge", "inputs": {"pyramid": ["20", 0]}},
+        "22": {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": f"{prefix}_merged"}},
+        "23": {"class_type": "PyraMultiLevelDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "levels": 2}},
+        "24": {"class_type": "SaveImage", "inputs": {"images": ["23", 0], "filename_prefix": f"{prefix}_multi"}},
+    })
+    return prompt

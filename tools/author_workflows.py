@@ -96,10 +96,34 @@ def wan_pyramid_video() -> dict:
     return p
 
 
+def exact_decode_levels() -> dict:
+    """A large image decoded exactly in row bands, its Laplacian levels, and a multi-level decode."""
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 768, "height": 512, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 3,
+            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": 0}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "pyra_exact_decode"}},
+        "9": {"class_type": "PyraPyramidSplit", "inputs": {"kind": "laplacian", "levels": 3, "image": ["7", 0]}},
+        "10": {"class_type": "PyraPyramidLevel", "inputs": {
+            "pyramid": ["9", 0], "level": 0, "full_size": True, "offset": 0.5}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        "12": {"class_type": "PyraPyramidLevel", "inputs": {
+            "pyramid": ["9", 0], "level": 3, "full_size": True, "offset": 0.5}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+        "14": {"class_type": "PyraMultiLevelDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "levels": 3}},
+        "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+    })
+    return p
+
+
 SPECS = {
     "pyra-two-stage-highres": two_stage_highres,
     "pyra-flux-style-pyramid": flux_style_pyramid,
     "pyra-wan-pyramid-video": wan_pyramid_video,
+    "pyra-exact-decode-levels": exact_decode_levels,
 }
 
 
