@@ -32,12 +32,13 @@ def fast_backend_reason(weight: torch.Tensor) -> str | None:
 class Sparse24Linear:
     """A prepared 2:4 layer. weight: (out, in), already masked 2:4 along `in`; bias (out,); lowrank (A, B).
 
-    backend "auto" uses cuSPARSELt where it can, "reference" forces the masked dense matmul.
+    backend "auto" uses cuSPARSELt where it can, "reference" forces the masked dense matmul; order: see
+    cusparselt.py.
     Call with x (..., in) in the weight's dtype and device; returns (..., out).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "auto"):
+                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "auto", order: str = "row"):
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"unknown backend {backend!r}: use auto or one of {BACKENDS}")
         self.weight, self.bias, self.lowrank = weight, bias, lowrank
@@ -45,7 +46,7 @@ class Sparse24Linear:
         self.fast = None
         if self.reason is None:
             try:
-                self.fast = cusparselt.CusparseLtLinear(weight, bias, lowrank)
+                self.fast = cusparselt.CusparseLtLinear(weight, bias, lowrank, order)
             except cusparselt.CusparseLtError as err:
                 self.reason = str(err)
         self.backend = "reference" if self.fast is None else "cusparselt"

@@ -7,11 +7,13 @@ y out on every call. Here the compressed weight is made once per layer, and the 
 algorithm once per layer and token count; a call is one `cusparseLtMatmul` on the current stream with the
 caller's own pointers.
 
-Layout, y (T, N) = x (T, K) W^T: cuSPARSELt computes D = alpha op(A) op(B) + beta C with A = W (N x K,
-row-major, 2:4 along K), B = x as a row-major T x K matrix taken transposed, and C = D = y seen as an N x T
-column-major matrix (the same bytes as y row-major). The bias goes in the kernel's epilogue.
-Low-rank compensation: C = bias + (x A_r) B_r from two small cuBLAS products and beta = 1, so the correction
-is added by the sparse kernel's epilogue instead of a separate read-modify-write pass over y.
+Layout, y (T, N) = x (T, K) W^T: cuSPARSELt computes D = alpha op(A) op(B) + bias with A = W (N x K, 2:4
+along K), B = x, and D = y seen as an N x T column-major matrix (the same bytes as y row-major). `order="row"`
+declares A and B row-major with op(B) = T (torch's choice); `order="col"` declares the same bytes column-major
+with op(A) = T (cuBLAS's "TN"); the benchmark measures both.
+Low-rank compensation: y += (x A_r) B_r by cuBLAS after the sparse kernel. Passing it as the epilogue's C
+matrix (beta = 1) was measured slower on the H200 (benchmarks/results/sparse24-h200-run1.md: cuSPARSELt's
+beta != 0 kernels lose more than the separate pass costs).
 """
 
 from __future__ import annotations
@@ -141,22 +143,24 @@ def _addr(buf: ctypes.Array) -> int:
 class _Plan:
     """Descriptors, plan and workspace for one token count T (the algorithm searched on the first call)."""
 
-    def __init__(self, layer: CusparseLtLinear, tokens: int, with_c: bool):
+    def __init__(self, layer: CusparseLtLinear, tokens: int):
         lib, h, self.layer = _state["lib"], _addr(layer.handle), layer
         self.b, self.c, self.mm, self.sel, self.plan = (_opaque() for _ in range(5))
         self._live: list[ctypes.Array] = []
         self._has_sel = self._has_plan = False
         dtype = _CUDA_TYPE[layer.dtype]
-        _check(lib.cusparseLtDenseDescriptorInit(h, _addr(self.b), tokens, layer.k, layer.k, _ALIGN, dtype,
-                                                 _ORDER_ROW), "dense descriptor for x")
+        rows, cols, order = (tokens, layer.k, _ORDER_ROW) if layer.order == "row" else (layer.k, tokens, _ORDER_COL)
+        _check(lib.cusparseLtDenseDescriptorInit(h, _addr(self.b), rows, cols, layer.k, _ALIGN, dtype, order),
+               "dense descriptor for x")
         self._live.append(self.b)
         _check(lib.cusparseLtDenseDescriptorInit(h, _addr(self.c), layer.n, tokens, layer.n, _ALIGN, dtype,
                                                  _ORDER_COL), "dense descriptor for y")
         self._live.append(self.c)
-        _check(lib.cusparseLtMatmulDescriptorInit(h, _addr(self.mm), _OP_N, _OP_T, _addr(layer.a_desc),
+        op_a, op_b = (_OP_N, _OP_T) if layer.order == "row" else (_OP_T, _OP_N)
+        _check(lib.cusparseLtMatmulDescriptorInit(h, _addr(self.mm), op_a, op_b, _addr(layer.a_desc),
                                                   _addr(self.b), _addr(self.c), _addr(self.c), _COMPUTE_32F),
                "matmul descriptor")
-        if layer.bias is not None and not with_c:
+        if layer.bias is not None:
             self._bias_ptr = c_void_p(layer.bias.data_ptr())
             _check(lib.cusparseLtMatmulDescSetAttribute(h, _addr(self.mm), _ATTR_BIAS_POINTER,
                                                         ctypes.addressof(self._bias_ptr), 8), "bias pointer")
@@ -166,14 +170,13 @@ class _Plan:
         _check(lib.cusparseLtMatmulPlanInit(h, _addr(self.plan), _addr(self.mm), _addr(self.sel)), "plan")
         self._has_plan = True
         self.workspace: torch.Tensor | None = None
-        self.beta = c_float(1.0 if with_c else 0.0)
 
-    def run(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor) -> None:
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> None:
         lib, h = _state["lib"], _addr(self.layer.handle)
         streams = (c_void_p * 1)(torch.cuda.current_stream(x.device).cuda_stream)
-        alpha = c_float(1.0)
-        args = (ctypes.addressof(alpha), self.layer.compressed.data_ptr(), x.data_ptr(), ctypes.addressof(self.beta),
-                c.data_ptr(), y.data_ptr())
+        alpha, beta = c_float(1.0), c_float(0.0)
+        args = (ctypes.addressof(alpha), self.layer.compressed.data_ptr(), x.data_ptr(), ctypes.addressof(beta),
+                y.data_ptr(), y.data_ptr())
         if self.workspace is None:  # first call: search the best algorithm / split-k on these very inputs
             _check(lib.cusparseLtMatmulSearch(h, _addr(self.plan), *args, None, streams, 1), "algorithm search")
             size = c_size_t(0)
@@ -196,25 +199,30 @@ class _Plan:
 class CusparseLtLinear:
     """One layer: y = x S^T + bias (+ (x A) B), S compressed once, a plan per token count made on first use.
 
+
     weight: (N, K) CUDA bf16/fp16, already 2:4 along K (this is not checked here: pass the masked weight);
     bias: (N,) or None; lowrank: (A (K, r), B (r, N)) or None. Call with x (T, K) contiguous, same device and
     dtype; returns y (T, N). Raises CusparseLtError if the library rejects a shape (callers fall back).
+    order: "row" or "col", how the operands are declared to the library (same bytes, see the module docstring).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, order: str = "row"):
+        if order not in ("row", "col"):
+            raise ValueError(f"order must be 'row' or 'col', got {order!r}")
         reason = unavailable_reason(weight.device, weight.dtype) or shape_reason(*weight.shape)
         if reason:
             raise CusparseLtError(reason)
         self.n, self.k = weight.shape
-        self.dtype, self.device = weight.dtype, weight.device
+        self.dtype, self.device, self.order = weight.dtype, weight.device, order
         self.handle = _handle(weight.device)
         self.bias = None if bias is None else bias.detach().to(self.dtype).contiguous()
         self.lowrank = None if lowrank is None else tuple(t.detach().to(self.dtype).contiguous() for t in lowrank)
         lib, h = _state["lib"], _addr(self.handle)
         self.a_desc = _opaque()
-        _check(lib.cusparseLtStructuredDescriptorInit(h, _addr(self.a_desc), self.n, self.k, self.k, _ALIGN,
-                                                      _CUDA_TYPE[self.dtype], _ORDER_ROW, _SPARSITY_50),
+        rows, cols, layout = (self.n, self.k, _ORDER_ROW) if order == "row" else (self.k, self.n, _ORDER_COL)
+        _check(lib.cusparseLtStructuredDescriptorInit(h, _addr(self.a_desc), rows, cols, self.k, _ALIGN,
+                                                      _CUDA_TYPE[self.dtype], layout, _SPARSITY_50),
                "structured descriptor for the weight")
         size, buf_size = c_size_t(0), c_size_t(0)
         _check(lib.cusparseLtSpMMACompressedSize2(h, _addr(self.a_desc), ctypes.addressof(size),
@@ -223,7 +231,8 @@ class CusparseLtLinear:
         scratch = torch.empty(max(buf_size.value, 1), dtype=torch.uint8, device=self.device)
         dense = weight.detach().contiguous()
         stream = torch.cuda.current_stream(self.device).cuda_stream
-        _check(lib.cusparseLtSpMMACompress2(h, _addr(self.a_desc), 1, _OP_N, dense.data_ptr(),
+        op_a = _OP_N if order == "row" else _OP_T
+        _check(lib.cusparseLtSpMMACompress2(h, _addr(self.a_desc), 1, op_a, dense.data_ptr(),
                                             self.compressed.data_ptr(), scratch.data_ptr(), stream), "compress")
         self._plans: dict[int, _Plan] = {}
 
@@ -234,15 +243,12 @@ class CusparseLtLinear:
         tokens = x.shape[0]
         plan = self._plans.get(tokens)
         if plan is None:
-            plan = self._plans[tokens] = _Plan(self, tokens, with_c=self.lowrank is not None)
+            plan = self._plans[tokens] = _Plan(self, tokens)
         y = torch.empty(tokens, self.n, dtype=self.dtype, device=x.device)
-        if self.lowrank is None:
-            plan.run(x, y, y)
-            return y
-        a, b = self.lowrank
-        u = x @ a  # (T, r)
-        c = torch.addmm(self.bias, u, b) if self.bias is not None else u @ b  # (T, N)
-        plan.run(x, c, y)
+        plan.run(x, y)
+        if self.lowrank is not None:
+            a, b = self.lowrank
+            y.addmm_(x @ a, b)  # (T, r) @ (r, N), accumulated into y by cuBLAS
         return y
 
     def __del__(self):
