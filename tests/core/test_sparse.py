@@ -80,3 +80,25 @@ def test_lowrank_compensation_is_the_truncated_svd():
     assert err_comp < err_plain
     full_a, full_b = sp.lowrank_compensation(w, s, 64)
     assert torch.allclose(x @ s.T + (x @ full_a) @ full_b, x @ w.T, atol=1e-8), "full rank restores W exactly"
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "attention"),
+    ("input_blocks.1.1.transformer_blocks.0.ff.net.0.proj", "mlp"),
+    ("double_blocks.0.img_attn.qkv", "attention"), ("double_blocks.0.txt_mlp.2", "mlp"),
+    ("single_blocks.3.linear1", "mlp"), ("blocks.0.self_attn.o", "attention"), ("blocks.0.ffn.0", "mlp"),
+    ("time_embed.0", "other"), ("input_blocks.1.1.proj_in", "other"), ("double_blocks.0.img_mod.lin", "other"),
+])
+def test_layer_kinds(name, kind):
+    assert sp.layer_kind(name) == kind
+    assert sp.compile_filter("all")(name)
+    for other in ("attention", "mlp"):
+        assert sp.compile_filter(other)(name) == (other == kind)
+
+
+def test_regex_filter_and_its_errors():
+    keep = sp.compile_filter("regex", r"img_mlp\.\d")
+    assert keep("double_blocks.1.img_mlp.0") and not keep("double_blocks.1.txt_mlp.0")
+    for kind, pattern, msg in [("regex", "", "needs a pattern"), ("regex", "(", "invalid"), ("mlps", "", "unknown")]:
+        with pytest.raises(ValueError, match=msg):
+            sp.compile_filter(kind, pattern)
