@@ -1,0 +1,75 @@
+"""The per-clone replacement for one Linear: a subclass of the host's Linear op holding the 2:4-masked weight.
+
+HOST.md section 3 ("Replacing nn.Linear safely"): a subclass of `comfy.ops.disable_weight_init.Linear` keeps the
+parameter names (LoRA keys still match), stays castable (low-VRAM loading and runtime LoRA keep working), and its
+`set_weight` re-applies the mask to every patched weight the host writes (full load) or computes (low VRAM).
+"""
+
+from __future__ import annotations
+
+import comfy.ops
+import torch
+
+from ..kernels.sparse24_linear import Sparse24Linear
+
+
+class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
+    """y = x S^T + b (+ (x A) B): S = W * mask, 2:4 along the input dim; A, B the optional low-rank correction."""
+
+    @classmethod
+    def from_linear(cls, src: torch.nn.Linear, sparse: torch.Tensor, mask: torch.Tensor,
+                    lowrank: tuple[torch.Tensor, torch.Tensor] | None) -> PyraSparseLinear:
+        """A new module beside `src` (which is left untouched): its own weight, a copy of its bias."""
+        mod = cls.__new__(cls)
+        torch.nn.Module.__init__(mod)
+        mod.in_features, mod.out_features = src.in_features, src.out_features
+        mod.weight = torch.nn.Parameter(sparse, requires_grad=False)
+        bias = None if src.bias is None else torch.nn.Parameter(src.bias.detach().clone(), requires_grad=False)
+        mod.bias = bias
+        mod.register_buffer("sparse_mask", mask, persistent=False)
+        mod.register_buffer("lowrank_a", None if lowrank is None else lowrank[0], persistent=False)
+        mod.register_buffer("lowrank_b", None if lowrank is None else lowrank[1], persistent=False)
+        mod.comfy_cast_weights = getattr(src, "comfy_cast_weights", False)
+        mod.weight_function, mod.bias_function = [], []
+        mod._op, mod._op_version = None, None
+        return mod
+
+    def _lowrank_for(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.lowrank_a is None:
+            return None
+        return self.lowrank_a.to(ref.device, ref.dtype), self.lowrank_b.to(ref.device, ref.dtype)
+
+    def invalidate(self) -> None:
+        """Forget the prepared op (the host may have rewritten the weight in place, e.g. `.data.copy_`)."""
+        self._op, self._op_version = None, None
+
+    def _sparse_op(self) -> Sparse24Linear:
+        """The prepared op for the current weight; rebuilt when the host swaps or patches the weight."""
+        w, b = self.weight, self.bias
+        op = self._op
+        version = (w._version, None if b is None else b._version)
+        if op is None or op.weight is not w or op.bias is not b or self._op_version != version:
+            self._op = Sparse24Linear(w, b, self._lowrank_for(w))
+            self._op_version = version
+        return self._op
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.comfy_cast_weights or self.weight_function or self.bias_function:
+            y = self.forward_comfy_cast_weights(x, *args, **kwargs)  # low-VRAM / manual cast / runtime LoRA
+            lowrank = self._lowrank_for(y)
+            return y if lowrank is None else y + (x.to(y.dtype) @ lowrank[0]) @ lowrank[1]
+        return self._sparse_op()(x)
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight: bool = False,
+                   **kwargs):
+        """Called by the host with a patched weight (e.g. W + LoRA delta): keep the 2:4 mask on it."""
+        masked = weight * self.sparse_mask.to(weight.device, weight.dtype)
+        if return_weight:
+            return masked
+        masked = masked.to(self.weight.dtype)
+        if inplace_update:
+            with torch.no_grad():
+                self.weight.copy_(masked)  # bumps the version, so the prepared op is rebuilt
+        else:
+            self.weight = torch.nn.Parameter(masked, requires_grad=False)
+        return None
