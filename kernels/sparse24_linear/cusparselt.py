@@ -144,7 +144,9 @@ class _Plan:
     """Descriptors, plan and workspace for one token count T (the algorithm searched on the first call)."""
 
     def __init__(self, layer: CusparseLtLinear, tokens: int):
-        lib, h, self.layer = _state["lib"], _addr(layer.handle), layer
+        # keep what the calls need, not the layer itself (no reference cycle: plans die with their layer)
+        lib, h = _state["lib"], _addr(layer.handle)
+        self.handle, self.compressed, self.a_desc = layer.handle, layer.compressed, layer.a_desc
         self.b, self.c, self.mm, self.sel, self.plan = (_opaque() for _ in range(5))
         self._live: list[ctypes.Array] = []
         self._has_sel = self._has_plan = False
@@ -172,10 +174,10 @@ class _Plan:
         self.workspace: torch.Tensor | None = None
 
     def run(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        lib, h = _state["lib"], _addr(self.layer.handle)
+        lib, h = _state["lib"], _addr(self.handle)
         streams = (c_void_p * 1)(torch.cuda.current_stream(x.device).cuda_stream)
         alpha, beta = c_float(1.0), c_float(0.0)
-        args = (ctypes.addressof(alpha), self.layer.compressed.data_ptr(), x.data_ptr(), ctypes.addressof(beta),
+        args = (ctypes.addressof(alpha), self.compressed.data_ptr(), x.data_ptr(), ctypes.addressof(beta),
                 y.data_ptr(), y.data_ptr())
         if self.workspace is None:  # first call: search the best algorithm / split-k on these very inputs
             _check(lib.cusparseLtMatmulSearch(h, _addr(self.plan), *args, None, streams, 1), "algorithm search")
@@ -235,17 +237,26 @@ class CusparseLtLinear:
         _check(lib.cusparseLtSpMMACompress2(h, _addr(self.a_desc), 1, op_a, dense.data_ptr(),
                                             self.compressed.data_ptr(), scratch.data_ptr(), stream), "compress")
         self._plans: dict[int, _Plan] = {}
+        self._rejected: set[int] = set()  # token counts the library refused (callers fall back)
 
     def supports_tokens(self, x: torch.Tensor) -> bool:
-        return x.shape[0] % 8 == 0 and x.data_ptr() % _ALIGN == 0 and x.is_contiguous()
+        return (x.shape[0] % 8 == 0 and x.shape[0] not in self._rejected and x.data_ptr() % _ALIGN == 0
+                and x.is_contiguous())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.shape[0]
+        y = torch.empty(tokens, self.n, dtype=self.dtype, device=x.device)
         plan = self._plans.get(tokens)
         if plan is None:
-            plan = self._plans[tokens] = _Plan(self, tokens)
-        y = torch.empty(tokens, self.n, dtype=self.dtype, device=x.device)
-        plan.run(x, y)
+            try:
+                plan = _Plan(self, tokens)
+                plan.run(x, y)  # searches the algorithm
+            except CusparseLtError:
+                self._rejected.add(tokens)
+                raise
+            self._plans[tokens] = plan
+        else:
+            plan.run(x, y)
         if self.lowrank is not None:
             a, b = self.lowrank
             y.addmm_(x @ a, b)  # (T, r) @ (r, N), accumulated into y by cuBLAS

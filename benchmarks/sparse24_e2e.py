@@ -1,0 +1,61 @@
+"""End to end: one sampling step of a Flux-size DiT (random bf16 weights, the host's own Flux class) at 1024x1024,
+dense vs PyraSparsify with every eligible linear layer sparsified (no speed check, no low-rank term).
+Run through benchmarks/sparse24.py (--parts e2e); needs the host on PYTHONPATH (benchmarks/device_env.sh).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from _host import import_host, pack_module
+
+
+def _step_seconds(patcher, cond, side: int, steps: int) -> float:
+    import comfy.samplers
+    import torch
+    from progressive_speed import timed
+
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds(cond, cond)
+    guider.set_cfg(1.0)
+    sampler = comfy.samplers.sampler_object("euler")
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", steps).cpu()
+    x = torch.zeros(1, 16, side // 8, side // 8)
+
+    def run():
+        guider.sample(torch.randn_like(x), x, sampler, sigmas, seed=0, disable_pbar=True)
+
+    run()  # warm-up: loads the model; for the sparse model, compresses weights and searches plans
+    return statistics.median(timed(run, 3)) / steps
+
+
+def run_e2e(side: int = 1024, steps: int = 4) -> dict:
+    import_host()
+    import torch
+    from progressive_speed import build
+
+    sparsify = pack_module("nodes.sparsify")
+    patcher, cond, *_ = build("flux", torch.device("cuda"))
+    torch.cuda.reset_peak_memory_stats()
+    dense = _step_seconds(patcher, cond, side, steps)
+    dense_peak = torch.cuda.max_memory_allocated()
+    t0 = time.perf_counter()
+    sparse_patcher, results = sparsify.sparsify_model(patcher, "all", rank=0, check_tokens=0)
+    prepare = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    sparse = _step_seconds(sparse_patcher, cond, side, steps)
+    sparse_peak = torch.cuda.max_memory_allocated()
+    mods = [m for m in sparse_patcher.object_patches.values() if isinstance(m, sparsify.PyraSparseLinear)]
+    fast = [m._op for m in mods if m._op is not None and m._op.backend == "cusparselt"]
+    out = {
+        "side": side, "dense_step_s": dense, "sparse_step_s": sparse, "speedup": dense / sparse,
+        "layers_sparsified": len(mods), "layers_total": len(results),
+        "layers_on_cusparselt": len(fast), "prepare_s": prepare,
+        "linear_weight_gib_dense": sum(m.weight.numel() * m.weight.element_size() for m in mods) / 2**30,
+        "linear_weight_gib_compressed": sum(op.fast.compressed.numel() for op in fast) / 2**30,
+        "peak_gib_dense_run": dense_peak / 2**30, "peak_gib_sparse_run": sparse_peak / 2**30,
+        "mean_rel_err_random_inputs": statistics.mean(r.rel_err for r in results if r.rel_err is not None),
+    }
+    print("e2e:", out, flush=True)
+    return out
