@@ -13,6 +13,11 @@ import torch
 from ..kernels.sparse24_linear import Sparse24Linear
 
 
+def _version(t: torch.Tensor | None) -> int | None:
+    """The in-place version counter; None where untracked (inference tensors: the ON_LOAD callback covers them)."""
+    return None if t is None or t.is_inference() else t._version
+
+
 class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
     """y = x S^T + b (+ (x A) B): S = W * mask, 2:4 along the input dim; A, B the optional low-rank correction."""
 
@@ -47,7 +52,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         """The prepared op for the current weight; rebuilt when the host swaps or patches the weight."""
         w, b = self.weight, self.bias
         op = self._op
-        version = (w._version, None if b is None else b._version)
+        version = (_version(w), _version(b))
         if op is None or op.weight is not w or op.bias is not b or self._op_version != version:
             self._op = Sparse24Linear(w, b, self._lowrank_for(w))
             self._op_version = version

@@ -87,3 +87,21 @@ def pyramid_guider_masked_area(family: str = "sd3", ladder="2:0.4", steps=6) -> 
             "latent_image": ["12", 0]}},
     })
     return prompt
+
+
+def sparsified(family: str = "sd15", lora: str | None = None, rank: int = 0, layers: str = "all", steps=2,
+               sparse: bool = True, prefix=None) -> dict:
+    """demo_model's graph with an optional LoraLoaderModelOnly, then PyraSparsify (report shown by PreviewAny)."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_sparse_{family}")
+    model = ["1", 0]
+    if lora:
+        prompt["9"] = {"class_type": "LoraLoaderModelOnly",
+                       "inputs": {"model": model, "lora_name": lora, "strength_model": 1.0}}
+        model = ["9", 0]
+    if sparse:
+        prompt["10"] = {"class_type": "PyraSparsify", "inputs": {
+            "model": model, "layers": layers, "name_regex": "", "lowrank_rank": rank, "speed_check_tokens": 0}}
+        prompt["11"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 1]}}
+        model = ["10", 0]
+    prompt["5"]["inputs"]["model"] = model
+    return prompt

@@ -118,3 +118,19 @@ def test_bad_regex_is_rejected_before_running(comfy_host):
     assert "invalid layer regex" in node.validate_inputs(layers="regex", name_regex="(")
     assert "needs a pattern" in node.validate_inputs(layers="regex", name_regex="")
     assert node.validate_inputs(layers="mlp", name_regex="(") is True
+
+
+@pytest.mark.parametrize(("family", "shape"), [("flux", (1, 16, 8, 8)), ("wan21", (1, 16, 1, 8, 8))])
+def test_dit_families_sparsify_and_run(env, family, shape):
+    """Every layer kind of the DiTs is handled: one sampler step stays finite and changes the output."""
+    import comfy.sample
+
+    sparsify, demo, cond_of, _ = env
+    base = demo.build_tiny_model(family)
+    patched, results = sparsify.sparsify_model(base, "all", rank=4)
+    assert sum(r.status == "sparse" for r in results) > 0.8 * len(results)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    cond = cond_of(family, seed=1)
+    outs = [comfy.sample.sample(p, noise, 1, 1.0, "euler", "simple", cond, cond, torch.zeros(shape),
+                                disable_pbar=True) for p in (base, patched)]
+    assert torch.isfinite(outs[1]).all() and rel(outs[1], outs[0]) > 1e-4
