@@ -152,7 +152,8 @@ def markdown(out: dict) -> str:
     dev = out["device"]
     lines = [f"# 2:4 sparse linear, {dev['gpu']}", "",
              f"torch {dev['torch']}, triton {dev['triton']}, driver {dev['driver']}, {dev['date']}; "
-             f"`{out['command']}`", "",
+             + "; ".join(f"{part}: `{cmd}`" for part, cmd in out.get("commands", {"all": out["command"]}).items()),
+             "",
              "Per-call ms (median of 15 x 10 back-to-back calls), bf16; ratio = dense / variant.", "",
              "| tokens x in -> out | dense | stock 2:4 | cslt eager | cslt graph | ours | ours, col-major "
              "| ours + rank 64 |",
@@ -193,8 +194,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out = json.loads(args.previous.read_text()) if args.previous else {}
+    if "command" in out and "commands" not in out:  # an earlier file from before per-part commands
+        out["commands"] = {part: out["command"] for part in ("kernels", "e2e") if part in out}
     out.update(device=device_info(), command=" ".join(sys.argv))
     for part in args.parts.split(","):
+        out.setdefault("commands", {})[part] = out["command"]
         if part == "kernels":
             out["kernels"] = run_kernels()
         elif part == "e2e":

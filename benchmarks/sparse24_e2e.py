@@ -35,7 +35,7 @@ def run_e2e(side: int = 1024, steps: int = 4) -> dict:
     import torch
     from progressive_speed import build
 
-    sparsify = pack_module("nodes.sparsify")
+    sparsify = pack_module("nodes.sparsify_apply")
     patcher, cond, *_ = build("flux", torch.device("cuda"))
     torch.cuda.reset_peak_memory_stats()
     dense = _step_seconds(patcher, cond, side, steps)

@@ -1,4 +1,4 @@
-"""2:4 sparse linear: y = x S^T + bias (+ (x A) B). Backends: `cusparselt` (sm80+ GPUs, bf16/fp16) and
+"""2:4 sparse linear: y = x S^T + bias (+ (x A) B). Backends: `cusparselt` (sm80+ GPUs, bf16) and
 `reference` (masked dense matmul, everywhere). `Sparse24Linear` picks the fast one where its constraints hold
 and falls back per call (unsupported token count or alignment) to the reference; every fallback reason is
 logged once.

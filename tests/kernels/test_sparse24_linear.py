@@ -74,27 +74,20 @@ def test_shape_constraints_are_reported():
 @pytest.mark.parametrize(("tokens", "in_f", "out_f"), SHAPES)
 def test_cusparselt_matches_reference(tokens, in_f, out_f, rank, dtype):
     """Tolerance rule of reference.py: error vs the fp32 reference <= 2x the reference's own at this precision
-    + 1e-3. Ragged token counts (100, 333) and small shapes take the reference path and must still be right."""
-    _, s, bias, lowrank = layer(out_f, in_f, rank, "cuda", dtype, seed=tokens)
+    + 1e-3. Ragged token counts (100, 333) take the reference path per call, fp16 always (bf16-only kernel);
+    both must still be right. Non-vacuous: the result is far from the unpruned layer's."""
+    w, s, bias, lowrank = layer(out_f, in_f, rank, "cuda", dtype, seed=tokens)
     op = k24.Sparse24Linear(s, bias, lowrank)
     for seed in (0, 1):  # fresh inputs each time; the second call reuses the plan
         x = torch.randn(tokens, in_f, device="cuda", generator=torch.Generator("cuda").manual_seed(seed)).to(dtype)
         truth = k24.sparse24_linear(x.float(), s.float(), bias.float(),
                                     None if lowrank is None else tuple(t.float() for t in lowrank))
         ours = op(x)
+        torch.cuda.synchronize()
         assert ours.dtype == dtype and torch.isfinite(ours).all()
         budget = 2 * rel(k24.sparse24_linear(x, s, bias, lowrank), truth) + 1e-3
         assert rel(ours, truth) <= budget, (op.backend, rel(ours, truth), budget)
-    assert op.backend == ("cusparselt" if in_f % 64 == 0 and out_f % 32 == 0 else "reference")
-
-
-@pytest.mark.gpu
-def test_cusparselt_rejects_a_wrong_mask():
-    """Non-vacuous: a weight pruned along the wrong axis is not what the kernel computes."""
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(256, 256, generator=g)
-    wrong = (w * sp.nm_mask(w.abs().T, 2, 4).T).to("cuda", torch.bfloat16)
-    x = torch.randn(64, 256, generator=g).to("cuda", torch.bfloat16)
-    op = k24.Sparse24Linear(wrong)
-    assert op.backend == "cusparselt"
-    assert rel(op(x), x.float() @ wrong.float().T) > 0.05
+        if rank == 0:
+            assert rel(ours, x.float() @ w.cuda().T + bias.float()) > 0.05
+    fast = dtype == torch.bfloat16 and in_f % 64 == 0 and out_f % 32 == 0
+    assert op.backend == ("cusparselt" if fast else "reference"), op.reason

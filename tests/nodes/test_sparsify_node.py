@@ -11,7 +11,7 @@ SHAPE = (1, 4, 8, 8)
 
 @pytest.fixture(scope="module")
 def env(comfy_host):
-    return (comfy_host.module("nodes.sparsify"), comfy_host.module("nodes.demo_models"),
+    return (comfy_host.module("nodes.sparsify_apply"), comfy_host.module("nodes.demo_models"),
             comfy_host.module("nodes.demo_conditioning").demo_conditioning, comfy_host.module("core.sparse"))
 
 
