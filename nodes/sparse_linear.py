@@ -36,7 +36,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         mod.register_buffer("lowrank_b", None if lowrank is None else lowrank[1], persistent=False)
         mod.comfy_cast_weights = getattr(src, "comfy_cast_weights", False)
         mod.weight_function, mod.bias_function = [], []
-        mod._op, mod._op_version = None, None
+        mod._op, mod._op_source = None, (None, None, None)
         return mod
 
     def _lowrank_for(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -46,17 +46,23 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
 
     def invalidate(self) -> None:
         """Forget the prepared op (the host may have rewritten the weight in place, e.g. `.data.copy_`)."""
-        self._op, self._op_version = None, None
+        self._op, self._op_source = None, (None, None, None)
 
     def _sparse_op(self) -> Sparse24Linear:
         """The prepared op for the current weight; rebuilt when the host swaps or patches the weight."""
         w, b = self.weight, self.bias
-        op = self._op
+        seen = self._op_source
         version = (_version(w), _version(b))
-        if op is None or op.weight is not w or op.bias is not b or self._op_version != version:
-            self._op = Sparse24Linear(w, b, self._lowrank_for(w))
-            self._op_version = version
+        if self._op is None or seen[0] is not w or seen[1] is not b or seen[2] != version:
+            self._op = Sparse24Linear(self._masked(w), b, self._lowrank_for(w))
+            self._op_source = (w, b, version)
         return self._op
+
+    def _masked(self, w: torch.Tensor) -> torch.Tensor:
+        """w itself when it keeps the mask (the normal case), else a masked copy: whatever wrote the weight,
+        the sparse kernel only ever sees a 2:4 matrix."""
+        mask = self.sparse_mask.to(w.device)
+        return w if not w.masked_select(~mask).any() else w * mask
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.comfy_cast_weights or self.weight_function or self.bias_function:

@@ -134,3 +134,16 @@ def test_dit_families_sparsify_and_run(env, family, shape):
     outs = [comfy.sample.sample(p, noise, 1, 1.0, "euler", "simple", cond, cond, torch.zeros(shape),
                                 disable_pbar=True) for p in (base, patched)]
     assert torch.isfinite(outs[1]).all() and rel(outs[1], outs[0]) > 1e-4
+
+
+def test_a_weight_written_without_set_weight_is_masked_again(env):
+    """If something replaces the weight behind the module's back, the op still computes with the mask."""
+    sparsify, demo, _, sp = env
+    base = demo.build_tiny_model("sd15")
+    patched, _ = sparsify.sparsify_model(base, "mlp", rank=0)
+    mod = next(iter(sparse_modules(patched, sparsify.PyraSparseLinear).values()))
+    x = torch.randn(5, mod.in_features)
+    before = mod(x)
+    mod.weight = torch.nn.Parameter(mod.weight + 0.5, requires_grad=False)  # dense now
+    assert sp.is_nm_sparse(mod._sparse_op().weight)
+    assert torch.allclose(mod(x), before + x @ (0.5 * mod.sparse_mask.float()).T, atol=1e-5)
