@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import comfy.ops
 import torch
+import torch.nn.functional as F
 
+from ..core.sparse import ActivationNorms, lowrank_compensation, prune_nm
 from ..kernels.sparse24_linear import Sparse24Linear
 
 
@@ -37,7 +39,31 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         mod.comfy_cast_weights = getattr(src, "comfy_cast_weights", False)
         mod.weight_function, mod.bias_function = [], []
         mod._op, mod._op_source = None, (None, None, None)
+        mod.norms, mod.rank = None, 0
         return mod
+
+    @classmethod
+    def calibrating(cls, src: torch.nn.Linear, rank: int) -> PyraSparseLinear:
+        """A dense copy of `src` that records its inputs' channel norms until `finalize_wanda()` prunes it."""
+        w = src.weight.detach().clone()
+        mod = cls.from_linear(src, w, torch.ones_like(w, dtype=torch.bool), None)
+        mod.norms, mod.rank = ActivationNorms(src.in_features), rank
+        return mod
+
+    @torch.no_grad()
+    def finalize_wanda(self) -> str:
+        """Prune by Wanda score from the recorded norms (magnitude if the layer never ran); returns a note."""
+        w = self.weight.detach()
+        used = self.norms.tokens > 0
+        sparse, mask = prune_nm(w, 2, 4, "wanda" if used else "magnitude", self.norms.norm if used else None)
+        if self.rank:
+            a, b = lowrank_compensation(w, sparse, self.rank)
+            self.lowrank_a, self.lowrank_b = a, b
+        self.sparse_mask = mask
+        self.weight = torch.nn.Parameter(sparse, requires_grad=False)
+        self.norms = None
+        self.invalidate()
+        return "wanda" if used else "magnitude (layer did not run during calibration)"
 
     def _lowrank_for(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.lowrank_a is None:
@@ -65,11 +91,21 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         return w if not w.masked_select(~mask).any() else w * mask
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.norms is not None:  # Wanda calibration: record the input, compute densely
+            self.norms.update(x)
+            return super().forward(x, *args, **kwargs)
         if self.comfy_cast_weights or self.weight_function or self.bias_function:
-            y = self.forward_comfy_cast_weights(x, *args, **kwargs)  # low-VRAM / manual cast / runtime LoRA
-            lowrank = self._lowrank_for(y)
-            return y if lowrank is None else y + (x.to(y.dtype) @ lowrank[0]) @ lowrank[1]
+            return self._forward_cast(x)
         return self._sparse_op()(x)
+
+    def _forward_cast(self, x: torch.Tensor) -> torch.Tensor:
+        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight, we apply the mask to the cast
+        copy (whatever the stored weight holds) and add the correction."""
+        weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, x, offloadable=True)
+        y = F.linear(x, weight * self.sparse_mask.to(weight.device), bias)
+        comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
+        lowrank = self._lowrank_for(y)
+        return y if lowrank is None else y + (x.to(y.dtype) @ lowrank[0]) @ lowrank[1]
 
     def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight: bool = False,
                    **kwargs):

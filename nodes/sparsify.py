@@ -16,11 +16,11 @@ class PyraSparsify(io.ComfyNode):
             display_name="Sparsify 2:4 (Pyra)",
             category="Pyra/sparse",
             description=(
-                "Prunes the diffusion model's linear layers to 2:4 structured sparsity (2 of every 4 input weights, "
-                "by magnitude) with an optional low-rank correction, and runs them on sparse tensor cores "
-                "(cuSPARSELt, sm80+ GPUs, bf16 weights); elsewhere the masked weights run densely. Per-clone patch: "
-                "the input model is untouched, LoRAs and low-VRAM loading keep working. One-shot pruning without "
-                "retraining changes the output: check the report's per-layer error."
+                "Prunes the diffusion model's linear layers to 2:4 structured sparsity (2 of every 4 input "
+                "weights, by magnitude or Wanda score) with an optional low-rank correction, and runs them on "
+                "sparse tensor cores (cuSPARSELt, sm80+ GPUs, bf16 weights); elsewhere the masked weights run "
+                "densely. Per-clone patch: the input model is untouched, LoRAs and low-VRAM loading keep working. "
+                "One-shot pruning without retraining changes the output: check the report's per-layer error."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to sparsify (a patched clone is returned)."),
@@ -30,6 +30,13 @@ class PyraSparsify(io.ComfyNode):
                 io.String.Input("name_regex", default="",
                                 tooltip="Python regex searched in module names when layers is 'regex', e.g. "
                                         "'img_mlp|txt_mlp'."),
+                io.Combo.Input("score", options=["magnitude", "wanda"], default="magnitude",
+                               tooltip="Which 2 of every 4 weights to keep: largest magnitude, or Wanda (magnitude "
+                                       "times the input channel's activation norm, calibrated on the first sampling "
+                                       "steps of your own prompt; measured closer to the dense model)."),
+                io.Int.Input("calibration_steps", default=2, min=1, max=100,
+                             tooltip="Wanda only: how many steps of the first sampling run stay dense while the "
+                                     "activation norms are recorded; the rest of that run and later runs are sparse."),
                 io.Int.Input("lowrank_rank", default=0, min=0, max=1024,
                              tooltip="Rank of the correction of the pruning residual (truncated SVD); 0 = none. "
                                      "Higher is closer to the dense model and slower."),
@@ -54,6 +61,9 @@ class PyraSparsify(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, layers: str, name_regex: str, lowrank_rank: int, speed_check_tokens: int) -> io.NodeOutput:
-        patched, results = sparsify_model(model, layers, name_regex, lowrank_rank, speed_check_tokens)
-        return io.NodeOutput(patched, format_report(results, lowrank_rank, backend_note(model)))
+    def execute(cls, model, layers: str, name_regex: str, score: str, calibration_steps: int, lowrank_rank: int,
+                speed_check_tokens: int) -> io.NodeOutput:
+        patched, results = sparsify_model(model, layers, name_regex, lowrank_rank, speed_check_tokens, score,
+                                          calibration_steps)
+        report = format_report(results, lowrank_rank, backend_note(model), score, calibration_steps)
+        return io.NodeOutput(patched, report)

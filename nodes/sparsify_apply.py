@@ -5,6 +5,7 @@ Kept apart from the node class so that benchmarks can use it without `comfy_api`
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from ..kernels.sparse24_linear import Sparse24Linear, fast_backend_reason, spars
 from .sparse_linear import PyraSparseLinear
 
 _DENSE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+log = logging.getLogger("pyra.sparsify")
 
 
 @dataclass
@@ -71,18 +73,32 @@ def speed_check(sparse: torch.Tensor, lowrank, tokens: int) -> tuple[float, floa
     return _median_ms(lambda: F.linear(x, sparse)), _median_ms(lambda: op(x))
 
 
-def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: int, check_tokens: int):
-    """(LayerResult, replacement module or None). Work happens on `device`; the result lives beside `mod`."""
+def random_input_error(w: torch.Tensor, sparse: torch.Tensor, lowrank) -> float:
+    """||x S^T + (x A) B - x W^T|| / ||x W^T|| for 64 standard-normal inputs x, in fp32 on w's device."""
+    x = torch.randn(64, w.shape[1], device=w.device, generator=torch.Generator(device=w.device).manual_seed(0))
+    ref = x @ w.float().T
+    out = sparse24_linear(x, sparse.float(), None, None if lowrank is None else tuple(t.float() for t in lowrank))
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: int, check_tokens: int,
+                  score: str = "magnitude"):
+    """(LayerResult, replacement module or None). Work happens on `device`; the result lives beside `mod`.
+
+    score "wanda" returns a calibrating module (dense until finalize_wanda); the speed check then times the
+    magnitude mask's shape, which is all that speed depends on.
+    """
     w = mod.weight.detach()
     res = LayerResult(name, tuple(w.shape), "sparse")
     work = w.to(device)
     sparse, mask = prune_nm(work, 2, 4)
-    lowrank = lowrank_compensation(work, sparse, rank) if rank else None
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(64, w.shape[1], device=device, generator=g)
-    ref = x @ work.float().T
-    out = sparse24_linear(x, sparse.float(), None, None if lowrank is None else tuple(t.float() for t in lowrank))
-    res.rel_err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    if score == "wanda":
+        g = torch.Generator(device=device).manual_seed(0)
+        lowrank = None if not rank else (torch.randn(w.shape[1], rank, device=device, generator=g).to(w.dtype),
+                                         torch.randn(rank, w.shape[0], device=device, generator=g).to(w.dtype))
+    else:
+        lowrank = lowrank_compensation(work, sparse, rank) if rank else None
+        res.rel_err = random_input_error(work, sparse, lowrank)
     if check_tokens and device.type == "cuda":
         timing = speed_check(sparse, lowrank, check_tokens)
         if timing is not None:
@@ -90,14 +106,47 @@ def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: i
             if res.sparse_ms >= res.dense_ms:
                 res.status, res.reason = "dense", "sparse kernel not faster at this shape"
                 return res, None
+    if score == "wanda":
+        res.reason = "Wanda mask after calibration"
+        return res, PyraSparseLinear.calibrating(mod, rank)
     home = w.device
     new = PyraSparseLinear.from_linear(mod, sparse.to(home), mask.to(home),
                                        None if lowrank is None else tuple(t.to(home) for t in lowrank))
     return res, new
 
 
-def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int = 0, check_tokens: int = 4096):
-    """A clone of `model` with the selected linears 2:4-sparsified (object patches) and a list of LayerResult."""
+class WandaCalibration:
+    """APPLY_MODEL wrapper: the first `steps` distinct noise levels run densely while the calibrating layers
+    record their inputs; at the next noise level every layer is pruned by its Wanda score, once."""
+
+    def __init__(self, modules: list[PyraSparseLinear], steps: int):
+        self.modules, self.steps, self.seen, self.done = modules, steps, set(), False
+
+    def __call__(self, executor, x, t, *args, **kwargs):
+        if not self.done:
+            sigma = float(t.flatten()[0])
+            if sigma not in self.seen and len(self.seen) >= self.steps:
+                self.finalize()
+            else:
+                self.seen.add(sigma)
+        return executor(x, t, *args, **kwargs)
+
+    def finalize(self) -> None:
+        notes = [m.finalize_wanda() for m in self.modules]
+        self.done = True
+        log.info("PyraSparsify: %d layers pruned by Wanda score after %d calibration steps (%d by magnitude: not "
+                 "run during calibration)", notes.count("wanda"), self.steps, len(notes) - notes.count("wanda"))
+
+
+def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int = 0, check_tokens: int = 4096,
+                   score: str = "magnitude", calibration_steps: int = 2):
+    """A clone of `model` with the selected linears 2:4-sparsified (object patches) and a list of LayerResult.
+
+    score: "magnitude" (pruned now) or "wanda" (pruned after `calibration_steps` steps of the first sampling run,
+    from the input-channel norms those steps recorded; the calibration steps themselves run densely).
+    """
+    if score not in ("magnitude", "wanda"):
+        raise ValueError(f"unknown score {score!r}: use magnitude or wanda")
     keep = compile_filter(layers, name_regex)
     patched = model.clone()
     device = comfy.model_management.get_torch_device()
@@ -112,7 +161,7 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
             results.append(LayerResult(name, tuple(mod.weight.shape) if mod.weight is not None else (0, 0),
                                        "skipped", reason=reason))
             continue
-        res, new = prepare_layer(mod, name, device, rank, check_tokens)
+        res, new = prepare_layer(mod, name, device, rank, check_tokens, score)
         results.append(res)
         if new is not None:
             patched.add_object_patch(key, new)
@@ -123,17 +172,24 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
             mod.invalidate()
 
     patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, "pyra_sparsify", invalidate)
+    if score == "wanda" and modules:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pyra_sparsify",
+                                     WandaCalibration(modules, calibration_steps))
     return patched, results
 
 
-def format_report(results: list[LayerResult], rank: int, backend_note: str) -> str:
+def format_report(results: list[LayerResult], rank: int, backend_note: str, score: str = "magnitude",
+                  calibration_steps: int = 0) -> str:
     sparse = [r for r in results if r.status == "sparse"]
-    lines = [f"PyraSparsify 2:4 (magnitude){f', rank-{rank} compensation' if rank else ''}; {backend_note}",
+    how = "magnitude" if score == "magnitude" else (
+        f"Wanda: the first {calibration_steps} steps of the first run are dense and calibrate the masks; "
+        "errors below are not known until then")
+    lines = [f"PyraSparsify 2:4 ({how}){f', rank-{rank} compensation' if rank else ''}; {backend_note}",
              f"sparsified {len(sparse)} of {len(results)} selected linear layers; "
              f"kept dense by the speed check: {sum(r.status == 'dense' for r in results)}; "
              f"skipped: {sum(r.status == 'skipped' for r in results)}"]
-    if sparse:
-        errs = [r.rel_err for r in sparse]
+    errs = [r.rel_err for r in sparse if r.rel_err is not None]
+    if errs:
         lines.append(f"relative output error on random inputs: mean {statistics.mean(errs):.4f}, max {max(errs):.4f}")
     lines.append("layer | out x in | status | rel. error | dense ms | sparse ms | note")
     for r in results:

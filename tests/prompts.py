@@ -90,7 +90,7 @@ def pyramid_guider_masked_area(family: str = "sd3", ladder="2:0.4", steps=6) -> 
 
 
 def sparsified(family: str = "sd15", lora: str | None = None, rank: int = 0, layers: str = "all", steps=2,
-               sparse: bool = True, prefix=None) -> dict:
+               sparse: bool = True, prefix=None, score: str = "magnitude") -> dict:
     """demo_model's graph with an optional LoraLoaderModelOnly, then PyraSparsify (report shown by PreviewAny)."""
     prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_sparse_{family}")
     model = ["1", 0]
@@ -100,7 +100,8 @@ def sparsified(family: str = "sd15", lora: str | None = None, rank: int = 0, lay
         model = ["9", 0]
     if sparse:
         prompt["10"] = {"class_type": "PyraSparsify", "inputs": {
-            "model": model, "layers": layers, "name_regex": "", "lowrank_rank": rank, "speed_check_tokens": 0}}
+            "model": model, "layers": layers, "name_regex": "", "score": score, "calibration_steps": 1,
+            "lowrank_rank": rank, "speed_check_tokens": 0}}
         prompt["11"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 1]}}
         model = ["10", 0]
     prompt["5"]["inputs"]["model"] = model

@@ -71,19 +71,28 @@ def is_nm_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
 
 
 class ActivationNorms:
-    """Running per-input-channel L2 norm of a layer's inputs: update(x) with x (..., in); `.norm` is (in,)."""
+    """Running per-input-channel L2 norm of a layer's inputs: update(x) with x (..., in); `.norm` is (in,).
+
+    The sums stay on the inputs' device (fp64 on the CPU, fp32 elsewhere), so updating never synchronises a GPU.
+    """
 
     def __init__(self, in_features: int):
-        self.sumsq = torch.zeros(in_features, dtype=torch.float64)
+        self.in_features = in_features
+        self.sumsq: torch.Tensor | None = None
         self.tokens = 0
 
     def update(self, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, x.shape[-1])
-        if flat.shape[1] != self.sumsq.shape[0]:
-            raise ValueError(f"input has {flat.shape[1]} channels, the statistics {self.sumsq.shape[0]}")
-        self.sumsq += flat.double().pow(2).sum(0).cpu()
+        if flat.shape[1] != self.in_features:
+            raise ValueError(f"input has {flat.shape[1]} channels, the statistics {self.in_features}")
+        if self.sumsq is None:
+            dtype = torch.float64 if flat.device.type == "cpu" else torch.float32
+            self.sumsq = torch.zeros(self.in_features, dtype=dtype, device=flat.device)
+        self.sumsq += flat.to(self.sumsq.dtype).pow(2).sum(0).to(self.sumsq.device)
         self.tokens += flat.shape[0]
 
     @property
     def norm(self) -> torch.Tensor:
+        if self.sumsq is None:
+            raise ValueError("no calibration inputs were recorded for this layer")
         return self.sumsq.sqrt().float()

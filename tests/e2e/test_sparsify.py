@@ -57,9 +57,16 @@ def test_sparsify_after_a_stock_lora(server, lora):
     assert np.isfinite(with_lora).all() and np.abs(with_lora - plain).mean() > 1e-4, "the LoRA must apply"
 
 
+def test_wanda_calibrates_on_the_prompt(server):
+    dense = image(server, sparsified(sparse=False, steps=3, prefix="pyra_test_dense3"))
+    wanda = image(server, sparsified(score="wanda", steps=3, prefix="pyra_test_wanda"))
+    assert np.isfinite(wanda).all() and np.abs(wanda - dense).mean() > 1e-4, "steps after calibration are sparse"
+
+
 def test_bad_regex_is_rejected(server):
     from harness import PromptRejected
 
     with pytest.raises(PromptRejected, match="invalid layer regex"):
         server.queue(sparsified(layers="regex") | {"10": {"class_type": "PyraSparsify", "inputs": {
-            "model": ["1", 0], "layers": "regex", "name_regex": "(", "lowrank_rank": 0, "speed_check_tokens": 0}}})
+            "model": ["1", 0], "layers": "regex", "name_regex": "(", "score": "magnitude", "calibration_steps": 1,
+            "lowrank_rank": 0, "speed_check_tokens": 0}}})

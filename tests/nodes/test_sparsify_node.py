@@ -147,3 +147,33 @@ def test_a_weight_written_without_set_weight_is_masked_again(env):
     mod.weight = torch.nn.Parameter(mod.weight + 0.5, requires_grad=False)  # dense now
     assert sp.is_nm_sparse(mod._sparse_op().weight)
     assert torch.allclose(mod(x), before + x @ (0.5 * mod.sparse_mask.float()).T, atol=1e-5)
+
+
+def test_wanda_calibrates_on_the_first_steps_then_prunes(env):
+    """Dense for the calibration steps (identical to the base there), then 2:4 by Wanda score: the masks differ
+    from magnitude's, and a second run is sparse from its first step."""
+    import comfy.sample
+
+    sparsify, demo, cond_of, sp = env
+    base = demo.build_tiny_model("sd15")
+    cond = cond_of("sd15", seed=1)
+    wanda, results = sparsify.sparsify_model(base, "all", rank=4, score="wanda", calibration_steps=2)
+    mods = sparse_modules(wanda, sparsify.PyraSparseLinear)
+    assert mods and all(r.rel_err is None for r in results if r.status == "sparse")
+    assert all(m.norms is not None for m in mods.values())
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+
+    def run(patcher, steps):
+        seen = []
+        comfy.sample.sample(patcher, noise, steps, 1.0, "euler", "simple", cond, cond, torch.zeros(SHAPE),
+                            callback=lambda i, x0, x, n: seen.append(x0.clone()), disable_pbar=True)
+        return seen
+
+    base_x0, wanda_x0 = run(base, 4), run(wanda, 4)
+    assert torch.equal(wanda_x0[0], base_x0[0]) and torch.equal(wanda_x0[1], base_x0[1]), "calibration is dense"
+    assert rel(wanda_x0[2], base_x0[2]) > 1e-6, "after calibration the model is sparse (dense gives exactly 0)"
+    assert all(m.norms is None and sp.is_nm_sparse(m.weight) for m in mods.values())
+    magnitude = {k: sp.nm_mask(base.get_model_object(k).weight.abs()) for k in mods}
+    assert any(not torch.equal(m.sparse_mask, magnitude[k]) for k, m in mods.items())
+    assert all(m.lowrank_a is not None for m in mods.values())
+    assert rel(run(wanda, 2)[0], base_x0[0]) > 1e-6, "a second run is sparse from its first step"
