@@ -145,6 +145,8 @@ def headline(out: dict) -> dict:
         head[f"speedup_vs_torch_stock_min_{family}"] = min(stock) if stock else None
     if "e2e" in out:
         head["e2e_step_speedup_flux1024"] = out["e2e"].get("speedup")
+    if "e2e_wanda" in out:
+        head["e2e_step_speedup_flux1024_wanda"] = out["e2e_wanda"].get("speedup")
     return head
 
 
@@ -166,8 +168,9 @@ def markdown(out: dict) -> str:
             lines.append(f"| {t} x {k} -> {n} | " + " | ".join(cells) + " |")
     lines += ["", "Headline: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
                                          for k, v in out["headline"].items())]
-    if "e2e" in out:
-        lines += ["", "End to end: " + json.dumps(out["e2e"])]
+    for part in ("e2e", "e2e_wanda"):
+        if part in out:
+            lines += ["", f"End to end ({part}): " + json.dumps(out[part])]
     return "\n".join(lines) + "\n"
 
 
@@ -201,10 +204,10 @@ def main() -> int:
         out.setdefault("commands", {})[part] = out["command"]
         if part == "kernels":
             out["kernels"] = run_kernels()
-        elif part == "e2e":
+        elif part in ("e2e", "e2e_wanda"):
             from sparse24_e2e import run_e2e
 
-            out["e2e"] = run_e2e()
+            out[part] = run_e2e(score="wanda" if part == "e2e_wanda" else "magnitude")
         out["headline"] = headline(out)
         print(json.dumps(out["headline"]), flush=True)
         if args.json:
