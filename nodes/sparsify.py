@@ -42,8 +42,8 @@ class PyraSparsify(io.ComfyNode):
                                      "Higher is closer to the dense model and slower."),
                 io.Int.Input("speed_check_tokens", default=4096, min=0, max=1_000_000,
                              tooltip="On a GPU, time each layer dense vs sparse at this many tokens (e.g. 4096 + "
-                                     "512 for Flux at 1024x1024) and keep it dense where sparse is not faster; "
-                                     "0 skips the check."),
+                                     "512 for Flux at 1024x1024) and keep it dense where sparse is not faster or "
+                                     "has no kernel; 0 skips the check (every selected layer is pruned)."),
             ],
             outputs=[
                 io.Model.Output(tooltip="The sparsified model (a clone; the input model is unchanged)."),

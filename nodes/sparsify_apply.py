@@ -64,11 +64,11 @@ def _median_ms(fn, repeats: int = 7, inner: int = 3) -> float:
     return statistics.median(times)
 
 
-def speed_check(sparse: torch.Tensor, lowrank, tokens: int) -> tuple[float, float] | None:
-    """(dense ms, sparse ms) for one call at `tokens` on the GPU, or None when no fast kernel applies."""
+def speed_check(sparse: torch.Tensor, lowrank, tokens: int) -> tuple[float, float] | str:
+    """(dense ms, sparse ms) for one call at `tokens` on the GPU, or why no fast kernel applies."""
     op = Sparse24Linear(sparse, None, lowrank)
     if op.backend != "cusparselt":
-        return None
+        return op.reason
     x = torch.randn(tokens, sparse.shape[1], device=sparse.device, dtype=sparse.dtype)
     return _median_ms(lambda: F.linear(x, sparse)), _median_ms(lambda: op(x))
 
@@ -99,13 +99,15 @@ def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: i
     else:
         lowrank = lowrank_compensation(work, sparse, rank) if rank else None
         res.rel_err = random_input_error(work, sparse, lowrank)
-    if check_tokens and device.type == "cuda":
+    if check_tokens and device.type == "cuda":  # on a GPU, pruning that buys no speed only costs quality
         timing = speed_check(sparse, lowrank, check_tokens)
-        if timing is not None:
-            res.dense_ms, res.sparse_ms = timing
-            if res.sparse_ms >= res.dense_ms:
-                res.status, res.reason = "dense", "sparse kernel not faster at this shape"
-                return res, None
+        if isinstance(timing, str):
+            res.status, res.reason = "dense", f"no sparse kernel: {timing}"
+            return res, None
+        res.dense_ms, res.sparse_ms = timing
+        if res.sparse_ms >= res.dense_ms:
+            res.status, res.reason = "dense", "sparse kernel not faster at this shape"
+            return res, None
     if score == "wanda":
         res.reason = "Wanda mask after calibration"
         return res, PyraSparseLinear.calibrating(mod, rank)
