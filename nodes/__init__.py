@@ -12,6 +12,7 @@ from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .multilevel import PyraPyramidEdit, PyraPyramidLevel, PyraPyramidMerge, PyraPyramidMix, PyraPyramidSplit
 from .previews import PyraCoarsePreviewGuider, PyraMultiLevelDecode
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .sparsify import PyraSparsify
 from .vae_decode import PyraExactVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
@@ -31,6 +32,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraExtractLoRA,
     PyraResizeLoRA,
     PyraMergeLoRA,
+    PyraSparsify,
 ]
 
 

@@ -161,3 +161,22 @@ def pyramid_levels(family: str = "sd15", kind: str = "db4", prefix: str = "pyra_
         "24": {"class_type": "SaveImage", "inputs": {"images": ["23", 0], "filename_prefix": f"{prefix}_multi"}},
     })
     return prompt
+
+
+def sparsified(family: str = "sd15", lora: str | None = None, rank: int = 0, layers: str = "all", steps=2,
+               sparse: bool = True, prefix=None, score: str = "magnitude") -> dict:
+    """demo_model's graph with an optional LoraLoaderModelOnly, then PyraSparsify (report shown by PreviewAny)."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_sparse_{family}")
+    model = ["1", 0]
+    if lora:
+        prompt["9"] = {"class_type": "LoraLoaderModelOnly",
+                       "inputs": {"model": model, "lora_name": lora, "strength_model": 1.0}}
+        model = ["9", 0]
+    if sparse:
+        prompt["10"] = {"class_type": "PyraSparsify", "inputs": {
+            "model": model, "layers": layers, "name_regex": "", "score": score, "calibration_steps": 1,
+            "lowrank_rank": rank, "speed_check_tokens": 0}}
+        prompt["11"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 1]}}
+        model = ["10", 0]
+    prompt["5"]["inputs"]["model"] = model
+    return prompt

@@ -1,0 +1,74 @@
+"""2:4 sparse linear: y = x S^T + bias (+ (x A) B). Backends: `cusparselt` (sm80+ GPUs, bf16) and
+`reference` (masked dense matmul, everywhere). `Sparse24Linear` picks the fast one where its constraints hold
+and falls back per call (unsupported token count or alignment) to the reference; every fallback reason is
+logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from . import cusparselt
+from .reference import sparse24_linear
+
+log = logging.getLogger("pyra.sparse24")
+_logged: set[str] = set()
+BACKENDS = ("cusparselt", "reference")
+
+
+def _log_once(reason: str) -> None:
+    if reason not in _logged:
+        _logged.add(reason)
+        log.warning("2:4 sparse linear: reference path (%s)", reason)
+
+
+def fast_backend_reason(weight: torch.Tensor) -> str | None:
+    """Why `weight` (out, in) cannot use the cuSPARSELt backend, or None when it can."""
+    return cusparselt.unavailable_reason(weight.device, weight.dtype) or cusparselt.shape_reason(*weight.shape)
+
+
+class Sparse24Linear:
+    """A prepared 2:4 layer. weight: (out, in), already masked 2:4 along `in`; bias (out,); lowrank (A, B).
+
+    backend "auto" uses cuSPARSELt where it can, "reference" forces the masked dense matmul; order: see
+    cusparselt.py.
+    Call with x (..., in) in the weight's dtype and device; returns (..., out).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "auto", order: str = "row"):
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"unknown backend {backend!r}: use auto or one of {BACKENDS}")
+        self.weight, self.bias, self.lowrank = weight, bias, lowrank
+        self.reason = "reference backend requested" if backend == "reference" else fast_backend_reason(weight)
+        self.fast = None
+        if self.reason is None:
+            try:
+                self.fast = cusparselt.CusparseLtLinear(weight, bias, lowrank, order)
+            except cusparselt.CusparseLtError as err:
+                self.reason = str(err)
+        self.backend = "reference" if self.fast is None else "cusparselt"
+        if self.fast is None and backend == "cusparselt":
+            raise cusparselt.CusparseLtError(self.reason)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None and x.device == self.weight.device and x.dtype == self.weight.dtype:
+            flat = x.reshape(-1, x.shape[-1])
+            if self.fast.supports_tokens(flat):
+                try:
+                    return self.fast(flat).reshape(*x.shape[:-1], -1)
+                except cusparselt.CusparseLtError as err:
+                    _log_once(str(err))
+            else:
+                _log_once(f"{flat.shape[0]} tokens: the 2:4 kernel wants a multiple of 8, contiguous and aligned")
+        elif self.fast is not None:
+            _log_once(f"input is {x.dtype} on {x.device}, the sparse weight {self.weight.dtype} on "
+                      f"{self.weight.device}")
+        else:
+            _log_once(self.reason)
+        return sparse24_linear(x, self.weight, self.bias, self.lowrank)
+
+
+__all__ = ["BACKENDS", "Sparse24Linear", "fast_backend_reason", "sparse24_linear"]

@@ -1,0 +1,122 @@
+"""The per-clone replacement for one Linear: a subclass of the host's Linear op holding the 2:4-masked weight.
+
+HOST.md section 3 ("Replacing nn.Linear safely"): a subclass of `comfy.ops.disable_weight_init.Linear` keeps the
+parameter names (LoRA keys still match), stays castable (low-VRAM loading and runtime LoRA keep working), and its
+`set_weight` re-applies the mask to every patched weight the host writes (full load) or computes (low VRAM).
+"""
+
+from __future__ import annotations
+
+import comfy.ops
+import torch
+import torch.nn.functional as F
+
+from ..core.sparse import ActivationNorms, lowrank_compensation, prune_nm
+from ..kernels.sparse24_linear import Sparse24Linear
+
+
+def _version(t: torch.Tensor | None) -> int | None:
+    """The in-place version counter; None where untracked (inference tensors: the ON_LOAD callback covers them)."""
+    return None if t is None or t.is_inference() else t._version
+
+
+class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
+    """y = x S^T + b (+ (x A) B): S = W * mask, 2:4 along the input dim; A, B the optional low-rank correction."""
+
+    @classmethod
+    def from_linear(cls, src: torch.nn.Linear, sparse: torch.Tensor, mask: torch.Tensor,
+                    lowrank: tuple[torch.Tensor, torch.Tensor] | None) -> PyraSparseLinear:
+        """A new module beside `src` (which is left untouched): its own weight, a copy of its bias."""
+        mod = cls.__new__(cls)
+        torch.nn.Module.__init__(mod)
+        mod.in_features, mod.out_features = src.in_features, src.out_features
+        mod.weight = torch.nn.Parameter(sparse, requires_grad=False)
+        bias = None if src.bias is None else torch.nn.Parameter(src.bias.detach().clone(), requires_grad=False)
+        mod.bias = bias
+        mod.register_buffer("sparse_mask", mask, persistent=False)
+        mod.register_buffer("lowrank_a", None if lowrank is None else lowrank[0], persistent=False)
+        mod.register_buffer("lowrank_b", None if lowrank is None else lowrank[1], persistent=False)
+        mod.comfy_cast_weights = getattr(src, "comfy_cast_weights", False)
+        mod.weight_function, mod.bias_function = [], []
+        mod._op, mod._op_source = None, (None, None, None)
+        mod.norms, mod.rank = None, 0
+        return mod
+
+    @classmethod
+    def calibrating(cls, src: torch.nn.Linear, rank: int) -> PyraSparseLinear:
+        """A dense copy of `src` that records its inputs' channel norms until `finalize_wanda()` prunes it."""
+        w = src.weight.detach().clone()
+        mod = cls.from_linear(src, w, torch.ones_like(w, dtype=torch.bool), None)
+        mod.norms, mod.rank = ActivationNorms(src.in_features), rank
+        return mod
+
+    @torch.no_grad()
+    def finalize_wanda(self) -> str:
+        """Prune by Wanda score from the recorded norms (magnitude if the layer never ran); returns a note."""
+        w = self.weight.detach()
+        used = self.norms.tokens > 0
+        sparse, mask = prune_nm(w, 2, 4, "wanda" if used else "magnitude", self.norms.norm if used else None)
+        if self.rank:
+            a, b = lowrank_compensation(w, sparse, self.rank)
+            self.lowrank_a, self.lowrank_b = a, b
+        self.sparse_mask = mask
+        self.weight = torch.nn.Parameter(sparse, requires_grad=False)
+        self.norms = None
+        self.invalidate()
+        return "wanda" if used else "magnitude (layer did not run during calibration)"
+
+    def _lowrank_for(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.lowrank_a is None:
+            return None
+        return self.lowrank_a.to(ref.device, ref.dtype), self.lowrank_b.to(ref.device, ref.dtype)
+
+    def invalidate(self) -> None:
+        """Forget the prepared op (the host may have rewritten the weight in place, e.g. `.data.copy_`)."""
+        self._op, self._op_source = None, (None, None, None)
+
+    def _sparse_op(self) -> Sparse24Linear:
+        """The prepared op for the current weight; rebuilt when the host swaps or patches the weight."""
+        w, b = self.weight, self.bias
+        seen = self._op_source
+        version = (_version(w), _version(b))
+        if self._op is None or seen[0] is not w or seen[1] is not b or seen[2] != version:
+            self._op = Sparse24Linear(self._masked(w), b, self._lowrank_for(w))
+            self._op_source = (w, b, version)
+        return self._op
+
+    def _masked(self, w: torch.Tensor) -> torch.Tensor:
+        """w itself when it keeps the mask (the normal case), else a masked copy: whatever wrote the weight,
+        the sparse kernel only ever sees a 2:4 matrix."""
+        mask = self.sparse_mask.to(w.device)
+        return w if not w.masked_select(~mask).any() else w * mask
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.norms is not None:  # Wanda calibration: record the input, compute densely
+            self.norms.update(x)
+            return super().forward(x, *args, **kwargs)
+        if self.comfy_cast_weights or self.weight_function or self.bias_function:
+            return self._forward_cast(x)
+        return self._sparse_op()(x)
+
+    def _forward_cast(self, x: torch.Tensor) -> torch.Tensor:
+        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight, we apply the mask to the cast
+        copy (whatever the stored weight holds) and add the correction."""
+        weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, x, offloadable=True)
+        y = F.linear(x, weight * self.sparse_mask.to(weight.device), bias)
+        comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
+        lowrank = self._lowrank_for(y)
+        return y if lowrank is None else y + (x.to(y.dtype) @ lowrank[0]) @ lowrank[1]
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight: bool = False,
+                   **kwargs):
+        """Called by the host with a patched weight (e.g. W + LoRA delta): keep the 2:4 mask on it."""
+        masked = weight * self.sparse_mask.to(weight.device, weight.dtype)
+        if return_weight:
+            return masked
+        masked = masked.to(self.weight.dtype)
+        if inplace_update:
+            with torch.no_grad():
+                self.weight.copy_(masked)  # bumps the version, so the prepared op is rebuilt
+        else:
+            self.weight = torch.nn.Parameter(masked, requires_grad=False)
+        return None
