@@ -20,7 +20,7 @@ def test_diffusehigh_on_demo_models(server, family):
 def test_diffusehigh_pixel_guidance_and_pixel_upscale(server):
     prompt = diffusehigh("sd15", scales="1.5, 2", guidance_mode="pixel", upscale_method="pixels")
     (img,) = server.output_arrays(server.wait(server.queue(prompt), timeout=300))
-    assert img.shape == (128, 128, 3) and np.isfinite(img).all()
+    assert img.shape == (256, 256, 3) and np.isfinite(img).all()
 
 
 def test_pixel_guidance_without_a_vae_is_a_clear_error(server):
@@ -45,3 +45,20 @@ def test_controlnet_reaches_every_stage(server, name, build, sampler_node):
     (on,) = server.output_arrays(server.wait(server.queue(controlled), timeout=300))
     assert off.shape == on.shape
     assert np.abs(on - off).max() > 2 / 255, "the ControlNet did not change the output"
+
+
+def test_diffusehigh_with_mask_and_area_conditioning(server):
+    """A noise mask on the base latent and an absolute-area prompt: both are rescaled to the stage's size."""
+    prompt = diffusehigh("sd3", prefix="pyra_test_highres_masked_area")
+    prompt["4"]["inputs"].update(width=128, height=128)
+    prompt.update({
+        "40": {"class_type": "ConditioningSetArea", "inputs": {
+            "conditioning": ["3", 0], "width": 64, "height": 64, "x": 64, "y": 0, "strength": 1.0}},
+        "41": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0],
+                                                              "conditioning_2": ["40", 0]}},
+        "42": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 128}},
+        "43": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["5", 0], "mask": ["42", 0]}},
+    })
+    prompt["9"]["inputs"].update(positive=["41", 0], latent=["43", 0])
+    (img,) = server.output_arrays(server.wait(server.queue(prompt), timeout=300))
+    assert img.shape == (256, 256, 3) and np.isfinite(img).all()
