@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -28,3 +30,19 @@ def pack_module(dotted: str) -> types.ModuleType:
         pkg.__path__ = [str(path)]
         sys.modules.setdefault(name, pkg)
     return importlib.import_module(f"pyra_pack.{dotted}")
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    info["driver"] = smi.stdout.strip()
+    return info

@@ -20,8 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from _host import import_host, pack_module
-from progressive_speed import build, device_info, timed
+from _host import device_info, import_host, pack_module
+from progressive_speed import build, timed
 
 SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _host import import_host, pack_module
+from _host import device_info, import_host, pack_module
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
 
@@ -167,22 +166,6 @@ def markdown(out: dict) -> str:
                          f"{statistics.median(res['seconds'][key]):.2f} | {res[f'predicted_{key}']:.2f}x | "
                          f"{res[f'speedup_{key}']:.2f}x | {res[f'efficiency_{key}']:.0%} |")
     return "\n".join(lines) + "\n"
-
-
-def device_info() -> dict:
-    import torch
-
-    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True)
-    info["driver"] = smi.stdout.strip()
-    return info
 
 
 def main() -> int:

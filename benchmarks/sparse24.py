@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from _host import REPO, pack_module
+from _host import REPO, device_info, pack_module
 
 SHAPES = {"flux": [(4608, 3072, 9216), (4608, 3072, 12288), (4608, 12288, 3072), (4608, 3072, 3072)],
           "wan": [(32760, 5120, 13824), (32760, 13824, 5120)]}
@@ -172,22 +170,6 @@ def markdown(out: dict) -> str:
         if part in out:
             lines += ["", f"End to end ({part}): " + json.dumps(out[part])]
     return "\n".join(lines) + "\n"
-
-
-def device_info() -> dict:
-    import torch
-
-    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True)
-    info["driver"] = smi.stdout.strip()
-    return info
 
 
 def main() -> int:
