@@ -5,11 +5,14 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from . import adapter_types
+from .adapter_train import PyraTrainSparseAdapter
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .sara_convert import PyraConvertSaRA
 from .vae_decode import PyraExactVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
@@ -22,7 +25,11 @@ NODES: list[type[io.ComfyNode]] = [
     PyraExtractLoRA,
     PyraResizeLoRA,
     PyraMergeLoRA,
+    PyraTrainSparseAdapter,
+    PyraConvertSaRA,
 ]
+
+adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on
 
 
 class PyraExtension(ComfyExtension):
