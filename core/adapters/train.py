@@ -59,14 +59,14 @@ class SparseTrainable(_Trainable):
 
 
 class HouseholderTrainable(_Trainable):
-    """w -> w H_1 ... H_r with the paper's identity init (pairs of equal vectors)."""
+    """w -> w H_1 ... H_r with the paper's identity init (pairs of equal vectors); `hra_u` is the file key."""
 
     def __init__(self, weight: Tensor, reflections: int, generator: torch.Generator | None = None):
         super().__init__()
-        self.u = nn.Parameter(init_vectors(math.prod(weight.shape[1:]), reflections, generator))
+        self.hra_u = nn.Parameter(init_vectors(math.prod(weight.shape[1:]), reflections, generator))
 
     def __call__(self, w: Tensor) -> Tensor:
-        return apply_hra(w, self.u)
+        return apply_hra(w, self.hra_u)
 
 
 class SaraOptimizer:
