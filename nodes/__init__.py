@@ -5,6 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from . import adapter_types
+from .adapter_train import PyraTrainSparseAdapter
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
@@ -12,6 +14,7 @@ from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .multilevel import PyraPyramidEdit, PyraPyramidLevel, PyraPyramidMerge, PyraPyramidMix, PyraPyramidSplit
 from .previews import PyraCoarsePreviewGuider, PyraMultiLevelDecode
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .sara_convert import PyraConvertSaRA
 from .sparsify import PyraSparsify
 from .vae_decode import PyraExactVAEDecode
 
@@ -33,7 +36,11 @@ NODES: list[type[io.ComfyNode]] = [
     PyraResizeLoRA,
     PyraMergeLoRA,
     PyraSparsify,
+    PyraTrainSparseAdapter,
+    PyraConvertSaRA,
 ]
+
+adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on
 
 
 class PyraExtension(ComfyExtension):
