@@ -8,12 +8,14 @@ from typing_extensions import override
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .schedules import PyraSearchedSigmas
 
 NODES: list[type[io.ComfyNode]] = [
     PyraAnalyticModel,
     PyraDemoConditioning,
     PyraPyramidGuider,
     PyraPyramidSampler,
+    PyraSearchedSigmas,
 ]
 
 
