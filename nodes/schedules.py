@@ -77,10 +77,12 @@ def resolve_family(model, family: str) -> str:
 def fractions_to_sigmas(model_sampling, fractions: torch.Tensor) -> torch.Tensor:
     """(N + 1,) float32 sigmas: the model's own percent_to_sigma(1 - u) for each fraction u, then 0.
 
-    u = 1 is the model's sigma_max (percent_to_sigma(0) is a sentinel on discrete models).
+    The ends are the model's sigma_max (u = 1) and sigma_min (u = 0, the lowest point of the discrete eps grid):
+    percent_to_sigma returns sentinels there (a huge value at percent 0, and 0 at percent 1).
     """
-    top = float(model_sampling.sigma_max)
-    values = [top if u >= 1.0 else float(model_sampling.percent_to_sigma(1.0 - float(u))) for u in fractions]
+    top, bottom = float(model_sampling.sigma_max), float(model_sampling.sigma_min)
+    values = [top if u >= 1.0 else bottom if u <= 0.0 else float(model_sampling.percent_to_sigma(1.0 - float(u)))
+              for u in fractions]
     return torch.tensor([*values, 0.0], dtype=torch.float32)
 
 
