@@ -110,6 +110,27 @@ def summary(results: dict) -> dict:
             "searched_vs_best_stock_worst": max(ratios), "behind": behind}
 
 
+def compact_table(results: dict) -> list[str]:
+    """One row per family and sampler: ours and the best stock schedule (named) at each step count."""
+    steps = sorted({int(n) for by_sampler in results.values() for by_steps in by_sampler.values() for n in by_steps})
+    lines = ["Searched (ours) vs the best stock schedule of the row below, per step count:", "",
+             "| family, sampler | " + " | ".join(f"{n} steps" for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for family, by_sampler in results.items():
+        for sampler, by_steps in by_sampler.items():
+            cells = []
+            for n in steps:
+                row = by_steps.get(str(n))
+                if row is None:
+                    cells.append("")
+                    continue
+                best = min((k for k in row if k != "searched"), key=lambda k: row[k]["score"])
+                ours, theirs = row["searched"]["score"], row[best]["score"]
+                mark = "**" if ours < theirs else ""
+                cells.append(f"{mark}{ours:.3f}{mark} vs {theirs:.3f} {best}")
+            lines.append(f"| {family}, {sampler} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(out: dict) -> str:
     lines = [f"# Step schedules on the analytic model ({out['device']}, {out['date']})", "",
              f"Command: `{out['command']}`", "",
@@ -117,6 +138,7 @@ def markdown(out: dict) -> str:
              "bands of \\|log power ratio\\|, lower is better; the host's own sampler and schedulers on the "
              f"analytic model, {out['config']['samples']} samples, seed {out['config']['seed']} (the search used "
              "seed 0). Best per row in bold.", ""]
+    lines += compact_table(out["results"])
     for family, by_sampler in out["results"].items():
         for sampler, by_steps in by_sampler.items():
             names = list(next(iter(by_steps.values())))

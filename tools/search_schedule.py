@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--family", default="all", help="comma list of sd15, sdxl, sd3, flux, wan21, or all")
     parser.add_argument("--steps", type=_int_list, default=[4, 6, 8, 10, 15, 20], help="comma list")
     parser.add_argument("--sampler", default="euler,dpmpp_2m", help="comma list")
-    parser.add_argument("--generations", type=int, default=12)
+    parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--population", type=int, default=40)
     parser.add_argument("--select", type=int, default=10)
     parser.add_argument("--mutations", type=int, default=20)
