@@ -15,6 +15,7 @@ from .multilevel import PyraPyramidEdit, PyraPyramidLevel, PyraPyramidMerge, Pyr
 from .previews import PyraCoarsePreviewGuider, PyraMultiLevelDecode
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 from .sara_convert import PyraConvertSaRA
+from .schedules import PyraSearchedSigmas
 from .sparsify import PyraSparsify
 from .vae_decode import PyraExactVAEDecode
 
@@ -38,6 +39,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraSparsify,
     PyraTrainSparseAdapter,
     PyraConvertSaRA,
+    PyraSearchedSigmas,
 ]
 
 adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on

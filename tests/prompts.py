@@ -180,3 +180,17 @@ def sparsified(family: str = "sd15", lora: str | None = None, rank: int = 0, lay
         model = ["10", 0]
     prompt["5"]["inputs"]["model"] = model
     return prompt
+
+
+def searched_sigmas(family: str = "sd15", sampler="dpmpp_2m", steps=6, prefix=None) -> dict:
+    """demo_model's graph with SamplerCustom driven by PyraSearchedSigmas (family auto) and KSamplerSelect."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_searched_{family}")
+    prompt.update({
+        "9": {"class_type": "PyraSearchedSigmas", "inputs": {
+            "model": ["1", 0], "family": "auto", "sampler": sampler, "steps": steps, "denoise": 1.0}},
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}},
+        "5": {"class_type": "SamplerCustom", "inputs": {
+            "model": ["1", 0], "add_noise": True, "noise_seed": 3, "cfg": 2.0, "positive": ["2", 0],
+            "negative": ["3", 0], "sampler": ["10", 0], "sigmas": ["9", 0], "latent_image": ["4", 0]}},
+    })
+    return prompt
