@@ -26,8 +26,13 @@ lint: test-host
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# CPU benchmarks only; GPU ones run on the lent H200 (benchmarks/README.md).
+CPU_BENCH = progressive_quality:progressive-cpu highres_quality:highres-cpu schedule_quality:schedules-cpu \
+	previews:previews-cpu
 bench: host
-	@echo "No benchmarks yet: they arrive with the GPU issues (benchmarks/<topic>.py)."
+	for b in $(CPU_BENCH); do $(PY) benchmarks/$${b%%:*}.py --json benchmarks/results/$${b##*:}.json || exit 1; done
+	$(PY) benchmarks/decode.py --mode cpu --json benchmarks/results/decode-cpu.json
+	$(PY) benchmarks/adapters.py --mode quality --json benchmarks/results/adapters-cpu.json
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

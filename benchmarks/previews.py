@@ -23,7 +23,7 @@ from _host import REPO, import_host, pack_module
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1024,2048,4096", help="image sides in pixels")
+    parser.add_argument("--sizes", default="1024,2048", help="image sides in pixels")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
