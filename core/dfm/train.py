@@ -146,7 +146,7 @@ class DFMTrainer:
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.optimizer.step()
         self.step_count += 1
-        return float(loss), per.tolist()
+        return float(loss.detach()), per.tolist()
 
     def trainable_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict({"layers": self.layers, **({"lora": self.lora} if self.lora is not None else {})})
