@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
+from .dfm import PyraDFMConvert, PyraDFMLoader, PyraDFMSampler, PyraDFMSave
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
@@ -22,6 +23,10 @@ NODES: list[type[io.ComfyNode]] = [
     PyraExtractLoRA,
     PyraResizeLoRA,
     PyraMergeLoRA,
+    PyraDFMConvert,
+    PyraDFMSave,
+    PyraDFMLoader,
+    PyraDFMSampler,
 ]
 
 
