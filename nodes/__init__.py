@@ -9,6 +9,7 @@ from . import adapter_types
 from .adapter_train import PyraTrainSparseAdapter
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
+from .dfm import PyraDFMConvert, PyraDFMLoader, PyraDFMSampler, PyraDFMSave
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .multilevel import PyraPyramidEdit, PyraPyramidLevel, PyraPyramidMerge, PyraPyramidMix, PyraPyramidSplit
@@ -40,6 +41,10 @@ NODES: list[type[io.ComfyNode]] = [
     PyraTrainSparseAdapter,
     PyraConvertSaRA,
     PyraSearchedSigmas,
+    PyraDFMConvert,
+    PyraDFMSave,
+    PyraDFMLoader,
+    PyraDFMSampler,
 ]
 
 adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on

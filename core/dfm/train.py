@@ -1,0 +1,152 @@
+"""DFM training: the per-level timestep distribution and flow-matching loss, and a trainer for the new layers.
+
+Timesteps (ALGORITHMS.md section 1, "Training timestep sampling"; the distributions' parameters are not
+published, so these are [inferred] choices), in noise levels sigma (1 = noise):
+  * a current stage s* ~ Categorical(stage_probs);
+  * level s*: sigma ~ logit-normal(loc, scale), as SD3 trains;
+  * earlier levels k < s*: sigma = thr_k * logit-normal(early_loc, scale), nearly clean and below the level's
+    hand-over threshold (where the sampler keeps them once the next stage runs);
+  * later levels: sigma = 1, masked in the input and left out of the loss.
+Per level: x_t = (1 - sigma) x0 + sigma n with n ~ N(0, I) at the level's own size, target v = n - x0 (the
+host's flow velocity), loss = sum over levels of the masked mean squared error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .levels import split
+from .lora import CoreLoRA
+from .network import DFMLayers, dfm_forward
+
+
+@dataclass(frozen=True)
+class TimeDistribution:
+    stage_probs: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    loc: float = 0.0
+    scale: float = 1.0
+    early_loc: float = -1.0
+
+    @classmethod
+    def default(cls, levels: int, threshold: float = 0.3) -> TimeDistribution:
+        return cls(tuple([1.0 / levels] * levels), tuple([threshold] * (levels - 1)))
+
+
+def sample_times(batch: int, dist: TimeDistribution, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(sigmas (B, S), mask (B, S) bool) on the CPU."""
+    levels = len(dist.stage_probs)
+    stage = torch.multinomial(torch.tensor(dist.stage_probs), batch, replacement=True, generator=generator)
+    z = torch.randn(batch, levels, generator=generator) * dist.scale
+    current = torch.sigmoid(z + dist.loc)
+    thr = torch.tensor([*dist.thresholds, 1.0])
+    early = thr * torch.sigmoid(z + dist.early_loc)
+    idx = torch.arange(levels)[None]
+    sigmas = torch.where(idx < stage[:, None], early, torch.where(idx == stage[:, None], current, torch.ones_like(z)))
+    return sigmas, idx <= stage[:, None]
+
+
+def level_noise(parts: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+    return [torch.randn(p.shape, generator=generator).to(p) for p in parts]
+
+
+def dfm_loss(velocity, x0: list[Tensor], noise: list[Tensor], sigmas: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(total loss, per-level losses (S,)): masked flow-matching MSE; velocity(parts, sigmas, mask) -> list."""
+    xt = [(1 - sigmas[:, i, None, None, None].to(x)) * x + sigmas[:, i, None, None, None].to(x) * n
+          for i, (x, n) in enumerate(zip(x0, noise, strict=True))]
+    pred = velocity(xt, sigmas, mask)
+    m = mask.to(x0[0].device, torch.float32)
+    per = []
+    for i, (p, x, n) in enumerate(zip(pred, x0, noise, strict=True)):
+        err = (p.float() - (n - x).float()).square().flatten(1).mean(1)
+        per.append((err * m[:, i]).sum() / m[:, i].sum().clamp_min(1))
+    per = torch.stack(per)
+    return per.sum(), per.detach()
+
+
+@dataclass
+class TrainConfig:
+    levels: int = 2
+    lr: float = 1e-4
+    core: str = "lora"  # "lora", "frozen" or "full" (from scratch)
+    rank: int = 8
+    checkpointing: bool = False
+    bf16: bool = False
+    threshold: float = 0.3
+    seed: int = 0
+
+
+class DFMTrainer:
+    """Trains DFMLayers (fully) and the core (LoRA, frozen or full) of a host flow DiT adapter `arch`.
+
+    timestep(sigmas) converts noise levels to the model's timestep units (host: model_sampling.timestep).
+    """
+
+    def __init__(self, arch, layers: DFMLayers, config: TrainConfig, timestep, lora: CoreLoRA | None = None):
+        self.arch, self.layers, self.config, self.timestep = arch, layers, config, timestep
+        self.dist = TimeDistribution.default(layers.levels, config.threshold)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if lora is None and config.core == "lora":
+            lora = CoreLoRA(arch.dit, config.rank, seed=config.seed)
+        self.lora = lora.to(next(layers.parameters()).device) if lora is not None else None
+        params = list(layers.parameters())
+        if self.lora is not None:
+            params += list(self.lora.parameters())
+        if config.core == "full":
+            params += list(arch.dit.parameters())
+        self.params = params
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.step_count = 0
+
+    @contextlib.contextmanager
+    def _trainable(self):
+        """Grad only where it trains; the base model's flags come back as they were."""
+        flags = [(p, p.requires_grad) for p in self.arch.dit.parameters()]
+        for p, _ in flags:
+            p.requires_grad_(self.config.core == "full")
+        for p in self.params:
+            p.requires_grad_(True)
+        if self.lora is not None:
+            self.lora.attach()
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                yield
+        finally:
+            if self.lora is not None:
+                self.lora.detach()
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+    def velocity(self, context, y):
+        device = next(self.layers.parameters()).device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.config.bf16 else contextlib.nullcontext()
+
+        def fn(parts, sigmas, mask):
+            t = self.timestep(sigmas.to(device)).float()
+            with autocast:
+                return dfm_forward(self.arch, self.layers, parts, t, mask.to(device), context, y,
+                                   checkpoint=self.config.checkpointing)
+        return fn
+
+    def loss(self, latents: Tensor, context=None, y=None) -> tuple[Tensor, Tensor]:
+        x0 = split(latents.float(), self.layers.levels)
+        sigmas, mask = sample_times(latents.shape[0], self.dist, self.generator)
+        return dfm_loss(self.velocity(context, y), x0, level_noise(x0, self.generator), sigmas, mask)
+
+    def step(self, latents: Tensor, context=None, y=None) -> tuple[float, list[float]]:
+        """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss, per-level losses)."""
+        with self._trainable():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, per = self.loss(latents, context, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+        self.step_count += 1
+        return float(loss.detach()), per.tolist()
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"layers": self.layers, **({"lora": self.lora} if self.lora is not None else {})})

@@ -1,0 +1,144 @@
+"""DFM nodes: convert a flow model into a DFM model, save and load DFM checkpoints, sample stage by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import latent_preview
+from comfy_api.latest import io
+
+from ..core.dfm.sampler import SOLVERS, parse_plan
+from . import dfm_model
+from .dfm_sampling import sample_dfm_host
+
+FOLDER = "pyra_dfm"
+if FOLDER not in folder_paths.folder_names_and_paths:
+    folder_paths.folder_names_and_paths[FOLDER] = (
+        [str(Path(folder_paths.models_dir) / "dfm"), str(Path(folder_paths.get_output_directory()) / "dfm")],
+        {".safetensors"})
+
+
+class PyraDFMConvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PyraDFMConvert", display_name="DFM Convert (Pyra)", category="Pyra/sampling",
+            description=("Turns a flow model (SD3 family) into a Decomposable Flow Matching model: a Laplacian "
+                         "pyramid of the latent with a patch embedding, time embedding and output head per level, "
+                         "initialised from the model's own layers. Finetune it (PyraDFMTrain / tools/train_dfm.py) "
+                         "before expecting good pictures; with 1 level it is exactly the base model."),
+            inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT)."),
+                    io.Int.Input("levels", default=2, min=1, max=4,
+                                 tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3).")],
+            outputs=[io.Model.Output(tooltip="The DFM model; sample it with PyraDFMSampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, levels: int) -> io.NodeOutput:
+        return io.NodeOutput(dfm_model.convert(model, levels))
+
+
+class PyraDFMSave(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PyraDFMSave", display_name="DFM Save (Pyra)", category="Pyra/sampling", is_output_node=True,
+            description="Saves a DFM model's per-level layers (not the base weights) to output/dfm/ as safetensors.",
+            inputs=[io.Model.Input("model", tooltip="A DFM model (PyraDFMConvert or PyraDFMLoader)."),
+                    io.String.Input("filename", default="pyra-dfm", tooltip="File name in output/dfm/.")],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, model, filename: str) -> io.NodeOutput:
+        name = Path(filename).name.removesuffix(".safetensors") + ".safetensors"
+        dfm_model.save(model, Path(folder_paths.get_output_directory()) / "dfm" / name)
+        return io.NodeOutput()
+
+
+class PyraDFMLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PyraDFMLoader", display_name="DFM Loader (Pyra)", category="Pyra/sampling",
+            description=("Loads a DFM checkpoint (models/dfm or output/dfm) onto its base model: per-level layers "
+                         "plus the core LoRA, if the file has one."),
+            inputs=[io.Model.Input("model", tooltip="The base flow model the checkpoint was made from."),
+                    io.Combo.Input("dfm_name", options=folder_paths.get_filename_list(FOLDER),
+                                   tooltip="The DFM checkpoint.")],
+            outputs=[io.Model.Output(tooltip="The DFM model; sample it with PyraDFMSampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, dfm_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path(FOLDER, dfm_name)
+        if path is None:
+            raise dfm_model.DFMError(f"no DFM checkpoint {dfm_name!r} in models/dfm or output/dfm")
+        return io.NodeOutput(dfm_model.load(model, path))
+
+
+class PyraDFMSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PyraDFMSampler", display_name="DFM Stage-wise Sampler (Pyra)", category="Pyra/sampling",
+            description=("Samples a DFM model stage by stage: the coarse level alone down to its threshold, then "
+                         "each finer level starts from noise while the coarser ones continue; all reach clean "
+                         "together. CFG on every level; previews show the partial reconstruction."),
+            inputs=[
+                io.Model.Input("model", tooltip="A DFM model (PyraDFMConvert or PyraDFMLoader)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; with one level the noise (and result) equal the stock KSampler's."),
+                io.String.Input("stage_steps", default="20, 8",
+                                tooltip="Steps of each stage, coarse first (one number: the same for every stage)."),
+                io.String.Input("thresholds", default="0.3",
+                                tooltip="Noise level (1 = noise, 0 = clean) at which each stage but the last hands "
+                                        "over to the next."),
+                io.Combo.Input("solver", options=list(SOLVERS), tooltip="euler, or heun (second order, 2 calls/step)."),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale, applied to every level."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="Shape of the noise schedule every stage follows (ignored when SIGMAS "
+                                       "are connected)."),
+                io.Conditioning.Input("positive", tooltip="Positive conditioning."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning."),
+                io.Latent.Input("latent_image", tooltip="The (empty) latent; its size is the output size."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="Optional schedule shape from a stock scheduler node, instead of scheduler."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The sampled latent.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, stage_steps: str, thresholds: str, **_) -> bool | str:
+        try:
+            steps = [s for s in stage_steps.replace(";", ",").split(",") if s.strip()]
+            parse_plan(stage_steps, thresholds, max(1, len(steps)))
+        except ValueError as err:
+            return str(err)
+        return True
+
+    @classmethod
+    def execute(cls, model, seed, stage_steps, thresholds, solver, cfg, scheduler, positive, negative,
+                latent_image, sigmas=None) -> io.NodeOutput:
+        runner = dfm_model.runner_of(model)
+        plan = parse_plan(stage_steps, thresholds, runner.levels)
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        if sigmas is None:
+            sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, plan.total)
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        sampler = comfy.samplers.KSAMPLER(sample_dfm_host, extra_options={"plan": plan, "solver": solver})
+        callback = latent_preview.prepare_callback(model, plan.total)
+        samples = guider.sample(noise, latent, sampler, sigmas.cpu(), callback=callback,
+                                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        out = latent_image.copy()
+        out["samples"] = samples.to(comfy.model_management.intermediate_device())
+        return io.NodeOutput(out)

@@ -1,0 +1,115 @@
+"""DFM models on the host: the model-function wrapper that runs the per-level network, conversion, files.
+
+A DFM MODEL is a clone of the base ModelPatcher whose `model_function_wrapper` is a `DFMRunner`: the base
+weights are shared (never written), the per-level layers live in the runner, a core LoRA (if any) is a
+standard host weight patch. The runner only answers calls from PyraDFMSampler, which passes the levels packed
+into one tensor and their noise levels in transformer_options["pyra_dfm"].
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.lora
+import torch
+
+from ..core.dfm.arch import adapter_for
+from ..core.dfm.checkpoint import fingerprint, load_dfm, save_dfm
+from ..core.dfm.levels import pack, unpack
+from ..core.dfm.network import DFMLayers, dfm_forward
+
+log = logging.getLogger("pyra")
+
+
+class DFMError(ValueError):
+    """A DFM request that cannot run; the message says what to change."""
+
+
+class DFMRunner:
+    """model_function_wrapper: packed levels in, packed per-level denoised estimates out."""
+
+    def __init__(self, layers: DFMLayers, base_fingerprint: str):
+        self.layers, self.base_fingerprint = layers, base_fingerprint
+
+    @property
+    def levels(self) -> int:
+        return self.layers.levels
+
+    def __deepcopy__(self, memo):  # clones share the runner (model_options are deep-copied on clone)
+        return self
+
+    def __call__(self, apply_model, args: dict) -> torch.Tensor:
+        base = apply_model.__self__
+        c = args["c"]
+        info = c.get("transformer_options", {}).get("pyra_dfm")
+        if info is None:
+            raise DFMError("this is a DFM model (from PyraDFMConvert or PyraDFMLoader): sample it with "
+                           "PyraDFMSampler, not a stock sampler")
+        if c.get("c_concat") is not None or c.get("control") is not None:
+            raise DFMError("DFM sampling supports text-to-image conditioning only (no ControlNet or inpaint models)")
+        x = args["input"]
+        dtype = base.manual_cast_dtype or base.get_dtype()
+        parts = unpack(x, info["sizes"])
+        b = x.shape[0]
+        sig = info["sigmas"].to(x.device, torch.float32)[None].expand(b, -1)
+        mask = info["mask"].to(x.device, torch.float32)[None].expand(b, -1)
+        t = base.model_sampling.timestep(sig).float()
+        context = c.get("c_crossattn")
+        context = context.to(x.device, dtype) if context is not None else None
+        y = c.get("y")
+        y = y.to(x.device, dtype) if y is not None else None
+        self.layers.to(device=x.device, dtype=dtype)
+        out = dfm_forward(adapter_for(base.diffusion_model), self.layers, [p.to(dtype) for p in parts], t, mask,
+                          context, y, c.get("transformer_options", {}))
+        return pack([p - o.float() * sig[:, i].view(b, 1, 1, 1) for i, (p, o) in enumerate(zip(parts, out,
+                                                                                              strict=True))])
+
+
+def runner_of(model) -> DFMRunner:
+    runner = model.model_options.get("model_function_wrapper")
+    if not isinstance(runner, DFMRunner):
+        raise DFMError("this MODEL is not a DFM model: convert it with PyraDFMConvert or load one with PyraDFMLoader")
+    return runner
+
+
+def make_dfm_model(model, layers: DFMLayers, lora: dict | None = None):
+    """Clone of `model` sampling through `layers` (+ the core LoRA as host weight patches)."""
+    m = model.clone()
+    m.set_model_unet_function_wrapper(DFMRunner(layers, fingerprint(model.model.diffusion_model)))
+    if lora:
+        key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+        patches = comfy.lora.load_lora(lora, key_map)
+        if not patches:
+            raise DFMError("the checkpoint's core LoRA matches no layer of this model: load the base it was made for")
+        m.add_patches(patches, 1.0)
+    return m
+
+
+def convert(model, levels: int):
+    """A base flow model -> DFM model with freshly initialised per-level layers (levels = 1: the base exactly)."""
+    if "model_function_wrapper" in model.model_options:
+        raise DFMError("this MODEL already has a model-function wrapper (a DFM model or another patch): convert the "
+                       "base model")
+    arch = adapter_for(model.model.diffusion_model)
+    layers = DFMLayers(arch, levels).float().cpu()
+    return make_dfm_model(model, layers)
+
+
+def save(model, path, lora: dict | None = None, extra: dict | None = None):
+    runner = runner_of(model)
+    meta = {"levels": runner.levels, "family": adapter_for(model.model.diffusion_model).family,
+            "base": runner.base_fingerprint, **(extra or {})}
+    return save_dfm(path, runner.layers, meta, lora)
+
+
+def load(model, path):
+    meta, layer_sd, lora = load_dfm(path)
+    arch = adapter_for(model.model.diffusion_model)
+    layers = DFMLayers(arch, int(meta["levels"])).float().cpu()
+    try:
+        layers.load_state_dict(layer_sd)
+    except RuntimeError as err:
+        raise DFMError(f"{path} was made for another base model ({meta.get('family')}): load its base first") from err
+    if meta.get("base") != fingerprint(model.model.diffusion_model):
+        log.warning("Pyra DFM: %s was made from a different base model checkpoint; using it anyway", path)
+    return make_dfm_model(model, layers, lora)

@@ -1,0 +1,172 @@
+"""core/dfm: pyramid levels, S = 1 exactness, the stage-wise sampler, the training step and checkpoints.
+
+The base network is the host's own tiny SD3 MMDiT (built on the CPU); everything under test is host-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+from host import comfyui_dir
+from packload import load_pack_package
+
+load_pack_package()
+levels = importlib.import_module("pyra_pack.core.dfm.levels")
+network = importlib.import_module("pyra_pack.core.dfm.network")
+arch_mod = importlib.import_module("pyra_pack.core.dfm.arch")
+sampler = importlib.import_module("pyra_pack.core.dfm.sampler")
+train = importlib.import_module("pyra_pack.core.dfm.train")
+ckpt = importlib.import_module("pyra_pack.core.dfm.checkpoint")
+
+
+def tiny_sd3(seed: int = 0, std: float = 0.05):
+    """(ModelPatcher, BaseModel) of the host's tiny SD3 (nodes/demo_models), weights large enough to matter."""
+    sys.path.insert(0, str(comfyui_dir()))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.use_pytorch_cross_attention = True
+    demo = importlib.import_module("pyra_pack.nodes.demo_models")
+    patcher = demo.build_tiny_model("sd3", seed=seed)
+    demo.init_random_(patcher.model.diffusion_model, seed, std=std)
+    return patcher, patcher.model
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_sd3()[1]
+
+
+def inputs(batch=2, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 16, size, size, generator=g), torch.randn(batch, 5, 4096, generator=g),
+            torch.randn(batch, 2048, generator=g))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_split_merge_is_exact(n):
+    x = torch.randn(2, 4, 16, 24)
+    parts = levels.split(x, n)
+    assert [tuple(p.shape[-2:]) for p in parts] == [(16 // 2 ** (n - 1 - i), 24 // 2 ** (n - 1 - i)) for i in range(n)]
+    assert torch.allclose(levels.merge(parts), x, atol=1e-5, rtol=0)  # core.pyramids works in fp32
+    assert all(torch.equal(a, b) for a, b in zip(levels.unpack(levels.pack(parts), [p.shape[-2:] for p in parts]),
+                                                 parts, strict=True))
+    if n > 1:  # the check can fail: a dropped band does not reconstruct
+        assert not torch.allclose(levels.partial_merge(parts, n - 1), x, atol=1e-3)
+
+
+def test_one_level_equals_the_base_model_exactly(base):
+    dit = base.diffusion_model
+    arch = arch_mod.adapter_for(dit)
+    x, ctx, y = inputs()
+    t = torch.tensor([500.0, 200.0])
+    ref = dit(x, t, context=ctx, y=y)
+    out = network.dfm_forward(arch, network.DFMLayers(arch, 1), [x], t[:, None], torch.ones(2, 1), ctx, y)
+    assert torch.equal(out[0], ref)
+    two = network.DFMLayers(arch, 2)
+    out2 = network.dfm_forward(arch, two, levels.split(x, 2), t[:, None].expand(2, 2), torch.ones(2, 2), ctx, y)
+    assert (levels.merge(out2) - ref).abs().max() > 1e-3  # two levels are a different model
+    assert [tuple(o.shape[-2:]) for o in out2] == [(8, 8), (16, 16)]
+
+
+def test_too_many_levels_for_the_patch_is_a_clear_error(base):
+    with pytest.raises(levels.DFMShapeError, match="patch size 2"):
+        network.DFMLayers(arch_mod.adapter_for(base.diffusion_model), 3)
+
+
+def _denoiser(base, layers, ctx, y):
+    arch = arch_mod.adapter_for(base.diffusion_model)
+
+    def denoise(parts, sig, mask):
+        b = parts[0].shape[0]
+        s = sig.float()[None].expand(b, -1)
+        out = network.dfm_forward(arch, layers, parts, s * 1000, mask[None].expand(b, -1).float(), ctx, y)
+        return [p - o * s[:, i, None, None, None] for i, (p, o) in enumerate(zip(parts, out, strict=True))]
+    return denoise
+
+
+def test_one_stage_sampler_is_the_host_flow_euler(base):
+    from comfy.k_diffusion.sampling import sample_euler
+
+    x, ctx, y = inputs(seed=1)
+    layers = network.DFMLayers(arch_mod.adapter_for(base.diffusion_model), 1)
+    denoise = _denoiser(base, layers, ctx, y)
+    sigmas = torch.linspace(1, 0, 7) ** 1.5
+    ref = sample_euler(lambda z, s, **_: denoise([z], s[:1], torch.ones(1, dtype=torch.bool))[0], x, sigmas,
+                       disable=True)
+    ours = sampler.sample_dfm(denoise, [x], sampler.parse_plan("6", "", 1), sigmas)[0]
+    assert torch.equal(ours, ref)
+    heun = sampler.sample_dfm(denoise, [x], sampler.parse_plan("6", "", 1), sigmas, "heun")[0]
+    assert (heun - ref).abs().max() > 1e-4
+
+
+def test_stage_schedules_meet_their_thresholds_and_end_clean():
+    plan = sampler.parse_plan("4, 3, 2", "0.5, 0.25", 3)
+    sched = sampler.level_schedules(plan, torch.linspace(1, 0, 11))
+    assert torch.all(sched[:, -1] == 0)
+    assert float(sched[0, 4]) == pytest.approx(0.5) and float(sched[1, 7]) == pytest.approx(0.25)
+    assert torch.all(sched[1, :5] == 1) and torch.all(sched[2, :8] == 1)
+    assert torch.all(sched[:, 1:] <= sched[:, :-1])
+    with pytest.raises(ValueError, match="one step count per stage"):
+        sampler.parse_plan("4, 3", "0.5", 3)
+
+
+def test_multi_stage_sampling_activates_levels_in_order(base):
+    x, ctx, y = inputs(seed=2)
+    layers = network.DFMLayers(arch_mod.adapter_for(base.diffusion_model), 2)
+    seen = []
+    denoise = _denoiser(base, layers, ctx, y)
+
+    def spy(parts, sig, mask):
+        seen.append((mask.tolist(), sig.tolist()))
+        return denoise(parts, sig, mask)
+    out = sampler.sample_dfm(spy, levels.split(x, 2), sampler.parse_plan("3, 2", "0.4", 2), torch.linspace(1, 0, 6))
+    assert [m for m, _ in seen] == [[True, False]] * 3 + [[True, True]] * 2
+    assert all(s[1] == 1.0 for _, s in seen[:3])  # the masked level is shown as pure noise
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_training_step_lowers_the_loss_on_a_fixed_batch():
+    _, base = tiny_sd3(seed=3)
+    arch = arch_mod.adapter_for(base.diffusion_model)
+    layers = network.DFMLayers(arch, 2)
+    trainer = train.DFMTrainer(arch, layers, train.TrainConfig(levels=2, lr=2e-3, rank=4), lambda s: s * 1000)
+    x, ctx, y = inputs(batch=4, seed=4)
+    before_w = base.diffusion_model.joint_blocks[0].x_block.attn.qkv.weight.clone()
+
+    def fixed_loss():
+        g = torch.Generator().manual_seed(9)
+        parts = levels.split(x, 2)
+        sig, mask = train.sample_times(4, trainer.dist, g)
+        with torch.no_grad(), torch.inference_mode(False):
+            trainer.lora.attach()
+            try:
+                loss = train.dfm_loss(trainer.velocity(ctx, y), parts, train.level_noise(parts, g), sig, mask)[0]
+                return float(loss.detach())
+            finally:
+                trainer.lora.detach()
+    start = fixed_loss()
+    for _ in range(8):
+        trainer.step(x, ctx, y)
+    assert fixed_loss() < 0.9 * start
+    assert torch.equal(base.diffusion_model.joint_blocks[0].x_block.attn.qkv.weight, before_w)  # core untouched
+    assert float(torch.stack([u.abs().max() for u in trainer.lora.up]).max()) > 0  # the LoRA did train
+
+
+def test_checkpoint_round_trip(tmp_path, base):
+    arch = arch_mod.adapter_for(base.diffusion_model)
+    layers = network.DFMLayers(arch, 2)
+    with torch.no_grad():
+        for p in layers.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    meta = {"levels": 2, "base": ckpt.fingerprint(base.diffusion_model)}
+    path = ckpt.save_dfm(tmp_path / "a.safetensors", layers, meta)
+    meta, sd, lora = ckpt.load_dfm(path)
+    fresh = network.DFMLayers(arch, meta["levels"])
+    fresh.load_state_dict(sd)
+    pairs = zip(fresh.state_dict().values(), layers.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert meta["base"] == ckpt.fingerprint(base.diffusion_model) and not lora

@@ -1,0 +1,59 @@
+"""DFM nodes in-process: one level samples exactly as the host's euler; two levels run, save and load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def setup(comfy_host):
+    demo = comfy_host.module("nodes.demo_models")
+    patcher = demo.build_tiny_model("sd3")
+    demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
+    return comfy_host, patcher, cond
+
+
+def _run(comfy_host, model, cond, steps, levels_latent=16, cfg=2.0, solver="euler"):
+    node = comfy_host.node("PyraDFMSampler")
+    latent = {"samples": torch.zeros(1, 16, levels_latent, levels_latent)}
+    return node.execute(model, 3, steps, "0.3", solver, cfg, "simple", cond, cond, latent).result[0]["samples"]
+
+
+def test_one_level_equals_the_stock_euler_sampler(setup):
+    import comfy.sample
+    import comfy.samplers
+
+    comfy_host, patcher, cond = setup
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 1).result[0]
+    ours = _run(comfy_host, dfm, cond, "6")
+    latent = torch.zeros(1, 16, 16, 16)
+    ref = comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 6, 2.0, "euler", "simple", cond, cond,
+                              latent, disable_pbar=True, seed=3)
+    assert torch.equal(ours, ref)
+    assert dfm.model is patcher.model  # the base is shared, not copied or changed
+
+
+def test_two_levels_sample_save_and_load(setup, tmp_path):
+    comfy_host, patcher, cond = setup
+    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    out = _run(comfy_host, dfm, cond, "3, 2")
+    assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
+    heun = _run(comfy_host, dfm, cond, "3, 2", solver="heun")
+    assert not torch.equal(out, heun)
+    path = dfm_model.save(dfm, tmp_path / "d.safetensors")
+    again = _run(comfy_host, dfm_model.load(patcher, path), cond, "3, 2")
+    assert torch.equal(out, again)
+
+
+def test_stock_sampler_on_a_dfm_model_is_a_clear_error(setup):
+    import comfy.sample
+
+    comfy_host, patcher, cond = setup
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    latent = torch.zeros(1, 16, 16, 16)
+    with pytest.raises(Exception, match="PyraDFMSampler"):
+        comfy.sample.sample(dfm, torch.randn_like(latent), 2, 1.0, "euler", "simple", cond, cond, latent,
+                            disable_pbar=True, seed=0)
