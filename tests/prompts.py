@@ -194,3 +194,17 @@ def searched_sigmas(family: str = "sd15", sampler="dpmpp_2m", steps=6, prefix=No
             "negative": ["3", 0], "sampler": ["10", 0], "sigmas": ["9", 0], "latent_image": ["4", 0]}},
     })
     return prompt
+
+
+def train_adapter(adapter_type: str = "sparse", steps: int = 2, prefix: str = "loras/pyra_e2e_train") -> dict:
+    """PyraTrainSparseAdapter on the SD1.5 demo model with two empty latents (it is an output node)."""
+    unet = DEMO_FAMILIES["sd15"][0]
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": "sd15", "seed": 1, "scale": 1.0}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+        "5": {"class_type": "PyraTrainSparseAdapter", "inputs": {
+            "model": ["1", 0], "latents": ["3", 0], "positive": ["2", 0], "adapter_type": adapter_type,
+            "steps": steps, "learning_rate": 3e-4, "batch_size": 2, "seed": 0, "threshold": 5e-3,
+            "lambda_rank": 5e-4, "reselect_at": 0.5, "reflections": 2, "filename_prefix": prefix}},
+    }
