@@ -2,7 +2,8 @@
 
 Every weight comes from a seeded `torch.Generator`, so nothing is downloaded and the same seed gives the same bytes.
 The files `write_demo_models` writes load through the stock UNETLoader and VAELoader, which detect them as SD1.5,
-SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels), the Wan 2.1 VAE, and an SD1.5 ControlNet (ControlNetLoader).
+SD3, Wan 2.1 T2V, TAESD (4 and 16 latent channels), the Wan 2.1 VAE, an SD1.5 ControlNet (ControlNetLoader) and an
+SD1.5 LoRA (LoraLoader).
 The weights are random: the models are for exercising samplers, patches and decoders end to end, not for making
 pictures.
 
@@ -96,6 +97,7 @@ _DEMO_SPECS: dict[str, tuple[str, str, str]] = {
     "taesd3": ("vae", "pyra-demo-taesd3.safetensors", "taesd3"),
     "wan21_vae": ("vae", "pyra-demo-wan21-vae.safetensors", "wan21_vae"),
     "sd15_controlnet": ("controlnet", "pyra-demo-sd15-controlnet.safetensors", "sd15_controlnet"),
+    "sd15_lora": ("loras", "pyra-demo-sd15-lora.safetensors", "sd15_lora"),
 }
 DEMO_FILES: dict[str, tuple[str, str]] = {key: (sub, name) for key, (sub, name, _) in _DEMO_SPECS.items()}
 DEMO_SEED = 0
@@ -165,12 +167,31 @@ def _controlnet_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     return init_random_(net, seed).state_dict()
 
 
+def _lora_state_dict(family: str, seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A rank-`rank` LoRA in the host's `diffusion_model.<layer>.lora_up/lora_down/alpha` keys for the attention
+    projections of tiny model `family`; each delta's Frobenius norm is about 30% of its weight's."""
+    g = torch.Generator().manual_seed(seed + 1)
+    sd = {}
+    for name, w in build_tiny_model(family, seed=seed).model.diffusion_model.state_dict().items():
+        if w.ndim != 2 or not any(p in name for p in (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")):
+            continue
+        key = "diffusion_model." + name[: -len(".weight")]
+        out_features, in_features = w.shape
+        sd[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=g) * in_features**-0.5
+        up_std = 0.3 * 0.02 * (in_features / rank) ** 0.5
+        sd[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=g) * up_std
+        sd[f"{key}.alpha"] = torch.tensor(float(rank))
+    return sd
+
+
 def _demo_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """fp16 state dict, in the layout the host's loaders detect, of demo family `family`."""
     if family in TINY_CONFIGS:
         sd = build_tiny_model(family, torch.float16, seed).model.diffusion_model.state_dict()
     elif family in _TAESD:
         sd = _taesd_state_dict(family, seed)
+    elif family == "sd15_lora":
+        sd = _lora_state_dict("sd15_detectable", seed)
     elif family == "sd15_controlnet":
         sd = _controlnet_state_dict("sd15_detectable", seed)
     elif family == "wan21_vae":

@@ -178,3 +178,17 @@ def test_controlnet_file_is_detected_and_changes_the_output(demo, conditioning, 
     _, with_control = one_step(patcher, controlled, (1, 4, 8, 8))
     assert torch.isfinite(with_control).all()
     assert (with_control - plain).abs().max() > 1e-3 * plain.std(), "the ControlNet does not reach the model"
+
+
+def test_lora_file_loads_with_the_stock_loader_and_changes_the_output(demo, conditioning, models_dir):
+    import comfy.sd
+    import comfy.utils
+
+    patcher = comfy.sd.load_diffusion_model(str(models_dir.joinpath(*demo.DEMO_FILES["sd15"])))
+    lora = comfy.utils.load_torch_file(str(models_dir.joinpath(*demo.DEMO_FILES["sd15_lora"])))
+    patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora, 1.0, 0)
+    assert len(patched.patches) == len(lora) // 3, "every LoRA layer must find its weight"
+    cond = conditioning("sd15", 1)
+    _, plain = one_step(patcher, cond, (1, 4, 8, 8))
+    _, adapted = one_step(patched, cond, (1, 4, 8, 8))
+    assert (adapted - plain).abs().max() > 1e-3 * plain.abs().max()
