@@ -50,6 +50,23 @@ class TrainResult:
     frozen_fraction: float = 0.0
 
 
+def _autograd_copy(weight: torch.Tensor) -> torch.Tensor:
+    """A weight or bias the backward pass may save. The server runs nodes in inference mode, so a model it loaded
+    holds inference tensors, which autograd refuses to save (norms and convolutions save theirs)."""
+    return weight.clone() if weight.is_inference() else weight
+
+
+def _autograd_conds(value):
+    """Conditioning with every tensor copied out of inference mode (the host's trainer does the same)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, dict):
+        return {k: _autograd_conds(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_autograd_conds(v) for v in value)
+    return value
+
+
 def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
     """One trainable adapter per diffusion-model weight (and bias, for sparse) of a comfy op, as weight wrappers."""
     g = torch.Generator().manual_seed(s.seed)
@@ -73,6 +90,11 @@ def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
                 continue
             mp.add_weight_wrapper(key, adapter)
             adapters[key] = adapter
+    for name, module in mp.model.named_modules():
+        for pname in ("weight", "bias"):
+            key = f"{name}.{pname}"
+            if hasattr(module, "weight_function") and getattr(module, pname, None) is not None and key not in adapters:
+                mp.add_weight_wrapper(key, _autograd_copy)
     if not adapters:
         raise ValueError(f"no weight has entries with |w| < {s.threshold}: raise the threshold"
                          if s.adapter_type == "sparse" else "the model has no matrix weights to adapt")
@@ -120,6 +142,7 @@ def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> Tra
     with torch.inference_mode(False):
         mp = model.clone()
         latents = latents.float().clone()
+        positive = _autograd_conds(positive)
         adapters = _attach(mp, s)
         params = [p for a in adapters.values() for p in a.parameters()]
         if s.adapter_type == "sparse":

@@ -119,11 +119,63 @@ def exact_decode_levels() -> dict:
     return p
 
 
+def lora_tools() -> dict:
+    """The demo LoRA through the stock loader; extraction of it back from the merged model; resize; merge."""
+    lora = "pyra-demo-sd15-lora.safetensors"
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "7": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora,
+                                                              "strength_model": 1.0}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 9,
+            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "pyra_lora_sample"}},
+        "10": {"class_type": "PyraExtractLoRA", "inputs": {
+            "model_a": ["7", 0], "model_b": ["1", 0], "mode": "energy", "value": 0.999, "max_rank": 16,
+            "method": "randomized", "device": "auto", "bias_diff": True, "dtype": "fp16",
+            "filename_prefix": "loras/pyra_demo_extracted"}},
+        "11": {"class_type": "PyraResizeLoRA", "inputs": {
+            "lora_name": lora, "mode": "rank", "value": 2.0, "dtype": "fp16",
+            "filename_prefix": "loras/pyra_demo_resized"}},
+        "12": {"class_type": "PyraMergeLoRA", "inputs": {
+            "lora_1": lora, "weight_1": 0.5, "lora_2": lora, "weight_2": 0.5, "lora_3": "None", "weight_3": 1.0,
+            "lora_4": "None", "weight_4": 1.0, "merge": "sum", "density": 1.0, "seed": 0, "mode": "energy",
+            "value": 0.999, "dtype": "fp16", "filename_prefix": "loras/pyra_demo_merged"}},
+    })
+    return p
+
+
+def train_sparse_adapter() -> dict:
+    """A sparse (SaRA) adapter trained on a few demo latents, then sampled with the adapted model."""
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 2,
+            "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "PyraTrainSparseAdapter", "inputs": {
+            "model": ["1", 0], "latents": ["5", 0], "positive": ["2", 0], "adapter_type": "sparse", "steps": 6,
+            "learning_rate": 3e-3, "batch_size": 2, "seed": 0, "threshold": 5e-3, "lambda_rank": 5e-4,
+            "reselect_at": 0.5, "reflections": 8, "filename_prefix": "loras/pyra_demo_sparse_adapter"}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["8", 0], "seed": 9,
+            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse_adapter"}},
+    })
+    return p
+
+
 SPECS = {
     "pyra-two-stage-highres": two_stage_highres,
     "pyra-flux-style-pyramid": flux_style_pyramid,
     "pyra-wan-pyramid-video": wan_pyramid_video,
     "pyra-exact-decode-levels": exact_decode_levels,
+    "pyra-lora-tools": lora_tools,
+    "pyra-train-sparse-adapter": train_sparse_adapter,
 }
 
 
