@@ -10,6 +10,7 @@ from .demo_conditioning import PyraDemoConditioning
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
+from .step_cache import PyraStepCache
 from .vae_decode import PyraExactVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
@@ -22,6 +23,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraExtractLoRA,
     PyraResizeLoRA,
     PyraMergeLoRA,
+    PyraStepCache,
 ]
 
 
