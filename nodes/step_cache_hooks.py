@@ -108,9 +108,10 @@ def install(patcher, family: str, threshold: float, start_percent: float, end_pe
 def shallow_depth(dm) -> int:
     """Input blocks above the first downsampling: the shallow part that Step Rehash recomputes."""
     for i, block in enumerate(dm.input_blocks):
-        if any(isinstance(layer, openaimodel.Downsample) for layer in block):
+        layers = list(_original(block)._modules.values())
+        if any(isinstance(layer, openaimodel.Downsample) for layer in layers):
             return i
-        if any(isinstance(layer, openaimodel.ResBlock) and layer.updown for layer in block):
+        if any(isinstance(layer, openaimodel.ResBlock) and layer.updown for layer in layers):
             return i
     raise StepCacheError("this UNet never downsamples, so it has no deep part to reuse")
 
@@ -149,7 +150,9 @@ class _Gate(openaimodel.TimestepEmbedSequential):
     the cached deep feature replaces it at the first shallow output block)."""
 
     def __init__(self, block, state: _UNetState):
-        super().__init__(*list(block))
+        block = _original(block)
+        super().__init__(*block._modules.values())
+        object.__setattr__(self, "original", block)
         object.__setattr__(self, "state", state)
         object.__setattr__(self, "out_shape", None)
         object.__setattr__(self, "_extra", (_Stub(self), _Recorder(self)))
@@ -158,6 +161,11 @@ class _Gate(openaimodel.TimestepEmbedSequential):
         if self.state.reuse and self.out_shape is not None:
             return iter((self._extra[0],))
         return iter((*self._modules.values(), self._extra[1]))
+
+
+def _original(block):
+    """The block itself, not another clone's gate (the live model holds the gates of the patcher last loaded)."""
+    return block.original if isinstance(block, _Gate) else block
 
 
 def _install_unet(patcher, dm, cache: StepCache, window: _Window) -> None:

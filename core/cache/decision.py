@@ -53,6 +53,8 @@ class CacheStats:
     computed: int = 0
     reused: int = 0
     resets: int = 0
+    changes: list[float] = field(default_factory=list)  # per evaluation: the largest row change (nan if none)
+    active: list[bool] = field(default_factory=list)  # per evaluation: inside the start/end window
 
     def summary(self) -> str:
         total = self.computed + self.reused
@@ -103,10 +105,14 @@ class StepCache:
         known = all(e is not None and e.cached for e in entries)
         reuse = False
         accumulated = [0.0] * len(keys)
-        if known:
+        self.stats.active.append(bool(active))
+        if not known:
+            self.stats.changes.append(float("nan"))
+        else:
             prev = torch.cat([e.feature.to(rows.device, rows.dtype) for e in entries])
             change = relative_change(rows, prev).tolist()
             accumulated = [e.accumulated + c for e, c in zip(entries, change, strict=True)]
+            self.stats.changes.append(max(change))
             reuse = active and self.threshold > 0 and max(accumulated) < self.threshold
         for i, k in enumerate(keys):
             e = entries[i]
@@ -135,3 +141,19 @@ class StepCache:
         if any(r is None for r in rows):
             return None
         return torch.cat(rows).to(like.device, like.dtype)
+
+
+def simulate_reuse(changes: list[float], active: list[bool], threshold: float) -> int:
+    """How many evaluations a cache at `threshold` would reuse along a recorded (uncached) trajectory of
+    per-evaluation changes; the basis for choosing a threshold by its number of reused steps."""
+    reused, acc = 0, 0.0
+    for change, on in zip(changes, active, strict=True):
+        if change != change:  # nan: nothing cached yet
+            acc = 0.0
+            continue
+        acc += change
+        if on and threshold > 0 and acc < threshold:
+            reused += 1
+        else:
+            acc = 0.0
+    return reused

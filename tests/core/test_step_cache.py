@@ -168,3 +168,14 @@ def test_dit_cache_applies_control_once():
     patches = toy_patches(model, StepCache(10.0))
     model(img, txt, 1.0, patches)
     torch.testing.assert_close(model(img, txt, 1.0, patches), plain)
+
+
+def test_simulated_reuse_matches_the_cache_on_a_fixed_trajectory():
+    f = [torch.full((1, 8), 1.03**i) for i in range(12)]
+    for threshold in (0.0, 0.05, 0.1, 0.2):
+        cache = StepCache(threshold)
+        run_decisions(cache, f, [("c", 0)])
+        probe = StepCache(0.0)
+        run_decisions(probe, f, [("c", 0)])
+        assert cache_mod.simulate_reuse(probe.stats.changes, probe.stats.active, threshold) == cache.stats.reused
+    assert cache.stats.reused > 0
