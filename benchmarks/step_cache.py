@@ -84,11 +84,38 @@ def run(patcher, cond, cfg, scheduler, shape, steps, device, repeats):
     return out.float().cpu(), statistics.median(times), len(calls)
 
 
-def host_cache(base, kind: str, threshold: float):
-    from comfy_extras import nodes_easycache
+def _import_easycache():
+    """The host's EasyCache module; where comfy_api cannot import (the GPU bundle lacks PyAV), its node classes
+    are built on a stand-in base, and only the holders and wrappers that host_cache uses are needed."""
+    try:
+        from comfy_extras import nodes_easycache
+    except ImportError:
+        import types
 
-    node = nodes_easycache.EasyCacheNode if kind == "easycache" else nodes_easycache.LazyCacheNode
-    return node.execute(base, threshold, 0.15, 0.95, False).result[0]
+        stub = types.ModuleType("comfy_api.latest")
+        stub.io, stub.ComfyExtension = types.SimpleNamespace(ComfyNode=object), object
+        sys.modules["comfy_api.latest"] = stub
+        from comfy_extras import nodes_easycache
+    return nodes_easycache
+
+
+def host_cache(base, kind: str, threshold: float):
+    """EasyCache / LazyCache applied as the host's nodes apply them (nodes_easycache.py execute)."""
+    import comfy.patcher_extension as pe
+
+    ec = _import_easycache()
+    m = base.clone()
+    holder = ec.EasyCacheHolder if kind == "easycache" else ec.LazyCacheHolder
+    m.model_options["transformer_options"]["easycache"] = holder(
+        threshold, 0.15, 0.95, subsample_factor=8, offload_cache_diff=False,
+        output_channels=m.model.latent_format.latent_channels)
+    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, kind, ec.easycache_sample_wrapper)
+    if kind == "easycache":
+        m.add_wrapper_with_key(pe.WrappersMP.CALC_COND_BATCH, kind, ec.easycache_calc_cond_batch_wrapper)
+        m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, kind, ec.easycache_forward_wrapper)
+    else:
+        m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, kind, ec.lazycache_predict_noise_wrapper)
+    return m
 
 
 def threshold_for(changes, active, target: int) -> float:

@@ -148,3 +148,13 @@ def demo_with_lora(lora_name: str, family="sd15", strength=1.0, prefix=None) -> 
                    "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
     prompt["5"]["inputs"]["model"] = ["9", 0]
     return prompt
+
+
+def step_cache(family: str, threshold=-1.0, steps=6, prefix=None) -> dict:
+    """demo_model's graph with PyraStepCache between the loader and KSampler."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_step_cache_{family}")
+    prompt["20"] = {"class_type": "PyraStepCache", "inputs": {
+        "model": ["1", 0], "preset": "auto", "threshold": threshold, "start_percent": 0.0, "end_percent": 1.0,
+        "cache_on_cpu": False}}
+    prompt["5"]["inputs"]["model"] = ["20", 0]
+    return prompt
