@@ -144,7 +144,7 @@ def bench_model(family, device, steps, repeats):
 
     def record(name, patched, cache=None, threshold=None):
         out, t, calls = run(patched, cond, cfg, scheduler, shape, steps, device, repeats)
-        computed = cache.stats.computed if cache is not None else len(calls)  # calls of the last repeat
+        computed = cache.stats.computed if cache is not None else calls  # forwards of the last repeat
         rows[name] = {"seconds": t, "speedup": t_ref / t, "computed": computed, "reused": evals - computed,
                       "deviation": float((out - ref).norm() / ref.norm()), "threshold": threshold}
 
