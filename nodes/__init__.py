@@ -18,6 +18,7 @@ from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 from .sara_convert import PyraConvertSaRA
 from .schedules import PyraSearchedSigmas
 from .sparsify import PyraSparsify
+from .step_cache import PyraStepCache
 from .vae_decode import PyraExactVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
@@ -45,6 +46,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraDFMSave,
     PyraDFMLoader,
     PyraDFMSampler,
+    PyraStepCache,
 ]
 
 adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on

@@ -208,3 +208,13 @@ def train_adapter(adapter_type: str = "sparse", steps: int = 2, prefix: str = "l
             "steps": steps, "learning_rate": 3e-4, "batch_size": 2, "seed": 0, "threshold": 5e-3,
             "lambda_rank": 5e-4, "reselect_at": 0.5, "reflections": 2, "filename_prefix": prefix}},
     }
+
+
+def step_cache(family: str, threshold=-1.0, steps=6, prefix=None) -> dict:
+    """demo_model's graph with PyraStepCache between the loader and KSampler."""
+    prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_step_cache_{family}")
+    prompt["20"] = {"class_type": "PyraStepCache", "inputs": {
+        "model": ["1", 0], "preset": "auto", "threshold": threshold, "start_percent": 0.0, "end_percent": 1.0,
+        "cache_on_cpu": False}}
+    prompt["5"]["inputs"]["model"] = ["20", 0]
+    return prompt

@@ -1,0 +1,159 @@
+"""When to reuse a step: the accumulated relative change of a cheap early feature against a threshold.
+
+One model evaluation sees a batch whose rows belong to conds (cond, uncond, area conds: one uuid each) and to
+batch items. Every row has its own cache entry, keyed by (cond uuid, index within that cond's chunk): the
+previous value of the decision feature, the change accumulated since the last full computation, and the cached
+tensors (a residual for DiTs, the deep feature for UNets). The whole batch is computed by one forward, so an
+evaluation reuses only when every row may: each row has an entry of the current shape and its accumulated
+change stays under the threshold. A shape change (a new pyramid level, another resolution or frame count)
+drops the entries of that shape, so the next evaluation is computed in full.
+
+The change of a row is TeaCache's and First Block Cache's relative L1 distance,
+mean|f_t - f_{t-1}| / mean|f_{t-1}|, summed over the evaluations since the row was last computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+CacheKey = tuple[Hashable, int]
+
+
+def row_keys(batch: int, conds: list | None, uuids: list | None) -> list[CacheKey]:
+    """One key per batch row: (cond uuid, index in its chunk); rows split evenly between the listed conds.
+
+    `conds` is the host's cond_or_uncond list, `uuids` its parallel list of cond uuids; without them the
+    batch is one anonymous chunk.
+    """
+    ids = list(uuids) if uuids else list(conds) if conds else [None]
+    if batch % len(ids):
+        ids = [None]
+    chunk = batch // len(ids)
+    return [(ids[r // chunk], r % chunk) for r in range(batch)]
+
+
+def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per row (dim 0): mean|new - old| / mean|old|, in fp32. new, old: (B, ...) -> (B,)."""
+    new, old = new.float().flatten(1), old.float().flatten(1)
+    return (new - old).abs().mean(1) / old.abs().mean(1).clamp_min(1e-12)
+
+
+@dataclass
+class _Entry:
+    feature: torch.Tensor  # (1, ...) the decision feature at the previous evaluation
+    accumulated: float = 0.0
+    cached: dict[str, torch.Tensor] = field(default_factory=dict)  # (1, ...) per stream
+
+
+@dataclass
+class CacheStats:
+    computed: int = 0
+    reused: int = 0
+    resets: int = 0
+    changes: list[float] = field(default_factory=list)  # per evaluation: the largest row change (nan if none)
+    active: list[bool] = field(default_factory=list)  # per evaluation: inside the start/end window
+
+    def summary(self) -> str:
+        total = self.computed + self.reused
+        if not total:
+            return "no model evaluations"
+        speedup = total / max(self.computed, 1)
+        return (f"{self.computed} of {total} model evaluations computed, {self.reused} reused "
+                f"(at most {speedup:.2f}x fewer full forwards); {self.resets} cache resets on a shape change")
+
+
+class StepCache:
+    """Per-row caches and the reuse decision.
+
+    threshold: reuse while the accumulated relative change stays below it; 0 never reuses.
+    store_device: where cached tensors live between evaluations (e.g. "cpu" to spare accelerator memory);
+    None keeps them where they were computed.
+    """
+
+    def __init__(self, threshold: float, store_device: torch.device | str | None = None):
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        self.threshold = float(threshold)
+        self.store_device = None if store_device is None else torch.device(store_device)
+        self.entries: dict[CacheKey, _Entry] = {}
+        self.stats = CacheStats()
+
+    def reset(self) -> None:
+        self.entries.clear()
+        self.stats = CacheStats()
+
+    def _store(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        return t.to(self.store_device, copy=True) if self.store_device is not None else t.clone()
+
+    def decide(self, keys: list[CacheKey], feature: torch.Tensor, active: bool = True) -> bool:
+        """Whether this evaluation reuses the cache. feature: (B, ...), one row per key. Updates the entries.
+
+        `active` False (outside the start/end window) forces a full computation.
+        """
+        rows = feature.detach()
+        shape = tuple(rows.shape[1:])
+        stale = [k for k, e in self.entries.items() if tuple(e.feature.shape[1:]) != shape]
+        if stale:
+            self.stats.resets += 1
+            for k in stale:
+                del self.entries[k]
+        entries = [self.entries.get(k) for k in keys]
+        known = all(e is not None and e.cached for e in entries)
+        reuse = False
+        accumulated = [0.0] * len(keys)
+        self.stats.active.append(bool(active))
+        if not known:
+            self.stats.changes.append(float("nan"))
+        else:
+            prev = torch.cat([e.feature.to(rows.device, rows.dtype) for e in entries])
+            change = relative_change(rows, prev).tolist()
+            accumulated = [e.accumulated + c for e, c in zip(entries, change, strict=True)]
+            self.stats.changes.append(max(change))
+            reuse = active and self.threshold > 0 and max(accumulated) < self.threshold
+        for i, k in enumerate(keys):
+            e = entries[i]
+            if e is None:
+                e = self.entries[k] = _Entry(feature=rows[i:i + 1])
+            e.feature = self._store(rows[i:i + 1])
+            e.accumulated = accumulated[i] if reuse else 0.0
+        if reuse:
+            self.stats.reused += 1
+        else:
+            self.stats.computed += 1
+        return reuse
+
+    def put(self, keys: list[CacheKey], stream: str, value: torch.Tensor | None) -> None:
+        """Cache `value` (B, ...) row by row under `stream` after a full computation."""
+        for i, k in enumerate(keys):
+            entry = self.entries[k]
+            if value is None:
+                entry.cached.pop(stream, None)
+            else:
+                entry.cached[stream] = self._store(value[i:i + 1])
+
+    def get(self, keys: list[CacheKey], stream: str, like: torch.Tensor) -> torch.Tensor | None:
+        """The cached rows of `stream` for `keys`, stacked on `like`'s device and dtype (None if not cached)."""
+        rows = [self.entries[k].cached.get(stream) for k in keys]
+        if any(r is None for r in rows):
+            return None
+        return torch.cat(rows).to(like.device, like.dtype)
+
+
+def simulate_reuse(changes: list[float], active: list[bool], threshold: float) -> int:
+    """How many evaluations a cache at `threshold` would reuse along a recorded (uncached) trajectory of
+    per-evaluation changes; the basis for choosing a threshold by its number of reused steps."""
+    reused, acc = 0, 0.0
+    for change, on in zip(changes, active, strict=True):
+        if change != change:  # nan: nothing cached yet
+            acc = 0.0
+            continue
+        acc += change
+        if on and threshold > 0 and acc < threshold:
+            reused += 1
+        else:
+            acc = 0.0
+    return reused

@@ -1,0 +1,112 @@
+"""Block caching for DiTs through the host's block-replace contract: compute the first and last blocks, skip the
+middle ones on reused evaluations and add their cached residual.
+
+The contract (the same for Flux, SD3 and Wan in the host): each block is replaced by `patch(args, extra)`, where
+`args` holds the block's inputs ("img", and for dual-stream blocks "txt") plus "transformer_options", and
+`extra["original_block"](args)` runs the block and returns {"img": ..., "txt": ...} ("txt" absent or None where
+the block does not produce it). Flux concatenates (txt, img) on the token axis between its double and single
+blocks; a residual spanning both is kept in that concatenated layout.
+
+On a computed evaluation every middle block adds out - in to the running residual, so whatever the host adds
+between blocks (ControlNet residuals, in place) is not baked into the cache: on a reused evaluation the middle
+blocks pass their input through (the host's additions of this evaluation still apply) and the last one adds
+the cached sum of the block deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .decision import StepCache, row_keys
+
+BlockId = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    head: tuple[BlockId, ...]
+    middle: tuple[BlockId, ...]
+    tail: tuple[BlockId, ...]
+
+
+def plan_blocks(blocks: list[BlockId], head: int, tail: int) -> BlockPlan:
+    """Split the blocks (in execution order) into computed head, skippable middle and computed tail.
+
+    The tail shrinks first when the model is too shallow, so at least one block can be skipped; a model of a
+    single block has nothing to skip (its middle is empty).
+    """
+    if head < 1 or tail < 0:
+        raise ValueError(f"need head >= 1 and tail >= 0, got {head}, {tail}")
+    head = min(head, len(blocks))
+    tail = max(0, min(tail, len(blocks) - head - 1))
+    return BlockPlan(tuple(blocks[:head]), tuple(blocks[head:len(blocks) - tail]),
+                     tuple(blocks[len(blocks) - tail:]))
+
+
+class DitBlockCache:
+    """The replace patches of one DiT. `active(transformer_options)` says whether reuse is allowed now."""
+
+    def __init__(self, cache: StepCache, plan: BlockPlan, active: Callable[[dict], bool]):
+        self.cache, self.plan, self.active = cache, plan, active
+        self.first, self.last = plan.head[0], (plan.middle[-1] if plan.middle else None)
+        self.middle = set(plan.middle)
+        self.keys: list = []
+        self.reuse = False
+        self.delta: dict[str, torch.Tensor] = {}
+
+    def patch_for(self, block: BlockId) -> Callable[[dict, dict], dict]:
+        """A closure for the host's block-replace table (closures survive the host's deepcopy of options)."""
+        def patch(args: dict, extra: dict) -> dict:
+            return self(block, args, extra)
+        return patch
+
+    def __call__(self, block: BlockId, args: dict, extra: dict) -> dict:
+        if block == self.first:
+            return self._first(args, extra)
+        if block in self.middle:
+            return self._skipped(block, args) if self.reuse else self._tracked(block, args, extra)
+        return extra["original_block"](args)
+
+    def _first(self, args: dict, extra: dict) -> dict:
+        out = extra["original_block"](args)
+        img = args["img"]
+        opts = args.get("transformer_options", {})
+        self.keys = row_keys(img.shape[0], opts.get("cond_or_uncond"), opts.get("uuids"))
+        self.delta = {}
+        if self.last is None:
+            self.reuse = False
+            return out
+        self.reuse = self.cache.decide(self.keys, out["img"] - img, self.active(opts))
+        return out
+
+    def _tracked(self, block: BlockId, args: dict, extra: dict) -> dict:
+        out = extra["original_block"](args)
+        if block[0] == "single_block" and "txt" in self.delta:
+            self.delta = {"img": torch.cat((self.delta.pop("txt"), self.delta["img"]), 1)}
+        for stream in ("img", "txt"):
+            new, old = out.get(stream), args.get(stream)
+            if new is not None and old is not None:
+                d = new - old
+                self.delta[stream] = d if stream not in self.delta else self.delta[stream].add_(d)
+        if block == self.last:
+            for stream in ("img", "txt"):
+                self.cache.put(self.keys, stream, self.delta.get(stream))
+            self.delta = {}
+        return out
+
+    def _skipped(self, block: BlockId, args: dict) -> dict:
+        out = {"img": args["img"], "txt": args.get("txt")}
+        if block != self.last:
+            return out
+        img = args["img"]
+        res_img = self.cache.get(self.keys, "img", img)
+        res_txt = self.cache.get(self.keys, "txt", img)
+        if block[0] == "single_block" and res_txt is not None:
+            res_img, res_txt = torch.cat((res_txt, res_img), 1), None
+        out["img"] = img + res_img
+        if res_txt is not None and out["txt"] is not None:
+            out["txt"] = out["txt"] + res_txt
+        return out

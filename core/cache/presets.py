@@ -1,0 +1,35 @@
+"""Per-family presets: which blocks are computed on a reused evaluation, and the reuse threshold.
+
+Where the thresholds come from: they are the operating points that First Block Cache publishes for trained
+weights with the same feature (the first block's residual) and the same relative L1 change (WaveSpeed README:
+0.12 for Flux, 0.2 for SDXL, 0.1 for the video DiTs), our accumulated change being an upper bound of the change
+since the last full computation, so at a given threshold we reuse no more often than they do. SD1.5 takes SDXL's
+value (same UNet, same feature) and SD3 Flux's (same MM-DiT block design, image model). They were not
+re-measured on trained weights here: the pack has none, and random weights make the change between steps
+meaningless (benchmarks/step_cache.py sets its thresholds by matching the number of reused steps instead).
+
+UNets (Step Rehash): the shallow part is everything above the first downsampling (input blocks before it and
+the output blocks that take their skip connections); the deep part is reused. DiTs: `head` first blocks and
+`tail` last blocks are computed, the middle ones skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CachePreset:
+    kind: str  # "unet" or "dit"
+    threshold: float
+    head: int = 1
+    tail: int = 1
+
+
+PRESETS: dict[str, CachePreset] = {
+    "sd15": CachePreset("unet", 0.2),
+    "sdxl": CachePreset("unet", 0.2),
+    "sd3": CachePreset("dit", 0.12),
+    "flux": CachePreset("dit", 0.12),
+    "wan21": CachePreset("dit", 0.1),
+}

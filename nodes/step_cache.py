@@ -1,0 +1,65 @@
+"""PyraStepCache: reuse deep features across adjacent steps (Step Rehash) on UNets and DiTs."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..core.cache import PRESETS
+from .step_cache_hooks import StepCacheError, detect_family, install
+
+FAMILIES = ["auto", *PRESETS]
+
+
+class PyraStepCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PyraStepCache",
+            display_name="Step Cache (Pyra)",
+            category="Pyra/sparse",
+            description=(
+                "Skips the expensive part of the model on steps where a cheap early feature barely changed: "
+                "SD1.5/SDXL reuse the deep UNet blocks' output (Step Rehash), SD3, Flux and Wan skip the middle "
+                "transformer blocks and add their cached residual. Separate caches per cond/uncond and batch "
+                "item; the cache resets on any size change. Logs computed vs reused evaluations after sampling."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3, Flux or Wan 2.1 model (LoRA and ControlNet "
+                                                "compose)."),
+                io.Combo.Input("preset", options=FAMILIES, default="auto",
+                               tooltip="The model family's preset (blocks kept and threshold); auto detects it."),
+                io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.01,
+                               tooltip="Reuse while the accumulated relative change of the early feature stays "
+                                       "below this. -1 uses the preset's value, 0 never reuses (exact output), "
+                                       "larger values reuse more steps and deviate more."),
+                io.Float.Input("start_percent", default=0.15, min=0.0, max=1.0, step=0.01,
+                               tooltip="No reuse before this fraction of the schedule (early steps set the "
+                                       "composition)."),
+                io.Float.Input("end_percent", default=0.95, min=0.0, max=1.0, step=0.01,
+                               tooltip="No reuse after this fraction of the schedule (the last steps set fine "
+                                       "detail)."),
+                io.Boolean.Input("cache_on_cpu", default=False,
+                                 tooltip="Keep the cached features in CPU memory: less GPU memory, a copy per "
+                                         "step."),
+            ],
+            outputs=[io.Model.Output(tooltip="A patched clone of the model; the input model is untouched.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, start_percent: float, end_percent: float, **_) -> bool | str:
+        if start_percent >= end_percent:
+            return "start_percent must be below end_percent: the window of steps that may reuse would be empty"
+        return True
+
+    @classmethod
+    def execute(cls, model, preset: str, threshold: float, start_percent: float, end_percent: float,
+                cache_on_cpu: bool) -> io.NodeOutput:
+        family = detect_family(model)
+        if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
+            raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "
+                                 f"model: choose auto or {family}")
+        chosen = PRESETS[family if preset == "auto" else preset]
+        value = chosen.threshold if threshold < 0 else threshold
+        patched = model.clone()
+        install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen)
+        return io.NodeOutput(patched)
