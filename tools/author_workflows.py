@@ -169,6 +169,31 @@ def train_sparse_adapter() -> dict:
     return p
 
 
+def sparsify_then_sample() -> dict:
+    """2:4 sparsity on the demo SD1.5 (with the demo LoRA applied first), dense and sparse side by side."""
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "7": {"class_type": "LoraLoaderModelOnly", "inputs": {
+            "model": ["1", 0], "lora_name": "pyra-demo-sd15-lora.safetensors", "strength_model": 1.0}},
+        "8": {"class_type": "PyraSparsify", "inputs": {
+            "model": ["7", 0], "layers": "all", "name_regex": "", "score": "wanda", "calibration_steps": 2,
+            "lowrank_rank": 16, "speed_check_tokens": 4096}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["8", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 4,
+            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse24"}},
+        "12": {"class_type": "KSampler", "inputs": {
+            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 4,
+            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["6", 0]}},
+        "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "pyra_dense"}},
+    })
+    return p
+
+
 SPECS = {
     "pyra-two-stage-highres": two_stage_highres,
     "pyra-flux-style-pyramid": flux_style_pyramid,
@@ -176,6 +201,7 @@ SPECS = {
     "pyra-exact-decode-levels": exact_decode_levels,
     "pyra-lora-tools": lora_tools,
     "pyra-train-sparse-adapter": train_sparse_adapter,
+    "pyra-sparsify": sparsify_then_sample,
 }
 
 

@@ -18,8 +18,8 @@ from host import REPO, comfyui_dir
 
 DEVICE = REPO / ".device"
 # ComfyUI's python packages and modules that the in-process benchmarks import (no server, no frontend).
-SOURCE = ["comfy", "comfy_api", "comfy_execution", "comfy_config", "utils", "folder_paths.py", "latent_preview.py",
-          "node_helpers.py", "comfyui_version.py"]
+SOURCE = ["comfy", "comfy_api", "comfy_execution", "comfy_config", "comfy_extras", "utils", "folder_paths.py",
+          "latent_preview.py", "node_helpers.py", "comfyui_version.py"]
 # Pure-python packages the host imports that the device image lacks (its torch, transformers etc. are used).
 WHEELS = ["torchsde==0.2.6", "trampoline==0.1.2"]
 
