@@ -20,7 +20,9 @@ class PyraSparsify(io.ComfyNode):
                 "weights, by magnitude or Wanda score) with an optional low-rank correction, and runs them on "
                 "sparse tensor cores (cuSPARSELt, sm80+ GPUs, bf16 weights); elsewhere the masked weights run "
                 "densely. Per-clone patch: the input model is untouched, LoRAs and low-VRAM loading keep working. "
-                "One-shot pruning without retraining changes the output: check the report's per-layer error."
+                "One-shot pruning without retraining changes the output: check the report's per-layer error. "
+                "On the GPU it currently keeps the dense, masked and compressed weights resident (about 3x the "
+                "linear layers' memory)."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to sparsify (a patched clone is returned)."),
