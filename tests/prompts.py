@@ -218,3 +218,14 @@ def step_cache(family: str, threshold=-1.0, steps=6, prefix=None) -> dict:
         "cache_on_cpu": False}}
     prompt["5"]["inputs"]["model"] = ["20", 0]
     return prompt
+
+
+def dfm_convert_sample(levels: int = 2, stage_steps: str = "3, 2", prefix: str = "pyra_test_dfm") -> dict:
+    """The demo SD3 model converted by PyraDFMConvert and sampled stage by stage with PyraDFMSampler."""
+    prompt = demo_model("sd3", prefix=prefix)
+    prompt["4"]["inputs"].update(width=128, height=128)
+    prompt["9"] = {"class_type": "PyraDFMConvert", "inputs": {"model": ["1", 0], "levels": levels}}
+    prompt["5"] = {"class_type": "PyraDFMSampler", "inputs": {
+        "model": ["9", 0], "seed": 3, "stage_steps": stage_steps, "thresholds": "0.3", "solver": "euler",
+        "cfg": 2.0, "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0]}}
+    return prompt

@@ -194,6 +194,22 @@ def sparsify_then_sample() -> dict:
     return p
 
 
+def dfm_convert_sample() -> dict:
+    """The demo SD3 converted into a 2-level DFM model and sampled stage by stage (untrained new layers)."""
+    p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
+    p.update({
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+        "7": {"class_type": "PyraDFMConvert", "inputs": {"model": ["1", 0], "levels": 2}},
+        "5": {"class_type": "PyraDFMSampler", "inputs": {
+            "model": ["7", 0], "seed": 5, "stage_steps": "12, 6", "thresholds": "0.3", "solver": "euler",
+            "cfg": 3.5, "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0],
+            "latent_image": ["4", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "pyra_dfm"}},
+    })
+    return p
+
+
 SPECS = {
     "pyra-two-stage-highres": two_stage_highres,
     "pyra-flux-style-pyramid": flux_style_pyramid,
@@ -202,6 +218,7 @@ SPECS = {
     "pyra-lora-tools": lora_tools,
     "pyra-train-sparse-adapter": train_sparse_adapter,
     "pyra-sparsify": sparsify_then_sample,
+    "pyra-dfm-convert-sample": dfm_convert_sample,
 }
 
 
