@@ -49,7 +49,7 @@ def skip_reason(mod: torch.nn.Module) -> str | None:
     return None
 
 
-def _median_ms(fn, repeats: int = 7, inner: int = 3) -> float:
+def median_ms(fn, repeats: int = 7, inner: int = 3) -> float:
     for _ in range(2):
         fn()
     times = []
@@ -70,7 +70,7 @@ def speed_check(sparse: torch.Tensor, lowrank, tokens: int) -> tuple[float, floa
     if op.backend != "cusparselt":
         return op.reason
     x = torch.randn(tokens, sparse.shape[1], device=sparse.device, dtype=sparse.dtype)
-    return _median_ms(lambda: F.linear(x, sparse)), _median_ms(lambda: op(x))
+    return median_ms(lambda: F.linear(x, sparse)), median_ms(lambda: op(x))
 
 
 def random_input_error(w: torch.Tensor, sparse: torch.Tensor, lowrank) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from sampling_helpers import denoise
 
 RANK = 4
 
@@ -43,16 +44,6 @@ def finetune(base, seed: int = 1, scale: float = 0.3):
     ft = base.clone()
     ft.add_patches(patches, 1.0)
     return ft
-
-
-def denoise(patcher, cond, shape=(1, 4, 8, 8)) -> torch.Tensor:
-    import comfy.sample
-
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(7))
-    seen = {}
-    comfy.sample.sample(patcher, noise, 1, 1.0, "euler", "simple", cond, cond, torch.zeros(shape),
-                        callback=lambda s, x0, x, t: seen.update(x0=x0.clone()), disable_pbar=True)
-    return seen["x0"]
 
 
 def newest(folder: Path, stem: str) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from sampling_helpers import denoise
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +34,6 @@ def base(comfy_host):
 @pytest.fixture(scope="module")
 def cond(comfy_host):
     return comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", seed=1)
-
-
-def denoise(patcher, cond, shape=(1, 4, 8, 8)) -> torch.Tensor:
-    import comfy.sample
-
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(7))
-    seen = {}
-    comfy.sample.sample(patcher, noise, 1, 1.0, "euler", "simple", cond, cond, torch.zeros(shape),
-                        callback=lambda s, x0, x, t: seen.update(x0=x0.clone()), disable_pbar=True)
-    return seen["x0"]
 
 
 def weights(base):
