@@ -7,6 +7,7 @@ OUTER_SAMPLE wrapper that logs the sparsity reached per sampling run. No comfy_a
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import comfy.ldm.flux.model
@@ -67,11 +68,12 @@ class SparseStats:
                 f"{100 * self.sparsity():.1f}% of key blocks skipped in the sparse ones")
 
 
-def _to_heads(t, heads: int, skip_reshape: bool):
+def _to_heads(q, k, v, heads: int, skip_reshape: bool):
+    """(B, N, H*D) (SD3's v comes as (B, N, H, D)) -> (B, H, N, D), as the host's attention_pytorch does."""
     if skip_reshape:
-        return t
-    b, n, _ = t.shape
-    return t.view(b, n, heads, -1).transpose(1, 2)
+        return q, k, v
+    dim_head = q.shape[-1] // heads
+    return tuple(t.reshape(t.shape[0], -1, heads, dim_head).transpose(1, 2) for t in (q, k, v))
 
 
 def make_override(settings: SparseSettings, stats: SparseStats):
@@ -80,14 +82,15 @@ def make_override(settings: SparseSettings, stats: SparseStats):
     def override(func, q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
                  skip_output_reshape=False, **kwargs):
         step = kwargs.get("transformer_options", {}).get(STEP_KEY)
-        self_attention = q.shape[-2 if skip_reshape else 1] == k.shape[-2 if skip_reshape else 1]
+        q_len, k_len = q.shape[-2 if skip_reshape else 1], k.shape[-2 if skip_reshape else 1]
+        self_attention = q_len == k_len and (step is None or step["tokens"] in (None, q_len))
         if step is None or mask is not None or not self_attention:
             stats.dense_calls += 1
             if settings.fastest_dense and mask is None and q.device.type == "cuda":
                 return _fastest_dense(q, k, v, heads, skip_reshape, skip_output_reshape)
             return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                         skip_output_reshape=skip_output_reshape, **kwargs)
-        qh, kh, vh = (_to_heads(t, heads, skip_reshape) for t in (q, k, v))
+        qh, kh, vh = _to_heads(q, k, v, heads, skip_reshape)
         block_mask = predict_block_mask(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio,
                                         step["text_tokens"], text_at_end=not step["text_leads"])
         stats.sparse_calls += 1
@@ -100,11 +103,14 @@ def make_override(settings: SparseSettings, stats: SparseStats):
 
 
 def _fastest_dense(q, k, v, heads, skip_reshape, skip_output_reshape):
-    out = fastest_sdpa(*(_to_heads(t, heads, skip_reshape) for t in (q, k, v)))
+    out = fastest_sdpa(*_to_heads(q, k, v, heads, skip_reshape))
     return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 
 
-def _apply_model_wrapper(settings: SparseSettings, text_leads: bool):
+def _apply_model_wrapper(settings: SparseSettings, text_leads: bool, patch_size: tuple[int, ...] | None):
+    """Opens the window per step. Wan: self-attention is recognised by its length, the image-token count from
+    `patch_size`; an image exactly as long as the text stays dense (SD3 and Flux have no cross-attention)."""
+
     def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
         options = dict(transformer_options or {})
         sigma = float(t.max())
@@ -112,7 +118,11 @@ def _apply_model_wrapper(settings: SparseSettings, text_leads: bool):
             text = settings.text_tokens
             if text < 0:
                 text = c_crossattn.shape[1] if (text_leads and c_crossattn is not None) else 0
-            options[STEP_KEY] = {"text_tokens": text, "text_leads": text_leads}
+            tokens = None
+            if patch_size:  # Wan: an image as long as the text cannot be told from cross-attention: stay dense
+                tokens = math.prod(-(-s // p) for s, p in zip(x.shape[2:], patch_size, strict=True))
+                tokens = -1 if c_crossattn is not None and tokens == c_crossattn.shape[1] else tokens
+            options[STEP_KEY] = {"text_tokens": text, "text_leads": text_leads, "tokens": tokens}
         return executor(x, t, c_concat, c_crossattn, control, options, **kw)
 
     return wrapper
@@ -133,12 +143,13 @@ def _outer_sample_wrapper(stats: SparseStats, family: str):
 def install(patcher, family: str, settings: SparseSettings) -> SparseStats:
     """Patch `patcher` (a clone, patched in place) and return the stats of its last sampling run."""
     stats = SparseStats()
+    patch_size = tuple(patcher.get_model_object("diffusion_model").patch_size) if family == "Wan" else None
     options = patcher.model_options.setdefault("transformer_options", {})
     if "optimized_attention_override" in options:
         log.warning("Pyra sparse attention replaces an attention override already on this model")
     options["optimized_attention_override"] = make_override(settings, stats)
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
-                                 _apply_model_wrapper(settings, FAMILIES[family][1]))
+                                 _apply_model_wrapper(settings, FAMILIES[family][1], patch_size))
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                  _outer_sample_wrapper(stats, family))
     return stats
