@@ -18,6 +18,7 @@ from .previews import PyraCoarsePreviewGuider, PyraMultiLevelDecode
 from .pyramid import PyraPyramidGuider, PyraPyramidSampler
 from .sara_convert import PyraConvertSaRA
 from .schedules import PyraSearchedSigmas
+from .sparse_attention import PyraSparseAttention
 from .sparsify import PyraSparsify
 from .step_cache import PyraStepCache
 from .vae_decode import PyraExactVAEDecode
@@ -49,6 +50,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraDFMLoader,
     PyraDFMSampler,
     PyraStepCache,
+    PyraSparseAttention,
 ]
 
 adapter_types.register()  # the stock LoRA loaders read sparse and Householder adapter files from here on
