@@ -119,7 +119,8 @@ class DFMTrainer:
             if self.lora is not None:
                 self.lora.detach()
             for p, flag in flags:
-                p.requires_grad_(flag)
+                with torch.inference_mode(p.is_inference()):  # an inference tensor's flag is only set back there
+                    p.requires_grad_(flag)
 
     def velocity(self, context, y):
         device = next(self.layers.parameters()).device

@@ -9,8 +9,10 @@ import torch
 @pytest.fixture(scope="module")
 def setup(comfy_host):
     demo = comfy_host.module("nodes.demo_models")
-    patcher = demo.build_tiny_model("sd3")
-    demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+    with torch.inference_mode():  # the weights are inference tensors, as in a model the server loaded
+        patcher = demo.build_tiny_model("sd3")
+        demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+    assert patcher.model.diffusion_model.x_embedder.proj.weight.is_inference()
     cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
     g = torch.Generator().manual_seed(5)
     latents = {"samples": torch.randn(2, 16, 16, 16, generator=g)}
