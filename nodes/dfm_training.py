@@ -102,7 +102,8 @@ def _resume(path: Path, layers, arch, config: TrainConfig):
 
 def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig, steps: int, batch_size: int,
               path: Path, resume: bool = False, on_step=None) -> DFMTrainResult:
-    """Finetune the DFM `model` on clean `latents` (N, C, H, W); save to `path` (+ optimizer state).
+    """Finetune the DFM `model` on clean `latents` (N, C, H, W) as a LATENT holds them (VAE output, before the
+    model's process_latent_in); save to `path` (+ optimizer state).
 
     on_step(step_done, total, loss) is called after every step (progress, interruption).
     """
@@ -115,7 +116,7 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         device = mp.load_device
         arch = adapter_for(mp.model.diffusion_model)
         layers = copy.deepcopy(runner.layers).float().to(device)  # the input model keeps its own layers
-        latents = latents.float().clone().to(device)
+        latents = mp.model.process_latent_in(latents.float().clone()).to(device)  # the model's latent space
         contexts = [_autograd_conds(c).to(device) for c in contexts]
         pooled = [_autograd_conds(p).to(device) if p is not None else None for p in pooled]
         lora, state = None, None
