@@ -15,7 +15,8 @@ def setup(comfy_host):
     assert patcher.model.diffusion_model.x_embedder.proj.weight.is_inference()
     cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
     g = torch.Generator().manual_seed(5)
-    latents = {"samples": torch.randn(2, 16, 16, 16, generator=g)}
+    fmt = patcher.model.latent_format  # raw VAE-side latents that are unit-variance in the model's space
+    latents = {"samples": torch.randn(2, 16, 16, 16, generator=g) / fmt.scale_factor + fmt.shift_factor}
     return comfy_host, patcher, cond, latents
 
 
