@@ -84,4 +84,5 @@ def report(result, shown: str) -> str:
         f"{result.trainable} trainable values",
         f"loss (mean of {k} steps) {sum(first) / k:.5f} -> {sum(last) / k:.5f}",
         f"fixed-noise loss {result.probe_before:.5f} -> {result.probe_after:.5f}",
+        "per-level loss, last step (coarse first): " + ", ".join(f"{x:.5f}" for x in result.level_losses[-1]),
     ])
