@@ -10,6 +10,7 @@ from .adapter_train import PyraTrainSparseAdapter
 from .analytic import PyraAnalyticModel
 from .demo_conditioning import PyraDemoConditioning
 from .dfm import PyraDFMConvert, PyraDFMLoader, PyraDFMSampler, PyraDFMSave
+from .dfm_train import PyraDFMTrain
 from .feature_slicing import PyraFeatureSlicing
 from .highres import PyraDiffuseHigh
 from .lora_tools import PyraExtractLoRA, PyraMergeLoRA, PyraResizeLoRA
@@ -49,6 +50,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraDFMSave,
     PyraDFMLoader,
     PyraDFMSampler,
+    PyraDFMTrain,
     PyraStepCache,
     PyraSparseAttention,
 ]

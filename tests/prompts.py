@@ -229,3 +229,19 @@ def dfm_convert_sample(levels: int = 2, stage_steps: str = "3, 2", prefix: str =
         "model": ["9", 0], "seed": 3, "stage_steps": stage_steps, "thresholds": "0.3", "solver": "euler",
         "cfg": 2.0, "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0]}}
     return prompt
+
+
+def dfm_train_sample(steps: int = 6, resume: bool = False, name: str = "pyra_test_dfm_train",
+                     prefix: str = "pyra_test_dfm_train") -> dict:
+    """dfm_convert_sample with PyraDFMTrain between convert and sampler, on 2 latents the base model sampled."""
+    prompt = dfm_convert_sample(prefix=prefix)
+    prompt["10"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}}
+    prompt["11"] = {"class_type": "KSampler", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["10", 0], "seed": 4,
+        "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+    prompt["12"] = {"class_type": "PyraDFMTrain", "inputs": {
+        "model": ["9", 0], "latents": ["11", 0], "positive": ["2", 0], "steps": steps, "learning_rate": 1e-3,
+        "batch_size": 2, "core": "lora", "lora_rank": 4, "seed": 0, "gradient_checkpointing": True, "bf16": False,
+        "save_name": name, "resume": resume}}
+    prompt["5"]["inputs"]["model"] = ["12", 0]
+    return prompt

@@ -119,7 +119,8 @@ class DFMTrainer:
             if self.lora is not None:
                 self.lora.detach()
             for p, flag in flags:
-                p.requires_grad_(flag)
+                with torch.inference_mode(p.is_inference()):  # an inference tensor's flag is only set back there
+                    p.requires_grad_(flag)
 
     def velocity(self, context, y):
         device = next(self.layers.parameters()).device
@@ -136,6 +137,14 @@ class DFMTrainer:
         x0 = split(latents.float(), self.layers.levels)
         sigmas, mask = sample_times(latents.shape[0], self.dist, self.generator)
         return dfm_loss(self.velocity(context, y), x0, level_noise(x0, self.generator), sigmas, mask)
+
+    def fixed_loss(self, latents: Tensor, context=None, y=None, seed: int = 0) -> float:
+        """The loss at seeded timesteps and noise, without an update: comparable before and after training."""
+        g = torch.Generator().manual_seed(seed)
+        x0 = split(latents.float(), self.layers.levels)
+        sigmas, mask = sample_times(latents.shape[0], self.dist, g)
+        with self._trainable(), torch.no_grad():
+            return float(dfm_loss(self.velocity(context, y), x0, level_noise(x0, g), sigmas, mask)[0])
 
     def step(self, latents: Tensor, context=None, y=None) -> tuple[float, list[float]]:
         """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss, per-level losses)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prompts import dfm_convert_sample
+from prompts import dfm_convert_sample, dfm_train_sample
 
 pytestmark = pytest.mark.server
 
@@ -25,3 +25,22 @@ def test_a_stock_sampler_on_a_dfm_model_is_a_clear_error(server):
     entry = server.wait(server.queue(prompt), timeout=120, allow_error=True)
     errors = [m[1]["exception_message"] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert errors and "PyraDFMSampler" in errors[0]
+
+
+def test_train_then_sample_then_resume(server):
+    """Trains in the server's inference mode on latents the server made; the file loads; resume goes on."""
+    entry = server.wait(server.queue(dfm_train_sample(steps=4, name="pyra_e2e_dfm")), timeout=600)
+    (report,) = entry["outputs"]["12"]["text"]
+    assert "steps 0 -> 4" in report, report
+    (img,) = server.output_arrays(entry)
+    assert img.shape == (128, 128, 3) and np.isfinite(img).all()
+    assert (server.base / "output" / "dfm" / "pyra_e2e_dfm.safetensors").is_file()
+    assert (server.base / "output" / "dfm" / "pyra_e2e_dfm.optimizer.pt").is_file()
+    entry = server.wait(server.queue(dfm_train_sample(steps=2, resume=True, name="pyra_e2e_dfm",
+                                                      prefix="pyra_e2e_dfm_resumed")), timeout=600)
+    (report,) = entry["outputs"]["12"]["text"]
+    assert "steps 4 -> 6" in report, report
+    loaded = dfm_convert_sample(prefix="pyra_e2e_dfm_loaded")
+    loaded["9"] = {"class_type": "PyraDFMLoader", "inputs": {"model": ["1", 0], "dfm_name": "pyra_e2e_dfm.safetensors"}}
+    (img,) = server.output_arrays(server.wait(server.queue(loaded), timeout=300))
+    assert img.shape == (128, 128, 3) and np.isfinite(img).all()
