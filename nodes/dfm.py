@@ -16,11 +16,13 @@ from ..core.dfm.sampler import SOLVERS, parse_plan
 from . import dfm_model
 from .dfm_sampling import sample_dfm_host
 
-FOLDER = "pyra_dfm"
-if FOLDER not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[FOLDER] = (
-        [str(Path(folder_paths.models_dir) / "dfm"), str(Path(folder_paths.get_output_directory()) / "dfm")],
-        {".safetensors"})
+FOLDER = dfm_model.FOLDER
+dfm_model.register_folder()
+
+
+def _dfm_names() -> list[str]:
+    dfm_model.register_folder()
+    return folder_paths.get_filename_list(FOLDER)
 
 
 class PyraDFMConvert(io.ComfyNode):
@@ -69,13 +71,14 @@ class PyraDFMLoader(io.ComfyNode):
             description=("Loads a DFM checkpoint (models/dfm or output/dfm) onto its base model: per-level layers "
                          "plus the core LoRA, if the file has one."),
             inputs=[io.Model.Input("model", tooltip="The base flow model the checkpoint was made from."),
-                    io.Combo.Input("dfm_name", options=folder_paths.get_filename_list(FOLDER),
+                    io.Combo.Input("dfm_name", options=_dfm_names(),
                                    tooltip="The DFM checkpoint.")],
             outputs=[io.Model.Output(tooltip="The DFM model; sample it with PyraDFMSampler.")],
         )
 
     @classmethod
     def execute(cls, model, dfm_name: str) -> io.NodeOutput:
+        dfm_model.register_folder()
         path = folder_paths.get_full_path(FOLDER, dfm_name)
         if path is None:
             raise dfm_model.DFMError(f"no DFM checkpoint {dfm_name!r} in models/dfm or output/dfm")

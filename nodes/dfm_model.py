@@ -9,8 +9,10 @@ into one tensor and their noise levels in transformer_options["pyra_dfm"].
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import comfy.lora
+import folder_paths
 import torch
 
 from ..core.dfm.arch import adapter_for
@@ -19,6 +21,9 @@ from ..core.dfm.levels import pack, unpack
 from ..core.dfm.network import DFMLayers, dfm_forward
 
 log = logging.getLogger("pyra")
+
+
+FOLDER = "pyra_dfm"  # models/dfm and output/dfm, registered by nodes/dfm.py
 
 
 class DFMError(ValueError):
@@ -99,7 +104,19 @@ def save(model, path, lora: dict | None = None, extra: dict | None = None):
     runner = runner_of(model)
     meta = {"levels": runner.levels, "family": adapter_for(model.model.diffusion_model).family,
             "base": runner.base_fingerprint, **(extra or {})}
-    return save_dfm(path, runner.layers, meta, lora)
+    written = save_dfm(path, runner.layers, meta, lora)
+    register_folder()
+    # the host caches folder listings and misses a folder created after the listing: let PyraDFMLoader see it
+    folder_paths.filename_list_cache.pop(FOLDER, None)
+    return written
+
+
+def register_folder() -> None:
+    """models/dfm and <output>/dfm as the host's `pyra_dfm` folder, with the output folder as it is NOW (a
+    launcher may set it after the pack is imported)."""
+    wanted = [str(Path(folder_paths.models_dir) / "dfm"), str(Path(folder_paths.get_output_directory()) / "dfm")]
+    paths, extensions = folder_paths.folder_names_and_paths.get(FOLDER, ([], {".safetensors"}))
+    folder_paths.folder_names_and_paths[FOLDER] = (paths + [p for p in wanted if p not in paths], extensions)
 
 
 def load(model, path):
