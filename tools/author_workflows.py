@@ -210,6 +210,72 @@ def dfm_convert_sample() -> dict:
     return p
 
 
+def searched_schedule() -> dict:
+    """A searched 10-step schedule in the stock SamplerCustomAdvanced, with coarse previews."""
+    p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
+    p.update({
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+        "7": {"class_type": "CFGGuider", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 3.5}},
+        "8": {"class_type": "PyraCoarsePreviewGuider", "inputs": {"guider": ["7", 0], "preview_size": 0}},
+        "9": {"class_type": "RandomNoise", "inputs": {"noise_seed": 6}},
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
+        "11": {"class_type": "PyraSearchedSigmas", "inputs": {
+            "model": ["1", 0], "family": "auto", "sampler": "dpmpp_2m", "steps": 10, "denoise": 1.0}},
+        "12": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["9", 0], "guider": ["8", 0], "sampler": ["10", 0], "sigmas": ["11", 0],
+            "latent_image": ["4", 0]}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["6", 0]}},
+        "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "pyra_searched"}},
+    })
+    return p
+
+
+def sparse_compute() -> dict:
+    """Feature slicing, the step cache and block-sparse attention stacked on the demo SD3."""
+    p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
+    p.update({
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "7": {"class_type": "PyraFeatureSlicing", "inputs": {"model": ["1", 0], "slice_tokens": 256}},
+        "8": {"class_type": "PyraStepCache", "inputs": {
+            "model": ["7", 0], "preset": "auto", "threshold": -1.0, "start_percent": 0.15, "end_percent": 0.95,
+            "cache_on_cpu": False}},
+        "9": {"class_type": "PyraSparseAttention", "inputs": {
+            "model": ["8", 0], "keep_mass": 0.9, "keep_ratio": 0.0, "block_size": "64", "start_percent": 0.2,
+            "end_percent": 1.0, "text_tokens": -1, "fastest_dense_backend": True}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["9", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 8,
+            "steps": 12, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse_compute"}},
+    })
+    return p
+
+
+def dfm_train() -> dict:
+    """A 2-level DFM model of the demo SD3 finetuned for a few steps on latents it made, then sampled."""
+    p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
+    p.update({
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 4}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 2,
+            "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "7": {"class_type": "PyraDFMConvert", "inputs": {"model": ["1", 0], "levels": 2}},
+        "8": {"class_type": "PyraDFMTrain", "inputs": {
+            "model": ["7", 0], "latents": ["5", 0], "positive": ["2", 0], "steps": 10, "learning_rate": 1e-3,
+            "batch_size": 2, "core": "lora", "lora_rank": 4, "seed": 0, "gradient_checkpointing": False,
+            "bf16": False, "save_name": "pyra-demo-dfm", "resume": False}},
+        "9": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+        "10": {"class_type": "PyraDFMSampler", "inputs": {
+            "model": ["8", 0], "seed": 5, "stage_steps": "12, 6", "thresholds": "0.3", "solver": "euler",
+            "cfg": 3.5, "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0],
+            "latent_image": ["9", 0]}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["6", 0]}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "pyra_dfm_trained"}},
+    })
+    return p
+
+
 SPECS = {
     "pyra-two-stage-highres": two_stage_highres,
     "pyra-flux-style-pyramid": flux_style_pyramid,
@@ -219,6 +285,9 @@ SPECS = {
     "pyra-train-sparse-adapter": train_sparse_adapter,
     "pyra-sparsify": sparsify_then_sample,
     "pyra-dfm-convert-sample": dfm_convert_sample,
+    "pyra-searched-schedule": searched_schedule,
+    "pyra-sparse-compute": sparse_compute,
+    "pyra-dfm-train": dfm_train,
 }
 
 
