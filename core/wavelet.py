@@ -119,15 +119,21 @@ def reconstruct(pyramid: list[Bands], wave: str = "db4", ll: torch.Tensor | None
     return cur
 
 
+def low_band(x: torch.Tensor, levels: int = 1, wave: str = "db4") -> torch.Tensor:
+    """The coarsest low band of `levels` nested transforms."""
+    return decompose(x, levels, wave)[-1].ll
+
+
 def replace_low_band(x: torch.Tensor, reference: torch.Tensor, levels: int = 1, wave: str = "db4",
-                     strength: float = 1.0) -> torch.Tensor:
+                     strength: float = 1.0, reference_ll: torch.Tensor | None = None) -> torch.Tensor:
     """`x` with its coarsest low band moved toward `reference`'s (fully at strength 1); details kept from `x`.
 
     This is the structure guidance of DiffuseHigh: the composition comes from the reference, the detail from `x`.
+    `reference_ll`, the reference's `low_band` computed once, saves redoing it when the reference is fixed.
     """
     if x.shape[-2:] != reference.shape[-2:]:
         raise ValueError(f"reference is {tuple(reference.shape[-2:])}, the tensor {tuple(x.shape[-2:])}")
     px = decompose(x, levels, wave)
-    ref_ll = decompose(reference.to(x.device), levels, wave)[-1].ll
-    ll = px[-1].ll + strength * (ref_ll - px[-1].ll)
+    ref_ll = low_band(reference, levels, wave) if reference_ll is None else reference_ll
+    ll = px[-1].ll + strength * (ref_ll.to(x.device) - px[-1].ll)
     return reconstruct(px, wave, ll).to(x.dtype)

@@ -20,7 +20,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..wavelet import replace_low_band
+from ..pyramids import upsample
+from ..wavelet import low_band, replace_low_band
 
 
 def parse_scales(text: str) -> list[float]:
@@ -81,12 +82,8 @@ def sharpen(x: torch.Tensor, alpha: float, sigma: float = 1.0) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resize the last two dims of a 4-D or 5-D (video: frames kept) tensor."""
-    lead = x.shape[:-2]
-    y = x.reshape(-1, 1, *x.shape[-2:]).float()
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    y = F.interpolate(y, size=size, mode=mode, **kwargs)
-    return y.reshape(*lead, *size).to(x.dtype)
+    """Resize the last two dims of a 4-D or 5-D (video: frames kept) tensor, keeping its dtype."""
+    return upsample(x, size, mode).to(x.dtype)
 
 
 class StructureGuide:
@@ -102,6 +99,7 @@ class StructureGuide:
         self.reference, self.until_sigma, self.levels = reference, float(until_sigma), levels
         self.wave, self.strength = wave, strength
         self.to_pixels, self.from_pixels = to_pixels, from_pixels
+        self.reference_ll = low_band(reference, levels, wave)  # the reference is fixed: transform it once
         self.calls = 0
 
     def active(self, sigma: torch.Tensor) -> bool:
@@ -113,7 +111,8 @@ class StructureGuide:
             return denoised
         self.calls += 1
         if self.to_pixels is None:
-            return replace_low_band(denoised, self.reference, self.levels, self.wave, self.strength)
+            return replace_low_band(denoised, self.reference, self.levels, self.wave, self.strength,
+                                    self.reference_ll)
         image = self.to_pixels(denoised)
-        image = replace_low_band(image, self.reference, self.levels, self.wave, self.strength)
+        image = replace_low_band(image, self.reference, self.levels, self.wave, self.strength, self.reference_ll)
         return self.from_pixels(image).to(denoised)
