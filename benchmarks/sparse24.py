@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,21 +32,7 @@ VARIANTS = ("dense", "stock", "cslt_eager", "cslt_graph", "ours", "ours_col", "o
 
 
 def per_call_ms(fn, inner: int = 10, repeats: int = 15) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
-    return statistics.median(times)
+    return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=inner, warmup=3)
 
 
 def rel(a, b) -> float:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..core.sparse import compile_filter, lowrank_compensation, prune_nm
 from ..kernels.sparse24_linear import Sparse24Linear, fast_backend_reason, sparse24_linear
+from ..kernels.timing import cuda_median_ms
 from .sparse_linear import PyraSparseLinear
 
 _DENSE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -49,28 +50,13 @@ def skip_reason(mod: torch.nn.Module) -> str | None:
     return None
 
 
-def median_ms(fn, repeats: int = 7, inner: int = 3) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
-    return statistics.median(times)
-
-
 def speed_check(sparse: torch.Tensor, lowrank, tokens: int) -> tuple[float, float] | str:
     """(dense ms, sparse ms) for one call at `tokens` on the GPU, or why no fast kernel applies."""
     op = Sparse24Linear(sparse, None, lowrank)
     if op.backend != "cusparselt":
         return op.reason
     x = torch.randn(tokens, sparse.shape[1], device=sparse.device, dtype=sparse.dtype)
-    return median_ms(lambda: F.linear(x, sparse)), median_ms(lambda: op(x))
+    return cuda_median_ms(lambda: F.linear(x, sparse)), cuda_median_ms(lambda: op(x))
 
 
 def random_input_error(w: torch.Tensor, sparse: torch.Tensor, lowrank) -> float:
