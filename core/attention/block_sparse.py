@@ -27,17 +27,22 @@ def to_flex_block_mask(block_mask: torch.Tensor, block_size: int, q_len: int, k_
     """BlockMask for flex_attention from a bool (B, H, nq, nk) block mask; a ragged last key block is masked."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    counts = block_mask.sum(-1, dtype=torch.int32)
-    indices = torch.argsort(block_mask.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    def kv_blocks(mask: torch.Tensor):
+        counts = mask.sum(-1, dtype=torch.int32)
+        return counts, torch.argsort(mask.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
 
     def kept(b, h, q_idx, kv_idx):  # the element mask: eager flex_attention and partial blocks read it
         return block_mask[b, h, q_idx // block_size, kv_idx // block_size] & (kv_idx < k_len)
 
-    if k_len % block_size == 0:  # every kept block is full: the compiled kernel skips mask_mod work
-        return BlockMask.from_kv_blocks(torch.zeros_like(counts), indices, counts, indices,
-                                        BLOCK_SIZE=block_size, mask_mod=kept, seq_lengths=(q_len, k_len))
-    return BlockMask.from_kv_blocks(counts, indices, BLOCK_SIZE=block_size, mask_mod=kept,
-                                    seq_lengths=(q_len, k_len))
+    # Kept blocks are "full" (the compiled kernel skips mask_mod work on them) except a ragged last key block,
+    # which stays "partial" so that mask_mod hides the keys past k_len.
+    full = block_mask.clone()
+    if k_len % block_size:
+        full[..., -1] = False
+    partial_counts, partial_idx = kv_blocks(block_mask & ~full)
+    full_counts, full_idx = kv_blocks(full)
+    return BlockMask.from_kv_blocks(partial_counts, partial_idx, full_counts, full_idx, BLOCK_SIZE=block_size,
+                                    mask_mod=kept, seq_lengths=(q_len, k_len))
 
 
 class SparseAttentionBackend:
