@@ -7,7 +7,8 @@ For each model and ladder: the speedup the FLOP count predicts (one forward per 
 torch's FlopCounterMode, weighted by the steps each stage runs, plus the one extra evaluation every lower
 level makes at its end) and the measured one (median wall time of whole `guider.sample` runs, direct at
 full resolution vs pyramid, same sampler, schedule and noise). Weights are random: speed does not depend
-on their values.
+on their values. The pyramid runs with its low-resolution stages replayed from CUDA graphs (the default) and
+eagerly (`cuda_graphs=False`), with the relative difference of the two results.
 """
 
 from __future__ import annotations
@@ -119,16 +120,19 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
     def direct():
         return guider.sample(noise, latent, sampler, sigmas, seed=1, disable_pbar=True)
 
-    def pyramid(ladder):
+    def pyramid(ladder, graphs=True):
         levels = pyr.parse_ladder(ladder)
         return lambda: pyr_sampling.pyramid_sample(guider, noise, latent, sampler, sigmas, levels, seed=1,
-                                                   disable_pbar=True)
+                                                   disable_pbar=True, cuda_graphs=graphs)
 
     result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops,
               "step_seconds": step_seconds(guider, sampler, sigmas, channels, side)}
     times = {"direct": timed(direct, args.repeats)}
     for key, ladder in LADDERS.items():
         times[key] = timed(pyramid(ladder), args.repeats)
+        times[f"{key}_eager"] = timed(pyramid(ladder, graphs=False), args.repeats)
+        graphed, eager = pyramid(ladder)().float(), pyramid(ladder, graphs=False)().float()
+        result[f"graph_vs_eager_rel_diff_{key}"] = float((graphed - eager).norm() / eager.norm())
         stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
         cost = sum((s.end - s.start) * flops[s.factor] for s in stages) + sum(flops[s.factor] for s in stages[:-1])
         result[f"predicted_{key}"] = args.steps * flops[1] / cost
@@ -138,6 +142,7 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     for key in LADDERS:
         result[f"speedup_{key}"] = med["direct"] / med[key]
+        result[f"speedup_{key}_eager"] = med["direct"] / med[f"{key}_eager"]
         result[f"efficiency_{key}"] = result[f"speedup_{key}"] / result[f"predicted_{key}"]
     result["seconds"] = times
     return result
@@ -157,14 +162,17 @@ def markdown(out: dict) -> str:
     dev = out["device"]
     lines = [f"# Pyramid sampling speed ({dev['gpu']}, driver {dev['driver']}, torch {dev['torch']}, "
              f"triton {dev['triton']}, {dev['date']})", "", f"Command: `{out['command']}`", "",
-             "| model | size | ladder | direct s | pyramid s | predicted | measured | measured/predicted |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | size | ladder | direct s | pyramid s | predicted | measured | measured/predicted | "
+             "eager pyramid s | eager measured | graphs vs eager rel. diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for family, res in out["results"].items():
         direct = statistics.median(res["seconds"]["direct"])
         for key, ladder in LADDERS.items():
             lines.append(f"| {family} | {res['size']} | {key}: `{ladder}` | {direct:.2f} | "
                          f"{statistics.median(res['seconds'][key]):.2f} | {res[f'predicted_{key}']:.2f}x | "
-                         f"{res[f'speedup_{key}']:.2f}x | {res[f'efficiency_{key}']:.0%} |")
+                         f"{res[f'speedup_{key}']:.2f}x | {res[f'efficiency_{key}']:.0%} | "
+                         f"{statistics.median(res['seconds'][f'{key}_eager']):.2f} | "
+                         f"{res[f'speedup_{key}_eager']:.2f}x | {res[f'graph_vs_eager_rel_diff_{key}']:.1e} |")
     return "\n".join(lines) + "\n"
 
 

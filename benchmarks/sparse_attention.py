@@ -11,6 +11,8 @@ attention concentrates near the diagonal as in video DiTs), at 80 % and 90 % blo
   sparse_total   predict_block_mask + BlockMask build + compiled flex_attention (what the node runs)
   sparse_kernel  the compiled flex_attention call alone on a prebuilt BlockMask
   error          ||sparse - dense|| / ||dense|| at the predicted mask
+First, a sweep of the kernel's Triton tile configurations (kernel alone, 32k tokens, 80 % sparsity); the cases
+then run with the fastest, which is the one to set as core/attention/block_sparse.py KERNEL_OPTIONS.
 Times are medians of CUDA-event timings after warm-up. The headline keys are merged into
 --merge (default benchmarks/results/sparse-compute-h200.json, shared with the other issue-7 figures).
 """
@@ -74,7 +76,40 @@ def dense(backend_name: str):
     return run
 
 
-def bench_case(attn, sparse_mod, n: int, sparsity: float) -> dict:
+TILE_CONFIGS = {  # name: flex_attention kernel_options (BLOCK_M, BLOCK_N, num_stages, num_warps)
+    "default": None,
+    "m128n64s3w4": {"BLOCK_M": 128, "BLOCK_N": 64, "num_stages": 3, "num_warps": 4},
+    "m128n128s3w4": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 3, "num_warps": 4},
+    "m128n128s2w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 2, "num_warps": 8},
+    "m128n128s3w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 3, "num_warps": 8},
+    "m64n128s3w4": {"BLOCK_M": 64, "BLOCK_N": 128, "num_stages": 3, "num_warps": 4},
+    "m64n64s3w4": {"BLOCK_M": 64, "BLOCK_N": 64, "num_stages": 3, "num_warps": 4},
+    "default_tma": {"USE_TMA": True},
+}
+
+
+def sweep_tiles(attn, sparse_mod, n: int, sparsity: float) -> dict:
+    """Kernel-alone ms per tile configuration on one predicted mask (a failed compile is recorded, not fatal)."""
+    import torch
+
+    q, k, v = structured_qkv(n)
+    mask = attn.predict_block_mask(q, k, BLOCK, keep_ratio=1.0 - sparsity)
+    flex_mask = sparse_mod.to_flex_block_mask(mask.expand(1, HEADS, -1, -1), BLOCK, n, n)
+    ref = sparse_mod.SparseAttentionBackend(None).kernel(q)(q, k, v, flex_mask)
+    times = {}
+    for name, options in TILE_CONFIGS.items():
+        try:
+            kernel = sparse_mod.SparseAttentionBackend(options).kernel(q)
+            err = ((kernel(q, k, v, flex_mask).float() - ref.float()).norm() / ref.float().norm()).item()
+            times[name] = {"ms": median_ms(lambda kernel=kernel: kernel(q, k, v, flex_mask)), "diff_vs_default": err}
+        except Exception as exc:  # a config the compiler rejects is a result of the sweep
+            times[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        print("tile", name, times[name], flush=True)
+        torch._dynamo.reset()
+    return times
+
+
+def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None) -> dict:
     import torch
 
     torch.cuda.empty_cache()  # the previous case's tensors are gone with its frame
@@ -83,7 +118,7 @@ def bench_case(attn, sparse_mod, n: int, sparsity: float) -> dict:
     ref = dense("cudnn")(q, k, v)
     for name in ("cudnn", "flash"):
         row[f"{name}_ms"] = median_ms(lambda name=name: dense(name)(q, k, v))
-    backend = sparse_mod.SparseAttentionBackend()
+    backend = sparse_mod.SparseAttentionBackend(options)
     keep = 1.0 - sparsity
 
     def total():
@@ -99,7 +134,7 @@ def bench_case(attn, sparse_mod, n: int, sparsity: float) -> dict:
     row["predict_ms"] = median_ms(lambda: attn.predict_block_mask(q, k, BLOCK, keep_ratio=keep))
     flex_mask = sparse_mod.to_flex_block_mask(mask.expand(1, HEADS, -1, -1), BLOCK, n, n)
     kernel = backend.kernel(q)
-    row["sparse_kernel_ms"] = median_ms(lambda: kernel(q, k, v, block_mask=flex_mask))
+    row["sparse_kernel_ms"] = median_ms(lambda: kernel(q, k, v, flex_mask))
     for name in ("cudnn", "flash"):
         row[f"speedup_vs_{name}"] = row[f"{name}_ms"] / row["sparse_total_ms"]
     return row
@@ -108,6 +143,11 @@ def bench_case(attn, sparse_mod, n: int, sparsity: float) -> dict:
 def markdown(out: dict) -> str:
     lines = ["# Block-sparse attention (FlexAttention + predicted mask) vs dense SDPA", "",
              f"Device: {json.dumps(out['device'])}", "", f"Command: `{out['command']}`", "",
+             "Tile sweep (kernel alone, 32k tokens, 80 % sparsity): " + ", ".join(
+                 f"{name} {r['ms']:.2f} ms" if "ms" in r else f"{name} failed"
+                 for name, r in out["tile_sweep_32k_s80"].items()),
+             "", f"Cases run with `{out['tile_config']['name']}`: "
+             f"{json.dumps(out['tile_config']['kernel_options'])}", "",
              "| case | sparsity | cuDNN ms | flash ms | sparse total ms | mask ms | kernel ms | x cuDNN | x flash | "
              "rel. error |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in out["cases"].items():
@@ -125,9 +165,12 @@ def main() -> int:
     args = parser.parse_args()
     attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
+    out["tile_sweep_32k_s80"] = sweep = sweep_tiles(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
+    best = min((name for name in sweep if "ms" in sweep[name]), key=lambda name: sweep[name]["ms"])
+    out["tile_config"] = {"name": best, "kernel_options": TILE_CONFIGS[best]}
     for tkey, n in TOKENS.items():
         for skey, s in SPARSITY.items():
-            out["cases"][f"{tkey}_{skey}"] = row = bench_case(attn, sparse_mod, n, s)
+            out["cases"][f"{tkey}_{skey}"] = row = bench_case(attn, sparse_mod, n, s, TILE_CONFIGS[best])
             print(f"{tkey}_{skey}", json.dumps(row), flush=True)
     headline = {f"attn_speedup_{case}_vs_cudnn": r["speedup_vs_cudnn"] for case, r in out["cases"].items()}
     headline |= {f"attn_speedup_{case}_vs_flash": r["speedup_vs_flash"] for case, r in out["cases"].items()}

@@ -29,6 +29,13 @@ def _upsample_input() -> io.Combo.Input:
                                   "part and the noise statistics are exact whatever you choose.")
 
 
+def _graphs_input() -> io.Boolean.Input:
+    return io.Boolean.Input("cuda_graphs", default=True, optional=True,
+                            tooltip="Replay the model from CUDA graphs in the low-resolution stages, where a "
+                                    "forward is bound by kernel launches (same result, faster). Runs eagerly "
+                                    "where a graph cannot (CPU, low VRAM, attention patches).")
+
+
 def _validate_ladder(ladder: str) -> bool | str:
     try:
         parse_ladder(ladder)
@@ -53,6 +60,7 @@ class PyraPyramidGuider(io.ComfyNode):
                 io.Guider.Input("guider", tooltip="The guider to run at every level (CFGGuider, BasicGuider, ...)."),
                 _ladder_input(),
                 _upsample_input(),
+                _graphs_input(),
             ],
             outputs=[io.Guider.Output(tooltip="A coarse-to-fine guider for SamplerCustomAdvanced.")],
         )
@@ -62,8 +70,8 @@ class PyraPyramidGuider(io.ComfyNode):
         return _validate_ladder(ladder)
 
     @classmethod
-    def execute(cls, guider, ladder: str, upsample: str) -> io.NodeOutput:
-        return io.NodeOutput(PyramidGuider(guider, parse_ladder(ladder), upsample))
+    def execute(cls, guider, ladder: str, upsample: str, cuda_graphs: bool = True) -> io.NodeOutput:
+        return io.NodeOutput(PyramidGuider(guider, parse_ladder(ladder), upsample, cuda_graphs))
 
 
 class PyraPyramidSampler(io.ComfyNode):
@@ -92,8 +100,9 @@ class PyraPyramidSampler(io.ComfyNode):
                                tooltip="Fraction of the schedule to run, as in KSampler."),
                 _ladder_input(),
                 _upsample_input(),
+                _graphs_input(),
             ],
-            outputs=[io.Latent.Output()],
+            outputs=[io.Latent.Output(tooltip="The denoised latent at the full size.")],
         )
 
     @classmethod
@@ -102,7 +111,7 @@ class PyraPyramidSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-                ladder, upsample) -> io.NodeOutput:
+                ladder, upsample, cuda_graphs=True) -> io.NodeOutput:
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         ms = model.get_model_object("model_sampling")
         total = steps if denoise >= 1.0 else int(steps / max(denoise, 1e-4))
@@ -114,7 +123,7 @@ class PyraPyramidSampler(io.ComfyNode):
         callback = coarse_callback(latent_preview.prepare_callback(model, steps))
         samples = pyramid_sample(guider, noise, latent, comfy.samplers.sampler_object(sampler_name), sigmas,
                                  parse_ladder(ladder), upsample, latent_image.get("noise_mask"), callback,
-                                 not comfy.utils.PROGRESS_BAR_ENABLED, seed)
+                                 not comfy.utils.PROGRESS_BAR_ENABLED, seed, cuda_graphs=cuda_graphs)
         out = latent_image.copy()
         out["samples"] = samples.to(comfy.model_management.intermediate_device())
         return io.NodeOutput(out)

@@ -25,6 +25,7 @@ from ..core.samplers.pyramid import (
     plan_stages,
     pool,
 )
+from .cuda_graphs import GraphedForward
 
 log = logging.getLogger("pyra")
 UPSAMPLERS = ("bicubic", "bilinear", "nearest")
@@ -121,9 +122,11 @@ def _min_level_size(model_patcher) -> int:
 
 
 def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsample="bicubic", denoise_mask=None,
-                   callback=None, disable_pbar=False, seed=None, noise_correction=True):
+                   callback=None, disable_pbar=False, seed=None, noise_correction=True, cuda_graphs=True):
     """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample.
 
+    cuda_graphs: the low-resolution stages replay the model's forward from CUDA graphs (nodes/cuda_graphs.py),
+    where it is launch-bound; the full-resolution stage always runs eagerly.
     `noise_correction=False` only exists to measure what the lift's noise correction is worth.
     """
     patcher = guider.model_patcher
@@ -146,7 +149,7 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
     fmt = patcher.model.latent_format
     total = len(sigmas) - 1 + len(stages) - 1
     offset, unit_noise, clean = 0, None, None
-    original_conds = guider.original_conds
+    original_conds, original_options = guider.original_conds, guider.model_options
     try:
         for i, stage in enumerate(stages):
             last = i == len(stages) - 1
@@ -167,8 +170,14 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
                 stage_mask = denoise_mask
             cb = StageCallback(callback, offset, total)
             guider.original_conds = scale_areas(original_conds, 1 / f)
+            graphs = GraphedForward(patcher) if cuda_graphs and not last else None
+            guider.model_options = original_options if graphs is None else graphs.install(original_options)
             out = guider.sample(stage_noise, stage_latent, sampler, sig, denoise_mask=stage_mask, callback=cb,
                                 disable_pbar=disable_pbar, seed=seed)
+            guider.model_options = original_options
+            if graphs is not None:
+                log.info("Pyra pyramid 1/%s stage, CUDA graphs: %s", f, graphs.summary())
+                del graphs
             offset += len(sig) - 1
             if last:
                 return out
@@ -179,14 +188,14 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             clean, unit_noise = lift(cb.x, cb.denoised, float(sig[-2]), f // nxt,
                                      level_noise(full_noise, nxt).to(cb.x), param, upsample, noise_correction)
     finally:
-        guider.original_conds = original_conds
+        guider.original_conds, guider.model_options = original_conds, original_options
 
 
 class PyramidGuider:
     """A GUIDER for SamplerCustomAdvanced: wraps any guider and samples coarse-to-fine."""
 
-    def __init__(self, inner, levels: list[tuple[int, float]], upsample: str):
-        self.inner, self.levels, self.upsample = inner, levels, upsample
+    def __init__(self, inner, levels: list[tuple[int, float]], upsample: str, cuda_graphs: bool = True):
+        self.inner, self.levels, self.upsample, self.cuda_graphs = inner, levels, upsample, cuda_graphs
         self.model_patcher = inner.model_patcher
         self.model_options = inner.model_options
         self.original_conds = inner.original_conds
@@ -194,4 +203,4 @@ class PyramidGuider:
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
         return pyramid_sample(self.inner, noise, latent_image, sampler, sigmas, self.levels, self.upsample,
-                              denoise_mask, callback, disable_pbar, seed)
+                              denoise_mask, callback, disable_pbar, seed, cuda_graphs=self.cuda_graphs)

@@ -1,6 +1,6 @@
 """Block-sparse attention: a training-free block mask predictor, the dense masked reference, FlexAttention."""
 
-from .block_mask import block_sparsity, expand_block_mask, predict_block_mask
+from .block_mask import block_sparsity, expand_block_mask, pool_blocks, predict_block_mask
 from .block_sparse import (
     SparseAttentionBackend,
     block_sparse_attention,
@@ -10,4 +10,4 @@ from .block_sparse import (
 )
 
 __all__ = ["SparseAttentionBackend", "block_sparse_attention", "block_sparsity", "dense_masked_attention",
-           "expand_block_mask", "fastest_sdpa", "flex_block_sparse_attention", "predict_block_mask"]
+           "expand_block_mask", "fastest_sdpa", "flex_block_sparse_attention", "pool_blocks", "predict_block_mask"]

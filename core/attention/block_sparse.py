@@ -42,14 +42,20 @@ def to_flex_block_mask(block_mask: torch.Tensor, block_size: int, q_len: int, k_
     partial_counts, partial_idx = kv_blocks(block_mask & ~full)
     full_counts, full_idx = kv_blocks(full)
     return BlockMask.from_kv_blocks(partial_counts, partial_idx, full_counts, full_idx, BLOCK_SIZE=block_size,
-                                    mask_mod=kept, seq_lengths=(q_len, k_len))
+                                    mask_mod=kept, seq_lengths=(q_len, k_len), compute_q_blocks=False)
+
+
+# Triton tile configuration of the compiled kernel (None: torch's default for the GPU). Chosen from the sweep in
+# benchmarks/sparse_attention.py (results in benchmarks/results/sparse-attention-h200.md).
+KERNEL_OPTIONS: dict | None = None
 
 
 class SparseAttentionBackend:
     """flex_attention compiled once per (shape, dtype, device); the dense reference where it cannot run."""
 
-    def __init__(self) -> None:
+    def __init__(self, kernel_options: dict | None = KERNEL_OPTIONS) -> None:
         self._compiled: dict[tuple, object] = {}
+        self.kernel_options = dict(kernel_options) if kernel_options else None
         self.fallback_reason: str | None = None
 
     def unavailable_reason(self, q: torch.Tensor) -> str | None:
@@ -67,7 +73,12 @@ class SparseAttentionBackend:
 
         key = (tuple(q.shape), q.dtype, q.device)
         if key not in self._compiled:
-            self._compiled[key] = torch.compile(flex_attention, dynamic=False)
+            options = self.kernel_options
+
+            def run(q, k, v, block_mask):
+                return flex_attention(q, k, v, block_mask=block_mask, kernel_options=options)
+
+            self._compiled[key] = torch.compile(run, dynamic=False)
         return self._compiled[key]
 
     def __call__(self, q, k, v, block_mask: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""CUDA-graph replay of the diffusion model (nodes/cuda_graphs.py): signatures, fallbacks, and on a GPU the
+graphed pyramid against the eager one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def graphs(comfy_host):
+    return comfy_host.module("nodes.cuda_graphs")
+
+
+def options_with(graphs, **extra):
+    import comfy.patcher_extension
+
+    wrapper = object()
+    options = {"wrappers": {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {graphs.WRAPPER_KEY: [wrapper]}}}
+    return {**options, **extra}
+
+
+def test_signature_follows_shapes_and_plain_arguments_not_values(graphs):
+    opts = options_with(graphs, cond_or_uncond=[1, 0], sigmas=torch.ones(2))
+
+    def sig(*args, **kwargs):
+        tensors = []
+        return graphs._flatten((args, kwargs), tensors, opts), tensors
+
+    a, ta = sig(torch.zeros(2, 4, 8, 8), torch.ones(2), opts, y=None)
+    b, tb = sig(torch.randn(2, 4, 8, 8), torch.zeros(2), opts, y=None)
+    assert a == b and len(ta) == len(tb) == 3  # x, timesteps, transformer_options["sigmas"]
+    assert sig(torch.zeros(2, 4, 8, 16), torch.ones(2), opts)[0] != a
+    assert sig(torch.zeros(2, 4, 8, 8), torch.ones(2), opts, y=3)[0] != a
+    other = options_with(graphs, cond_or_uncond=[0], sigmas=torch.ones(2))
+    assert graphs._flatten(((torch.zeros(2, 4, 8, 8), torch.ones(2), other), {"y": None}), [], other) != a
+
+
+@pytest.mark.parametrize("blocking", ["patches", "patches_replace"])
+def test_patches_and_unknown_objects_are_not_captured(graphs, blocking):
+    opts = options_with(graphs, **{blocking: {"attn1": [lambda *a: a]}})
+    with pytest.raises(graphs._Uncapturable, match=blocking):
+        graphs._flatten((torch.zeros(1), opts), [], opts)
+    with pytest.raises(graphs._Uncapturable, match="object"):
+        graphs._flatten((torch.zeros(1), object()), [], None)
+    assert graphs._find_options((torch.zeros(1), opts), {}) is opts
+    assert graphs._find_options((torch.zeros(1), {"wrappers": {}}), {}) is None
+
+
+def test_swap_replaces_by_identity_and_rebuilds_containers(graphs):
+    x, ctx, other = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
+    sx, sctx = torch.zeros(1), torch.ones(1)
+    args = (x, {"c": [ctx, other], "n": 3})
+    swapped = graphs._swap(args, {id(x): sx, id(ctx): sctx})
+    assert swapped[0] is sx and swapped[1]["c"][0] is sctx and swapped[1]["c"][1] is other
+    assert args[1]["c"][0] is ctx, "the caller's containers are not modified"
+
+
+def test_cpu_runs_eagerly_with_the_reason(comfy_host, graphs):
+    import comfy.patcher_extension
+
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    forward = graphs.GraphedForward(patcher)
+    opts = options_with(graphs)
+    calls = []
+
+    def executor(*args, **kwargs):
+        calls.append(args)
+        return args[0] * 2
+
+    out = forward(executor, torch.ones(1, 4, 8, 8), torch.ones(1), opts)
+    assert torch.equal(out, torch.full((1, 4, 8, 8), 2.0)) and len(calls) == 1
+    assert forward.counts == {"eager: not on a CUDA device": 1}
+    model_options = {"transformer_options": {}}
+    installed = forward.install(model_options)
+    assert model_options == {"transformer_options": {}}, "install must not touch the caller's options"
+    assert comfy.patcher_extension.get_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                         graphs.WRAPPER_KEY, installed, True) == [forward]
+
+
+def _pyramid(comfy_host, family: str, cuda_graphs: bool, steps: int = 10):
+    import comfy.samplers
+
+    pyr_sampling = comfy_host.module("nodes.pyramid_sampling")
+    pyr = comfy_host.module("core.samplers.pyramid")
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, 1)
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds(cond, cond)
+    guider.set_cfg(3.0)
+    noise = torch.randn(1, 4 if family == "sd15" else 16, 32, 32, generator=torch.Generator().manual_seed(0))
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", steps).cpu()
+    with torch.no_grad():
+        return pyr_sampling.pyramid_sample(guider, noise, torch.zeros_like(noise),
+                                           comfy.samplers.sampler_object("euler"), sigmas,
+                                           pyr.parse_ladder("4:0.3, 2:0.3"), seed=0, cuda_graphs=cuda_graphs)
+
+
+def test_pyramid_on_cpu_is_unchanged_by_the_option(comfy_host):
+    assert torch.equal(_pyramid(comfy_host, "sd15", True, 6), _pyramid(comfy_host, "sd15", False, 6))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+def test_graphed_pyramid_matches_eager_on_the_gpu(comfy_host, graphs, family, caplog):
+    with caplog.at_level("INFO", logger="pyra"):
+        graphed = _pyramid(comfy_host, family, True)
+    eager = _pyramid(comfy_host, family, False)
+    assert "replayed" in caplog.text, caplog.text
+    rel = float((graphed.float() - eager.float()).norm() / eager.float().norm())
+    assert rel < 1e-3, rel
