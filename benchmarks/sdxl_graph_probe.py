@@ -55,7 +55,7 @@ def main() -> int:
         x = torch.randn(2, channels, side, side, device=device, dtype=torch.bfloat16)
         t = torch.full((2,), 500.0, device=device)
 
-        def eager():
+        def eager(x=x, t=t):
             with torch.no_grad():
                 return unet(x, t, context=context, y=y)
 

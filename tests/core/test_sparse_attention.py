@@ -133,7 +133,8 @@ def test_bad_input_errors():
         attn.predict_block_mask(q, k, 64, keep_ratio=1.5)
 
 
-@pytest.mark.parametrize("n, block, dtype", [(320, 64, torch.float32), (300, 64, torch.bfloat16), (40, 64, torch.float32)])
+@pytest.mark.parametrize(("n", "block", "dtype"),
+                         [(320, 64, torch.float32), (300, 64, torch.bfloat16), (40, 64, torch.float32)])
 def test_pool_blocks_is_the_mean_of_each_blocks_real_tokens(n, block, dtype):
     x = qkv(n)[0].to(dtype)
     want = torch.stack([x[..., i: i + block, :].float().mean(-2) for i in range(0, n, block)], dim=-2)
