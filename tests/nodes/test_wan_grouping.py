@@ -105,3 +105,28 @@ def test_head_groups_cover_every_head_once(comfy_host):
         assert [c.start for c in cols] == [0] + [c.stop for c in cols[:-1]]
         assert sum(c.stop - c.start for c in cols) == heads * 8 and all((c.stop - c.start) % 8 == 0 for c in cols)
     assert len(head_groups(40, 128, 75_600, 4096)) == 20
+
+
+def test_node_groups_host_blocks_and_falls_back_to_ffn_slicing_for_subclasses(comfy_host):
+    import comfy.ldm.wan.model as wan
+
+    apply = comfy_host.module("nodes.feature_slicing_apply")
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("wan21")
+    clone, report = apply.slice_features(patcher, 16)
+    assert report.grouped == ["blocks.0"] and not report.ffn_sliced and "1 Wan blocks grouped" in report.summary()
+    assert type(clone.object_patches["diffusion_model.blocks.0"]).__name__ == "GroupedWanAttentionBlock"
+    assert not patcher.object_patches and type(patcher.model.diffusion_model.blocks[0]) is wan.WanAttentionBlock
+
+    class OtherBlock(wan.WanAttentionBlock):
+        pass
+
+    block = patcher.model.diffusion_model.blocks[0]
+    assert apply.groupable(block) and not apply.groupable(copy_as(block, OtherBlock))
+
+
+def copy_as(module, cls):
+    import copy
+
+    twin = copy.copy(module)
+    twin.__class__ = cls
+    return twin
