@@ -59,7 +59,7 @@ class _Grouped:
     attention: Callable = None  # the host's optimized_attention
     rope: Callable = None  # the host's apply_rope1
 
-    def forward(self, x, e, freqs, context, context_img_len=257, transformer_options={}):  # noqa: B006 (host API)
+    def forward(self, x, e, freqs, context, context_img_len=257, transformer_options={}):
         if x.shape[1] <= self.slice_tokens:
             return super().forward(x, e, freqs, context, context_img_len=context_img_len,
                                    transformer_options=transformer_options)
@@ -105,7 +105,8 @@ class _Grouped:
             y = self.ffn(torch.addcmul(rows[1], self.norm2(h), 1 + rows[2]))
             h = torch.addcmul(h, y, rows[3])
             if out is None:
-                out = q if h.dtype == q.dtype and h.shape[-1] == q.shape[-1] else h.new_empty((*x.shape[:2], h.shape[-1]))
+                same = h.dtype == q.dtype and h.shape[-1] == q.shape[-1]
+                out = q if same else h.new_empty((*x.shape[:2], h.shape[-1]))
             out[:, start:stop] = h
         return out
 

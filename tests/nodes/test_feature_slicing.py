@@ -1,4 +1,5 @@
-"""PyraFeatureSlicing on the tiny models of every family (Wan: grouped blocks): same output, base untouched, weight patches still apply."""
+"""PyraFeatureSlicing on the tiny models of every family (Wan: grouped blocks): same output, base untouched,
+weight patches still apply."""
 
 from __future__ import annotations
 
