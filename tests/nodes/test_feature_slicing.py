@@ -1,4 +1,5 @@
-"""PyraFeatureSlicing on the tiny models of every family: same output, base untouched, weight patches still apply."""
+"""PyraFeatureSlicing on the tiny models of every family (Wan: grouped blocks): same output, base untouched,
+weight patches still apply."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ def predict(comfy_host, patcher, family, shape):
 
 @pytest.mark.parametrize("family", list(SHAPES))
 def test_sliced_model_matches_and_base_is_untouched(comfy_host, family):
-    slicing = comfy_host.module("nodes.feature_slicing")
+    slicing = comfy_host.module("nodes.feature_slicing_apply")
     patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
     base_out = predict(comfy_host, patcher, family, SHAPES[family])
-    sliced, count = slicing.slice_features(patcher, 8)
-    assert count >= 1
+    sliced, report = slicing.slice_features(patcher, 8)
+    assert bool(report.grouped) == (family == "wan21") and bool(report.ffn_sliced) == (family != "wan21")
     first = patcher.model.diffusion_model.get_submodule(slicing.feed_forward_paths(patcher.model.diffusion_model)[0])
     seen = []
     hook = next(m for m in first.modules() if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__)
@@ -40,7 +41,7 @@ def test_sliced_model_matches_and_base_is_untouched(comfy_host, family):
 
 
 def test_weight_patches_reach_the_sliced_modules(comfy_host):
-    slicing = comfy_host.module("nodes.feature_slicing")
+    slicing = comfy_host.module("nodes.feature_slicing_apply")
     patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd3")
     path = slicing.feed_forward_paths(patcher.model.diffusion_model)[0]
     key = next(k for k in patcher.model.state_dict() if k.startswith(f"diffusion_model.{path}.")
@@ -55,7 +56,7 @@ def test_weight_patches_reach_the_sliced_modules(comfy_host):
 
 
 def test_a_model_without_transformer_blocks_is_a_clear_error(comfy_host):
-    slicing = comfy_host.module("nodes.feature_slicing")
+    slicing = comfy_host.module("nodes.feature_slicing_apply")
     analytic = comfy_host.module("nodes.analytic")
     patcher = analytic.analytic_model_patcher(analytic.NaturalImagePrior(), "flow")
     with pytest.raises(ValueError, match=r"supports SD1\.5, SDXL, SD3, Flux and Wan"):
