@@ -1,5 +1,8 @@
 """End to end: one sampling step of a Flux-size DiT (random bf16 weights, the host's own Flux class) at 1024x1024,
 dense vs PyraSparsify with every eligible linear layer sparsified (no speed check, no low-rank term).
+Memory: the dense model is unloaded before the sparse run (as the host does when the user switches models);
+steady_* is torch.cuda.memory_allocated() with the model loaded and its ops built, peak_*_sampling the peak of
+a further run on the loaded model; the peak_gib_*_run keys (first run, including the load) are kept.
 Run through benchmarks/sparse24.py (--parts e2e or e2e_wanda); needs the host on PYTHONPATH (benchmarks/device_env.sh).
 """
 
@@ -33,6 +36,7 @@ def _step_seconds(patcher, cond, side: int, steps: int) -> float:
 def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     """score "wanda": calibrated on the first step of the warm-up run, so the timed runs are fully sparse."""
     import_host()
+    import comfy.model_management as mm
     import torch
     from progressive_speed import build
 
@@ -41,6 +45,13 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     torch.cuda.reset_peak_memory_stats()
     dense = _step_seconds(patcher, cond, side, steps)
     dense_peak = torch.cuda.max_memory_allocated()
+    steady = {"dense": torch.cuda.memory_allocated()}  # after the runs: the loaded model, what a user keeps
+    torch.cuda.reset_peak_memory_stats()
+    _step_seconds(patcher, cond, side, steps)
+    peak = {"dense": torch.cuda.max_memory_allocated()}  # a run on the loaded model, as the sparse one below
+    mm.unload_all_models()  # what a user sees: the dense model leaves the GPU before the sparse one loads
+    mm.soft_empty_cache()
+    idle = torch.cuda.memory_allocated()
     t0 = time.perf_counter()
     sparse_patcher, results = sparsify.sparsify_model(patcher, "all", rank=0, check_tokens=0, score=score,
                                                       calibration_steps=1)
@@ -48,6 +59,10 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     torch.cuda.reset_peak_memory_stats()
     sparse = _step_seconds(sparse_patcher, cond, side, steps)
     sparse_peak = torch.cuda.max_memory_allocated()
+    steady["sparse"] = torch.cuda.memory_allocated()  # loaded, every op built (the warm-up built them)
+    torch.cuda.reset_peak_memory_stats()
+    _step_seconds(sparse_patcher, cond, side, steps)
+    peak["sparse"] = torch.cuda.max_memory_allocated()
     mods = [m for m in sparse_patcher.object_patches.values() if isinstance(m, sparsify.PyraSparseLinear)]
     fast = [m._op for m in mods if m._op is not None and m._op.backend == "cusparselt"]
     out = {
@@ -57,6 +72,9 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
         "linear_weight_gib_dense": sum(m.weight.numel() * m.weight.element_size() for m in mods) / 2**30,
         "linear_weight_gib_compressed": sum(op.fast.compressed.numel() for op in fast) / 2**30,
         "peak_gib_dense_run": dense_peak / 2**30, "peak_gib_sparse_run": sparse_peak / 2**30,
+        "idle_gib_after_unload": idle / 2**30,
+        "steady_gib_dense_loaded": steady["dense"] / 2**30, "steady_gib_sparse_loaded": steady["sparse"] / 2**30,
+        "peak_gib_dense_sampling": peak["dense"] / 2**30, "peak_gib_sparse_sampling": peak["sparse"] / 2**30,
         "all_pruned_2_4": all(m.norms is None and bool((m.weight != 0).reshape(-1, 4).sum(-1).le(2).all())
                               for m in mods),
     }

@@ -3,6 +3,13 @@
 HOST.md section 3 ("Replacing nn.Linear safely"): a subclass of `comfy.ops.disable_weight_init.Linear` keeps the
 parameter names (LoRA keys still match), stays castable (low-VRAM loading and runtime LoRA keep working), and its
 `set_weight` re-applies the mask to every patched weight the host writes (full load) or computes (low VRAM).
+
+GPU memory: the host loads a module by moving its parameters (`module.to(load_device)`), so `weight` arrives on
+the GPU in dense format. Once the cuSPARSELt op has compressed it, `weight.data` is pointed back at its copy on
+the offload device (`_home`: the tensor the module was made with, or a copy of a weight the host wrote), so for
+a layer on the fast op the GPU holds only the compressed weight, the bias and the low-rank factors. The mask
+never stays on the GPU: it is kept bit-packed on the offload device and unpacked only while a weight is masked.
+When the module leaves the op's device (unload, partial unload), the op and its compressed weight are dropped.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import comfy.ops
 import torch
 import torch.nn.functional as F
 
-from ..core.sparse import ActivationNorms, lowrank_compensation, prune_nm
+from ..core.sparse import ActivationNorms, PackedMask, lowrank_compensation, prune_nm
 from ..kernels.sparse24_linear import Sparse24Linear
 
 
@@ -25,30 +32,40 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
 
     @classmethod
     def from_linear(cls, src: torch.nn.Linear, sparse: torch.Tensor, mask: torch.Tensor,
-                    lowrank: tuple[torch.Tensor, torch.Tensor] | None) -> PyraSparseLinear:
-        """A new module beside `src` (which is left untouched): its own weight, a copy of its bias."""
+                    lowrank: tuple[torch.Tensor, torch.Tensor] | None,
+                    home: torch.device | str = "cpu") -> PyraSparseLinear:
+        """A new module beside `src` (which is left untouched), all its tensors on `home` (the offload device)."""
         mod = cls.__new__(cls)
         torch.nn.Module.__init__(mod)
         mod.in_features, mod.out_features = src.in_features, src.out_features
-        mod.weight = torch.nn.Parameter(sparse, requires_grad=False)
-        bias = None if src.bias is None else torch.nn.Parameter(src.bias.detach().clone(), requires_grad=False)
+        mod.home = torch.device(home)
+        mod.weight = torch.nn.Parameter(sparse.to(mod.home), requires_grad=False)
+        bias = None if src.bias is None else torch.nn.Parameter(src.bias.detach().to(mod.home, copy=True),
+                                                                 requires_grad=False)
         mod.bias = bias
-        mod.register_buffer("sparse_mask", mask, persistent=False)
+        mod.mask = PackedMask(mask, mod.home)
+        lowrank = None if lowrank is None else tuple(t.to(mod.home) for t in lowrank)
         mod.register_buffer("lowrank_a", None if lowrank is None else lowrank[0], persistent=False)
         mod.register_buffer("lowrank_b", None if lowrank is None else lowrank[1], persistent=False)
         mod.comfy_cast_weights = getattr(src, "comfy_cast_weights", False)
         mod.weight_function, mod.bias_function = [], []
         mod._op, mod._op_source = None, (None, None, None)
+        mod._home = (mod.weight, _version(mod.weight), mod.weight.data)  # kept when the host moves the weight
         mod.norms, mod.rank = None, 0
         return mod
 
     @classmethod
-    def calibrating(cls, src: torch.nn.Linear, rank: int) -> PyraSparseLinear:
+    def calibrating(cls, src: torch.nn.Linear, rank: int, home: torch.device | str = "cpu") -> PyraSparseLinear:
         """A dense copy of `src` that records its inputs' channel norms until `finalize_wanda()` prunes it."""
-        w = src.weight.detach().clone()
-        mod = cls.from_linear(src, w, torch.ones_like(w, dtype=torch.bool), None)
+        w = src.weight.detach().to(home, copy=True)
+        mod = cls.from_linear(src, w, torch.ones_like(w, dtype=torch.bool), None, home)
         mod.norms, mod.rank = ActivationNorms(src.in_features), rank
         return mod
+
+    @property
+    def sparse_mask(self) -> torch.Tensor:
+        """The bool 2:4 mask, unpacked on the offload device."""
+        return self.mask.unpack()
 
     @torch.no_grad()
     def finalize_wanda(self) -> str:
@@ -59,7 +76,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         if self.rank:
             a, b = lowrank_compensation(w, sparse, self.rank)
             self.lowrank_a, self.lowrank_b = a, b
-        self.sparse_mask = mask
+        self.mask = PackedMask(mask, self.home)
         self.weight = torch.nn.Parameter(sparse, requires_grad=False)
         self.norms = None
         self.invalidate()
@@ -80,14 +97,35 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         seen = self._op_source
         version = (_version(w), _version(b))
         if self._op is None or seen[0] is not w or seen[1] is not b or seen[2] != version:
-            self._op = Sparse24Linear(self._masked(w), b, self._lowrank_for(w))
+            self._op = Sparse24Linear(self._masked(w), b, self._lowrank_for(w), keep_dense=False)
             self._op_source = (w, b, version)
+            if self._op.weight is None:  # compressed: the dense format goes back to the offload device
+                self._release_dense()
         return self._op
+
+    def _release_dense(self) -> None:
+        """Point `weight.data` at its copy on the offload device (copied once per weight the host writes)."""
+        w = self.weight
+        home = self._home
+        if home is None or home[0] is not w or home[1] != _version(w) or home[2].shape != w.shape:
+            home = (w, _version(w), w.detach().to(self.home, copy=w.device != self.home))
+        w.data = home[2]
+        self._home = home
+
+    def _apply(self, fn, recurse=True):
+        """The host moves modules with `.to()`: an op left behind on another device (or dtype) is dropped, so an
+        unloaded model frees its compressed weights too."""
+        op = self._op
+        if op is not None:
+            moved = fn(torch.empty(0, device=op.device, dtype=op.dtype))
+            if (moved.device, moved.dtype) != (op.device, op.dtype):
+                self.invalidate()
+        return super()._apply(fn, recurse)
 
     def _masked(self, w: torch.Tensor) -> torch.Tensor:
         """w itself when it keeps the mask (the normal case), else a masked copy: whatever wrote the weight,
         the sparse kernel only ever sees a 2:4 matrix."""
-        mask = self.sparse_mask.to(w.device)
+        mask = self.mask.unpack(w.device)
         return w if not w.masked_select(~mask).any() else w * mask
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -96,13 +134,14 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
             return super().forward(x, *args, **kwargs)
         if self.comfy_cast_weights or self.weight_function or self.bias_function:
             return self._forward_cast(x)
-        return self._sparse_op()(x)
+        return self._sparse_op()(x, dense=self.weight)
 
     def _forward_cast(self, x: torch.Tensor) -> torch.Tensor:
-        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight, we apply the mask to the cast
-        copy (whatever the stored weight holds) and add the correction."""
+        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight; when weight functions (LoRA,
+        wrappers) changed it, the mask is applied to the cast copy. Then the correction is added."""
         weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, x, offloadable=True)
-        y = F.linear(x, weight * self.sparse_mask.to(weight.device), bias)
+        masked = weight * self.mask.unpack(weight.device) if self.weight_function else weight
+        y = F.linear(x, masked, bias)
         comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
         lowrank = self._lowrank_for(y)
         return y if lowrank is None else y + (x.to(y.dtype) @ lowrank[0]) @ lowrank[1]
@@ -110,7 +149,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
     def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight: bool = False,
                    **kwargs):
         """Called by the host with a patched weight (e.g. W + LoRA delta): keep the 2:4 mask on it."""
-        masked = weight * self.sparse_mask.to(weight.device, weight.dtype)
+        masked = weight * self.mask.unpack(weight.device)
         if return_weight:
             return masked
         masked = masked.to(self.weight.dtype)

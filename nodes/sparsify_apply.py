@@ -68,8 +68,9 @@ def random_input_error(w: torch.Tensor, sparse: torch.Tensor, lowrank) -> float:
 
 
 def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: int, check_tokens: int,
-                  score: str = "magnitude"):
-    """(LayerResult, replacement module or None). Work happens on `device`; the result lives beside `mod`.
+                  score: str = "magnitude", home: torch.device | str = "cpu"):
+    """(LayerResult, replacement module or None). Work happens on `device`; the result lives on `home` (the
+    patcher's offload device: the host moves it to the GPU when it loads the model).
 
     score "wanda" returns a calibrating module (dense until finalize_wanda); the speed check then times the
     magnitude mask's shape, which is all that speed depends on.
@@ -96,11 +97,20 @@ def prepare_layer(mod: torch.nn.Linear, name: str, device: torch.device, rank: i
             return res, None
     if score == "wanda":
         res.reason = "Wanda mask after calibration"
-        return res, PyraSparseLinear.calibrating(mod, rank)
-    home = w.device
-    new = PyraSparseLinear.from_linear(mod, sparse.to(home), mask.to(home),
-                                       None if lowrank is None else tuple(t.to(home) for t in lowrank))
-    return res, new
+        return res, PyraSparseLinear.calibrating(mod, rank, home)
+    return res, PyraSparseLinear.from_linear(mod, sparse, mask, lowrank, home)
+
+
+def offload_replaced(patcher, modules: list[PyraSparseLinear]) -> None:
+    """Move the base model's Linears that our modules replace (held as object-patch backups) to the offload
+    device. A dense clone loaded earlier is only detached, not unloaded, when this clone loads (the host's
+    `load_models_gpu`), so its Linears would stay on the GPU beside ours, unused and uncounted. The host moves
+    the base modules back when it loads a model that uses them."""
+    ours = {id(m) for m in modules}
+    for key, old in patcher.object_patches_backup.items():
+        current = patcher.object_patches.get(key)
+        if id(current) in ours and isinstance(old, torch.nn.Module) and not isinstance(old, PyraSparseLinear):
+            old.to(patcher.offload_device)
 
 
 class WandaCalibration:
@@ -149,17 +159,18 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
             results.append(LayerResult(name, tuple(mod.weight.shape) if mod.weight is not None else (0, 0),
                                        "skipped", reason=reason))
             continue
-        res, new = prepare_layer(mod, name, device, rank, check_tokens, score)
+        res, new = prepare_layer(mod, name, device, rank, check_tokens, score, model.offload_device)
         results.append(res)
         if new is not None:
             patched.add_object_patch(key, new)
             modules.append(new)
 
-    def invalidate(*_args, **_kwargs):  # weights may have been rewritten in place during a load
-        for mod in modules:
+    def on_load(patcher, *_args, **_kwargs):
+        for mod in modules:  # weights may have been rewritten in place during a load
             mod.invalidate()
+        offload_replaced(patcher, modules)
 
-    patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, "pyra_sparsify", invalidate)
+    patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, "pyra_sparsify", on_load)
     if score == "wanda" and modules:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pyra_sparsify",
                                      WandaCalibration(modules, calibration_steps))

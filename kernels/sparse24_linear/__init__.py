@@ -38,7 +38,10 @@ class Sparse24Linear:
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "auto", order: str = "row"):
+                 lowrank: tuple[torch.Tensor, torch.Tensor] | None = None, backend: str = "auto", order: str = "row",
+                 keep_dense: bool = True):
+        """keep_dense=False: once the weight is compressed, drop this op's reference to the dense one (it is
+        then the caller's to free); a call that must fall back to the reference passes it as `dense`."""
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"unknown backend {backend!r}: use auto or one of {BACKENDS}")
         self.weight, self.bias, self.lowrank = weight, bias, lowrank
@@ -52,23 +55,43 @@ class Sparse24Linear:
         self.backend = "reference" if self.fast is None else "cusparselt"
         if self.fast is None and backend == "cusparselt":
             raise cusparselt.CusparseLtError(self.reason)
+        self.device, self.dtype = weight.device, weight.dtype
+        if self.fast is not None and not keep_dense:
+            self.weight = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast is not None and x.device == self.weight.device and x.dtype == self.weight.dtype:
+    def __call__(self, x: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """dense: the 2:4 weight in dense format (any device), used only for a reference fallback of an op made
+        with keep_dense=False."""
+        if self.fast is not None and x.device == self.device and x.dtype == self.dtype:
             flat = x.reshape(-1, x.shape[-1])
+            tokens = flat.shape[0]
+            if not self.fast.supports_tokens(flat) and tokens not in self.fast._rejected:
+                flat = _padded(flat)  # ragged token count or misaligned input: a padded copy fits the kernel
             if self.fast.supports_tokens(flat):
                 try:
-                    return self.fast(flat).reshape(*x.shape[:-1], -1)
+                    return self.fast(flat)[:tokens].reshape(*x.shape[:-1], -1)
                 except cusparselt.CusparseLtError as err:
                     _log_once(str(err))
             else:
-                _log_once(f"{flat.shape[0]} tokens: the 2:4 kernel wants a multiple of 8, contiguous and aligned")
+                _log_once(f"{tokens} tokens: the library rejected this token count")
         elif self.fast is not None:
-            _log_once(f"input is {x.dtype} on {x.device}, the sparse weight {self.weight.dtype} on "
-                      f"{self.weight.device}")
+            _log_once(f"input is {x.dtype} on {x.device}, the sparse weight {self.dtype} on {self.device}")
         else:
             _log_once(self.reason)
-        return sparse24_linear(x, self.weight, self.bias, self.lowrank)
+        weight = self.weight if self.weight is not None else dense
+        if weight is None:
+            raise ValueError("this 2:4 op dropped its dense weight (keep_dense=False): pass it as `dense` so "
+                             "the reference path can run")
+        bias = None if self.bias is None else self.bias.to(x.device, x.dtype)
+        lowrank = None if self.lowrank is None else tuple(t.to(x.device, x.dtype) for t in self.lowrank)
+        return sparse24_linear(x, weight.to(x.device, x.dtype), bias, lowrank)
+
+
+def _padded(flat: torch.Tensor) -> torch.Tensor:
+    """flat (T, K) copied into a fresh (T rounded up to 8, K) buffer, zero rows at the end."""
+    out = flat.new_zeros(-(-flat.shape[0] // 8) * 8, flat.shape[1])
+    out[:flat.shape[0]] = flat
+    return out
 
 
 __all__ = ["BACKENDS", "Sparse24Linear", "fast_backend_reason", "sparse24_linear"]

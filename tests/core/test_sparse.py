@@ -102,3 +102,23 @@ def test_regex_filter_and_its_errors():
     for kind, pattern, msg in [("regex", "", "needs a pattern"), ("regex", "(", "invalid"), ("mlps", "", "unknown")]:
         with pytest.raises(ValueError, match=msg):
             sp.compile_filter(kind, pattern)
+
+
+@pytest.mark.parametrize("shape", [(7, 12), (64, 128), (3, 4)])
+def test_packed_mask_round_trips_at_one_bit_per_entry(shape):
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    packed = sp.PackedMask(mask)
+    assert packed.bits.dtype == torch.uint8 and packed.nbytes == -(-mask.numel() // 8)
+    assert torch.equal(packed.unpack(), mask)
+    flipped = mask.clone()
+    flipped[0, 0] = ~flipped[0, 0]
+    assert not torch.equal(sp.PackedMask(flipped).unpack(), mask), "a one-entry change must survive packing"
+    with pytest.raises(ValueError, match="bool"):
+        sp.PackedMask(mask.float())
+
+
+def test_packed_mask_keeps_a_kept_exact_zero():
+    """The reason to store the mask: a kept weight that is exactly 0 is lost by re-deriving it from w != 0."""
+    sparse, mask = sp.prune_nm(torch.tensor([[0.0, 3.0, 0.0, 0.0]]))  # keeps 3.0 and one of the zeros
+    assert int(mask.sum()) == 2 and int((sparse != 0).sum()) == 1
+    assert torch.equal(sp.PackedMask(mask).unpack(), mask)

@@ -1,0 +1,168 @@
+"""PyraSparsify's memory rules (issue 6): on the fast op a layer keeps only the compressed weight on the GPU; the
+mask is bit-packed on the offload device; LoRA, unpatch and unload keep working. CPU checks use a stand-in for
+the compressed op (it keeps its own copy of the weight, as cuSPARSELt does); the GPU tests use the real one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sparse_helpers import kohya_lora
+
+
+@pytest.fixture(scope="module")
+def env(comfy_host):
+    return (comfy_host.module("nodes.sparsify_apply"), comfy_host.module("nodes.sparse_linear"),
+            comfy_host.module("nodes.demo_models"), comfy_host.module("core.sparse"),
+            comfy_host.module("kernels.sparse24_linear"))
+
+
+def linear(out_f: int, in_f: int, dtype=torch.float32, seed=0):
+    import comfy.ops
+
+    src = comfy.ops.disable_weight_init.Linear(in_f, out_f, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        src.weight.copy_(torch.randn(out_f, in_f, generator=g) / in_f**0.5)
+        src.bias.copy_(torch.randn(out_f, generator=g))
+    return src
+
+
+def sparse_layer(env, src, home="cpu"):
+    _, sl, _, sp, _ = env
+    sparse, mask = sp.prune_nm(src.weight.detach())
+    return sl.PyraSparseLinear.from_linear(src, sparse, mask, None, home), sparse, mask
+
+
+def test_the_mask_is_packed_and_no_dense_buffer_is_registered(env):
+    mod, sparse, mask = sparse_layer(env, linear(32, 64))
+    assert mod.mask.nbytes * 8 == mask.numel() and torch.equal(mod.sparse_mask, mask)
+    tensors = dict(mod.named_parameters()) | dict(mod.named_buffers())
+    assert set(tensors) == {"weight", "bias"}, "the host moves every parameter and buffer to the GPU"
+    assert torch.equal(mod.weight, sparse)
+
+
+def test_a_compressed_op_sends_the_dense_format_home_and_is_rebuilt_for_a_patched_weight(env, monkeypatch):
+    """Stand-in op: holds a private copy and drops the dense weight, as the cuSPARSELt backend does."""
+    _, sl, _, _, k24 = env
+
+    class Compressed(k24.Sparse24Linear):
+        def __init__(self, weight, bias=None, lowrank=None, keep_dense=True, **kw):
+            super().__init__(weight, bias, lowrank, backend="reference")
+            self.private = weight.detach().clone()
+            self.weight = None if not keep_dense else weight
+
+        def __call__(self, x, dense=None):
+            return k24.sparse24_linear(x, self.private, self.bias, self.lowrank)
+
+    monkeypatch.setattr(sl, "Sparse24Linear", Compressed)
+    mod, sparse, mask = sparse_layer(env, linear(32, 64))
+    x = torch.randn(5, 64)
+    assert torch.allclose(mod(x), x @ sparse.T + mod.bias, atol=1e-5)
+    first = mod._op
+    assert first.weight is None and mod.weight.data_ptr() == mod._home[2].data_ptr()
+    mod(x)
+    assert mod._op is first, "the op is reused while the weight is unchanged"
+    patched = sparse + 0.3  # what the host hands set_weight: W + LoRA delta, dense
+    mod.set_weight(patched)
+    expect = patched * mask
+    assert torch.allclose(mod(x), x @ expect.T + mod.bias, atol=1e-5), "re-masked and re-compressed"
+    assert mod._op is not first and torch.equal(mod._home[2], expect)
+    mod.to(torch.float64)
+    assert mod._op is None, "an op left behind by a move (here: a dtype change) is dropped"
+
+
+def test_lora_on_a_sparsified_model_is_the_masked_lora_weight_and_unpatch_restores(env):
+    import comfy.sd
+
+    sparsify, sl, demo, _, _ = env
+    base = demo.build_tiny_model("sd15")
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    patched, _ = sparsify.sparsify_model(base, "attention", rank=0)
+    shapes = {k[len("diffusion_model."):]: tuple(v.shape) for k, v in base.model.state_dict().items()
+              if k.startswith("diffusion_model.") and v.dim() == 2}
+    lora = kohya_lora(shapes, scale=0.3, suffix="attn1.to_out.0.weight")
+    with_lora, _ = comfy.sd.load_lora_for_models(patched, None, lora, 1.0, 0)
+    dense_lora, _ = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)
+    key = next(iter(with_lora.patches))
+    name = key[: -len(".weight")]
+    dense_lora.patch_model()
+    try:
+        lora_weight = dense_lora.model.get_submodule(name).weight.detach().clone()
+    finally:
+        dense_lora.unpatch_model()
+    mod = with_lora.object_patches[name]
+    sparse_before = mod.weight.detach().clone()
+    for _ in range(2):  # a second load after an unpatch gives the same weight
+        with_lora.patch_model()
+        try:
+            assert with_lora.model.get_submodule(name) is mod
+            expect = lora_weight * mod.sparse_mask
+            assert torch.allclose(mod.weight, expect, atol=1e-6)
+            x = torch.randn(3, mod.in_features)
+            assert torch.allclose(mod(x), x @ expect.T + mod.bias, atol=1e-5)
+        finally:
+            with_lora.unpatch_model()
+        assert torch.equal(mod.weight, sparse_before), "unpatch restores the sparse weight"
+        assert not isinstance(base.model.get_submodule(name), sl.PyraSparseLinear)
+    assert all(torch.equal(v, before[k]) for k, v in base.model.state_dict().items()), "base untouched"
+
+
+def test_replaced_base_linears_go_to_the_offload_device_on_load(env):
+    """A stand-in patcher: the base Linear our module replaced moves to the offload device (here `meta`, to see
+    the move on a CPU-only machine); a backup we did not replace stays where it is."""
+    from types import SimpleNamespace
+
+    sparsify = env[0]
+    ours, _, _ = sparse_layer(env, linear(32, 64))
+    replaced, other = linear(32, 64), linear(32, 64)
+    patcher = SimpleNamespace(offload_device=torch.device("meta"),
+                              object_patches={"a": ours, "b": torch.nn.Identity()},
+                              object_patches_backup={"a": replaced, "b": other})
+    sparsify.offload_replaced(patcher, [ours])
+    assert replaced.weight.device.type == "meta" and other.weight.device.type == "cpu"
+
+
+@pytest.mark.gpu
+def test_gpu_steady_state_holds_only_the_compressed_weights(env):
+    """Four 4096x4096 bf16 layers: after the first call the GPU holds the compressed weights, biases and the
+    plans' workspaces; before this fix it held the dense 2:4 weight and a bool mask too (3x the compressed)."""
+    torch.cuda.empty_cache()
+    mods = [sparse_layer(env, linear(4096, 4096, torch.bfloat16, seed=i)) for i in range(4)]
+    stack = torch.nn.Sequential(*[m for m, _, _ in mods])
+    base = torch.cuda.memory_allocated()
+    stack.to("cuda")
+    x = torch.randn(512, 4096, device="cuda", dtype=torch.bfloat16)
+    y = stack(x)
+    torch.cuda.synchronize()
+    del y
+    steady = torch.cuda.memory_allocated() - base - x.numel() * x.element_size()
+    ops = [m._op for m in stack]
+    assert all(op is not None and op.backend == "cusparselt" for op in ops), [m._op for m in stack]
+    assert all(m.weight.device.type == "cpu" for m in stack), "the dense format lives on the offload device"
+    compressed = sum(op.fast.compressed.numel() for op in ops)
+    workspaces = sum(p.workspace.numel() for op in ops for p in op.fast._plans.values())
+    biases = sum(m.bias.numel() * 2 for m in stack)
+    dense = sum(m.weight.numel() * 2 for m in stack)
+    assert steady <= compressed + biases + workspaces + 4 * 2**20, (steady, compressed, workspaces)
+    assert steady < 0.7 * dense, (steady, dense)
+    stack.to("cpu")
+    assert all(m._op is None for m in stack), "unloading drops the ops"
+    assert torch.cuda.memory_allocated() - base <= x.numel() * x.element_size() + 2**20
+
+
+@pytest.mark.gpu
+def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(env):
+    mod, sparse, mask = sparse_layer(env, linear(1024, 2048, torch.bfloat16))
+    mod.to("cuda")
+    x = torch.randn(333, 2048, device="cuda", dtype=torch.bfloat16)  # ragged: padded onto the fast op
+    ref = x.float() @ sparse.cuda().float().T + mod.bias.float()
+    out = mod(x)
+    assert mod._op.backend == "cusparselt" and mod.weight.device.type == "cpu"
+    assert float((out.float() - ref).norm() / ref.norm()) < 2e-2
+    delta = 0.05 * torch.randn_like(sparse)
+    mod.set_weight((sparse + delta).cuda())  # as the host's patch_weight_to_device does on a full load
+    expect = ((sparse + delta) * mask).cuda().float()
+    ref2 = x.float() @ expect.T + mod.bias.float()
+    out2 = mod(x)
+    assert mod.weight.device.type == "cpu" and float((out2.float() - ref2).norm() / ref2.norm()) < 2e-2
+    assert float((out2.float() - ref).norm() / ref.norm()) > 2e-2, "the patch must change the output"
