@@ -125,6 +125,17 @@ def comfy_host(tmp_path_factory) -> InProcessHost:
 
 
 @pytest.fixture(scope="session")
+def gpu_host():
+    """For tests marked gpu: the host's model code on the GPU without its server, as benchmarks import it (the
+    in-process host forces the CPU). Returns a loader of pack modules that do not import comfy_api."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _host import import_host, pack_module
+
+    import_host()
+    return pack_module
+
+
+@pytest.fixture(scope="session")
 def server():
     from harness import ComfyServer
 

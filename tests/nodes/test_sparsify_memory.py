@@ -8,12 +8,17 @@ import pytest
 import torch
 from sparse_helpers import kohya_lora
 
+MODULES = ("nodes.sparsify_apply", "nodes.sparse_linear", "nodes.demo_models", "core.sparse", "kernels.sparse24_linear")
+
 
 @pytest.fixture(scope="module")
 def env(comfy_host):
-    return (comfy_host.module("nodes.sparsify_apply"), comfy_host.module("nodes.sparse_linear"),
-            comfy_host.module("nodes.demo_models"), comfy_host.module("core.sparse"),
-            comfy_host.module("kernels.sparse24_linear"))
+    return tuple(comfy_host.module(name) for name in MODULES)
+
+
+@pytest.fixture(scope="module")
+def gpu_env(gpu_host):
+    return tuple(gpu_host(name) for name in MODULES)
 
 
 def linear(out_f: int, in_f: int, dtype=torch.float32, seed=0):
@@ -123,11 +128,11 @@ def test_replaced_base_linears_go_to_the_offload_device_on_load(env):
 
 
 @pytest.mark.gpu
-def test_gpu_steady_state_holds_only_the_compressed_weights(env):
+def test_gpu_steady_state_holds_only_the_compressed_weights(gpu_env):
     """Four 4096x4096 bf16 layers: after the first call the GPU holds the compressed weights, biases and the
     plans' workspaces; before this fix it held the dense 2:4 weight and a bool mask too (3x the compressed)."""
     torch.cuda.empty_cache()
-    mods = [sparse_layer(env, linear(4096, 4096, torch.bfloat16, seed=i)) for i in range(4)]
+    mods = [sparse_layer(gpu_env, linear(4096, 4096, torch.bfloat16, seed=i)) for i in range(4)]
     stack = torch.nn.Sequential(*[m for m, _, _ in mods])
     base = torch.cuda.memory_allocated()
     stack.to("cuda")
@@ -151,8 +156,8 @@ def test_gpu_steady_state_holds_only_the_compressed_weights(env):
 
 
 @pytest.mark.gpu
-def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(env):
-    mod, sparse, mask = sparse_layer(env, linear(1024, 2048, torch.bfloat16))
+def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(gpu_env):
+    mod, sparse, mask = sparse_layer(gpu_env, linear(1024, 2048, torch.bfloat16))
     mod.to("cuda")
     x = torch.randn(333, 2048, device="cuda", dtype=torch.bfloat16)  # ragged: padded onto the fast op
     ref = x.float() @ sparse.cuda().float().T + mod.bias.float()
