@@ -37,10 +37,9 @@ def build(config: dict, device, dtype):
     mc = comfy.supported_models.WAN21_T2V(dict(config))
     mc.set_inference_dtype(dtype, None)
     model = mc.get_model({}, device=device)
-    with torch.no_grad():
+    with torch.no_grad():  # in the dtypes the host chose (its patch embedding stays fp32)
         for name, p in model.named_parameters():
             p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)
-    model = model.to(dtype)
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
 

@@ -35,8 +35,10 @@ SDXL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spati
         "use_temporal_attention": False, "use_temporal_resblock": False}
 
 
-def build(family: str, device):
-    """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup."""
+def build(family: str, device, offload_device=None):
+    """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup.
+
+    offload_device: where the host puts the model when it unloads it (default: `device`, it stays)."""
     import comfy.model_patcher
     import comfy.supported_models as sm
     import torch
@@ -49,7 +51,7 @@ def build(family: str, device):
         for name, p in model.named_parameters():
             p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)
     model = model.to(torch.bfloat16)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload_device or device)
     g = torch.Generator().manual_seed(0)
     if family == "flux":
         cond = [[torch.randn(1, 512, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
