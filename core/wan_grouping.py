@@ -65,7 +65,8 @@ class _Grouped:
                                    transformer_options=transformer_options)
         mod = self.modulation.to(dtype=x.dtype, device=x.device)
         e = (mod + e).chunk(6, dim=1) if e.ndim < 4 else (mod.unsqueeze(0) + e).unbind(2)
-        x = x.contiguous()
+        # x stays as given (the first block gets a transposed view of the patch embedding): a contiguous copy
+        # would add a full activation while the caller still holds the original.
         q, k, v = self._project(x, e, freqs)
         for cols in head_groups(self.self_attn.num_heads, self.self_attn.head_dim, x.shape[1], self.slice_tokens):
             q[..., cols] = self.attention(q[..., cols], k[..., cols], v[..., cols],
