@@ -74,6 +74,7 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
         "linear_weight_gib_compressed": sum(op.fast.compressed.numel() for op in fast) / 2**30,
         "peak_gib_dense_run": dense_peak / 2**30, "peak_gib_sparse_run": sparse_peak / 2**30,
         "idle_gib_after_unload": idle / 2**30,
+        "sparse_model_added_gib": (steady["sparse"] - idle) / 2**30,  # what loading the sparse model added
         "steady_gib_dense_loaded": steady["dense"] / 2**30, "steady_gib_sparse_loaded": steady["sparse"] / 2**30,
         "peak_gib_dense_sampling": peak["dense"] / 2**30, "peak_gib_sparse_sampling": peak["sparse"] / 2**30,
         "all_pruned_2_4": all(m.norms is None and bool((m.weight != 0).reshape(-1, 4).sum(-1).le(2).all())

@@ -91,13 +91,18 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         """Forget the prepared op (the host may have rewritten the weight in place, e.g. `.data.copy_`)."""
         self._op, self._op_source = None, (None, None, None)
 
-    def _sparse_op(self) -> Sparse24Linear:
-        """The prepared op for the current weight; rebuilt when the host swaps or patches the weight."""
+    def _sparse_op(self, device: torch.device) -> Sparse24Linear:
+        """The prepared op on `device` (the input's) for the current weight; rebuilt when the host swaps or patches
+        the weight. The weight may sit on the offload device (a model the host counts as loaded does not move
+        modules swapped in later): it is then masked and compressed on `device`, one layer at a time."""
         w, b = self.weight, self.bias
         seen = self._op_source
         version = (_version(w), _version(b))
-        if self._op is None or seen[0] is not w or seen[1] is not b or seen[2] != version:
-            self._op = Sparse24Linear(self._masked(w), b, self._lowrank_for(w), keep_dense=False)
+        if (self._op is None or self._op.device != device or seen[0] is not w or seen[1] is not b
+                or seen[2] != version):
+            work = w.detach().to(device)
+            bias = None if b is None else b.detach().to(device)
+            self._op = Sparse24Linear(self._masked(work), bias, self._lowrank_for(work), keep_dense=False)
             self._op_source = (w, b, version)
             if self._op.weight is None:  # compressed: the dense format goes back to the offload device
                 self._release_dense()
@@ -134,7 +139,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
             return super().forward(x, *args, **kwargs)
         if self.comfy_cast_weights or self.weight_function or self.bias_function:
             return self._forward_cast(x)
-        return self._sparse_op()(x, dense=self.weight)
+        return self._sparse_op(x.device)(x, dense=self.weight)
 
     def _forward_cast(self, x: torch.Tensor) -> torch.Tensor:
         """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight; when weight functions (LoRA,

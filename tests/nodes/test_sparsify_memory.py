@@ -172,3 +172,19 @@ def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(gpu_env):
     out2 = mod(x)
     assert mod.weight.device.type == "cpu" and float((out2.float() - ref2).norm() / ref2.norm()) < 2e-2
     assert float((out2.float() - ref).norm() / ref.norm()) > 2e-2, "the patch must change the output"
+
+
+@pytest.mark.gpu
+def test_gpu_input_with_the_weight_left_on_the_offload_device_runs_the_fast_op(gpu_env):
+    """A model the host counts as loaded does not move modules swapped in later: their weight stays on the
+    offload device, and the op is still built (and kept) on the input's GPU."""
+    mod, sparse, _ = sparse_layer(gpu_env, linear(1024, 2048, torch.bfloat16))
+    x = torch.randn(256, 2048, device="cuda", dtype=torch.bfloat16)
+    ref = x.float() @ sparse.cuda().float().T + mod.bias.cuda().float()
+    out = mod(x)
+    assert mod._op.backend == "cusparselt" and mod._op.device.type == "cuda"
+    assert mod.weight.device.type == "cpu"
+    assert float((out.float() - ref).norm() / ref.norm()) < 2e-2
+    op = mod._op
+    mod(x)
+    assert mod._op is op, "the op is reused while the weight is unchanged"

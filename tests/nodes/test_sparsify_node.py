@@ -145,7 +145,7 @@ def test_a_weight_written_without_set_weight_is_masked_again(env):
     x = torch.randn(5, mod.in_features)
     before = mod(x)
     mod.weight = torch.nn.Parameter(mod.weight + 0.5, requires_grad=False)  # dense now
-    assert sp.is_nm_sparse(mod._sparse_op().weight)
+    assert sp.is_nm_sparse(mod._sparse_op(x.device).weight)
     assert torch.allclose(mod(x), before + x @ (0.5 * mod.sparse_mask.float()).T, atol=1e-5)
 
 
