@@ -13,8 +13,8 @@ attention concentrates near the diagonal as in video DiTs), at 80 % and 90 % blo
   error          ||sparse - dense|| / ||dense|| at the predicted mask
 First, a sweep of the kernel's Triton tile configurations (kernel alone, 32k tokens, 80 % sparsity); the cases
 then run with the fastest, which is the one to set as core/attention/block_sparse.py KERNEL_OPTIONS.
-Times are medians of CUDA-event timings after warm-up. The headline keys are merged into
---merge (default benchmarks/results/sparse-compute-h200.json, shared with the other issue-7 figures).
+Times are medians of CUDA-event timings after warm-up. benchmarks/sparse_compute_summary.py gathers the headline
+keys with the other issue-7 figures.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _host import REPO, device_info, pack_module
+from _host import device_info, pack_module
 
 TOKENS = {"32k": 32760, "75k": 75600}
 SPARSITY = {"s80": 0.8, "s90": 0.9}
@@ -160,8 +160,6 @@ def markdown(out: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="full results (a .md beside it)")
-    parser.add_argument("--merge", type=Path, default=REPO / "benchmarks/results/sparse-compute-h200.json",
-                        help="file whose headline keys are updated (created if missing)")
     args = parser.parse_args()
     attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
@@ -179,10 +177,6 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
         args.json.with_suffix(".md").write_text(markdown(out))
-    if args.merge:
-        merged = json.loads(args.merge.read_text()) if args.merge.exists() else {}
-        merged |= {k: headline[k] for k in ("attn_speedup_32k_s80_vs_cudnn", "attn_speedup_75k_s90_vs_cudnn")}
-        args.merge.write_text(json.dumps(merged, indent=1))
     return 0
 
 
