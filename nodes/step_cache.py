@@ -41,6 +41,10 @@ class PyraStepCache(io.ComfyNode):
                 io.Boolean.Input("cache_on_cpu", default=False,
                                  tooltip="Keep the cached features in CPU memory: less GPU memory, a copy per "
                                          "step."),
+                io.Int.Input("max_reused_in_a_row", default=0, min=0, max=100, optional=True,
+                             tooltip="At most this many consecutive reused steps, then a full one (0: no "
+                                     "limit). A guard for models whose early feature barely moves while the "
+                                     "output does."),
             ],
             outputs=[io.Model.Output(tooltip="A patched clone of the model; the input model is untouched.")],
         )
@@ -53,7 +57,7 @@ class PyraStepCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset: str, threshold: float, start_percent: float, end_percent: float,
-                cache_on_cpu: bool) -> io.NodeOutput:
+                cache_on_cpu: bool, max_reused_in_a_row: int = 0) -> io.NodeOutput:
         family = detect_family(model)
         if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
             raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "
@@ -61,5 +65,5 @@ class PyraStepCache(io.ComfyNode):
         chosen = PRESETS[family if preset == "auto" else preset]
         value = chosen.threshold if threshold < 0 else threshold
         patched = model.clone()
-        install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen)
+        install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen, max_reused_in_a_row)
         return io.NodeOutput(patched)

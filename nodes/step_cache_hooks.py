@@ -83,11 +83,11 @@ def _outer_sample_wrapper(cache: StepCache, window: _Window, family: str):
 
 
 def install(patcher, family: str, threshold: float, start_percent: float, end_percent: float,
-            cache_on_cpu: bool, preset: CachePreset | None = None) -> StepCache:
+            cache_on_cpu: bool, preset: CachePreset | None = None, max_in_a_row: int = 0) -> StepCache:
     """Patch `patcher` (a clone of a `family` model, patched in place) and return its StepCache, whose stats
     describe the last sampling run. `preset` (blocks kept) defaults to the family's."""
     preset = preset or PRESETS[family]
-    cache = StepCache(threshold, "cpu" if cache_on_cpu else None)
+    cache = StepCache(threshold, "cpu" if cache_on_cpu else None, max_in_a_row)
     window = _Window(start_percent, end_percent)
     dm = patcher.get_model_object("diffusion_model")
     if preset.kind == "dit":

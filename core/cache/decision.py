@@ -45,6 +45,7 @@ def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
 class _Entry:
     feature: torch.Tensor  # (1, ...) the decision feature at the previous evaluation
     accumulated: float = 0.0
+    in_a_row: int = 0  # evaluations reused since the last full computation
     cached: dict[str, torch.Tensor] = field(default_factory=dict)  # (1, ...) per stream
 
 
@@ -69,14 +70,19 @@ class StepCache:
     """Per-row caches and the reuse decision.
 
     threshold: reuse while the accumulated relative change stays below it; 0 never reuses.
+    max_in_a_row: at most this many consecutive reused evaluations per row, then a full one (0: no limit): a
+    guard for models whose early feature moves less than their output.
     store_device: where cached tensors live between evaluations (e.g. "cpu" to spare accelerator memory);
     None keeps them where they were computed.
     """
 
-    def __init__(self, threshold: float, store_device: torch.device | str | None = None):
+    def __init__(self, threshold: float, store_device: torch.device | str | None = None, max_in_a_row: int = 0):
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
+        if max_in_a_row < 0:
+            raise ValueError(f"max_in_a_row must be >= 0 (0: no limit), got {max_in_a_row}")
         self.threshold = float(threshold)
+        self.max_in_a_row = int(max_in_a_row)
         self.store_device = None if store_device is None else torch.device(store_device)
         self.entries: dict[CacheKey, _Entry] = {}
         self.stats = CacheStats()
@@ -114,12 +120,15 @@ class StepCache:
             accumulated = [e.accumulated + c for e, c in zip(entries, change, strict=True)]
             self.stats.changes.append(max(change))
             reuse = active and self.threshold > 0 and max(accumulated) < self.threshold
+            if self.max_in_a_row and max(e.in_a_row for e in entries) >= self.max_in_a_row:
+                reuse = False
         for i, k in enumerate(keys):
             e = entries[i]
             if e is None:
                 e = self.entries[k] = _Entry(feature=rows[i:i + 1])
             e.feature = self._store(rows[i:i + 1])
             e.accumulated = accumulated[i] if reuse else 0.0
+            e.in_a_row = e.in_a_row + 1 if reuse else 0
         if reuse:
             self.stats.reused += 1
         else:
@@ -143,17 +152,17 @@ class StepCache:
         return torch.cat(rows).to(like.device, like.dtype)
 
 
-def simulate_reuse(changes: list[float], active: list[bool], threshold: float) -> int:
+def simulate_reuse(changes: list[float], active: list[bool], threshold: float, max_in_a_row: int = 0) -> int:
     """How many evaluations a cache at `threshold` would reuse along a recorded (uncached) trajectory of
     per-evaluation changes; the basis for choosing a threshold by its number of reused steps."""
-    reused, acc = 0, 0.0
+    reused, acc, run = 0, 0.0, 0
     for change, on in zip(changes, active, strict=True):
         if change != change:  # nan: nothing cached yet
-            acc = 0.0
+            acc, run = 0.0, 0
             continue
         acc += change
-        if on and threshold > 0 and acc < threshold:
-            reused += 1
+        if on and threshold > 0 and acc < threshold and not (max_in_a_row and run >= max_in_a_row):
+            reused, run = reused + 1, run + 1
         else:
-            acc = 0.0
+            acc, run = 0.0, 0
     return reused

@@ -43,6 +43,19 @@ def test_accumulated_change_against_threshold():
     assert run_decisions(StepCache(0.0), f, [("c", 0)]) == [False] * 6
 
 
+def test_consecutive_reuse_is_capped():
+    """A feature that never moves reuses every step without a cap; with max_in_a_row 2 every third evaluation
+    computes, and simulate_reuse on the recorded changes predicts the same count."""
+    f = [torch.ones(1, 8)] * 9
+    assert run_decisions(StepCache(0.1), f, [("c", 0)]) == [False] + [True] * 8
+    capped = StepCache(0.1, max_in_a_row=2)
+    decisions = run_decisions(capped, f, [("c", 0)])
+    assert decisions == [False, True, True, False, True, True, False, True, True]
+    assert cache_mod.simulate_reuse(capped.stats.changes, capped.stats.active, 0.1, 2) == sum(decisions)
+    with pytest.raises(ValueError, match="max_in_a_row"):
+        StepCache(0.1, max_in_a_row=-1)
+
+
 def test_inactive_window_forces_compute():
     cache = StepCache(1.0)
     keys = [("c", 0)]
