@@ -32,6 +32,18 @@ def pack_module(dotted: str) -> types.ModuleType:
     return importlib.import_module(f"pyra_pack.{dotted}")
 
 
+def write_report(path: Path | None, report: dict, table: str) -> None:
+    """Print the markdown table; with a path, write the report as JSON there and the table beside it (.md)."""
+    import json
+
+    print(table)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    path.with_suffix(".md").write_text(table)
+
+
 def device_info() -> dict:
     import torch
 

@@ -17,13 +17,12 @@ parametrisation, SD3's shift 3, dpmpp_2m, 15 steps per stage, the same seeds for
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _host import import_host, pack_module
+from _host import import_host, pack_module, write_report
 
 N_BANDS = 8
 DENOISE = (0.3, 0.5, 0.7)
@@ -118,11 +117,7 @@ def main() -> int:
             "command": "python benchmarks/highres_quality.py " + " ".join(sys.argv[1:]),
             "seconds": round(time.perf_counter() - start, 1)}
     table = markdown(results, meta)
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(table)
+    write_report(args.json, {"meta": meta, "results": results}, table)
     return 0
 
 

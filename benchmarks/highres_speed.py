@@ -15,12 +15,11 @@ Median of `--repeats` runs after one warm-up; the final VAE decode (the same for
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from _host import device_info, import_host, pack_module
+from _host import device_info, import_host, pack_module, write_report
 from progressive_speed import build, timed
 
 SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
@@ -97,11 +96,7 @@ def main() -> int:
     lines += [f"| {k} | {v['seconds']:.2f} | {v['vs_hires_fix']:.2f}x |" for k, v in results.items()]
     lines += ["", f"Final VAE decode at {2 * args.base}² (the same for all): {report['final_vae_decode_seconds']} s."]
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(table)
+    write_report(args.json, report, table)
     return 0
 
 

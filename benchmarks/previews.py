@@ -11,14 +11,13 @@ the host's own TAESDPreviewerImpl (demo TAESD, random weights: the cost does not
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _host import REPO, import_host, pack_module
+from _host import REPO, import_host, pack_module, write_report
 
 
 def main() -> int:
@@ -63,11 +62,7 @@ def main() -> int:
     lines += [f"| {r['image_side']}² | {r['latent_side']}² | {r['coarse_latent_side']}² | {r['host_seconds']:.3f} s "
               f"| {r['pyra_seconds']:.3f} s | {r['speedup']}x |" for r in rows]
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(table)
+    write_report(args.json, {"meta": meta, "rows": rows}, table)
     return 0
 
 

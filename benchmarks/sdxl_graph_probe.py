@@ -12,29 +12,16 @@ replay brings those steps near the FLOP ratio, capturing the low-resolution stag
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
-from _host import device_info, import_host
+from _host import device_info, import_host, pack_module, write_report
 from progressive_speed import build
 
 
 def median_ms(fn, repeats: int = 20) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median of single-call CUDA-event timings after warm-up (kernels/timing.py)."""
+    return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=1, warmup=3)
 
 
 def main() -> int:
@@ -88,11 +75,7 @@ def main() -> int:
     lines += [f"| {r['latent_side']}² | {r['eager_ms']} | {r['graph_ms']} | {r['speedup']}x | {r['eager_vs_full']} | "
               f"{r['graph_vs_full_graph']} | {r['graph_matches_eager']} |" for r in rows]
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(table)
+    write_report(args.json, report, table)
     return 0
 
 

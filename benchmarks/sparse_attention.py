@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,20 +31,9 @@ SPARSITY = {"s80": 0.8, "s90": 0.9}
 HEADS, DIM, BLOCK = 24, 128, 128
 
 
-def median_ms(fn, repeats: int = 20, warmup: int = 3) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def median_ms(fn, repeats: int = 20) -> float:
+    """Median of single-call CUDA-event timings after warm-up (kernels/timing.py)."""
+    return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=1, warmup=3)
 
 
 def structured_qkv(n: int, seed: int = 0):

@@ -9,10 +9,10 @@ a time. `token_sliced(module, tokens)` returns a twin of `module` that shares it
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
+
+from .twins import twin
 
 
 class _TokenSliced:
@@ -33,20 +33,10 @@ class _TokenSliced:
         return out
 
 
-_CLASSES: dict[type, type] = {}
-
-
 def token_sliced(module: nn.Module, tokens: int) -> nn.Module:
     """A twin of `module` sharing its submodules and parameters that runs over `tokens`-token slices."""
     if tokens < 1:
         raise ValueError(f"slice size must be at least 1 token, got {tokens}")
-    base = type(module)
-    if issubclass(base, _TokenSliced):
-        base = base.__mro__[2]
-    cls = _CLASSES.setdefault(base, type(f"TokenSliced{base.__name__}", (_TokenSliced, base), {}))
-    twin = copy.copy(module)
-    for attr in ("_modules", "_parameters", "_buffers"):
-        setattr(twin, attr, type(getattr(module, attr))(getattr(module, attr)))
-    twin.__class__ = cls
-    twin.slice_tokens = int(tokens)
-    return twin
+    out = twin(module, _TokenSliced, "TokenSliced")
+    out.slice_tokens = int(tokens)
+    return out

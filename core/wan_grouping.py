@@ -26,11 +26,12 @@ The floor is 4A (0.44): the attention needs q, k and v whole and x is kept for t
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .twins import twin
 
 
 def modulation_rows(e: torch.Tensor, tokens: int, start: int, stop: int) -> torch.Tensor:
@@ -112,21 +113,11 @@ class _Grouped:
         return out
 
 
-_CLASSES: dict[type, type] = {}
-
-
 def grouped_block(block: nn.Module, slice_tokens: int, attention: Callable, rope: Callable) -> nn.Module:
     """A twin of a Wan attention block sharing its submodules and parameters that runs the grouped forward."""
     if slice_tokens < 1:
         raise ValueError(f"slice size must be at least 1 token, got {slice_tokens}")
-    base = type(block)
-    if issubclass(base, _Grouped):
-        base = base.__mro__[2]
-    cls = _CLASSES.setdefault(base, type(f"Grouped{base.__name__}", (_Grouped, base), {}))
-    twin = copy.copy(block)
-    for attr in ("_modules", "_parameters", "_buffers"):
-        setattr(twin, attr, type(getattr(block, attr))(getattr(block, attr)))
-    twin.__class__ = cls
-    twin.slice_tokens = int(slice_tokens)
-    twin.attention, twin.rope = attention, rope
-    return twin
+    out = twin(block, _Grouped, "Grouped")
+    out.slice_tokens = int(slice_tokens)
+    out.attention, out.rope = attention, rope
+    return out
