@@ -133,3 +133,20 @@ def test_out_of_memory_halves_the_band_and_stays_exact(comfy_host, mod, tiny_kl,
         out = mod.exact_decode(tiny_kl, z, 8)
     assert tried == [8, 4, 2] and "retrying with 4" in caplog.text
     assert (out - stock(tiny_kl, z)).abs().max().item() <= TOL
+
+
+def test_exact_encode_matches_vae_encode(comfy_host, tiny_kl):
+    pixels = torch.rand((2, 45, 38, 4), generator=torch.Generator().manual_seed(3))   # RGBA, cropped to 40 x 32
+    ref = tiny_kl.encode(pixels[..., :3])
+    out = comfy_host.node("PyraExactVAEEncode").execute(pixels, tiny_kl, 2).result[0]["samples"]
+    assert out.shape == ref.shape == (2, 4, 10, 8)   # this tiny VAE downsamples 4x
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_exact_encode_falls_back_for_other_vaes(comfy_host, demo_vaes, caplog):
+    vae = demo_vaes["taesd"]
+    pixels = torch.rand((1, 32, 32, 3), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
+    assert "host's own encode" in caplog.text
+    assert torch.equal(out, vae.encode(pixels))
