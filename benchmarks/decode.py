@@ -3,6 +3,12 @@
     python benchmarks/decode.py --mode cpu --json OUT.json                     # tiny KL VAE, CPU, fp32
     source benchmarks/device_env.sh                                           # on the lent H200 (carry .device)
     python3 benchmarks/decode.py --mode gpu --json OUT.json                   # real-size SDXL and Flux KL VAEs
+    python3 benchmarks/decode.py --mode gpu --families wan --json OUT.json    # real-size Wan 2.1 VAE, 81 frames
+
+The Wan 2.1 VAE is the host's WanVAE at its real size (dim 96) with seeded random weights, through comfy.sd.VAE
+(detected from its keys as the host loads a Wan 2.1 VAE file). fp32 exactness runs on --wan-exact-frames latent
+frames, memory and time in bf16 on 21 latent frames (81 video frames) at 832x480; the tiled baseline uses
+VAEDecodeTiled's defaults (512 px tiles, 64 px overlap, 64 frames, 8 frames overlap).
 
 The VAEs are built from the host's own classes (`comfy.sd.VAE` with an AutoencoderKL config: the real SDXL and
 Flux decoder layouts, ch 128, ch_mult [1, 2, 4, 4], 2 res blocks) with seeded fan-in-scaled random weights, so
@@ -29,7 +35,10 @@ from _host import import_host, pack_module
 
 REAL = {"ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2}
 TINY = {"ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2}
-FAMILIES = {"sdxl": 4, "flux": 16}   # latent channels
+FAMILIES = {"sdxl": 4, "flux": 16, "wan": 16}   # latent channels
+WAN_REAL = {"dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+            "temperal_downsample": [False, True, True], "dropout": 0.0}
+WAN_TINY = {**WAN_REAL, "dim": 8}
 
 
 def build_vae(z_channels: int, layout: dict, device, dtype, seed: int = 0):
@@ -54,6 +63,35 @@ def build_vae(z_channels: int, layout: dict, device, dtype, seed: int = 0):
     vae.first_stage_model.to(device)
     vae.output_device = device
     return vae
+
+
+def build_wan_vae(layout: dict, device, dtype, seed: int = 0):
+    """comfy.sd.VAE around a seeded random WanVAE of `layout` (the host detects it from the state-dict keys)."""
+    import comfy.ldm.wan.vae
+    import comfy.sd
+    import torch
+
+    model = comfy.ldm.wan.vae.WanVAE(**layout)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            else:
+                p.copy_((1.0 if "gamma" in name else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+    vae = comfy.sd.VAE(sd=model.state_dict(), device=device, dtype=dtype)
+    if vae.first_stage_model.decoder.dim != layout["dim"]:
+        raise RuntimeError("the host did not build the Wan 2.1 VAE layout from the random state dict")
+    vae.first_stage_model.to(device)
+    vae.output_device = device
+    return vae
+
+
+def host_tiled(vae, z, tile):
+    """The host's tiled decode with VAEDecodeTiled's tiles (latent units), in process_output's [0, 1] space."""
+    if z.ndim == 5:
+        return vae.decode_tiled_3d(z, tile_t=16, tile_x=tile[0], tile_y=tile[0], overlap=(2, tile[1], tile[1]))
+    return vae.decode_tiled_(z, tile[0], tile[0], tile[1])
 
 
 def measure(fn, repeats: int, cuda: bool):
@@ -81,7 +119,7 @@ def run_case(vae, z, rows_list, repeats, cuda, tiled=True, ref32=None, tile=(64,
     """Full, tiled and sliced decodes of z: a dict of figures. References are kept on the CPU, off the peaks."""
     import torch
 
-    kl = pack_module("core.vae.kl")
+    sliced = pack_module("core.vae").sliced_decode
     model = vae.first_stage_model
     with torch.no_grad():
         full, t_full, p_full = measure(lambda: model.decode(z), repeats, cuda)
@@ -90,11 +128,11 @@ def run_case(vae, z, rows_list, repeats, cuda, tiled=True, ref32=None, tile=(64,
     res = {"shape": list(z.shape), "dtype": str(z.dtype).removeprefix("torch."), "full_s": t_full, "full_peak": p_full,
            "out_absmax": full.abs().max().item(), "ours": []}
     if tiled:
-        til, t_til, p_til = measure(lambda: vae.decode_tiled_(z, tile[0], tile[0], tile[1]), 1, cuda)
+        til, t_til, p_til = measure(lambda: host_tiled(vae, z, tile), 1, cuda)
         res.update(tiled_s=t_til, tiled_peak=p_til, tiled_err_img=(til.cpu() - full_img).abs().max().item())
         del til
     for rows in rows_list:
-        out, t, p = measure(lambda r=rows: kl.kl_decode(model, z, r, z.device), repeats, cuda)
+        out, t, p = measure(lambda r=rows: sliced(model, z, r, z.device), repeats, cuda)
         out = out.cpu()
         res["ours"].append({"rows": rows, "s": t, "peak": p, "err": (out - full).abs().max().item(),
                             "err_img": (vae.process_output(out) - full_img).abs().max().item()})
@@ -118,6 +156,9 @@ def gpu_cases(args, emit):
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda")
     for fam in args.families:
+        if fam == "wan":
+            wan_gpu_cases(args, emit, dev)
+            continue
         c = FAMILIES[fam]
         vae = build_vae(c, REAL, dev, torch.float32)
         lat = args.exact_size // 8
@@ -139,6 +180,27 @@ def gpu_cases(args, emit):
         torch.cuda.empty_cache()
 
 
+def wan_gpu_cases(args, emit, dev):
+    """Real-size Wan 2.1 VAE at 832x480: fp32 exactness on a few latent frames, bf16 memory/time on 81 frames."""
+    import torch
+
+    vae = build_wan_vae(WAN_REAL, dev, torch.float32)
+    z = latent((1, 16, args.wan_exact_frames, 60, 104), dev, torch.float32)
+    res, full32 = run_case(vae, z, [args.exact_rows // 2], 1, True)
+    emit(f"wan_fp32_{args.wan_exact_frames}f_832x480", res)
+    vae.first_stage_model.to(torch.bfloat16)
+    vae.vae_dtype = torch.bfloat16
+    res, full16 = run_case(vae, z.bfloat16(), [args.exact_rows // 2], 1, True, tiled=False, ref32=full32)
+    res["full_bf16_vs_fp32"] = (full16 - full32).abs().max().item()
+    emit(f"wan_bf16_{args.wan_exact_frames}f_832x480", res)
+    del full32, full16
+    z = latent((1, 16, 21, 60, 104), dev, torch.bfloat16)
+    res, _ = run_case(vae, z, args.wan_rows, args.repeats, True)
+    emit("wan_bf16_81f_832x480", res)
+    del vae
+    torch.cuda.empty_cache()
+
+
 def cpu_cases(args, emit):
     import torch
 
@@ -147,6 +209,11 @@ def cpu_cases(args, emit):
         z = latent((2, 4, size // 8 + 1, size // 8 - 1), torch.device("cpu"), torch.float32)   # batch 2, odd
         res, _ = run_case(vae, z, args.rows, args.repeats, False, tile=(args.tile, args.overlap))
         emit(f"tiny_fp32_{size}", res)
+    if "wan" in args.families:
+        vae = build_wan_vae(WAN_TINY, torch.device("cpu"), torch.float32)
+        z = latent((1, 16, 3, 9, 7), torch.device("cpu"), torch.float32)
+        res, _ = run_case(vae, z, [1, 4], args.repeats, False, tile=(4, 1))
+        emit("wan_tiny_fp32_3x72x56", res)
 
 
 def summary(cases: dict) -> dict:
@@ -158,6 +225,11 @@ def summary(cases: dict) -> dict:
     bf16 = [c for k, c in cases.items() if "full_bf16_vs_fp32" in c]
     head["bf16_err_over_precision_gap"] = max(o["err_vs_fp32"] / c["full_bf16_vs_fp32"]
                                               for c in bf16 for o in c["ours"])
+    wan = cases.get("wan_bf16_81f_832x480")
+    if wan and wan.get("full_peak"):
+        head["wan_peak_ratio_81f_832x480"] = min(o["peak"] for o in wan["ours"]) / wan["full_peak"]
+        head["wan_time_ratio_81f_832x480"] = min(o["s"] for o in wan["ours"]) / wan["full_s"]
+        head["wan_tiled_host_peak_ratio"] = wan["tiled_peak"] / wan["full_peak"]
     for size in (2048, 4096):
         sel = [c for k, c in cases.items() if k.endswith(f"_bf16_{size}")]
         if sel and sel[0].get("full_peak"):
@@ -218,6 +290,9 @@ def main() -> None:
     ap.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=None)
     ap.add_argument("--exact-size", type=int, default=1024)
     ap.add_argument("--exact-rows", type=int, default=16)
+    ap.add_argument("--wan-exact-frames", type=int, default=5, help="latent frames of the fp32 Wan exactness case")
+    ap.add_argument("--wan-rows", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 15],
+                    help="band sizes (latent rows of 60) for the Wan 81-frame case")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")

@@ -23,6 +23,7 @@ from .sparse_attention import PyraSparseAttention
 from .sparsify import PyraSparsify
 from .step_cache import PyraStepCache
 from .vae_decode import PyraExactVAEDecode
+from .vae_encode import PyraExactVAEEncode
 
 NODES: list[type[io.ComfyNode]] = [
     PyraAnalyticModel,
@@ -31,6 +32,7 @@ NODES: list[type[io.ComfyNode]] = [
     PyraPyramidSampler,
     PyraDiffuseHigh,
     PyraExactVAEDecode,
+    PyraExactVAEEncode,
     PyraMultiLevelDecode,
     PyraCoarsePreviewGuider,
     PyraPyramidSplit,

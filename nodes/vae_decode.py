@@ -9,7 +9,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..core.vae import SliceUnsupported, auto_slice_rows, decoder_for
+from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(z[:1].shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
     if slice_rows <= 0:
-        slice_rows = auto_slice_rows(tuple(z[:1].shape), mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device))
+        slice_rows = auto_slice_rows(tuple(z[:1].shape), mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
+                                     band_channels(vae.first_stage_model))
     pbar = comfy.utils.ProgressBar(z.shape[0])
     out = None
     for i in range(z.shape[0]):
@@ -91,13 +92,14 @@ class PyraExactVAEDecode(io.ComfyNode):
                 "Decodes a latent in row bands with a fraction of VAE Decode's memory and the same result (up to "
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams or colour shifts as with tiled decoding. Exact for the KL VAEs of "
-                "SD1.5/SDXL/SD3/Flux and for TAESD; other VAEs (Wan 2.1, ...) use the host's own decode."
+                "SD1.5/SDXL/SD3/Flux, for TAESD and for the Wan 2.1 video VAE (bands of rows walk all frames "
+                "with their own causal caches); other VAEs (Wan 2.2, ...) use the host's own decode."
             ),
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (image, or video for video VAEs)."),
                 io.Vae.Input("vae", tooltip=(
-                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux) and TAESD decode sliced and exact; any other VAE "
-                    "falls back to the host's plain decode, with one line in the log saying why.")),
+                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux), TAESD and the Wan 2.1 VAE decode sliced and exact; "
+                    "any other VAE falls back to the host's plain decode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=SLICE_TOOLTIP),
             ],
             outputs=[io.Image.Output(tooltip="The decoded image, as VAE Decode gives it (video frames batched).")],

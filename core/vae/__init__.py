@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from .kl import SliceUnsupported, is_kl, kl_decode
 from .taesd import is_taesd, taesd_decode
+from .wan import is_wan, wan_decode
 
-__all__ = ["SliceUnsupported", "auto_slice_rows", "decoder_for", "sliced_decode"]
+__all__ = ["SliceUnsupported", "auto_slice_rows", "band_channels", "decoder_for", "sliced_decode"]
 
 Decoder = Callable[[nn.Module, Tensor, int, "torch.device | None"], Tensor]
 
@@ -21,12 +22,22 @@ def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
         return "kl", kl_decode
     if is_taesd(model):
         return "taesd", taesd_decode
+    if is_wan(model):
+        return "wan", wan_decode
     raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
 
 
 def sliced_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
     """model.decode(z) as fp32, computed in bands of `slice_rows` latent rows (exact up to summation order)."""
     return decoder_for(model)[1](model, z, slice_rows, out_device)
+
+
+def band_channels(model: nn.Module) -> int:
+    """Channels of the widest full-resolution activation a band holds (`auto_slice_rows`' widest_channels).
+
+    Wan 2.1: a chunk of 4 frames of the 2 * dim channels its last upsampling produces.
+    """
+    return 4 * 2 * model.decoder.dim if is_wan(model) else 256
 
 
 def auto_slice_rows(shape: tuple[int, ...], dtype_size: int, free_bytes: int, widest_channels: int = 256,

@@ -1,4 +1,4 @@
-"""core/vae: sliced decoding equals the full decode of the host's KL and TAESD decoders (random weights).
+"""core/vae: sliced decoding (and KL encoding) equals the host's full KL and TAESD decode / KL encode (random weights).
 
 The modules come from the host's own classes (imported on the CPU); the slicer itself is host-free.
 """
@@ -16,6 +16,7 @@ from packload import load_pack_package
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
 rowops = importlib.import_module("pyra_pack.core.vae.rowops")
+enc = importlib.import_module("pyra_pack.core.vae.kl_encode")
 
 TOL_FP32 = 1e-4
 
@@ -142,3 +143,54 @@ def test_auto_slice_rows():
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 1 * gib) < 32            # less memory, thinner bands
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 0) == 1
     assert vae.auto_slice_rows((1, 4, 3, 5), 4, 80 * gib) == 3
+
+
+# Exact sliced KL encoding
+
+def image(shape, seed=1):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 13])
+def test_kl_banded_encode_equals_full_encode(host, rows):
+    model = tiny_kl(host)
+    x = image((2, 3, 52, 44))   # batch 2, odd latent sizes (13 x 11: this tiny VAE downsamples 4x)
+    with torch.no_grad():
+        ref = model.encode(x)
+    out = enc.kl_encode(model, x, rows)
+    assert out.shape == ref.shape == (2, 4, 13, 11)
+    assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_kl_16_channel_encode(host):
+    model = tiny_kl(host, z_channels=16, ch_mult=(1, 2, 2, 2), num_res_blocks=2)
+    x = image((1, 3, 56, 72))
+    with torch.no_grad():
+        ref = model.encode(x)
+    assert (enc.kl_encode(model, x, 2) - ref).abs().max().item() <= TOL_FP32
+
+
+def test_band_local_norm_or_missing_halo_is_detected(host, monkeypatch):
+    """The comparison can fail: per-band GroupNorm statistics, or a convolution without halo rows, are far off."""
+    model = tiny_kl(host)
+    x = image((1, 3, 52, 44))
+    with torch.no_grad():
+        ref = model.encode(x)
+    with monkeypatch.context() as m:
+        def band_local(self, x, r0, a, b, h_in, stack):
+            y = torch.nn.functional.group_norm(x, self.norm.num_groups, self.norm.weight, self.norm.bias,
+                                               self.norm.eps)
+            return torch.nn.functional.silu(y) if self.silu else y
+
+        m.setattr(rowops.GroupNormAct, "__call__", band_local)
+        assert (enc.kl_encode(model, x, 3) - ref).abs().max().item() > 1e-2
+    with monkeypatch.context() as m:
+        m.setattr(rowops.Conv, "need", lambda self, a, b, h_in: (a, b))   # zeros at every band edge
+        assert (enc.kl_encode(model, x, 3) - ref).abs().max().item() > 1e-2
+
+
+def test_unsupported_encoders_are_named(host):
+    with pytest.raises(vae.SliceUnsupported, match="Linear"):
+        enc.kl_encode(torch.nn.Linear(2, 2), image((1, 3, 16, 16)), 2)
+    with pytest.raises(vae.SliceUnsupported, match="4-D"):
+        enc.kl_encode(tiny_kl(host), image((1, 3, 2, 16, 16)), 2)

@@ -82,14 +82,28 @@ def test_tiny_kl_matches_vae_decode(comfy_host, tiny_kl):
     assert ref.std() > 0.05   # not a flat image
 
 
-def test_wan_vae_falls_back_to_host_decode(comfy_host, demo_vaes, caplog):
+@pytest.mark.parametrize("frames, rows", [(1, 0), (2, 3)])
+def test_demo_wan_vae_decodes_exactly(comfy_host, demo_vaes, caplog, frames, rows):
     vae = demo_vaes["wan21_vae"]
-    z = latent((1, 16, 2, 8, 8))
+    z = latent((2, 16, frames, 9, 7))
     with caplog.at_level(logging.INFO):
-        out = run_node(comfy_host, vae, z, 0)
-    assert "host's own decode" in caplog.text
-    assert out.shape == (5, 64, 64, 3)
-    assert (out - stock(vae, z)).abs().max().item() <= TOL
+        out = run_node(comfy_host, vae, z, rows)
+    assert "host's own decode" not in caplog.text
+    ref = stock(vae, z)
+    assert out.shape == ref.shape == (2 * (1 + 4 * (frames - 1)), 72, 56, 3)
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_other_vaes_fall_back_to_host_decode(comfy_host, mod, tiny_kl, monkeypatch, caplog):
+    def unsupported(model):
+        raise mod.SliceUnsupported("no exact sliced decoder for TestVAE")
+
+    monkeypatch.setattr(mod, "decoder_for", unsupported)
+    z = latent((1, 4, 6, 5))
+    with caplog.at_level(logging.INFO):
+        out = run_node(comfy_host, tiny_kl, z, 0)
+    assert "TestVAE; using the host's own decode" in caplog.text
+    assert (out - stock(tiny_kl, z)).abs().max().item() == 0
 
 
 def test_channel_and_dimension_mismatch_name_both(comfy_host, mod, tiny_kl, demo_vaes):
@@ -119,3 +133,20 @@ def test_out_of_memory_halves_the_band_and_stays_exact(comfy_host, mod, tiny_kl,
         out = mod.exact_decode(tiny_kl, z, 8)
     assert tried == [8, 4, 2] and "retrying with 4" in caplog.text
     assert (out - stock(tiny_kl, z)).abs().max().item() <= TOL
+
+
+def test_exact_encode_matches_vae_encode(comfy_host, tiny_kl):
+    pixels = torch.rand((2, 45, 38, 4), generator=torch.Generator().manual_seed(3))   # RGBA, cropped to 40 x 32
+    ref = tiny_kl.encode(pixels[..., :3])
+    out = comfy_host.node("PyraExactVAEEncode").execute(pixels, tiny_kl, 2).result[0]["samples"]
+    assert out.shape == ref.shape == (2, 4, 10, 8)   # this tiny VAE downsamples 4x
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_exact_encode_falls_back_for_other_vaes(comfy_host, demo_vaes, caplog):
+    vae = demo_vaes["taesd"]
+    pixels = torch.rand((1, 32, 32, 3), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
+    assert "host's own encode" in caplog.text
+    assert torch.equal(out, vae.encode(pixels))

@@ -1,0 +1,237 @@
+"""Exact sliced decoding for the Wan 2.1 video VAE (the host's comfy.ldm.wan.vae.WanVAE).
+
+The host decodes one latent frame at a time (a chunk); every causal 3-D convolution keeps the last two frames of
+its input (the feature cache) for the next chunk. Its peak is one chunk's full-resolution activations (4 frames of
+96-192 channels at the output size) plus the caches of every full-resolution convolution.
+
+Here the loops are swapped: bands of output rows outside, latent frames inside. Nothing in the decoder mixes rows
+except the 3x3 convolutions (a halo per convolution, as in `rowops.py`) and the middle AttentionBlock (per frame,
+over all positions). RMS_norm normalises each position over its channels and the causal time convolutions and
+time upsampling act per position, so they are exact on a band. So:
+
+1. the latent-resolution part (conv2, conv1, the middle with its attention, the residual blocks before the first
+   upsampling) runs whole, chunk by chunk with its own caches, and its output for every latent frame is kept
+   (Wan 2.1, 81 frames at 832x480: 384 x 21 x 60 x 104 values, 100 MiB in bf16);
+2. for each band of output rows, the rest of the decoder walks all latent frames in order with the band's own
+   causal caches (only the band's rows plus halo), so a cache never needs rows another band computed.
+
+Every band recomputes its halo at every level: 7 latent rows above and below at the first upsampling, 8 output
+rows at full resolution. The result equals the host's decode up to float summation order.
+
+Peak on paper, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480 (full-resolution frame F = 832 x 480 x 2 bytes =
+0.76 MiB per channel). Host full decode: the caches of all convolutions, 2 frames each (7 at full resolution x 96
+ch, 6 at half x 192 ch, 6 at quarter x 384 ch, ~2.4k channel-frames of F, 1.8 GiB), plus one chunk's transients at
+full resolution (the 4-frame 192-channel upsampled tensor, 0.6 GiB, then in each residual block the input, the
+6-frame cache-concatenated and padded copies and the output, ~1.5 GiB), plus the growing output (0.2-0.4 GiB):
+about 3.5-4 GiB. Ours with 8-latent-row bands (80 of 480 output rows incl. halo, 54 of 240 at half, 42 of 120 at
+quarter resolution): caches ~0.35 GiB, transients ~0.3 GiB, the kept latent-resolution features 0.1 GiB, plus the
+weights and the output if it lives on the device (0.37 GiB in fp32): about 0.8-1.1 GiB, roughly a quarter of the
+host's. (Paper estimate: benchmarks/decode.py --mode gpu --wan measures it; not yet run.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kl import SliceUnsupported
+from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x
+from .stream import Program, Rows, _slices
+
+CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
+
+
+def is_wan(model: nn.Module) -> bool:
+    dec = getattr(model, "decoder", None)
+    return hasattr(model, "conv2") and all(hasattr(dec, n) for n in ("conv1", "middle", "upsamples", "head")) \
+        and type(dec).__name__ == "Decoder3d" and type(dec).__module__.endswith("wan.vae")
+
+
+class CausalConv(Conv):
+    """A CausalConv3d (time kernel 1 or 3, square spatial kernel) on a band, with the band's own feature cache.
+
+    Each call is one chunk: the cache holds the last CACHE_T input frames of the previous chunks, exactly as the
+    host's ResidualBlock / Decoder3d keep it (a chunk of one frame keeps the previous chunk's last frame too).
+    """
+
+    def __init__(self, conv: nn.Module):
+        kt, k, kw = conv.kernel_size
+        pw, _, ph, _, pt, pt_after = conv._padding
+        if conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1 or kw != k or ph != pw \
+                or 2 * ph != k - 1 or pt != kt - 1 or pt_after:
+            raise SliceUnsupported(f"unsupported causal convolution {conv}")
+        self.conv, self.k, self.p, self.pt = conv, k, ph, pt
+        self.cache: Tensor | None = None
+
+    def reset(self) -> None:
+        self.cache = None
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        keep = x[:, :, -CACHE_T:].clone()
+        if keep.shape[2] < CACHE_T and self.cache is not None:
+            keep = torch.cat([self.cache[:, :, -1:], keep], dim=2)
+        pt = self.pt
+        if self.cache is not None and pt > 0:
+            x = torch.cat([self.cache, x], dim=2)
+            pt -= self.cache.shape[2]
+        self.cache = keep
+        top = r0 - (a - self.p)
+        bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
+        x = F.pad(x, (self.p, self.p, top, bottom, pt, 0))
+        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
+        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        return self.conv._conv_forward(x, w, bias)
+
+
+class Frames(RowOp):
+    """A 2-D row operator (nearest upsampling, Conv2d) applied to every frame of a (B, C, T, rows, W) band."""
+
+    def __init__(self, op: RowOp):
+        self.op = op
+
+    def out_height(self, h_in):
+        return self.op.out_height(h_in)
+
+    def need(self, a, b, h_in):
+        return self.op.need(a, b, h_in)
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        bsz, c, t = x.shape[:3]
+        y = self.op(x.transpose(1, 2).reshape(bsz * t, c, *x.shape[-2:]), r0, a, b, h_in, stack)
+        return y.reshape(bsz, t, *y.shape[1:]).transpose(1, 2)
+
+
+class TimeUpsample(RowOp):
+    """The time half of Resample('upsample3d'): a per-position causal (3, 1, 1) convolution to 2x channels,
+    interleaved into 2x frames. The first chunk passes through unchanged (the host's 'Rep' marker)."""
+
+    def __init__(self, resample: nn.Module):
+        self.conv = resample.time_conv
+        self.cache: Tensor | str | None = None
+
+    def reset(self) -> None:
+        self.cache = None
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        if self.cache is None:
+            self.cache = "Rep"
+            return x
+        bsz, c, t, rows, w = x.shape
+        keep = x[:, :, -CACHE_T:].clone()
+        if keep.shape[2] < CACHE_T:
+            prev = torch.zeros_like(keep) if isinstance(self.cache, str) else self.cache[:, :, -1:]
+            keep = torch.cat([prev, keep], dim=2)
+        y = self.conv(x) if isinstance(self.cache, str) else self.conv(x, self.cache)
+        self.cache = keep
+        y = y.reshape(bsz, 2, c, t, rows, w)
+        return torch.stack((y[:, 0], y[:, 1]), 3).reshape(bsz, c, 2 * t, rows, w)
+
+
+class AddShortcut(RowOp):
+    """Pops the residual block's input and returns x + shortcut(input) on rows [a, b) (a 1x1x1 conv or identity)."""
+
+    def __init__(self, shortcut: nn.Module):
+        self.shortcut = shortcut
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        s, s0 = stack.pop()
+        return x + self.shortcut(s[..., a - s0: b - s0, :])
+
+
+class WholeRows(RowOp):
+    """A module that mixes all rows (the per-frame AttentionBlock): it needs the whole height."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def need(self, a, b, h_in):
+        return 0, h_in
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        return self.module(x)[..., a:b, :]
+
+
+def _pointwise(layer: nn.Module) -> RowOp:
+    if type(layer).__name__ == "RMS_norm" or isinstance(layer, (nn.SiLU, nn.Dropout, nn.Identity)):
+        return Elementwise(layer)
+    raise SliceUnsupported(f"unknown Wan decoder layer {type(layer).__name__}")
+
+
+def _sequence(layers) -> list[RowOp]:
+    return [CausalConv(m) if hasattr(m, "_padding") else _pointwise(m) for m in layers]
+
+
+def _layer(m: nn.Module) -> list[RowOp]:
+    name = type(m).__name__
+    if name == "ResidualBlock":
+        short = m.shortcut
+        if hasattr(short, "_padding") and short.kernel_size != (1, 1, 1):
+            raise SliceUnsupported("Wan residual shortcuts must be 1x1x1 convolutions")
+        return [Save(), *_sequence(m.residual), AddShortcut(short)]
+    if name == "AttentionBlock":
+        return [WholeRows(m)]
+    if name == "Resample" and m.mode in ("upsample2d", "upsample3d"):
+        up, conv = m.resample
+        if not isinstance(up, nn.Upsample) or tuple(up.scale_factor) != (2.0, 2.0) or \
+                up.mode not in ("nearest", "nearest-exact"):
+            raise SliceUnsupported(f"unsupported Wan upsampling {up}")
+        time = [TimeUpsample(m)] if m.mode == "upsample3d" else []
+        return [*time, Frames(Upsample2x()), Frames(Conv(conv))]
+    raise SliceUnsupported(f"unknown Wan decoder layer {name} ({getattr(m, 'mode', '')})")
+
+
+def wan_programs(model: nn.Module) -> tuple[list[RowOp], list[RowOp]]:
+    """(latent-resolution ops run whole, band ops): the decoder split at its first upsampling."""
+    dec = model.decoder
+    layers = list(dec.middle) + list(dec.upsamples)
+    first_up = next((i for i, m in enumerate(layers) if type(m).__name__ == "Resample"), len(layers))
+    whole = [CausalConv(dec.conv1)]
+    for m in layers[:first_up]:
+        whole += _layer(m)
+    band = [op for m in layers[first_up:] for op in _layer(m)] + _sequence(dec.head)
+    if any(isinstance(op, WholeRows) for op in band):
+        raise SliceUnsupported("attention above latent resolution is not supported")
+    return whole, band
+
+
+def _reset(ops: list[RowOp]) -> None:
+    for op in ops:
+        if hasattr(op, "reset"):
+            op.reset()
+
+
+@torch.no_grad()
+def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
+
+    z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) fp32 on `out_device`.
+    """
+    if not is_wan(model):
+        raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
+    if z.ndim != 5:
+        raise SliceUnsupported(f"the Wan 2.1 slicer decodes 5-D video latents, got {z.ndim}-D")
+    if slice_rows < 1:
+        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    whole_ops, band_ops = wan_programs(model)
+    h, n_t = z.shape[-2], z.shape[2]
+    x = model.conv2(z)
+    whole = Program(whole_ops, [], h)
+    feats = torch.cat([whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h) for t in range(n_t)], dim=2)
+    del x
+    prog = Program(band_ops, [], h)
+    h_out = prog.heights[-1]
+    out = None
+    for a, b in _slices(h_out, max(1, slice_rows * h_out // h)):
+        _reset(band_ops)
+        f0 = 0
+        for t in range(n_t):
+            y = prog.band(0, len(band_ops), Rows(feats[:, :, t:t + 1]), a, b)
+            if out is None:
+                frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
+                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=torch.float32,
+                                  device=out_device or z.device)
+            out[:, :, f0:f0 + y.shape[2], a:b] = y
+            f0 += y.shape[2]
+            del y
+    return out
