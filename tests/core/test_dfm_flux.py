@@ -126,7 +126,7 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch():
     arch = arch_mod.adapter_for(base.diffusion_model)
     trainer = train.DFMTrainer(arch, network.DFMLayers(arch, 2), train.TrainConfig(levels=2, lr=5e-3, rank=4),
                                lambda s: s)
-    assert any("single_blocks" in n for n in trainer.lora.names) and any("double_blocks" in n for n in trainer.lora.names)
+    assert {n.split(".")[0] for n in trainer.lora.names} == {"single_blocks", "double_blocks"}
     x, ctx, y = inputs(batch=4, seed=4)
     guidance = torch.full((4,), 3.5)
     before_w = base.diffusion_model.double_blocks[0].img_attn.qkv.weight.clone()
