@@ -33,7 +33,8 @@ class PyraDFMConvert(io.ComfyNode):
             description=("Turns a flow model (SD3 family or Flux.1) into a Decomposable Flow Matching model: a "
                          "Laplacian pyramid of the latent with a patch embedding, time embedding and output head per "
                          "level, initialised from the model's own layers. Finetune it (PyraDFMTrain / "
-                         "tools/train_dfm.py) before expecting good pictures; with 1 level it is exactly the base model."),
+                         "tools/train_dfm.py) before expecting good pictures; with 1 level it is exactly the base "
+                         "model."),
             inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT) or Flux.1 (dev/schnell)."),
                     io.Int.Input("levels", default=2, min=1, max=4,
                                  tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3 and Flux).")],
