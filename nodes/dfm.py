@@ -30,13 +30,14 @@ class PyraDFMConvert(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMConvert", display_name="DFM Convert (Pyra)", category="Pyra/sampling",
-            description=("Turns a flow model (SD3 family) into a Decomposable Flow Matching model: a Laplacian "
-                         "pyramid of the latent with a patch embedding, time embedding and output head per level, "
-                         "initialised from the model's own layers. Finetune it (PyraDFMTrain / tools/train_dfm.py) "
-                         "before expecting good pictures; with 1 level it is exactly the base model."),
-            inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT)."),
+            description=("Turns a flow model (SD3 family or Flux.1) into a Decomposable Flow Matching model: a "
+                         "Laplacian pyramid of the latent with a patch embedding, time embedding and output head per "
+                         "level, initialised from the model's own layers. Finetune it (PyraDFMTrain / "
+                         "tools/train_dfm.py) before expecting good pictures; with 1 level it is exactly the base "
+                         "model."),
+            inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT) or Flux.1 (dev/schnell)."),
                     io.Int.Input("levels", default=2, min=1, max=4,
-                                 tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3).")],
+                                 tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3 and Flux).")],
             outputs=[io.Model.Output(tooltip="The DFM model; sample it with PyraDFMSampler.")],
         )
 

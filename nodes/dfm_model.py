@@ -63,9 +63,10 @@ class DFMRunner:
         context = context.to(x.device, dtype) if context is not None else None
         y = c.get("y")
         y = y.to(x.device, dtype) if y is not None else None
+        guidance = c.get("guidance")  # Flux-dev's distilled guidance (the host's extra_conds), else None
         self.layers.to(device=x.device, dtype=dtype)
         out = dfm_forward(adapter_for(base.diffusion_model), self.layers, [p.to(dtype) for p in parts], t, mask,
-                          context, y, c.get("transformer_options", {}))
+                          context, y, c.get("transformer_options", {}), guidance=guidance)
         return pack([p - o.float() * sig[:, i].view(b, 1, 1, 1) for i, (p, o) in enumerate(zip(parts, out,
                                                                                               strict=True))])
 

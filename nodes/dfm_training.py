@@ -64,6 +64,13 @@ def split_conditioning(positive: list, count: int) -> tuple[list[torch.Tensor], 
     return contexts, pooled
 
 
+def guidance_of(positive: list, arch) -> float | None:
+    """Flux-dev's distilled-guidance strength: the first conditioning's (FluxGuidance), else the host's default."""
+    if arch.guidance_default is None:
+        return None
+    return float(positive[0][1].get("guidance", arch.guidance_default))
+
+
 def _training_patcher(model):
     """A clone whose every comfy-op weight and bias is copied out of inference mode at each forward."""
     if model.patches:
@@ -95,7 +102,7 @@ def _resume(path: Path, layers, arch, config: TrainConfig):
     lora = None
     if lora_sd:
         rank = next(v for k, v in lora_sd.items() if k.endswith(".lora_down.weight")).shape[0]
-        lora = CoreLoRA(arch.dit, rank, seed=config.seed)
+        lora = CoreLoRA(arch.dit, rank, scopes=arch.lora_scopes, seed=config.seed)
         lora.load_host_tensors(lora_sd)
     return lora, load_optimizer(opt)
 
@@ -123,6 +130,10 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         if resume:
             lora, state = _resume(Path(path), layers, arch, config)
         timestep = mp.get_model_object("model_sampling").timestep
+        strength = guidance_of(positive, arch)
+
+        def guidance(n: int):
+            return torch.full((n,), strength, device=device) if strength is not None else None
         trainer = DFMTrainer(arch, layers, config, timestep, lora=lora)
         if state is not None:
             trainer.optimizer.load_state_dict(state["optimizer"])
@@ -132,19 +143,19 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         probe_idx = [i % latents.shape[0] for i in range(PROBE_SIZE)]
         probe = (latents[probe_idx], torch.cat([contexts[j] for j in probe_idx]),
                  torch.cat([pooled[j] for j in probe_idx]) if pooled[0] is not None else None)
-        result.probe_before = trainer.fixed_loss(*probe, seed=PROBE_SEED)
+        result.probe_before = trainer.fixed_loss(*probe, seed=PROBE_SEED, guidance=guidance(PROBE_SIZE))
         batches = torch.Generator().manual_seed(config.seed + trainer.step_count)
         n = latents.shape[0]
         for i in range(steps):
             idx = torch.randperm(n, generator=batches)[: min(batch_size, n)].tolist()
             y = torch.cat([pooled[j] for j in idx]) if pooled[0] is not None else None
-            loss, per = trainer.step(latents[idx], torch.cat([contexts[j] for j in idx]), y)
+            loss, per = trainer.step(latents[idx], torch.cat([contexts[j] for j in idx]), y, guidance(len(idx)))
             result.losses.append(loss)
             result.level_losses.append(per)
             if on_step is not None:
                 on_step(i + 1, steps, loss)
         result.step = trainer.step_count
-        result.probe_after = trainer.fixed_loss(*probe, seed=PROBE_SEED)
+        result.probe_after = trainer.fixed_loss(*probe, seed=PROBE_SEED, guidance=guidance(PROBE_SIZE))
         lora_tensors = trainer.lora.host_tensors() if trainer.lora is not None else None
         trained = copy.deepcopy(layers).float().cpu().requires_grad_(False)
         result.model = dfm_model.make_dfm_model(model, trained, lora_tensors)

@@ -1,9 +1,15 @@
 """Architecture adapters: where a host flow DiT keeps the layers DFM replaces, and how its shared core runs.
 
 Duck-typed on the host's module attributes (core/ never imports the host). `adapter_for(dit)` picks one.
+Each adapter says how a level's patch embedding is built from a (D, C, q, q) kernel and applied, the layout of
+the output head's rows (`head_order`: "pqc" for MMDiT, "cpq" for Flux), which core layers a LoRA adapts, and
+runs the core between patch embedding and output head.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
 
 import torch
 from torch import Tensor, nn
@@ -14,11 +20,17 @@ class UnsupportedModel(TypeError):
     """A diffusion model DFM cannot wrap; the message names what it can."""
 
 
+SUPPORTED = "SD3-family MMDiT and Flux.1 (dev / schnell)"
+
+
 class MMDiTArch:
     """SD3's MMDiT (comfy/ldm/modules/diffusionmodules/mmdit.py): x_embedder, t_embedder, final_layer."""
 
     family = "mmdit"
     head_linear = "linear"
+    head_order = "pqc"
+    lora_scopes = ("joint_blocks",)
+    guidance_default = None
 
     def __init__(self, dit: nn.Module):
         self.dit = dit
@@ -31,6 +43,25 @@ class MMDiTArch:
     def base_layers(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         return self.dit.x_embedder.proj, self.dit.t_embedder, self.dit.final_layer
 
+    def embed_kernel(self) -> tuple[Tensor, Tensor]:
+        """The base patch embedding as a (D, C, p, p) kernel and its bias."""
+        conv = self.dit.x_embedder.proj
+        return conv.weight.detach(), conv.bias.detach()
+
+    @staticmethod
+    def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
+        q = kernel.shape[-1]
+        out = nn.Conv2d(kernel.shape[1], kernel.shape[0], q, stride=q, dtype=dtype, device=kernel.device)
+        with torch.no_grad():
+            out.weight.copy_(kernel)
+            out.bias.copy_(bias)
+        return out
+
+    @staticmethod
+    def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
+        """(B, C, h, w) -> (B, T, D) tokens with a stride-q Conv2d."""
+        return embed(x).flatten(2).transpose(1, 2)
+
     def embed_time(self, embedder: nn.Module, t: Tensor, dtype: torch.dtype) -> Tensor:
         return embedder(t, dtype=dtype)
 
@@ -38,10 +69,11 @@ class MMDiTArch:
         return head(tokens, c)
 
     def core(self, tokens: Tensor, c: Tensor, hw: tuple[int, int], context, y, options: dict,
-             checkpoint: bool = False) -> tuple[Tensor, Tensor]:
+             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The base forward between patch embedding and final layer (MMDiT.forward, forward_core_with_concat).
 
         Returns the output tokens and the conditioning vector c (the time sum plus the pooled-vector embedding).
+        MMDiT has no guidance embedding; `guidance` is ignored.
         """
         dit = self.dit
         tokens = dit.x_embedder.norm(tokens)
@@ -68,12 +100,143 @@ class MMDiTArch:
         return block(context, tokens, c=c, use_checkpoint=False, transformer_options=options)
 
 
-ADAPTERS = (MMDiTArch,)
+class FluxArch:
+    """Flux.1 (comfy/ldm/flux/model.py): img_in on packed (c, ph, pw) patches, time_in, final_layer.
+
+    The guidance embedding (guidance_in) and the pooled vector (vector_in) add to the summed time embeddings as
+    in Flux.forward_orig; RoPE ids come from the host's process_img on the full-size token grid, which every
+    level shares.
+    """
+
+    family = "flux"
+    head_linear = "linear"
+    head_order = "cpq"
+    lora_scopes = ("double_blocks", "single_blocks")
+    guidance_default = 3.5  # the host's Flux.extra_conds default when a conditioning carries none
+
+    def __init__(self, dit: nn.Module):
+        self.dit = dit
+        params = dit.params
+        if params.global_modulation or len(params.axes_dim) != 3:
+            raise UnsupportedModel(f"DFM wraps Flux.1 models, not Flux 2; supported: {SUPPORTED}")
+        if params.in_channels != params.out_channels:
+            raise UnsupportedModel("DFM needs a model whose output has as many channels as its input (this Flux "
+                                   f"maps {params.in_channels} to {params.out_channels}: a Fill or Kontext variant?)")
+        if dit.img_in.bias is None:
+            raise UnsupportedModel(f"DFM needs a Flux patch embedding with a bias; supported: {SUPPORTED}")
+        self.patch = int(dit.patch_size)
+        self.out_channels = int(params.out_channels)
+        self._timestep_embedding = getattr(sys.modules[type(dit).__module__], "timestep_embedding", None)
+        if self._timestep_embedding is None:
+            raise UnsupportedModel(f"{type(dit).__module__} has no timestep_embedding; supported: {SUPPORTED}")
+
+    def base_layers(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return self.dit.img_in, self.dit.time_in, self.dit.final_layer
+
+    def embed_kernel(self) -> tuple[Tensor, Tensor]:
+        lin, p = self.dit.img_in, self.patch
+        return lin.weight.detach().reshape(lin.out_features, self.out_channels, p, p), lin.bias.detach()
+
+    @staticmethod
+    def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
+        out = nn.Linear(kernel[0].numel(), kernel.shape[0], dtype=dtype, device=kernel.device)
+        with torch.no_grad():
+            out.weight.copy_(kernel.reshape(kernel.shape[0], -1))
+            out.bias.copy_(bias)
+        return out
+
+    @staticmethod
+    def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
+        """(B, C, h, w) -> (B, T, D): q x q patches packed (c, ph, pw) as Flux.process_img, then the Linear."""
+        b, ch, h, w = x.shape
+        packed = x.reshape(b, ch, h // q, q, w // q, q).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, ch * q * q)
+        return embed(packed)
+
+    def embed_time(self, embedder: nn.Module, t: Tensor, dtype: torch.dtype) -> Tensor:
+        return embedder(self._timestep_embedding(t, 256).to(dtype))
+
+    def run_head(self, head: nn.Module, tokens: Tensor, c: Tensor) -> Tensor:
+        return head(tokens, c)
+
+    def core(self, tokens: Tensor, c: Tensor, hw: tuple[int, int], context, y, options: dict,
+             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Flux.forward_orig between img_in and final_layer (no ControlNet, no block replacement patches).
+
+        Returns the image tokens and vec (time sum + guidance + pooled-vector embeddings).
+        """
+        dit, params = self.dit, self.dit.params
+        b, dtype = tokens.shape[0], tokens.dtype
+        if params.guidance_embed and guidance is not None:
+            c = c + dit.guidance_in(self._timestep_embedding(guidance.to(tokens.device), 256).to(dtype))
+        if dit.vector_in is not None:
+            if y is None:
+                y = tokens.new_zeros(b, params.vec_in_dim)
+            c = c + dit.vector_in(y[:, :params.vec_in_dim])
+        if context is None:
+            context = tokens.new_zeros(b, 1, params.context_in_dim)
+        txt = dit.txt_in(context)
+        _, img_ids = dit.process_img(tokens.new_zeros(b, 1, *hw), transformer_options=options)
+        txt_ids = torch.zeros(b, txt.shape[1], 3, device=tokens.device, dtype=torch.float32)
+        pe = dit.pe_embedder(torch.cat((txt_ids, img_ids), dim=1))
+        img = tokens
+        ckpt = checkpoint and torch.is_grad_enabled()
+        for i, block in enumerate(dit.double_blocks):
+            options.update(total_blocks=len(dit.double_blocks), block_type="double", block_index=i)
+            if ckpt:  # reentrant: its recompute is plain autograd, where _saved_inputs_copied applies
+                img, txt = grad_checkpoint(self._double, block, img, txt, c, pe, options, use_reentrant=True)
+            else:
+                img, txt = self._double(block, img, txt, c, pe, options)
+        if img.dtype == torch.float16:
+            img = torch.nan_to_num(img, nan=0.0, posinf=65504, neginf=-65504)
+        img = torch.cat((txt, img), 1)
+        for i, block in enumerate(dit.single_blocks):
+            options.update(total_blocks=len(dit.single_blocks), block_type="single", block_index=i)
+            if ckpt:
+                img = grad_checkpoint(self._single, block, img, c, pe, options, use_reentrant=True)
+            else:
+                img = self._single(block, img, c, pe, options)
+        return img[:, txt.shape[1]:, ...], c
+
+    @staticmethod
+    def _double(block, img, txt, vec, pe, options):
+        img, txt = _own(img), _own(txt)
+        with _saved_inputs_copied(img, txt):
+            return block(img=img, txt=txt, vec=vec, pe=pe, attn_mask=None, transformer_options=options)
+
+    @staticmethod
+    def _single(block, img, vec, pe, options):
+        img = _own(img)
+        with _saved_inputs_copied(img):
+            return block(img, vec=vec, pe=pe, attn_mask=None, transformer_options=options)
+
+
+def _own(x: Tensor) -> Tensor:
+    """A block's own copy of its input when training: the in-place adds must not reach a checkpoint's saved
+    input or a leaf. Sampling passes the tensor through, as the host does."""
+    return x.clone() if x.requires_grad or torch.is_grad_enabled() else x
+
+
+@contextlib.contextmanager
+def _saved_inputs_copied(*inputs: Tensor):
+    """Let autograd run through the host's Flux blocks, which add into their input tensors in place
+    (`img += ...`) after a LayerNorm saved them for backward: a tensor saved while it is one of `inputs` is saved
+    as a copy. No effect without grad (sampling)."""
+    if not torch.is_grad_enabled():
+        yield
+        return
+    ptrs = {t.data_ptr() for t in inputs}
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone() if t.data_ptr() in ptrs else t, lambda t: t):
+        yield
+
+
+ADAPTERS = (MMDiTArch, FluxArch)
 
 
 def adapter_for(dit: nn.Module):
     """The adapter for a host diffusion model, or UnsupportedModel saying which families work."""
     if hasattr(dit, "joint_blocks") and hasattr(dit, "x_embedder"):
         return MMDiTArch(dit)
-    raise UnsupportedModel(f"DFM wraps SD3-family MMDiT models; {type(dit).__name__} is not one: "
-                           "load an SD3 model (or the Pyra demo SD3) with UNETLoader")
+    if all(hasattr(dit, a) for a in ("double_blocks", "img_in", "time_in", "final_layer", "process_img")):
+        return FluxArch(dit)
+    raise UnsupportedModel(f"DFM wraps {SUPPORTED} models; {type(dit).__name__} is not one: load an SD3 or "
+                           "Flux.1 model (or the Pyra demo SD3) with UNETLoader")

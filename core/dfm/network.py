@@ -19,19 +19,34 @@ from torch import Tensor, nn
 from .levels import band_map, check_levels, embed_map, level_patch
 
 
-def _linear_rows(linear: nn.Module, fn, patch: int, channels: int) -> nn.Linear:
-    """A new Linear whose output rows (p, p, C layout) are `fn` of the base rows viewed as p x p images."""
+def _rows_to_images(rows: Tensor, patch: int, channels: int, order: str) -> Tensor:
+    """(p*p*C, ...) head rows in `order` ("pqc" or "cpq") -> (..., C, p, p) images."""
+    if order == "pqc":
+        img = rows.reshape(patch, patch, channels, -1).permute(3, 2, 0, 1)
+    else:
+        img = rows.reshape(channels, patch, patch, -1).permute(3, 0, 1, 2)
+    return img.reshape(*rows.shape[1:], channels, patch, patch)
+
+
+def _images_to_rows(img: Tensor, order: str) -> Tensor:
+    """Inverse of `_rows_to_images`: (..., C, q, q) -> (q*q*C, ...)."""
+    lead = img.shape[:-3]
+    flat = img.reshape(-1, *img.shape[-3:])
+    rows = flat.permute(2, 3, 1, 0) if order == "pqc" else flat.permute(1, 2, 3, 0)
+    return rows.reshape(-1, *lead)
+
+
+def _linear_rows(linear: nn.Module, fn, patch: int, channels: int, order: str = "pqc") -> nn.Linear:
+    """A new Linear whose output rows (`order` layout) are `fn` of the base rows viewed as p x p images."""
     w = linear.weight.detach().float()
     b = linear.bias.detach().float()
     d = w.shape[1]
-    img_w = w.reshape(patch, patch, channels, d).permute(3, 2, 0, 1)
-    img_b = b.reshape(patch, patch, channels).permute(2, 0, 1)[None]
-    new_w, new_b = fn(img_w), fn(img_b)[0]
-    q = new_w.shape[-1]
-    out = nn.Linear(d, q * q * channels, dtype=linear.weight.dtype, device=linear.weight.device)
+    new_w = _images_to_rows(fn(_rows_to_images(w, patch, channels, order)), order)
+    new_b = _images_to_rows(fn(_rows_to_images(b[:, None], patch, channels, order)), order)[:, 0]
+    out = nn.Linear(d, new_w.shape[0], dtype=linear.weight.dtype, device=linear.weight.device)
     with torch.no_grad():
-        out.weight.copy_(new_w.permute(2, 3, 1, 0).reshape(q * q * channels, d))
-        out.bias.copy_(new_b.permute(1, 2, 0).reshape(q * q * channels))
+        out.weight.copy_(new_w)
+        out.bias.copy_(new_b)
     return out
 
 
@@ -42,19 +57,14 @@ class DFMLayers(nn.Module):
         super().__init__()
         check_levels(levels, arch.patch)
         self.levels, self.patch, self.channels = levels, arch.patch, arch.out_channels
-        base_embed, base_time, base_head = arch.base_layers()
-        self.embed = nn.ModuleList(self._embed(base_embed, i) for i in range(levels))
+        _, base_time, base_head = arch.base_layers()
+        self.embed = nn.ModuleList(self._embed(arch, i) for i in range(levels))
         self.time = nn.ModuleList(self._time(base_time) for _ in range(levels))
         self.head = nn.ModuleList(self._head(arch, base_head, i) for i in range(levels))
 
-    def _embed(self, conv: nn.Module, i: int) -> nn.Conv2d:
-        q = level_patch(i, self.levels, self.patch)
-        w = conv.weight.detach()
-        out = nn.Conv2d(w.shape[1], w.shape[0], q, stride=q, dtype=w.dtype, device=w.device)
-        with torch.no_grad():
-            out.weight.copy_(embed_map(w.float(), i, self.levels))
-            out.bias.copy_(conv.bias.detach() if i == 0 else torch.zeros_like(conv.bias))
-        return out
+    def _embed(self, arch, i: int) -> nn.Module:
+        w, b = arch.embed_kernel()
+        return arch.make_embed(embed_map(w.float(), i, self.levels), b if i == 0 else torch.zeros_like(b), w.dtype)
 
     def _time(self, embedder: nn.Module) -> nn.Module:
         new = copy.deepcopy(embedder)
@@ -70,37 +80,38 @@ class DFMLayers(nn.Module):
         if self.levels > 1:
             lin = getattr(new, arch.head_linear)
             setattr(new, arch.head_linear,
-                    _linear_rows(lin, lambda img: band_map(img, i, self.levels), self.patch, self.channels))
+                    _linear_rows(lin, lambda img: band_map(img, i, self.levels), self.patch, self.channels,
+                                 arch.head_order))
         return new
 
 
-def patchify(x: Tensor, conv: nn.Module) -> Tensor:
-    """(B, C, h, w) -> (B, T, D) tokens with a stride-q Conv2d."""
-    return conv(x).flatten(2).transpose(1, 2)
-
-
-def unpatchify(tokens: Tensor, grid: tuple[int, int], q: int, channels: int) -> Tensor:
-    """(B, T, q*q*C) in (q, q, C) order -> (B, C, gh*q, gw*q), the host MMDiT/Flux layout."""
+def unpatchify(tokens: Tensor, grid: tuple[int, int], q: int, channels: int, order: str = "pqc") -> Tensor:
+    """(B, T, q*q*C) in (q, q, C) order (MMDiT) or (C, q, q) order (Flux) -> (B, C, gh*q, gw*q)."""
     gh, gw = grid
-    x = tokens.reshape(tokens.shape[0], gh, gw, q, q, channels)
-    return torch.einsum("nhwpqc->nchpwq", x).reshape(tokens.shape[0], channels, gh * q, gw * q)
+    if order == "pqc":
+        x = tokens.reshape(tokens.shape[0], gh, gw, q, q, channels)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(tokens.shape[0], channels, gh * q, gw * q)
+    x = tokens.reshape(tokens.shape[0], gh, gw, channels, q, q)
+    return torch.einsum("nhwcpq->nchpwq", x).reshape(tokens.shape[0], channels, gh * q, gw * q)
 
 
 def dfm_forward(arch, layers: DFMLayers, parts: list[Tensor], timesteps: Tensor, mask: Tensor, context=None,
-                y=None, transformer_options=None, checkpoint: bool = False) -> list[Tensor]:
+                y=None, transformer_options=None, checkpoint: bool = False, guidance: Tensor | None = None
+                ) -> list[Tensor]:
     """Per-level model outputs for levels `parts` (coarse first, (B, C, h_i, w_i)).
 
-    timesteps: (B, S) in the host model's timestep units; mask: (B, S), 1 where a level is active.
+    timesteps: (B, S) in the host model's timestep units; mask: (B, S), 1 where a level is active;
+    guidance: (B,) distilled-guidance strength for models that embed it (Flux-dev), else ignored.
     """
     dtype = parts[-1].dtype
-    tokens = sum(patchify(p * mask[:, i, None, None, None].to(p), layers.embed[i])
-                 for i, p in enumerate(parts))
+    tokens = sum(arch.patchify(layers.embed[i], p * mask[:, i, None, None, None].to(p),
+                               level_patch(i, layers.levels, layers.patch)) for i, p in enumerate(parts))
     c = sum(arch.embed_time(layers.time[i], timesteps[:, i], dtype) for i in range(len(parts)))
     full_hw = tuple(parts[-1].shape[-2:])
     grid = (full_hw[0] // layers.patch, full_hw[1] // layers.patch)
-    out, c = arch.core(tokens, c, full_hw, context, y, transformer_options or {}, checkpoint)
+    out, c = arch.core(tokens, c, full_hw, context, y, transformer_options or {}, checkpoint, guidance)
     heads = []
     for i, head in enumerate(layers.head):
         q = level_patch(i, layers.levels, layers.patch)
-        heads.append(unpatchify(arch.run_head(head, out, c), grid, q, layers.channels))
+        heads.append(unpatchify(arch.run_head(head, out, c), grid, q, layers.channels, arch.head_order))
     return heads

@@ -91,7 +91,7 @@ class DFMTrainer:
         self.dist = TimeDistribution.default(layers.levels, config.threshold)
         self.generator = torch.Generator().manual_seed(config.seed)
         if lora is None and config.core == "lora":
-            lora = CoreLoRA(arch.dit, config.rank, seed=config.seed)
+            lora = CoreLoRA(arch.dit, config.rank, scopes=arch.lora_scopes, seed=config.seed)
         self.lora = lora.to(next(layers.parameters()).device) if lora is not None else None
         params = list(layers.parameters())
         if self.lora is not None:
@@ -122,7 +122,7 @@ class DFMTrainer:
                 with torch.inference_mode(p.is_inference()):  # an inference tensor's flag is only set back there
                     p.requires_grad_(flag)
 
-    def velocity(self, context, y):
+    def velocity(self, context, y, guidance: Tensor | None = None):
         device = next(self.layers.parameters()).device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.config.bf16 else contextlib.nullcontext()
 
@@ -130,27 +130,30 @@ class DFMTrainer:
             t = self.timestep(sigmas.to(device)).float()
             with autocast:
                 return dfm_forward(self.arch, self.layers, parts, t, mask.to(device), context, y,
-                                   checkpoint=self.config.checkpointing)
+                                   checkpoint=self.config.checkpointing, guidance=guidance)
         return fn
 
-    def loss(self, latents: Tensor, context=None, y=None) -> tuple[Tensor, Tensor]:
+    def loss(self, latents: Tensor, context=None, y=None, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x0 = split(latents.float(), self.layers.levels)
         sigmas, mask = sample_times(latents.shape[0], self.dist, self.generator)
-        return dfm_loss(self.velocity(context, y), x0, level_noise(x0, self.generator), sigmas, mask)
+        return dfm_loss(self.velocity(context, y, guidance), x0, level_noise(x0, self.generator), sigmas, mask)
 
-    def fixed_loss(self, latents: Tensor, context=None, y=None, seed: int = 0) -> float:
+    def fixed_loss(self, latents: Tensor, context=None, y=None, seed: int = 0, guidance: Tensor | None = None
+                   ) -> float:
         """The loss at seeded timesteps and noise, without an update: comparable before and after training."""
         g = torch.Generator().manual_seed(seed)
         x0 = split(latents.float(), self.layers.levels)
         sigmas, mask = sample_times(latents.shape[0], self.dist, g)
         with self._trainable(), torch.no_grad():
-            return float(dfm_loss(self.velocity(context, y), x0, level_noise(x0, g), sigmas, mask)[0])
+            return float(dfm_loss(self.velocity(context, y, guidance), x0, level_noise(x0, g), sigmas, mask)[0])
 
-    def step(self, latents: Tensor, context=None, y=None) -> tuple[float, list[float]]:
-        """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss, per-level losses)."""
+    def step(self, latents: Tensor, context=None, y=None, guidance: Tensor | None = None) -> tuple[float, list[float]]:
+        """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss, per-level losses).
+
+        guidance: (B,) distilled-guidance strength for models that embed one (Flux-dev), else None."""
         with self._trainable():
             self.optimizer.zero_grad(set_to_none=True)
-            loss, per = self.loss(latents, context, y)
+            loss, per = self.loss(latents, context, y, guidance)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.optimizer.step()

@@ -57,3 +57,46 @@ def test_stock_sampler_on_a_dfm_model_is_a_clear_error(setup):
     with pytest.raises(Exception, match="PyraDFMSampler"):
         comfy.sample.sample(dfm, torch.randn_like(latent), 2, 1.0, "euler", "simple", cond, cond, latent,
                             disable_pbar=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def flux(comfy_host):
+    demo = comfy_host.module("nodes.demo_models")
+    patcher = demo.build_tiny_model("flux")
+    demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("flux", 1)  # guidance 3.5, pooled
+    return comfy_host, patcher, cond
+
+
+def test_flux_one_level_equals_the_stock_euler_sampler(flux):
+    import comfy.sample
+
+    comfy_host, patcher, cond = flux
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 1).result[0]
+    ours = _run(comfy_host, dfm, cond, "6")
+    latent = torch.zeros(1, 16, 16, 16)
+    ref = comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 6, 2.0, "euler", "simple", cond, cond,
+                              latent, disable_pbar=True, seed=3)
+    assert torch.equal(ours, ref)
+    other = [[c[0], {**c[1], "guidance": 1.0}] for c in cond]  # the guidance reaches the DFM model
+    assert not torch.equal(_run(comfy_host, dfm, other, "6"), ours)
+
+
+def test_flux_two_levels_sample_save_and_load_record_the_family(flux, tmp_path):
+    from safetensors import safe_open
+
+    comfy_host, patcher, cond = flux
+    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    out = _run(comfy_host, dfm, cond, "3, 2")
+    assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
+    path = dfm_model.save(dfm, tmp_path / "f.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert '"family": "flux"' in f.metadata()["pyra_dfm"]
+    assert torch.equal(out, _run(comfy_host, dfm_model.load(patcher, path), cond, "3, 2"))
+
+
+def test_convert_names_the_supported_families(comfy_host):
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("wan21")
+    with pytest.raises(Exception, match="MMDiT and Flux"):
+        comfy_host.node("PyraDFMConvert").execute(patcher, 2)
