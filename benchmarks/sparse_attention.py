@@ -13,7 +13,7 @@ attention concentrates near the diagonal as in video DiTs), at 80 % and 90 % blo
   error          ||sparse - dense|| / ||dense|| at the predicted mask
 First, a sweep of the kernel's Triton tile configurations (kernel alone, 32k tokens, 80 % sparsity); the cases
 then run with the fastest, which is the one to set as core/attention/block_sparse.py KERNEL_OPTIONS.
-Times are medians of CUDA-event timings after warm-up. benchmarks/sparse_compute_summary.py gathers the headline
+Times are medians of CUDA-event timings after warm-up. benchmarks/summaries.py gathers the headline
 keys with the other issue-7 figures.
 """
 

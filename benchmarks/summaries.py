@@ -1,0 +1,50 @@
+"""Gather headline figures of committed GPU results into the files the issues name (CPU, no GPU needed).
+
+    python3 benchmarks/summaries.py
+
+sparse-compute-h200.json (issue 7): the step cache, block-sparse attention and feature slicing (4096-token
+slices) headline keys side by side. dfm-h200.json (issue 8): the Flux-size DFM finetuning throughput from
+dfm-flux-train-h200.json, merged beside the from-scratch comparison. Each target records the files its keys
+came from; keys of a target that no source provides are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {
+    "sparse-compute-h200.json": {
+        "step-cache-h200.json": lambda r: r["headline"],
+        "sparse-attention-h200.json": lambda r: r["headline"],
+        "slicing-wan-4096.json": lambda r: {"slice_peak_ratio_wan": r["slice_peak_ratio_wan"],
+                                            "slice_time_ratio_wan": r["time_ratio"],
+                                            "slice_max_abs_diff_wan": r["max_abs_diff"]},
+    },
+    "dfm-h200.json": {
+        "dfm-flux-train-h200.json": lambda r: {"flux_train_images_per_s_1024": r["images_per_s"],
+                                               "flux_train_s_per_step_1024": r["s_per_step"],
+                                               "flux_train_peak_gib_1024": r["peak_mem_gib"],
+                                               "flux_train_config": r["config"]},
+    },
+}
+
+
+def main() -> int:
+    for target, sources in TARGETS.items():
+        path = RESULTS / target
+        out = json.loads(path.read_text()) if path.exists() else {}
+        out.setdefault("sources", {})
+        for name, pick in sources.items():
+            figures = pick(json.loads((RESULTS / name).read_text()))
+            out.update(figures)
+            out["sources"][name] = sorted(figures)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        print(target, json.dumps(out["sources"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
