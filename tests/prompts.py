@@ -128,6 +128,24 @@ def exact_vae_decode(family: str = "sd3", slice_rows: int = 3, prefix: str = "py
     return prompt
 
 
+def exact_vae_encode(family: str = "sd3", slice_rows: int = 8, prefix: str = "pyra_test_exact_enc") -> dict:
+    """A colour image encoded by VAEEncode and by PyraExactVAEEncode with the demo VAE of `family`, each decoded
+    by VAEDecode and saved (prefix_stock, prefix_pyra)."""
+    vae = DEMO_FAMILIES[family][1]
+    prompt = {
+        "1": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 2, "color": 0x3080E0}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 0]}},
+        "4": {"class_type": "PyraExactVAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 0],
+                                                            "slice_rows": slice_rows}},
+    }
+    for i, (src, tag) in enumerate((("3", "stock"), ("4", "pyra"))):
+        prompt[str(5 + 2 * i)] = {"class_type": "VAEDecode", "inputs": {"samples": [src, 0], "vae": ["1", 0]}}
+        prompt[str(6 + 2 * i)] = {"class_type": "SaveImage",
+                                  "inputs": {"images": [str(5 + 2 * i), 0], "filename_prefix": f"{prefix}_{tag}"}}
+    return prompt
+
+
 def lora_extract(prefix="loras/pyra_e2e_extract", mode="size_mb", value=2.0) -> dict:
     """PyraExtractLoRA on the SD1.5 demo model: model_a = base + base (ModelMergeAdd), model_b = base."""
     unet = DEMO_FAMILIES["sd15"][0]
