@@ -5,7 +5,20 @@ levels of ResnetBlocks and nearest Upsample + conv, then GroupNorm, SiLU, conv_o
 runs whole (it is small; its global attention runs in query chunks, which is exact). Everything after it becomes
 a row-op program with a checkpoint after every ResnetBlock; an upsample and its convolution are fused into the
 next block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
-whole.
+whole, and norm_out + conv_out write band by band straight into the output.
+
+Memory, SDXL/Flux layout (ch 128, ch_mult 1, 2, 4, 4, three blocks per level) at 4096x4096 in bf16, in units of
+A = one full-resolution 128-channel activation (4 GiB). Checkpoints: 3 x 512 ch at 1/8 resolution (A/16 each),
+3 x 512 ch at 1/4 (A/4), 3 x 256 ch at 1/2 (A/2), 3 x 128 ch at full resolution (A); the output is 3 ch fp32
+(3/64 A). The segment from the last 1/2-resolution checkpoint (A/2) through upsample, conv and the first
+full-resolution block (256 -> 128 with its 1x1 shortcut) to the first full-resolution checkpoint (A) used to
+hold its input whole while allocating its output whole: A/2 + A = 1.5 A, the peak (measured 7.13 GiB = 1.78 A
+with 8-row bands, so about 0.28 A of weights and band activations on top). `stream.Rows` now releases input
+blocks as soon as no later band reads them, so every segment holds max(input, output) plus about two blocks:
+the checkpoint peak is 1.03 A (8-row bands; 1.125 A at 32) in the full-resolution blocks and A + 3/64 A when
+the final norm_out + conv_out segment allocates the output: about 1.05 A + the same 0.28 A = 1.33 A (5.3 GiB,
+0.156 of the full decode's 34.2 GiB) expected. The operators, segments and statistics passes are unchanged, so
+the compute is too; the only extra work is a copy of each band's input rows where they cross two blocks.
 """
 
 from __future__ import annotations

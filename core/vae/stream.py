@@ -5,8 +5,12 @@ materialised. Between two checkpoints lies a segment, which runs band by band (o
 activations live at a time, halos are recomputed). A GroupNorm inside a segment needs statistics over the whole
 tensor first, so the executor runs a statistics pass over the segment's prefix up to that GroupNorm (fp32 per band,
 merged in fp64), then the normalising pass. A GroupNorm right at a checkpoint takes its statistics from the
-previous segment's output pass for free. When a segment keeps the tensor's shape (a residual block), its output
-overwrites its input in place; the few input rows that later bands still need are stashed first.
+previous segment's output pass for free.
+
+A checkpoint is held as one block of rows per output band (`Rows`). During a segment's output pass the input blocks
+that no later band reads are released as soon as the band is written, so input and output never live whole at the
+same time: the memory a segment holds is max(input, output) plus about one band, not input + output. (A segment
+that grows its tensor, such as the last upsampling level of a KL decoder, would otherwise hold both.)
 
 Result: the same numbers as running the operators on the whole tensor, up to float summation order.
 """
@@ -22,25 +26,29 @@ from .rowops import GroupNormAct, GroupStats, RowOp
 
 
 class Rows:
-    """A materialised tensor (B, C, H, W) that can be overwritten band by band while still being read."""
+    """A materialised tensor (B, C, H, W) held as blocks of consecutive rows; leading blocks can be released."""
 
-    def __init__(self, t: Tensor):
-        self.t = t
-        self.stash: Tensor | None = None   # original rows [stash0, stash0 + rows) already overwritten
-        self.stash0 = 0
+    def __init__(self, t: Tensor | None = None):
+        self.blocks: list[tuple[int, Tensor]] = [] if t is None else [(0, t)]
+
+    def append(self, a: int, y: Tensor) -> None:
+        """Adds rows [a, a + rows of y) after the last block."""
+        self.blocks.append((a, y))
 
     def read(self, a: int, b: int) -> Tensor:
-        if self.stash is None or a >= self.stash0 + self.stash.shape[-2]:
-            return self.t[..., a:b, :]
-        end = self.stash0 + self.stash.shape[-2]
-        head = self.stash[..., a - self.stash0: min(b, end) - self.stash0, :]
-        return head if b <= end else torch.cat([head, self.t[..., end:b, :]], dim=-2)
+        """Rows [a, b): a view when they lie in one block, a copy when they cross blocks."""
+        if not self.blocks or a < self.blocks[0][0]:
+            raise RuntimeError(f"rows [{a}, {b}) were already released")
+        parts = [t[..., max(a, r0) - r0: min(b, r0 + t.shape[-2]) - r0, :]
+                 for r0, t in self.blocks if r0 < b and r0 + t.shape[-2] > a]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
 
-    def write(self, a: int, b: int, y: Tensor, keep_from: int) -> None:
-        """Overwrite rows [a, b) with y, keeping the original rows >= keep_from readable."""
-        stash = self.read(keep_from, b).clone() if keep_from < b else None
-        self.t[..., a:b, :] = y
-        self.stash, self.stash0 = stash, keep_from
+    def release_before(self, row: int) -> None:
+        """Drops the blocks that end at or before `row` (no later read touches them)."""
+        self.blocks = [(r0, t) for r0, t in self.blocks if r0 + t.shape[-2] > row]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for _, t in self.blocks)
 
 
 def _slices(h: int, n: int) -> list[tuple[int, int]]:
@@ -84,37 +92,35 @@ def _measure(prog: Program, i0: int, j: int, src: Rows, rows: int) -> tuple[Tens
 
 
 def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dtype, out_device):
-    """Run ops[i0:i1]; returns the materialised output and the statistics of it that ops[i1] needs (if a norm)."""
+    """Run ops[i0:i1]; returns the output and the statistics of it that ops[i1] needs (if a norm).
+
+    The output is a `Rows` of one block per band, except after the last operator: then it is one tensor in
+    `out_dtype` on `out_device`. Input blocks are released once no later band reads them.
+    """
     for j in range(i0, i1):
         op = prog.ops[j]
         if isinstance(op, GroupNormAct) and j == i0 and carry is not None:
             op.stats = carry
         elif isinstance(op, GroupNormAct):
             op.stats = _measure(prog, i0, j, src, rows_at(prog.heights[j]))
-    nxt = prog.ops[i1] if i1 < len(prog.ops) else None
+    final = i1 == len(prog.ops)
+    nxt = None if final else prog.ops[i1]
     acc = GroupStats(nxt.norm.num_groups) if isinstance(nxt, GroupNormAct) else None
     h_out = prog.heights[i1]
     bands = _slices(h_out, rows_at(h_out))
-    dest = None
+    dest: Rows | Tensor | None = None if final else Rows()
     for k, (a, b) in enumerate(bands):
         y = prog.band(i0, i1, src, a, b)
         if acc is not None:
             acc.add(y)
-        if dest is None:
-            final = i1 == len(prog.ops)
-            same = not final and y.shape[:2] == src.t.shape[:2] and h_out == src.t.shape[-2] and y.dtype == src.t.dtype
-            if same and y.shape[-1] == src.t.shape[-1]:
-                dest = src
-            else:
-                shape = (*y.shape[:2], h_out, y.shape[-1])
-                dest = Rows(torch.empty(shape, dtype=out_dtype if final else y.dtype,
-                                        device=out_device if final else y.device))
-        if dest is src:
-            keep = prog.source_rows(i0, i1, *bands[k + 1])[0][0] if k + 1 < len(bands) else h_out
-            dest.write(a, b, y, keep)
+        if final:
+            if dest is None:
+                dest = torch.empty((*y.shape[:2], h_out, y.shape[-1]), dtype=out_dtype, device=out_device)
+            dest[..., a:b, :] = y
         else:
-            dest.t[..., a:b, :] = y
+            dest.append(a, y)
         del y
+        src.release_before(prog.source_rows(i0, i1, *bands[k + 1])[0][0] if k + 1 < len(bands) else prog.heights[i0])
     carry = acc.result(nxt.norm.eps) if acc is not None else None
     return dest, carry
 
@@ -127,12 +133,13 @@ def run_program(prog: Program, x: Tensor, slice_rows: int, out_dtype: torch.dtyp
     """
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    h0 = prog.heights[0]
+    h0, out_device = prog.heights[0], out_device or x.device
 
     def rows_at(h: int) -> int:
         return max(1, slice_rows * h // h0)
 
     src, carry = Rows(x), None
+    del x   # the caller's reference may remain; ours goes with the first segment's input blocks
     for i0, i1 in zip(prog.bounds[:-1], prog.bounds[1:], strict=True):
-        src, carry = _segment(prog, i0, i1, src, carry, rows_at, out_dtype, out_device or x.device)
-    return src.t
+        src, carry = _segment(prog, i0, i1, src, carry, rows_at, out_dtype, out_device)
+    return src

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import weakref
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from packload import load_pack_package
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
 rowops = importlib.import_module("pyra_pack.core.vae.rowops")
+stream = importlib.import_module("pyra_pack.core.vae.stream")
 enc = importlib.import_module("pyra_pack.core.vae.kl_encode")
 
 TOL_FP32 = 1e-4
@@ -92,6 +94,62 @@ def test_bands_without_whole_tensor_statistics_differ(host, monkeypatch):
 
     monkeypatch.setattr(rowops.GroupNormAct, "__call__", band_local)
     assert (vae.sliced_decode(model, z, 3) - ref).abs().max().item() > 1e-2
+
+
+def test_kl_decode_without_halo_rows_differs(host, monkeypatch):
+    """The exactness test can fail: convolutions that read no halo rows (zeros at every band edge) are far off."""
+    model = tiny_kl(host)
+    z = latent((1, 4, 13, 11))
+    with torch.no_grad():
+        ref = model.decode(z)
+    monkeypatch.setattr(rowops.Conv, "need", lambda self, a, b, h_in: (a, b))
+    assert (vae.sliced_decode(model, z, 3) - ref).abs().max().item() > 1e-2
+
+
+def checkpoint_peak_bytes(monkeypatch, model, z, rows) -> int:
+    """The most bytes the live checkpoints (`stream.Rows`) hold at once during a sliced decode."""
+    live, peak = weakref.WeakSet(), [0]
+    init, append = stream.Rows.__init__, stream.Rows.append
+
+    def tally():
+        peak[0] = max(peak[0], sum(r.nbytes() for r in live))
+
+    def init_(self, t=None):
+        init(self, t)
+        live.add(self)
+        tally()
+
+    def append_(self, a, y):
+        append(self, a, y)
+        tally()
+
+    monkeypatch.setattr(stream.Rows, "__init__", init_)
+    monkeypatch.setattr(stream.Rows, "append", append_)
+    vae.sliced_decode(model, z, rows)
+    return peak[0]
+
+
+def test_kl_growing_segment_never_holds_input_and_output_whole(host, monkeypatch):
+    """The last up level turns a half-resolution 2c-channel checkpoint (X/2 bytes) into a full-resolution c-channel
+    one (X bytes). Input blocks are released band by band, so the checkpoints never hold X/2 + X at once; with the
+    release disabled they do (the check can fail)."""
+    model = tiny_kl(host)
+    z = latent((1, 4, 26, 11))
+    full = 32 * (4 * 26) * (4 * 11) * 4   # level 0: 32 channels at full resolution, fp32
+    assert checkpoint_peak_bytes(monkeypatch, model, z, 1) <= 1.15 * full
+    monkeypatch.setattr(stream.Rows, "release_before", lambda self, row: None)
+    assert checkpoint_peak_bytes(monkeypatch, model, z, 1) >= 1.5 * full
+
+
+def test_released_rows_cannot_be_read():
+    rows = stream.Rows()
+    rows.append(0, torch.zeros(1, 2, 3, 4))
+    rows.append(3, torch.ones(1, 2, 3, 4))
+    assert rows.read(2, 4)[0, 0, :, 0].tolist() == [0.0, 1.0]   # across two blocks
+    rows.release_before(3)
+    with pytest.raises(RuntimeError, match="released"):
+        rows.read(2, 4)
+    assert rows.read(3, 5).shape == (1, 2, 2, 4)
 
 
 def test_kl_bf16_within_twice_the_precision_gap(host):
