@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from ..core.pyramids import KINDS, Pyramid, decompose, max_levels, mix, reconstruct, upsample
+from ..core.text_lists import split_items
 
 PyramidType = io.Custom("PYRA_PYRAMID")
 
@@ -187,6 +188,6 @@ class PyraPyramidMerge(io.ComfyNode):
 
 def _numbers(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        return [float(v) for v in split_items(text)]
     except ValueError:
         raise ValueError(f"weights {text!r}: write numbers separated by commas, e.g. '1, 1.5, 1'") from None

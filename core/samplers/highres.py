@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from ..pyramids import upsample
+from ..text_lists import split_items
 from ..wavelet import low_band, replace_low_band
 
 
 def parse_scales(text: str) -> list[float]:
     """'2' or '1.5, 2, 3': target sizes as multiples of the base size, strictly increasing, each above 1."""
     try:
-        scales = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+        scales = [float(part) for part in split_items(text)]
     except ValueError:
         raise ValueError(f"scales {text!r}: write multiples of the base size separated by commas, e.g. '2' or "
                          "'1.5, 2'") from None
@@ -43,7 +44,7 @@ def parse_scales(text: str) -> list[float]:
 def parse_per_stage(text: str, stages: int, name: str) -> list[float]:
     """'10' or '10, 7': one number per stage; the last one repeats."""
     try:
-        values = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+        values = [float(part) for part in split_items(text)]
     except ValueError:
         raise ValueError(f"{name} {text!r}: write numbers separated by commas, one per stage") from None
     if not values:

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..pyramids import upsample
+from ..text_lists import split_items
+
 PARAMETRISATIONS = ("ve", "flow")
 
 
@@ -48,7 +51,7 @@ class Stage:
 def parse_ladder(text: str) -> list[tuple[int, float]]:
     """'4:0.35, 2:0.25' -> [(4, 0.35), (2, 0.25)]: factor:fraction of steps, coarse to fine."""
     levels = []
-    for item in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+    for item in split_items(text):
         try:
             factor, frac = item.split(":")
             levels.append((int(factor), float(frac)))
@@ -139,10 +142,8 @@ def detail(x: Tensor, factor: int) -> Tensor:
 
 
 def smooth_upsample(x: Tensor, factor: int, mode: str = "bicubic") -> Tensor:
-    y, shape = _as_4d(x)
-    size = (y.shape[-2] * factor, y.shape[-1] * factor)
-    up = unpool(y, factor) if mode == "nearest" else F.interpolate(y, size=size, mode=mode, align_corners=False)
-    return _from_4d(up, shape)
+    """x resized by an integer `factor` (core.pyramids.upsample), in x's dtype."""
+    return upsample(x, (x.shape[-2] * factor, x.shape[-1] * factor), mode).to(x.dtype)
 
 
 def level_noise(noise: Tensor, factor: int) -> Tensor:
