@@ -38,21 +38,22 @@ def check_latent(vae, z: torch.Tensor) -> None:
                              " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1: 16)")
 
 
-def _decode_one(vae, decode, z: torch.Tensor, slice_rows: int) -> torch.Tensor:
-    """One sample through the sliced decoder; out-of-memory halves the band and starts again (never a partial)."""
-    model = vae.first_stage_model
+def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str) -> torch.Tensor:
+    """run(model, x on the VAE's device and dtype, rows, output device) for one sample; out-of-memory halves the
+    band and starts again (never a partial result). `what` names the work in the log ("decode", "encode")."""
     rows = slice_rows
     while True:
         failed = False
         try:
-            return decode(model, z.to(vae.device, vae.vae_dtype), rows, vae.output_device)
+            return run(vae.first_stage_model, x.to(vae.device, vae.vae_dtype), rows, vae.output_device)
         except mm.OOM_EXCEPTION:
             if rows <= 1:
                 raise
             failed = True
         if failed:   # outside the except block, so the failed attempt's tensors can be freed
             mm.soft_empty_cache(True)
-            log.warning("Pyra exact VAE decode ran out of memory with %d-row bands; retrying with %d", rows, rows // 2)
+            log.warning("Pyra exact VAE %s ran out of memory with %d-row bands; retrying with %d", what, rows,
+                        rows // 2)
             rows //= 2
 
 
@@ -73,7 +74,7 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     pbar = comfy.utils.ProgressBar(z.shape[0])
     out = None
     for i in range(z.shape[0]):
-        img = vae.process_output(_decode_one(vae, decode, z[i:i + 1], slice_rows))
+        img = vae.process_output(run_in_bands(vae, decode, z[i:i + 1], slice_rows, "decode"))
         if out is None:
             out = torch.empty((z.shape[0], *img.shape[1:]), dtype=img.dtype, device=vae.output_device)
         out[i:i + 1] = img

@@ -11,25 +11,9 @@ from comfy_api.latest import io
 
 from ..core.vae import SliceUnsupported, auto_slice_rows
 from ..core.vae.kl_encode import can_encode, kl_encode
+from .vae_decode import run_in_bands
 
 log = logging.getLogger(__name__)
-
-
-def _encode_one(vae, x: torch.Tensor, slice_rows: int) -> torch.Tensor:
-    """One image through the sliced encoder; out-of-memory halves the band and starts again (never a partial)."""
-    rows = slice_rows
-    while True:
-        failed = False
-        try:
-            return kl_encode(vae.first_stage_model, x.to(vae.device, vae.vae_dtype), rows, vae.output_device)
-        except mm.OOM_EXCEPTION:
-            if rows <= 1:
-                raise
-            failed = True
-        if failed:   # outside the except block, so the failed attempt's tensors can be freed
-            mm.soft_empty_cache(True)
-            log.warning("Pyra exact VAE encode ran out of memory with %d-row bands; retrying with %d", rows, rows // 2)
-            rows //= 2
 
 
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
@@ -50,7 +34,7 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     out = None
     for i in range(x.shape[0]):
         try:
-            z = _encode_one(vae, vae.process_input(x[i:i + 1]), slice_rows)
+            z = run_in_bands(vae, kl_encode, vae.process_input(x[i:i + 1]), slice_rows, "encode")
         except SliceUnsupported as err:
             log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
             return vae.encode(pixels)
