@@ -119,19 +119,27 @@ class GroupNormAct(RowOp):
         self.norm, self.silu = norm, silu
         self.stats: tuple[Tensor, Tensor] | None = None   # mean, rstd: (B, G) fp32
 
+    GROUPS_PER_CHUNK = 8  # fp32 work in chunks of groups: a bf16 band never has a whole fp32 twin
+
     def __call__(self, x, r0, a, b, h_in, stack):
         if self.stats is None:
             raise RuntimeError("GroupNormAct used before its whole-tensor statistics were measured")
         mean, rstd = self.stats
-        bsz, ch, rows, w = x.shape
         g = self.norm.num_groups
-        y = (x.reshape(bsz, g, -1).float() - mean[..., None]).mul_(rstd[..., None]).reshape(bsz, ch, rows, w)
-        if self.norm.weight is not None:
-            wgt = self.norm.weight.to(device=x.device, dtype=torch.float32)[:, None, None]
-            bias = self.norm.bias.to(device=x.device, dtype=torch.float32)[:, None, None]
-            y = y.mul_(wgt).add_(bias)
-        y = y.to(x.dtype)
-        return F.silu(y, inplace=True) if self.silu else y
+        out = x.new_empty(x.shape)  # contiguous, so its grouped view below is a view
+        xg, og = x.reshape(x.shape[0], g, -1), out.reshape(x.shape[0], g, -1)
+        per = x.shape[1] // g
+        for g0 in range(0, g, self.GROUPS_PER_CHUNK):
+            g1 = min(g, g0 + self.GROUPS_PER_CHUNK)
+            y = (xg[:, g0:g1].float() - mean[:, g0:g1, None]).mul_(rstd[:, g0:g1, None])
+            if self.norm.weight is not None:
+                channels = slice(g0 * per, g1 * per)
+                shape = (1, g1 - g0, per, 1)
+                wgt = self.norm.weight[channels].to(device=x.device, dtype=torch.float32).reshape(shape)
+                bias = self.norm.bias[channels].to(device=x.device, dtype=torch.float32).reshape(shape)
+                y = y.reshape(x.shape[0], g1 - g0, per, -1).mul_(wgt).add_(bias)
+            og[:, g0:g1] = y.reshape(x.shape[0], g1 - g0, -1)
+        return F.silu(out, inplace=True) if self.silu else out
 
 
 class GroupStats:

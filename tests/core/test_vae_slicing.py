@@ -252,3 +252,26 @@ def test_unsupported_encoders_are_named(host):
         enc.kl_encode(torch.nn.Linear(2, 2), image((1, 3, 16, 16)), 2)
     with pytest.raises(vae.SliceUnsupported, match="4-D"):
         enc.kl_encode(tiny_kl(host), image((1, 3, 2, 16, 16)), 2)
+
+
+def test_group_norm_act_in_group_chunks_equals_torch_group_norm_on_strided_input():
+    """The chunked fp32 work gives torch's GroupNorm (+ SiLU) in fp32 and bf16, also on a non-contiguous band."""
+    rowops = importlib.import_module("pyra_pack.core.vae.rowops")
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(32, 64, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 64, 9, 16).transpose(-1, -2)  # non-contiguous
+    op = rowops.GroupNormAct(norm, silu=True)
+    xg = x.reshape(2, 32, -1)
+    var, mean = torch.var_mean(xg, dim=-1, correction=0)
+    op.stats = (mean, torch.rsqrt(var + norm.eps))
+    want = torch.nn.functional.silu(norm(x))
+    torch.testing.assert_close(op(x, 0, 0, 0, 0, None), want, atol=1e-5, rtol=1e-5)
+    xb = x.to(torch.bfloat16)
+    var, mean = torch.var_mean(xb.float().reshape(2, 32, -1), dim=-1, correction=0)
+    op.stats = (mean, torch.rsqrt(var + norm.eps))
+    got = op(xb, 0, 0, 0, 0, None)
+    ref = torch.nn.functional.silu(norm(xb.float()).to(torch.bfloat16))  # rounded before the SiLU, as the host
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), ref.float(), atol=1e-2, rtol=1e-2)
