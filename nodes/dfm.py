@@ -30,14 +30,15 @@ class PyraDFMConvert(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMConvert", display_name="DFM Convert (Pyra)", category="Pyra/sampling",
-            description=("Turns a flow model (SD3 family or Flux.1) into a Decomposable Flow Matching model: a "
-                         "Laplacian pyramid of the latent with a patch embedding, time embedding and output head per "
-                         "level, initialised from the model's own layers. Finetune it (PyraDFMTrain / "
-                         "tools/train_dfm.py) before expecting good pictures; with 1 level it is exactly the base "
-                         "model."),
-            inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT) or Flux.1 (dev/schnell)."),
+            description=("Turns a flow model (SD3 family, Flux.1 or Wan 2.1 text-to-video) into a Decomposable Flow "
+                         "Matching model: a Laplacian pyramid of the latent (spatial only for video: every level "
+                         "keeps all frames) with a patch embedding, time embedding and output head per level, "
+                         "initialised from the model's own layers. Finetune it (PyraDFMTrain / tools/train_dfm.py) "
+                         "before expecting good pictures; with 1 level it is exactly the base model."),
+            inputs=[io.Model.Input("model", tooltip="A flow model of the SD3 family (MMDiT), Flux.1 (dev/schnell) or "
+                                                    "Wan 2.1 text-to-video (not i2v, VACE or other variants)."),
                     io.Int.Input("levels", default=2, min=1, max=4,
-                                 tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3 and Flux).")],
+                                 tooltip="Pyramid levels; at most log2(patch size) + 1 (2 for SD3, Flux and Wan).")],
             outputs=[io.Model.Output(tooltip="The DFM model; sample it with PyraDFMSampler.")],
         )
 

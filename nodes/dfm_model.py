@@ -64,11 +64,14 @@ class DFMRunner:
         y = c.get("y")
         y = y.to(x.device, dtype) if y is not None else None
         guidance = c.get("guidance")  # Flux-dev's distilled guidance (the host's extra_conds), else None
+        arch = adapter_for(base.diffusion_model)
         self.layers.to(device=x.device, dtype=dtype)
-        out = dfm_forward(adapter_for(base.diffusion_model), self.layers, [p.to(dtype) for p in parts], t, mask,
-                          context, y, c.get("transformer_options", {}), guidance=guidance)
-        return pack([p - o.float() * sig[:, i].view(b, 1, 1, 1) for i, (p, o) in enumerate(zip(parts, out,
-                                                                                              strict=True))])
+        if arch.embed_dtype is not None:
+            self.layers.embed.to(arch.embed_dtype)
+        out = dfm_forward(arch, self.layers, [p.to(dtype) for p in parts], t, mask, context, y,
+                          c.get("transformer_options", {}), guidance=guidance)
+        return pack([p - o.float() * sig[:, i].reshape(b, *[1] * (p.ndim - 1))
+                     for i, (p, o) in enumerate(zip(parts, out, strict=True))])
 
 
 def runner_of(model) -> DFMRunner:

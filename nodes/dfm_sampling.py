@@ -41,7 +41,7 @@ def sample_dfm_host(model, x, sigmas, extra_args=None, callback=None, disable=No
                        "step count per level")
     parts = _start_levels(x, model.latent_image, model.noise, float(sigmas[0]), runner.levels,
                           extra_args.get("seed") or 0)
-    sizes = [tuple(p.shape[-2:]) for p in parts]
+    sizes = [tuple(p.shape[2:]) for p in parts]
     options = extra_args["model_options"].setdefault("transformer_options", {})
     s_in = x.new_ones([x.shape[0]])
 

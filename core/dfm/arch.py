@@ -1,9 +1,9 @@
 """Architecture adapters: where a host flow DiT keeps the layers DFM replaces, and how its shared core runs.
 
 Duck-typed on the host's module attributes (core/ never imports the host). `adapter_for(dit)` picks one.
-Each adapter says how a level's patch embedding is built from a (D, C, q, q) kernel and applied, the layout of
-the output head's rows (`head_order`: "pqc" for MMDiT, "cpq" for Flux), which core layers a LoRA adapts, and
-runs the core between patch embedding and output head.
+Each adapter says how a level's patch embedding is built from a (D, C, [1,] q, q) kernel and applied, the layout
+of the output head's rows (`head_order`: "pqc" for MMDiT and Wan, "cpq" for Flux), which core layers a LoRA
+adapts, and runs the core between patch embedding and output head.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class UnsupportedModel(TypeError):
     """A diffusion model DFM cannot wrap; the message names what it can."""
 
 
-SUPPORTED = "SD3-family MMDiT and Flux.1 (dev / schnell)"
+SUPPORTED = "SD3-family MMDiT, Flux.1 (dev / schnell) and Wan 2.1 text-to-video"
 
 
 class MMDiTArch:
@@ -31,6 +31,7 @@ class MMDiTArch:
     head_order = "pqc"
     lora_scopes = ("joint_blocks",)
     guidance_default = None
+    embed_dtype = None  # the patch embeddings run in the model's dtype
 
     def __init__(self, dit: nn.Module):
         self.dit = dit
@@ -113,6 +114,7 @@ class FluxArch:
     head_order = "cpq"
     lora_scopes = ("double_blocks", "single_blocks")
     guidance_default = 3.5  # the host's Flux.extra_conds default when a conditioning carries none
+    embed_dtype = None
 
     def __init__(self, dit: nn.Module):
         self.dit = dit
@@ -229,7 +231,108 @@ def _saved_inputs_copied(*inputs: Tensor):
         yield
 
 
-ADAPTERS = (MMDiTArch, FluxArch)
+class WanArch:
+    """Wan 2.1 text-to-video (comfy/ldm/wan/model.py WanModel): patch_embedding, time_embedding, head.
+
+    Video latents are (B, C, T, H, W) and Wan's patch is 1 x 2 x 2, so the DFM levels are spatial only: every
+    level keeps all T frames (a temporal pyramid would change the temporal token count, which a 1-frame patch
+    cannot absorb). A level's patch embedding is a Conv3d with a 1 x q x q kernel, run in float32 as the host
+    runs its own; its tokens come in the base (t, h, w) order, so RoPE (from the full-size grid) is shared.
+
+    Timesteps: the per-level copies of `time_embedding` (sinusoid -> Linear, SiLU, Linear) are summed into one
+    vector e BEFORE the shared `time_projection` (SiLU, Linear -> the blocks' 6-way modulation e0), as the
+    paper sums E_s(t_s) into the single adaLN input. The head's own modulation reads the same summed e, as
+    Head(x, e) reads e in the base. With one level the sum is the base e itself, so S = 1 is exact; summing
+    after the projection would instead need per-level copies of time_projection and would leave the head
+    reading a different vector than the blocks.
+    """
+
+    family = "wan21"
+    head_linear = "head"
+    head_order = "pqc"
+    lora_scopes = ("blocks",)
+    guidance_default = None
+    embed_dtype = torch.float32  # WanModel keeps patch_embedding in float32 whatever the model's dtype
+
+    def __init__(self, dit: nn.Module):
+        if type(dit).__name__ != "WanModel" or getattr(dit, "model_type", None) != "t2v":
+            raise UnsupportedModel(f"DFM wraps the Wan 2.1 text-to-video model only, not {type(dit).__name__} "
+                                   f"({getattr(dit, 'model_type', '?')}: image-to-video, VACE, camera, ... variants "
+                                   f"are not supported); supported: {SUPPORTED}")
+        if getattr(dit, "ref_conv", None) is not None or dit.in_dim != dit.out_dim or dit.out_dim != 16:
+            raise UnsupportedModel(f"DFM needs Wan 2.1 text-to-video with a 16-channel latent in and out (this one "
+                                   f"maps {dit.in_dim} to {dit.out_dim} channels: a Fun, Wan 2.2 5B or reference "
+                                   f"variant?); supported: {SUPPORTED}")
+        pt, ph, pw = (int(v) for v in dit.patch_size)
+        if pt != 1 or ph != pw:
+            raise UnsupportedModel(f"DFM needs Wan's 1 x p x p patch, not {dit.patch_size}; supported: {SUPPORTED}")
+        self.dit = dit
+        self.patch = ph
+        self.out_channels = int(dit.out_dim)
+        self._sinusoid = getattr(sys.modules[type(dit).__module__], "sinusoidal_embedding_1d", None)
+        if self._sinusoid is None:
+            raise UnsupportedModel(f"{type(dit).__module__} has no sinusoidal_embedding_1d; supported: {SUPPORTED}")
+
+    def base_layers(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return self.dit.patch_embedding, self.dit.time_embedding, self.dit.head
+
+    def embed_kernel(self) -> tuple[Tensor, Tensor]:
+        """The base patch embedding as a (D, C, 1, p, p) kernel and its bias."""
+        conv = self.dit.patch_embedding
+        return conv.weight.detach(), conv.bias.detach()
+
+    @staticmethod
+    def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
+        q = kernel.shape[-1]
+        out = nn.Conv3d(kernel.shape[1], kernel.shape[0], (1, q, q), stride=(1, q, q), dtype=torch.float32,
+                        device=kernel.device)
+        with torch.no_grad():
+            out.weight.copy_(kernel)
+            out.bias.copy_(bias)
+        return out
+
+    @staticmethod
+    def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
+        """(B, C, T, h, w) -> (B, T * h/q * w/q, D): the stride-(1, q, q) Conv3d in its own dtype (float32 unless
+        cast), tokens in (t, h, w) order as WanModel.forward_orig."""
+        return embed(x.to(embed.weight.dtype)).to(x.dtype).flatten(2).transpose(1, 2)
+
+    def embed_time(self, embedder: nn.Module, t: Tensor, dtype: torch.dtype) -> Tensor:
+        """(B,) timesteps -> (B, 1, dim), the shape WanModel.forward_orig gives e for one timestep per sample."""
+        e = embedder(self._sinusoid(self.dit.freq_dim, t.flatten()).to(dtype=dtype))
+        return e.reshape(t.shape[0], -1, e.shape[-1])
+
+    def run_head(self, head: nn.Module, tokens: Tensor, c: Tensor) -> Tensor:
+        return head(tokens, c)
+
+    def core(self, tokens: Tensor, c: Tensor, size: tuple[int, int, int], context, y, options: dict,
+             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """WanModel._forward / forward_orig between patch_embedding and head (no block replacement patches).
+
+        size: the full latent's (T, H, W). Returns the output tokens and the summed time embedding e (the head's
+        modulation input). Wan t2v has no pooled vector and no guidance embedding: `y` and `guidance` are ignored.
+        """
+        dit = self.dit
+        frames, h, w = size
+        freqs = dit.rope_encode(frames, h, w, device=tokens.device, dtype=tokens.dtype, transformer_options=options)
+        e0 = dit.time_projection(c).unflatten(2, (6, dit.dim))
+        if context is None:
+            context = tokens.new_zeros(tokens.shape[0], 1, dit.text_dim)
+        context = dit.text_embedding(context)
+        for block in dit.blocks:
+            if checkpoint and torch.is_grad_enabled():
+                tokens = grad_checkpoint(self._block, block, tokens, e0, freqs, context, options,
+                                         use_reentrant=False)
+            else:
+                tokens = self._block(block, tokens, e0, freqs, context, options)
+        return tokens, c
+
+    @staticmethod
+    def _block(block, tokens, e0, freqs, context, options):
+        return block(tokens, e=e0, freqs=freqs, context=context, context_img_len=None, transformer_options=options)
+
+
+ADAPTERS = (MMDiTArch, FluxArch, WanArch)
 
 
 def adapter_for(dit: nn.Module):
@@ -238,5 +341,7 @@ def adapter_for(dit: nn.Module):
         return MMDiTArch(dit)
     if all(hasattr(dit, a) for a in ("double_blocks", "img_in", "time_in", "final_layer", "process_img")):
         return FluxArch(dit)
-    raise UnsupportedModel(f"DFM wraps {SUPPORTED} models; {type(dit).__name__} is not one: load an SD3 or "
-                           "Flux.1 model (or the Pyra demo SD3) with UNETLoader")
+    if all(hasattr(dit, a) for a in ("patch_embedding", "time_embedding", "time_projection", "head", "blocks")):
+        return WanArch(dit)
+    raise UnsupportedModel(f"DFM wraps {SUPPORTED} models; {type(dit).__name__} is not one: load an SD3, "
+                           "Flux.1 or Wan 2.1 text-to-video model (or the Pyra demo SD3) with UNETLoader")

@@ -2,8 +2,10 @@
 
 Level 0 is the coarsest (stage 1 of the paper), at 1/2^(S-1) of the full size; level S-1 is the finest
 Laplacian band at full size. Split and merge are core.pyramids' decompose / reconstruct (exact to float
-rounding). Every level lands on the base model's token grid: the finest level keeps the base patch p, level i
-uses patch p / 2^(S-1-i), so S <= log2(p) + 1 for a pretrained model (p = 2: two levels).
+rounding). Levels are spatial only: a video latent (B, C, T, H, W) is split frame by frame (every level keeps
+all T frames), which is what Wan's 1 x 2 x 2 patch allows: a temporal level would need a temporal patch > 1 to
+land on the same token grid. Every level lands on the base model's token grid: the finest level keeps the base
+patch p, level i uses patch p / 2^(S-1-i), so S <= log2(p) + 1 for a pretrained model (p = 2: two levels).
 
 The new per-level layers start from the base model's (ALGORITHMS.md section 1, "initialise copies from the
 pretrained layers and the coarse patch embed from a down-mixed img_in"): with nearest-neighbour up-sampling U,
@@ -77,14 +79,17 @@ def partial_merge(parts: list[Tensor], active: int) -> Tensor:
 
 
 def pack(parts: list[Tensor]) -> Tensor:
-    """Levels (B, C, h_i, w_i) -> one (B, C, 1, sum h_i w_i) tensor the host can batch like a latent."""
-    return torch.cat([p.flatten(2) for p in parts], dim=2).unsqueeze(2)
+    """Levels (B, C, h_i, w_i) -> one (B, C, 1, sum h_i w_i) tensor the host can batch like a latent; video
+    levels (B, C, T, h_i, w_i) -> (B, C, 1, 1, sum T h_i w_i), still 5-D as the host expects of a video model."""
+    flat = torch.cat([p.flatten(2) for p in parts], dim=2)
+    return flat.reshape(*flat.shape[:2], *[1] * (parts[0].ndim - 3), flat.shape[2])
 
 
-def unpack(x: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
-    flat = x.squeeze(2)
-    chunks = flat.split([h * w for h, w in sizes], dim=2)
-    return [c.reshape(*c.shape[:2], h, w) for c, (h, w) in zip(chunks, sizes, strict=True)]
+def unpack(x: Tensor, sizes: list[tuple[int, ...]]) -> list[Tensor]:
+    """Inverse of `pack`; sizes: each level's shape after (B, C): (h, w), or (T, h, w) for video."""
+    flat = x.flatten(2)
+    chunks = flat.split([math.prod(s) for s in sizes], dim=2)
+    return [c.reshape(*c.shape[:2], *s) for c, s in zip(chunks, sizes, strict=True)]
 
 
 def band_map(img: Tensor, i: int, levels: int) -> Tensor:

@@ -85,8 +85,15 @@ class DFMLayers(nn.Module):
         return new
 
 
-def unpatchify(tokens: Tensor, grid: tuple[int, int], q: int, channels: int, order: str = "pqc") -> Tensor:
-    """(B, T, q*q*C) in (q, q, C) order (MMDiT) or (C, q, q) order (Flux) -> (B, C, gh*q, gw*q)."""
+def unpatchify(tokens: Tensor, grid: tuple[int, ...], q: int, channels: int, order: str = "pqc") -> Tensor:
+    """(B, T, q*q*C) in (q, q, C) order (MMDiT, Wan) or (C, q, q) order (Flux) -> (B, C, gh*q, gw*q).
+
+    A (frames, gh, gw) grid (video, tokens in (t, h, w) order, temporal patch 1) gives (B, C, frames, H, W).
+    """
+    if len(grid) == 3:
+        frames, b = grid[0], tokens.shape[0]
+        flat = unpatchify(tokens.reshape(b * frames, -1, tokens.shape[-1]), grid[1:], q, channels, order)
+        return flat.reshape(b, frames, *flat.shape[1:]).transpose(1, 2)
     gh, gw = grid
     if order == "pqc":
         x = tokens.reshape(tokens.shape[0], gh, gw, q, q, channels)
@@ -98,18 +105,18 @@ def unpatchify(tokens: Tensor, grid: tuple[int, int], q: int, channels: int, ord
 def dfm_forward(arch, layers: DFMLayers, parts: list[Tensor], timesteps: Tensor, mask: Tensor, context=None,
                 y=None, transformer_options=None, checkpoint: bool = False, guidance: Tensor | None = None
                 ) -> list[Tensor]:
-    """Per-level model outputs for levels `parts` (coarse first, (B, C, h_i, w_i)).
+    """Per-level model outputs for levels `parts` (coarse first, (B, C, h_i, w_i), or (B, C, T, h_i, w_i) video).
 
     timesteps: (B, S) in the host model's timestep units; mask: (B, S), 1 where a level is active;
     guidance: (B,) distilled-guidance strength for models that embed it (Flux-dev), else ignored.
     """
     dtype = parts[-1].dtype
-    tokens = sum(arch.patchify(layers.embed[i], p * mask[:, i, None, None, None].to(p),
+    tokens = sum(arch.patchify(layers.embed[i], p * mask[:, i].reshape(-1, *[1] * (p.ndim - 1)).to(p),
                                level_patch(i, layers.levels, layers.patch)) for i, p in enumerate(parts))
     c = sum(arch.embed_time(layers.time[i], timesteps[:, i], dtype) for i in range(len(parts)))
-    full_hw = tuple(parts[-1].shape[-2:])
-    grid = (full_hw[0] // layers.patch, full_hw[1] // layers.patch)
-    out, c = arch.core(tokens, c, full_hw, context, y, transformer_options or {}, checkpoint, guidance)
+    size = tuple(parts[-1].shape[2:])  # (H, W), or (T, H, W) for video
+    grid = (*size[:-2], size[-2] // layers.patch, size[-1] // layers.patch)
+    out, c = arch.core(tokens, c, size, context, y, transformer_options or {}, checkpoint, guidance)
     heads = []
     for i, head in enumerate(layers.head):
         q = level_patch(i, layers.levels, layers.patch)

@@ -56,8 +56,10 @@ def level_noise(parts: list[Tensor], generator: torch.Generator) -> list[Tensor]
 
 def dfm_loss(velocity, x0: list[Tensor], noise: list[Tensor], sigmas: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """(total loss, per-level losses (S,)): masked flow-matching MSE; velocity(parts, sigmas, mask) -> list."""
-    xt = [(1 - sigmas[:, i, None, None, None].to(x)) * x + sigmas[:, i, None, None, None].to(x) * n
-          for i, (x, n) in enumerate(zip(x0, noise, strict=True))]
+    xt = []
+    for i, (x, n) in enumerate(zip(x0, noise, strict=True)):
+        s = sigmas[:, i].reshape(-1, *[1] * (x.ndim - 1)).to(x)  # (B, 1, 1, 1), or (B, 1, 1, 1, 1) for video
+        xt.append((1 - s) * x + s * n)
     pred = velocity(xt, sigmas, mask)
     m = mask.to(x0[0].device, torch.float32)
     per = []

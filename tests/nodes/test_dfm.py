@@ -97,6 +97,49 @@ def test_flux_two_levels_sample_save_and_load_record_the_family(flux, tmp_path):
 
 
 def test_convert_names_the_supported_families(comfy_host):
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("wan21")
-    with pytest.raises(Exception, match="MMDiT and Flux"):
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    with pytest.raises(Exception, match=r"MMDiT, Flux\.1 .*and Wan 2\.1"):
         comfy_host.node("PyraDFMConvert").execute(patcher, 2)
+
+
+@pytest.fixture(scope="module")
+def wan(comfy_host):
+    demo = comfy_host.module("nodes.demo_models")
+    patcher = demo.build_tiny_model("wan21")
+    demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("wan21", 1)
+    return comfy_host, patcher, cond
+
+
+def _run_video(comfy_host, model, cond, steps, frames=3):
+    latent = {"samples": torch.zeros(1, 16, frames, 8, 8)}
+    return comfy_host.node("PyraDFMSampler").execute(model, 3, steps, "0.3", "euler", 2.0, "simple", cond, cond,
+                                                     latent).result[0]["samples"]
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_wan_one_level_equals_the_stock_euler_sampler(wan, frames):
+    import comfy.sample
+
+    comfy_host, patcher, cond = wan
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 1).result[0]
+    ours = _run_video(comfy_host, dfm, cond, "4", frames)
+    latent = torch.zeros(1, 16, frames, 8, 8)
+    ref = comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 4, 2.0, "euler", "simple", cond, cond,
+                              latent, disable_pbar=True, seed=3)
+    assert ours.shape == latent.shape and torch.equal(ours, ref)
+    assert dfm.model is patcher.model
+
+
+def test_wan_two_levels_sample_save_and_load_record_the_family(wan, tmp_path):
+    from safetensors import safe_open
+
+    comfy_host, patcher, cond = wan
+    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    out = _run_video(comfy_host, dfm, cond, "3, 2")
+    assert out.shape == (1, 16, 3, 8, 8) and torch.isfinite(out).all()
+    path = dfm_model.save(dfm, tmp_path / "w.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert '"family": "wan21"' in f.metadata()["pyra_dfm"]
+    assert torch.equal(out, _run_video(comfy_host, dfm_model.load(patcher, path), cond, "3, 2"))

@@ -83,3 +83,26 @@ def test_a_model_with_weight_patches_is_refused(setup, tmp_path):
     trained = _train(comfy_host, dfm, cond, latents, 1, "t-patched")[0]
     with pytest.raises(Exception, match="weight patches"):
         _train(comfy_host, trained, cond, latents, 1, "t-patched-2")
+
+
+def test_train_on_wan_video_latents_saves_a_lora_that_loads_and_samples(comfy_host):
+    demo = comfy_host.module("nodes.demo_models")
+    with torch.inference_mode():
+        patcher = demo.build_tiny_model("wan21")
+        demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
+        dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("wan21", 1)
+    g = torch.Generator().manual_seed(6)
+    latents = {"samples": torch.randn(2, 16, 2, 8, 8, generator=g)}
+    trained, _, text = _train(comfy_host, dfm, cond, latents, 20, "t-train-wan", lr=5e-3)
+    before_loss, after_loss = (float(x) for x in text.split("fixed-noise loss ")[1].split("\n")[0].split(" -> "))
+    assert after_loss < 0.9 * before_loss, text
+    assert trained.patches and any(".blocks.0." in k for k in trained.patches)  # the core LoRA found Wan's blocks
+    sample = comfy_host.node("PyraDFMSampler")
+    latent = {"samples": torch.zeros(1, 16, 2, 8, 8)}
+    with torch.inference_mode():
+        loaded = comfy_host.node("PyraDFMLoader").execute(patcher, "t-train-wan.safetensors").result[0]
+        a = sample.execute(trained, 3, "3, 2", "0.3", "euler", 2.0, "simple", cond, cond, latent).result[0]["samples"]
+        b = sample.execute(loaded, 3, "3, 2", "0.3", "euler", 2.0, "simple", cond, cond, latent).result[0]["samples"]
+        c = sample.execute(dfm, 3, "3, 2", "0.3", "euler", 2.0, "simple", cond, cond, latent).result[0]["samples"]
+    assert a.shape == latent["samples"].shape and torch.equal(a, b) and not torch.equal(a, c)
