@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .levels import band_map, check_levels, embed_map, level_patch
+from .levels import band_map, check_levels, embed_map, level_patch, level_sizes
 
 
 def _rows_to_images(rows: Tensor, patch: int, channels: int, order: str) -> Tensor:
@@ -111,6 +111,7 @@ def dfm_forward(arch, layers: DFMLayers, parts: list[Tensor], timesteps: Tensor,
     guidance: (B,) distilled-guidance strength for models that embed it (Flux-dev), else ignored.
     """
     dtype = parts[-1].dtype
+    level_sizes(*parts[-1].shape[-2:], layers.levels, layers.patch)  # a clear error for sizes off the patch grid
     tokens = sum(arch.patchify(layers.embed[i], p * mask[:, i].reshape(-1, *[1] * (p.ndim - 1)).to(p),
                                level_patch(i, layers.levels, layers.patch)) for i, p in enumerate(parts))
     c = sum(arch.embed_time(layers.time[i], timesteps[:, i], dtype) for i in range(len(parts)))

@@ -77,6 +77,14 @@ def test_too_many_levels_for_the_patch_is_a_clear_error(base):
         network.DFMLayers(arch_mod.adapter_for(base.diffusion_model), 3)
 
 
+def test_a_size_off_the_patch_grid_is_a_clear_error(base):
+    arch = arch_mod.adapter_for(base.diffusion_model)
+    x, ctx, y = inputs()
+    odd = x[..., :-1]
+    with pytest.raises(levels.DFMShapeError, match="does not divide into 2x2 patches"):
+        network.dfm_forward(arch, network.DFMLayers(arch, 1), [odd], torch.ones(2, 1), torch.ones(2, 1), ctx, y)
+
+
 def _denoiser(base, layers, ctx, y):
     arch = arch_mod.adapter_for(base.diffusion_model)
 
