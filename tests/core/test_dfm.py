@@ -5,33 +5,14 @@ The base network is the host's own tiny SD3 MMDiT (built on the CPU); everything
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import pytest
 import torch
-from host import comfyui_dir
-from packload import load_pack_package
-
-load_pack_package()
-levels = importlib.import_module("pyra_pack.core.dfm.levels")
-network = importlib.import_module("pyra_pack.core.dfm.network")
-arch_mod = importlib.import_module("pyra_pack.core.dfm.arch")
-sampler = importlib.import_module("pyra_pack.core.dfm.sampler")
-train = importlib.import_module("pyra_pack.core.dfm.train")
-ckpt = importlib.import_module("pyra_pack.core.dfm.checkpoint")
+from dfm_helpers import arch_mod, ckpt, levels, network, sampler, tiny_model, train
 
 
 def tiny_sd3(seed: int = 0, std: float = 0.05):
     """(ModelPatcher, BaseModel) of the host's tiny SD3 (nodes/demo_models), weights large enough to matter."""
-    sys.path.insert(0, str(comfyui_dir()))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    args.use_pytorch_cross_attention = True
-    demo = importlib.import_module("pyra_pack.nodes.demo_models")
-    patcher = demo.build_tiny_model("sd3", seed=seed)
-    demo.init_random_(patcher.model.diffusion_model, seed, std=std)
+    patcher = tiny_model("sd3", seed, std, random_biases=False)
     return patcher, patcher.model
 
 

@@ -5,39 +5,14 @@ The base network is the host's own tiny Flux.1 (nodes/demo_models, guidance embe
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import pytest
 import torch
-from host import comfyui_dir
-from packload import load_pack_package
-
-load_pack_package()
-levels = importlib.import_module("pyra_pack.core.dfm.levels")
-network = importlib.import_module("pyra_pack.core.dfm.network")
-arch_mod = importlib.import_module("pyra_pack.core.dfm.arch")
-sampler = importlib.import_module("pyra_pack.core.dfm.sampler")
-train = importlib.import_module("pyra_pack.core.dfm.train")
-ckpt = importlib.import_module("pyra_pack.core.dfm.checkpoint")
+from dfm_helpers import arch_mod, ckpt, levels, network, sampler, tiny_model, train
 
 
 def tiny_flux(seed: int = 0, std: float = 0.05):
     """The host's tiny Flux (BaseModel) with seeded weights and small random biases (so each one matters)."""
-    sys.path.insert(0, str(comfyui_dir()))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    args.use_pytorch_cross_attention = True
-    demo = importlib.import_module("pyra_pack.nodes.demo_models")
-    patcher = demo.build_tiny_model("flux", seed=seed)
-    dit = demo.init_random_(patcher.model.diffusion_model, seed, std=std)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in dit.named_parameters():
-            if name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return patcher.model
+    return tiny_model("flux", seed, std).model
 
 
 @pytest.fixture(scope="module")
