@@ -13,7 +13,7 @@ host's flow velocity), loss = sum over levels of the masked mean squared error.
 Per-step cost: timesteps and noise are drawn on the training device with the trainer's generator there (no
 host-to-device copies; a CUDA generator gives another random stream than the CPU one for the same seed, each
 deterministic), the current stage by inverse CDF (torch.multinomial can sync with the host), AdamW runs its
-fused kernel on CUDA and its foreach path on the CPU (TrainConfig.optimizer = "loop": torch's per-parameter
+fused kernel where torch has one for the parameters (TrainConfig.optimizer = "loop": torch's per-parameter
 reference), and `step` returns the losses as device tensors: nothing waits for the device until a caller reads one.
 """
 
@@ -94,7 +94,7 @@ class TrainConfig:
     bf16: bool = False
     threshold: float = 0.3
     seed: int = 0
-    optimizer: str = "auto"  # AdamW: "auto" (fused on CUDA, foreach on the CPU) or "loop" (per parameter)
+    optimizer: str = "auto"  # AdamW: "auto" (fused where torch has it, else foreach) or "loop" (per parameter)
 
 
 class DFMTrainer:
@@ -117,7 +117,7 @@ class DFMTrainer:
         if config.core == "full":
             params += list(arch.dit.parameters())
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, **adamw_impl(params, config))
+        self.optimizer = make_adamw(params, config)
         self.step_count = 0
 
     def load_optimizer_state(self, state: dict) -> None:
@@ -191,12 +191,14 @@ class DFMTrainer:
         return nn.ModuleDict({"layers": self.layers, **({"lora": self.lora} if self.lora is not None else {})})
 
 
-def adamw_impl(params: list[Tensor], config: TrainConfig) -> dict:
-    """AdamW's implementation flags: one fused kernel when every parameter is a CUDA float tensor, else foreach
-    (a few multi-tensor ops for all parameters); "loop" asks for torch's per-parameter reference."""
+def make_adamw(params: list[Tensor], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it takes these parameters (CUDA; the CPU since torch 2.4: 3x the
+    per-parameter loop there, where foreach only loops in C++), else foreach; "loop": the per-parameter reference."""
     if config.optimizer not in ("auto", "loop"):
         raise ValueError(f"TrainConfig.optimizer is {config.optimizer!r}: use 'auto' or 'loop'")
     if config.optimizer == "loop":
-        return {"foreach": False, "fused": False}
-    fused = all(p.is_cuda and p.is_floating_point() for p in params)
-    return {"foreach": not fused, "fused": fused}
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=False)
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=True)

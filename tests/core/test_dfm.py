@@ -192,15 +192,16 @@ def _trained_params(optimizer: str, base, steps: int = 3, lr: float = 2e-3):
     return trainer, [p.detach().clone() for p in trainer.params], losses
 
 
-def test_multi_tensor_adamw_matches_the_per_parameter_reference(base):
+def test_fused_adamw_matches_the_per_parameter_reference(base):
     fast, p_fast, losses = _trained_params("auto", base)
-    assert fast.optimizer.param_groups[0]["foreach"] and not fast.optimizer.param_groups[0]["fused"]  # CPU
+    assert fast.optimizer.param_groups[0]["fused"]  # torch >= 2.4 has the fused kernel on the CPU too
     _, p_ref, ref_losses = _trained_params("loop", base)
-    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(p_fast, p_ref, strict=True))
+    # fused rounds differently: 2.5e-6 apart after 3 steps whose updates are ~lr = 2e-3 each
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(p_fast, p_ref, strict=True))
     assert all(isinstance(loss, torch.Tensor) and loss.ndim == 0 and per.shape == (2,) for loss, per in losses)
     assert torch.allclose(torch.stack([loss for loss, _ in losses]), torch.stack([loss for loss, _ in ref_losses]))
     _, p_other, _ = _trained_params("loop", base, lr=4e-3)  # the comparison can fail: another lr differs
-    assert not all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(p_other, p_ref, strict=True))
+    assert not all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(p_other, p_ref, strict=True))
     with pytest.raises(ValueError, match="'auto' or 'loop'"):
         _trained_params("fast", base)
 
@@ -209,5 +210,8 @@ def test_resumed_optimizer_keeps_its_own_implementation(base):
     fast, _, _ = _trained_params("auto", base, steps=1)
     ref, _, _ = _trained_params("loop", base, steps=1)
     ref.load_optimizer_state(fast.optimizer.state_dict())
-    assert ref.optimizer.param_groups[0]["foreach"] is False and ref.optimizer.state_dict()["state"]
+    group = ref.optimizer.param_groups[0]
+    assert group["foreach"] is False and not group["fused"]  # load_state_dict alone would bring fused=True
     assert int(ref.optimizer.state_dict()["state"][0]["step"]) == 1
+    ref.step(*inputs(batch=2, seed=4))
+    assert int(ref.optimizer.state_dict()["state"][0]["step"]) == 2
