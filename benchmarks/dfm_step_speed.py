@@ -11,7 +11,8 @@ small. Modes, timed side by side in one process, interleaved, median over --reps
                loss read back every step (float, tolist) and dead_leaves_reference drawn on the CPU;
   * before:    (--baseline-rev REV, needs git) core/dfm/train.py as committed at REV, loaded beside the
                current one, with dead_leaves_reference: the step before this change, unemulated.
-Also the aten ops one step dispatches (torch.profiler, CPU events), a proxy for kernel launches on a GPU.
+Also the aten ops one step dispatches (torch.profiler, CPU events; all, and top-level ones), a proxy for kernel
+launches on a GPU, and its item() calls (host syncs on a GPU; on the CPU the optimizer's step counters add some).
 """
 
 from __future__ import annotations
@@ -65,10 +66,13 @@ def make_mode(name: str, train, args, device, analytic):
     return trainer, step
 
 
-def aten_ops(step) -> int:
+def aten_ops(step) -> dict:
+    """aten ops of one step: all (nested ones too) and top-level (called from Python, not from another op)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    return {"all": len(aten), "top_level": len(top), "item": sum(e.name == "aten::item" for e in top)}
 
 
 def main() -> None:
@@ -80,7 +84,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps per timed block")
     ap.add_argument("--reps", type=int, default=7, help="timed blocks per mode, interleaved")
     ap.add_argument("--baseline-rev", help="also time core/dfm/train.py of this git revision ('before')")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the CPU-time figure is this step's)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     import_host(cpu=device.type == "cpu")
     analytic, train = pack_module("core.analytic"), pack_module("core.dfm.train")
@@ -93,33 +99,39 @@ def main() -> None:
         for _ in range(3):
             step()
         ops[name] = aten_ops(step)
-    times = {name: [] for name in steps}
+    times, cpu_times = {name: [] for name in steps}, {name: [] for name in steps}
     for _ in range(args.reps):
         for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(args.steps / (time.perf_counter() - t0))
+            cpu_times[name].append(args.steps / (time.process_time() - c0))
     out = {"config": vars(args) | {"json": str(args.json)}, "command": "python3 benchmarks/dfm_step_speed.py "
            + " ".join(sys.argv[1:]), "device": torch.cuda.get_device_name() if device.type == "cuda"
            else platform.processor() or "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d"),
            "steps_per_s": {n: statistics.median(t) for n, t in times.items()}, "steps_per_s_all": times,
+           "steps_per_cpu_s": {n: statistics.median(t) for n, t in cpu_times.items()}, "steps_per_cpu_s_all": cpu_times,
            "aten_ops_per_step": ops}
-    out["speedup_vs_reference"] = out["steps_per_s"]["fast"] / out["steps_per_s"]["reference"]
-    if "before" in times:
-        out["speedup_vs_before"] = out["steps_per_s"]["fast"] / out["steps_per_s"]["before"]
+    for other in ("reference", "before"):
+        if other in times:
+            out[f"speedup_vs_{other}"] = out["steps_per_s"]["fast"] / out["steps_per_s"][other]
+            out[f"cpu_speedup_vs_{other}"] = out["steps_per_cpu_s"]["fast"] / out["steps_per_cpu_s"][other]
     lines = [f"# DFM training step overhead, {out['device']} ({out['threads']} threads)", "",
              f"`{out['command']}` (torch {out['torch']}, {out['date']}; two-level DFM on the host MMDiT, depth "
              f"{args.depth}, {args.size}x{args.size}, batch {args.batch}; median of {args.reps} interleaved blocks "
-             f"of {args.steps} steps).", "", "| mode | steps/s | aten ops per step |", "|---|---|---|"]
-    lines += [f"| {n} | {out['steps_per_s'][n]:.1f} | {ops[n]} |" for n in steps]
-    lines += ["", f"fast / reference: {out['speedup_vs_reference']:.2f}x"
-              + (f"; fast / before: {out['speedup_vs_before']:.2f}x" if "before" in times else "")]
+             f"of {args.steps} steps).", "",
+             "| mode | steps/s (wall) | steps per CPU second | aten ops per step (all / top-level) | item() |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {n} | {out['steps_per_s'][n]:.1f} | {out['steps_per_cpu_s'][n]:.1f} | {ops[n]['all']} / "
+              f"{ops[n]['top_level']} | {ops[n]['item']} |" for n in steps]
+    lines += [""] + [f"fast / {o}: {out[f'speedup_vs_{o}']:.2f}x wall, {out[f'cpu_speedup_vs_{o}']:.2f}x CPU time"
+                     for o in ("reference", "before") if o in times]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.json:
