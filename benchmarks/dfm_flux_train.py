@@ -63,8 +63,11 @@ def main() -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    losses = [trainer.step(x, ctx, y, guidance)[0] for _ in range(args.steps)]  # each step syncs (float(loss))
+    losses = torch.stack([trainer.step(x, ctx, y, guidance)[0] for _ in range(args.steps)])  # no sync per step
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    losses = losses.tolist()
     out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d"), "config": {k: str(v) for k, v in vars(args).items()},
            "trainable_params": sum(p.numel() for p in trainer.params),

@@ -66,7 +66,7 @@ class PyraDFMTrain(io.ComfyNode):
                              checkpointing=gradient_checkpointing, bf16=bf16, seed=seed)
         bar = comfy.utils.ProgressBar(steps)
 
-        def on_step(done: int, total: int, loss: float) -> None:
+        def on_step(done: int, total: int, loss) -> None:
             bar.update_absolute(done, total)
             comfy.model_management.throw_exception_if_processing_interrupted()
 

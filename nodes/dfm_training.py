@@ -112,7 +112,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
     """Finetune the DFM `model` on clean `latents` (N, C, H, W) as a LATENT holds them (VAE output, before the
     model's process_latent_in); save to `path` (+ optimizer state).
 
-    on_step(step_done, total, loss) is called after every step (progress, interruption).
+    on_step(step_done, total, loss) is called after every step (progress, interruption); loss is a 0-d device
+    tensor, so a callback that only shows progress does not wait for the device.
     """
     runner = dfm_model.runner_of(model)
     contexts, pooled = split_conditioning(positive, latents.shape[0])
@@ -136,7 +137,7 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
             return torch.full((n,), strength, device=device) if strength is not None else None
         trainer = DFMTrainer(arch, layers, config, timestep, lora=lora)
         if state is not None:
-            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.load_optimizer_state(state["optimizer"])
             trainer.step_count = int(state["step"])
         result = DFMTrainResult(None, Path(path), start_step=trainer.step_count,
                                 trainable=sum(p.numel() for p in trainer.params))
@@ -146,14 +147,17 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         result.probe_before = trainer.fixed_loss(*probe, seed=PROBE_SEED, guidance=guidance(PROBE_SIZE))
         batches = torch.Generator().manual_seed(config.seed + trainer.step_count)
         n = latents.shape[0]
+        losses, level_losses = [], []
         for i in range(steps):
             idx = torch.randperm(n, generator=batches)[: min(batch_size, n)].tolist()
             y = torch.cat([pooled[j] for j in idx]) if pooled[0] is not None else None
             loss, per = trainer.step(latents[idx], torch.cat([contexts[j] for j in idx]), y, guidance(len(idx)))
-            result.losses.append(loss)
-            result.level_losses.append(per)
+            losses.append(loss)
+            level_losses.append(per)
             if on_step is not None:
-                on_step(i + 1, steps, loss)
+                on_step(i + 1, steps, loss)  # a device tensor: formatting it waits for the step
+        if losses:  # read back once, not once per step
+            result.losses, result.level_losses = torch.stack(losses).tolist(), torch.stack(level_losses).tolist()
         result.step = trainer.step_count
         result.probe_after = trainer.fixed_loss(*probe, seed=PROBE_SEED, guidance=guidance(PROBE_SIZE))
         lora_tensors = trainer.lora.host_tensors() if trainer.lora is not None else None

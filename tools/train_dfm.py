@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train_dfm: {latents.shape[0]} latents {tuple(latents.shape[1:])}, {args.levels} levels, "
           f"{args.steps} steps", flush=True)
 
-    def on_step(done: int, total: int, loss: float) -> None:
+    def on_step(done: int, total: int, loss) -> None:
         if done % args.log_every == 0 or done == total:
-            print(f"step {done}/{total} loss {loss:.5f}", flush=True)
+            print(f"step {done}/{total} loss {float(loss):.5f}", flush=True)
 
     result = training.train_dfm(model, latents, positive, config, args.steps, args.batch, args.out, args.resume,
                                 on_step)

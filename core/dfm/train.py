@@ -9,11 +9,18 @@ published, so these are [inferred] choices), in noise levels sigma (1 = noise):
   * later levels: sigma = 1, masked in the input and left out of the loss.
 Per level: x_t = (1 - sigma) x0 + sigma n with n ~ N(0, I) at the level's own size, target v = n - x0 (the
 host's flow velocity), loss = sum over levels of the masked mean squared error.
+
+Per-step cost: timesteps and noise are drawn on the training device with the trainer's generator there (no
+host-to-device copies; a CUDA generator gives another random stream than the CPU one for the same seed, each
+deterministic), the current stage by inverse CDF (torch.multinomial can sync with the host), AdamW runs its
+fused kernel where torch has one for the parameters (TrainConfig.optimizer = "loop": torch's per-parameter
+reference), and `step` returns the losses as device tensors: nothing waits for the device until a caller reads one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -38,20 +45,29 @@ class TimeDistribution:
 
 
 def sample_times(batch: int, dist: TimeDistribution, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """(sigmas (B, S), mask (B, S) bool) on the CPU."""
+    """(sigmas (B, S), mask (B, S) bool) on the generator's device."""
     levels = len(dist.stage_probs)
-    stage = torch.multinomial(torch.tensor(dist.stage_probs), batch, replacement=True, generator=generator)
-    z = torch.randn(batch, levels, generator=generator) * dist.scale
+    cdf, thr = _dist_tensors(dist, generator.device)
+    u = torch.rand(batch, generator=generator, device=generator.device)
+    stage = torch.searchsorted(cdf, u, right=True).clamp_max(levels - 1)
+    z = torch.randn(batch, levels, generator=generator, device=generator.device) * dist.scale
     current = torch.sigmoid(z + dist.loc)
-    thr = torch.tensor([*dist.thresholds, 1.0])
     early = thr * torch.sigmoid(z + dist.early_loc)
-    idx = torch.arange(levels)[None]
+    idx = torch.arange(levels, device=generator.device)[None]
     sigmas = torch.where(idx < stage[:, None], early, torch.where(idx == stage[:, None], current, torch.ones_like(z)))
     return sigmas, idx <= stage[:, None]
 
 
+@functools.lru_cache(maxsize=16)
+def _dist_tensors(dist: TimeDistribution, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(cumulative stage probabilities, per-level thresholds with 1 for the last) on `device`, made once."""
+    probs = torch.tensor(dist.stage_probs, dtype=torch.float64)
+    return ((probs.cumsum(0) / probs.sum()).float().to(device), torch.tensor([*dist.thresholds, 1.0], device=device))
+
+
 def level_noise(parts: list[Tensor], generator: torch.Generator) -> list[Tensor]:
-    return [torch.randn(p.shape, generator=generator).to(p) for p in parts]
+    """Standard normal noise shaped like each level, drawn on the generator's device."""
+    return [torch.randn(p.shape, generator=generator, device=generator.device).to(p) for p in parts]
 
 
 def dfm_loss(velocity, x0: list[Tensor], noise: list[Tensor], sigmas: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,6 +96,7 @@ class TrainConfig:
     bf16: bool = False
     threshold: float = 0.3
     seed: int = 0
+    optimizer: str = "auto"  # AdamW: "auto" (fused where torch has it, else foreach) or "loop" (per parameter)
 
 
 class DFMTrainer:
@@ -91,18 +108,26 @@ class DFMTrainer:
     def __init__(self, arch, layers: DFMLayers, config: TrainConfig, timestep, lora: CoreLoRA | None = None):
         self.arch, self.layers, self.config, self.timestep = arch, layers, config, timestep
         self.dist = TimeDistribution.default(layers.levels, config.threshold)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.device = next(layers.parameters()).device
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
         if lora is None and config.core == "lora":
             lora = CoreLoRA(arch.dit, config.rank, scopes=arch.lora_scopes, seed=config.seed)
-        self.lora = lora.to(next(layers.parameters()).device) if lora is not None else None
+        self.lora = lora.to(self.device) if lora is not None else None
         params = list(layers.parameters())
         if self.lora is not None:
             params += list(self.lora.parameters())
         if config.core == "full":
             params += list(arch.dit.parameters())
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.optimizer = make_adamw(params, config)
         self.step_count = 0
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Resume the optimizer; the implementation flags stay this trainer's (a file may come from another device)."""
+        impl = {k: self.optimizer.param_groups[0][k] for k in ("foreach", "fused")}
+        self.optimizer.load_state_dict(state)
+        for group in self.optimizer.param_groups:
+            group.update(impl)
 
     @contextlib.contextmanager
     def _trainable(self):
@@ -125,7 +150,7 @@ class DFMTrainer:
                     p.requires_grad_(flag)
 
     def velocity(self, context, y, guidance: Tensor | None = None):
-        device = next(self.layers.parameters()).device
+        device = self.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.config.bf16 else contextlib.nullcontext()
 
         def fn(parts, sigmas, mask):
@@ -143,16 +168,18 @@ class DFMTrainer:
     def fixed_loss(self, latents: Tensor, context=None, y=None, seed: int = 0, guidance: Tensor | None = None
                    ) -> float:
         """The loss at seeded timesteps and noise, without an update: comparable before and after training."""
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(self.device).manual_seed(seed)
         x0 = split(latents.float(), self.layers.levels)
         sigmas, mask = sample_times(latents.shape[0], self.dist, g)
         with self._trainable(), torch.no_grad():
             return float(dfm_loss(self.velocity(context, y, guidance), x0, level_noise(x0, g), sigmas, mask)[0])
 
-    def step(self, latents: Tensor, context=None, y=None, guidance: Tensor | None = None) -> tuple[float, list[float]]:
-        """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss, per-level losses).
+    def step(self, latents: Tensor, context=None, y=None, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One optimiser step on a batch of clean latents (B, C, H, W); returns (loss (), per-level losses (S,)).
 
-        guidance: (B,) distilled-guidance strength for models that embed one (Flux-dev), else None."""
+        Both are detached tensors on the training device: reading them (float, tolist) waits for the device, so
+        read them only when they are shown. guidance: (B,) distilled-guidance strength for models that embed one
+        (Flux-dev), else None."""
         with self._trainable():
             self.optimizer.zero_grad(set_to_none=True)
             loss, per = self.loss(latents, context, y, guidance)
@@ -160,7 +187,20 @@ class DFMTrainer:
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.optimizer.step()
         self.step_count += 1
-        return float(loss.detach()), per.tolist()
+        return loss.detach(), per
 
     def trainable_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict({"layers": self.layers, **({"lora": self.lora} if self.lora is not None else {})})
+
+
+def make_adamw(params: list[Tensor], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it takes these parameters (CUDA; the CPU since torch 2.4: 3x the
+    per-parameter loop there, where foreach only loops in C++), else foreach; "loop": the per-parameter reference."""
+    if config.optimizer not in ("auto", "loop"):
+        raise ValueError(f"TrainConfig.optimizer is {config.optimizer!r}: use 'auto' or 'loop'")
+    if config.optimizer == "loop":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=False)
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=True)

@@ -137,8 +137,8 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch():
                 return float(loss.detach())
             finally:
                 trainer.lora.detach()
-    start = fixed_loss()
-    for _ in range(8):
+    start = fixed_loss()  # 8 steps gave 0.89 of it with the old CPU random stream and 0.91 with the new: 12 steps
+    for _ in range(12):
         trainer.step(x, ctx, y)
     assert fixed_loss() < 0.9 * start
     assert torch.equal(base.diffusion_model.joint_blocks[0].x_block.attn.qkv.weight, before_w)  # core untouched
@@ -159,3 +159,48 @@ def test_checkpoint_round_trip(tmp_path, base):
     pairs = zip(fresh.state_dict().values(), layers.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
     assert meta["base"] == ckpt.fingerprint(base.diffusion_model) and not lora
+
+
+def test_stage_draw_follows_the_stage_probabilities():
+    dist = train.TimeDistribution((0.7, 0.2, 0.1), (0.3, 0.5))
+    sig, mask = train.sample_times(20000, dist, torch.Generator().manual_seed(0))
+    stage = mask.sum(1) - 1
+    freq = torch.bincount(stage, minlength=3).float() / len(stage)
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.015), freq  # fails for a uniform draw
+    assert (sig[stage == 0, 1:] == 1).all() and (sig[stage == 2, 0] < 0.3).all() and (sig[stage == 2, 1] < 0.5).all()
+    again = train.sample_times(20000, dist, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], sig) and torch.equal(again[1], mask)  # seeded: deterministic
+
+
+def _trained_params(optimizer: str, base, steps: int = 3, lr: float = 2e-3):
+    arch = arch_mod.adapter_for(base.diffusion_model)
+    trainer = train.DFMTrainer(arch, network.DFMLayers(arch, 2),
+                               train.TrainConfig(levels=2, lr=lr, rank=4, optimizer=optimizer), lambda s: s * 1000)
+    x, ctx, y = inputs(batch=2, seed=4)
+    losses = [trainer.step(x, ctx, y) for _ in range(steps)]
+    return trainer, [p.detach().clone() for p in trainer.params], losses
+
+
+def test_fused_adamw_matches_the_per_parameter_reference(base):
+    fast, p_fast, losses = _trained_params("auto", base)
+    assert fast.optimizer.param_groups[0]["fused"]  # torch >= 2.4 has the fused kernel on the CPU too
+    _, p_ref, ref_losses = _trained_params("loop", base)
+    # fused rounds differently: 2.5e-6 apart after 3 steps whose updates are ~lr = 2e-3 each
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(p_fast, p_ref, strict=True))
+    assert all(isinstance(loss, torch.Tensor) and loss.ndim == 0 and per.shape == (2,) for loss, per in losses)
+    assert torch.allclose(torch.stack([loss for loss, _ in losses]), torch.stack([loss for loss, _ in ref_losses]))
+    _, p_other, _ = _trained_params("loop", base, lr=4e-3)  # the comparison can fail: another lr differs
+    assert not all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(p_other, p_ref, strict=True))
+    with pytest.raises(ValueError, match="'auto' or 'loop'"):
+        _trained_params("fast", base)
+
+
+def test_resumed_optimizer_keeps_its_own_implementation(base):
+    fast, _, _ = _trained_params("auto", base, steps=1)
+    ref, _, _ = _trained_params("loop", base, steps=1)
+    ref.load_optimizer_state(fast.optimizer.state_dict())
+    group = ref.optimizer.param_groups[0]
+    assert group["foreach"] is False and not group["fused"]  # load_state_dict alone would bring fused=True
+    assert int(ref.optimizer.state_dict()["state"][0]["step"]) == 1
+    ref.step(*inputs(batch=2, seed=4))
+    assert int(ref.optimizer.state_dict()["state"][0]["step"]) == 2
