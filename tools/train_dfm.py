@@ -6,7 +6,8 @@
     .host/venv/bin/python tools/train_dfm.py ... --resume         # continues the run saved at --out
 
 --data: .safetensors (key latent_tensor, as SaveLatent writes, else the first tensor), .latent or .pt latents
-(C, H, W) or (N, C, H, W), all the same size; or images (png/jpg/webp, all the same size) encoded with --vae.
+(C, H, W) or (N, C, H, W), or video latents (N, C, T, H, W) for Wan 2.1, all the same size; or images
+(png/jpg/webp, all the same size) encoded with --vae.
 --cond: a .safetensors with `context` (1, T, D) and optionally `pooled` (1, P); without it every latent trains
 with an all-zero (empty-prompt) conditioning. The file (PyraDFMLoader reads it from models/dfm or output/dfm)
 and <name>.optimizer.pt are written at --out.
@@ -81,9 +82,14 @@ def conditioning(path: str | None, dit) -> list:
             raise SystemExit(f"--cond {path}: needs a 'context' tensor (1, T, D) (and optionally 'pooled')")
         return [[t["context"], {"pooled_output": t.get("pooled")}]]
     extras = {}
-    if getattr(dit, "y_embedder", None) is not None:
+    if getattr(dit, "y_embedder", None) is not None:  # SD3
         extras["pooled_output"] = torch.zeros(1, dit.y_embedder.mlp[0].in_features)
-    return [[torch.zeros(1, 1, dit.context_embedder.in_features), extras]]
+    if getattr(dit, "vector_in", None) is not None:  # Flux
+        extras["pooled_output"] = torch.zeros(1, dit.vector_in.in_layer.in_features)
+    text_in = next(m for m in (getattr(dit, "context_embedder", None), getattr(dit, "txt_in", None),
+                               getattr(dit, "text_embedding", None)) if m is not None)
+    width = (text_in[0] if isinstance(text_in, torch.nn.Sequential) else text_in).in_features
+    return [[torch.zeros(1, 1, width), extras]]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,6 +53,27 @@ def test_cli_trains_resumes_and_writes_a_loadable_checkpoint(comfy_host, tmp_pat
     assert torch.isfinite(x).all()
 
 
+def test_cli_trains_wan_on_video_latents(comfy_host, tmp_path):
+    """Wan 2.1: 5-D latents (N, C, T, H, W) and the zero conditioning of the model's own text width."""
+    import folder_paths
+
+    base_file = folder_paths.get_full_path("diffusion_models", "pyra-demo-wan21.safetensors")
+    if base_file is None:
+        pytest.fail("no demo Wan model: run `make host`")
+    data = tmp_path / "data"
+    data.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        save_file({"latent_tensor": torch.randn(1, 16, 2, 16, 16, generator=g)}, str(data / f"v{i}.safetensors"))
+    out = tmp_path / "wan.safetensors"
+    run = _cli("--base", base_file, "--data", str(data), "--batch", "2", "--lr", "1e-3", "--out", str(out),
+               "--steps", "2", "--log-every", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "latents (16, 2, 16, 16)" in run.stdout and out.is_file(), run.stdout
+    meta = comfy_host.module("core.dfm.checkpoint").load_dfm(out)[0]
+    assert meta["family"] == "wan21" and meta["step"] == 2
+
+
 def test_cli_says_what_is_missing(tmp_path):
     run = _cli("--base", "x.safetensors", "--data", str(tmp_path), "--out", str(tmp_path / "o.safetensors"))
     assert run.returncode != 0 and "no latents" in run.stderr
