@@ -20,6 +20,14 @@ class UnsupportedModel(TypeError):
     """A diffusion model DFM cannot wrap; the message names what it can."""
 
 
+def _module_function(dit: nn.Module, name: str):
+    """A function of the host module that defines `dit`'s class (e.g. its timestep embedding)."""
+    fn = getattr(sys.modules[type(dit).__module__], name, None)
+    if fn is None:
+        raise UnsupportedModel(f"{type(dit).__module__} has no {name}; supported: {SUPPORTED}")
+    return fn
+
+
 SUPPORTED = "SD3-family MMDiT, Flux.1 (dev / schnell) and Wan 2.1 text-to-video"
 
 
@@ -128,9 +136,7 @@ class FluxArch:
             raise UnsupportedModel(f"DFM needs a Flux patch embedding with a bias; supported: {SUPPORTED}")
         self.patch = int(dit.patch_size)
         self.out_channels = int(params.out_channels)
-        self._timestep_embedding = getattr(sys.modules[type(dit).__module__], "timestep_embedding", None)
-        if self._timestep_embedding is None:
-            raise UnsupportedModel(f"{type(dit).__module__} has no timestep_embedding; supported: {SUPPORTED}")
+        self._timestep_embedding = _module_function(dit, "timestep_embedding")
 
     def base_layers(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         return self.dit.img_in, self.dit.time_in, self.dit.final_layer
@@ -269,9 +275,7 @@ class WanArch:
         self.dit = dit
         self.patch = ph
         self.out_channels = int(dit.out_dim)
-        self._sinusoid = getattr(sys.modules[type(dit).__module__], "sinusoidal_embedding_1d", None)
-        if self._sinusoid is None:
-            raise UnsupportedModel(f"{type(dit).__module__} has no sinusoidal_embedding_1d; supported: {SUPPORTED}")
+        self._sinusoid = _module_function(dit, "sinusoidal_embedding_1d")
 
     def base_layers(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         return self.dit.patch_embedding, self.dit.time_embedding, self.dit.head
