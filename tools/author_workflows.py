@@ -119,6 +119,26 @@ def exact_decode_levels() -> dict:
     return p
 
 
+def exact_encode_img2img() -> dict:
+    """Image to image through the exact encoder and decoder: a generated picture re-encoded in row bands and
+    re-sampled at denoise 0.5."""
+    p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
+    p.update({
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 384, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 5,
+            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": 0}},
+        "8": {"class_type": "PyraExactVAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["6", 0], "slice_rows": 0}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["8", 0], "seed": 6,
+            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5}},
+        "10": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0], "slice_rows": 0}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_exact_img2img"}},
+    })
+    return p
+
+
 def lora_tools() -> dict:
     """The demo LoRA through the stock loader; extraction of it back from the merged model; resize; merge."""
     lora = "pyra-demo-sd15-lora.safetensors"
@@ -281,6 +301,7 @@ SPECS = {
     "pyra-flux-style-pyramid": flux_style_pyramid,
     "pyra-wan-pyramid-video": wan_pyramid_video,
     "pyra-exact-decode-levels": exact_decode_levels,
+    "pyra-exact-encode-img2img": exact_encode_img2img,
     "pyra-lora-tools": lora_tools,
     "pyra-train-sparse-adapter": train_sparse_adapter,
     "pyra-sparsify": sparsify_then_sample,
