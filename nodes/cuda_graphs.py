@@ -103,6 +103,7 @@ class GraphedForward:
         self.graphs: dict[tuple, _Graph | None] = {}  # None: capture failed, stay eager
         self.warmed: set[tuple] = set()
         self.counts: Counter = Counter()
+        self._warmup_stream: torch.cuda.Stream | None = None
 
     def ineligible(self, tensors: list[torch.Tensor]) -> str | None:
         if not tensors or not tensors[0].is_cuda:
@@ -139,7 +140,9 @@ class GraphedForward:
         return self._capture(signature, executor, args, kwargs, tensors)
 
     def _side_stream(self, executor, args, kwargs):
-        stream = torch.cuda.Stream()
+        if self._warmup_stream is None:
+            self._warmup_stream = torch.cuda.Stream()
+        stream = self._warmup_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             out = executor(*args, **kwargs)
