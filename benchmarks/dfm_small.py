@@ -84,9 +84,10 @@ def band_error(core_analytic, gen: torch.Tensor, real: torch.Tensor) -> float:
     return float(ratio.log().abs().mean())
 
 
-def run_one(mods, levels: int, seed: int, args, device, real: torch.Tensor, analytic) -> dict:
+def run_one(mods, levels: int, seed: int, args, device, real: torch.Tensor, analytic, on_point=None) -> dict:
     """Train one model; every --eval-every steps (and at the end) a curve point: the mean training loss since
-    the last point and SWD / band error of --curve-samples samples. Training time excludes the evaluations."""
+    the last point and SWD / band error of --curve-samples samples. Training time excludes the evaluations.
+    `on_point(curve)` is called after each evaluated point (main saves a partial file with it)."""
     network, arch_mod, train, _, _ = mods
     dit = build_mmdit(args.depth, seed, device)
     arch = arch_mod.adapter_for(dit)
@@ -114,6 +115,8 @@ def run_one(mods, levels: int, seed: int, args, device, real: torch.Tensor, anal
             point |= evaluate(analytic, generate(mods, trainer, levels, seed, args, device, args.curve_samples),
                               real[: args.curve_samples], seed)
         curve.append(point)
+        if on_point and not finished:
+            on_point(curve)
     args.steps = step  # a time-budgeted first run fixes the step count of every later run (equal compute)
     samples = generate(mods, trainer, levels, seed, args, device, args.samples)
     n = min(args.curve_samples, args.samples)
@@ -289,10 +292,14 @@ def main() -> None:
     analytic = pack_module("core.analytic")
     results = {"fm": [], "dfm": []}
     t_start = time.perf_counter()
+    partial = args.json.with_suffix(".partial.json") if args.json else None
     for seed in seeds:
         real = analytic.dead_leaves(args.samples, args.size, torch.Generator().manual_seed(9000 + seed))
         for name in methods:
-            r = run_one(mods, 1 if name == "fm" else 2, seed, args, device, real, analytic)
+            def save(curve, name=name, seed=seed):  # survives a killed run: the curve so far, no final metrics
+                partial.write_text(json.dumps({"command": command, "method": name, "seed": seed, "curve": curve,
+                                               "done": {n: rs for n, rs in results.items() if rs}}) + "\n")
+            r = run_one(mods, 1 if name == "fm" else 2, seed, args, device, real, analytic, save if partial else None)
             results[name].append({"seed": seed, **evaluate(analytic, r["samples"], real, seed),
                                   "train_s": r["train_s"], "steps": r["steps"], "curve": r["curve"]})
             print(name, seed, {k: v for k, v in results[name][-1].items() if k != "curve"}, flush=True)
@@ -301,6 +308,8 @@ def main() -> None:
            "torch": torch.__version__, "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d"),
            "wall_s": time.perf_counter() - t_start, "runs": results}
     write(report(out), args.json)
+    if partial:
+        partial.unlink(missing_ok=True)
     assert all(math.isfinite(r["swd"]) for rs in results.values() for r in rs)
 
 
