@@ -4,7 +4,8 @@
 
 sparse-compute-h200.json (issue 7): the step cache, block-sparse attention and feature slicing (4096-token
 slices) headline keys side by side. dfm-h200.json (issue 8): the Flux-size DFM finetuning throughput from
-dfm-flux-train-h200.json, merged beside the from-scratch comparison. Each target records the files its keys
+dfm-flux-train-h200.json, and the longer run with its convergence curve from dfm-curve-h200.json (keys ending
+in _long), merged beside the first from-scratch comparison. Each target records the files its keys
 came from; keys of a target that no source provides are kept.
 """
 
@@ -28,6 +29,10 @@ TARGETS = {
                                                "flux_train_s_per_step_1024": r["s_per_step"],
                                                "flux_train_peak_gib_1024": r["peak_mem_gib"],
                                                "flux_train_config": r["config"]},
+        "dfm-curve-h200.json": lambda r: {"long_steps": r["config"]["steps"], "long_seeds": r["seeds"],
+                                          **{f"{k}_{m}_long": r[f"{k}_{m}"] for k in ("swd", "band_err")
+                                             for m in ("fm", "dfm")},
+                                          "curve_fm": r["curve_fm"], "curve_dfm": r["curve_dfm"]},
     },
 }
 
