@@ -36,7 +36,8 @@ class Timeline:
     def mark(self, label: str, info: str = "") -> None:
         import torch
 
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.events.append((time.perf_counter(), label, info))
 
     def segments(self) -> list[tuple[int, str, float]]:
