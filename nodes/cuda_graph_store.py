@@ -87,6 +87,11 @@ def release_kept_graphs() -> None:
     _store = None
 
 
+def kept_pool_bytes() -> int:
+    """Device memory the kept graphs' pools took when they were captured."""
+    return 0 if _store is None else _store.pool_bytes
+
+
 def was_warmed(module: torch.nn.Module, signature: tuple) -> bool:
     return signature in _warmed.get(module, ())
 

@@ -145,9 +145,10 @@ class GraphedForward:
             self.counts["eager: capture failed"] += 1
             return executor(*args, **kwargs)
         if not store.was_warmed(module, signature):
-            store.mark_warmed(module, signature)
             self.counts["eager: warm-up"] += 1
-            return self._side_stream(executor, args, kwargs)
+            out = self._side_stream(executor, args, kwargs)
+            store.mark_warmed(module, signature)
+            return out
         return self._capture(signature, executor, args, kwargs, tensors)
 
     def _side_stream(self, executor, args, kwargs):
