@@ -8,7 +8,13 @@ torch's FlopCounterMode, weighted by the steps each stage runs, plus the one ext
 level makes at its end) and the measured one (median wall time of whole `guider.sample` runs, direct at
 full resolution vs pyramid, same sampler, schedule and noise). Weights are random: speed does not depend
 on their values. The pyramid runs with its low-resolution stages replayed from CUDA graphs (the default) and
-eagerly (`cuda_graphs=False`), with the relative difference of the two results.
+eagerly (`cuda_graphs=False`), with the relative difference of the two results. Graphs are kept across
+runs (nodes/cuda_graph_store.py), so the timed pyramid runs replay them; `{ladder}_first` times the run that
+captures them (after releasing kept graphs; the once-per-process warm-up was paid before).
+
+`--timeline` adds, per model, synchronised timelines (benchmarks/pyramid_timeline.py) of one direct run and
+of ladder b: the first graphed run in the process (warm-up and capture), a run replaying kept graphs, and a
+run after releasing them.
 """
 
 from __future__ import annotations
@@ -103,10 +109,28 @@ def step_seconds(guider, sampler, sigmas, channels: int, side: int, steps: int =
     return out
 
 
+def timelines(guider, direct, pyramid_b, family: str, size: int) -> dict:
+    """Synchronised timelines: direct, ladder b first graphed run, replaying kept graphs, after releasing them."""
+    from pyramid_timeline import traced
+
+    graphs, graph_store = pack_module("nodes.cuda_graphs"), pack_module("nodes.cuda_graph_store")
+    out = {}
+    for name, run in (("direct", direct), ("b first graphed run", pyramid_b), ("b kept graphs", pyramid_b),
+                      ("b after release", pyramid_b)):
+        if name == "b after release":
+            graph_store.release_kept_graphs()
+        timeline = traced(guider, run, graphs)
+        title = f"{family} {size}, {name}"
+        print(timeline.table(title), flush=True)
+        out[name] = {"table": timeline.table(title), "seconds_by_segment": timeline.totals()}
+    return out
+
+
 def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
     import comfy.samplers
     import torch
 
+    graph_store = pack_module("nodes.cuda_graph_store")
     device = torch.device("cuda")
     patcher, cond, cfg, scheduler, channels = build(family, device)
     guider = comfy.samplers.CFGGuider(patcher)
@@ -129,18 +153,25 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
 
     result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops,
               "step_seconds": step_seconds(guider, sampler, sigmas, channels, side)}
+    if args.timeline:
+        result["timeline"] = timelines(guider, direct, pyramid(LADDERS["b"]), family, args.size)
     times = {"direct": timed(direct, args.repeats)}
     for key, ladder in LADDERS.items():
+        pyramid(ladder)()  # the warm-up a signature needs once per process
+        graph_store.release_kept_graphs()
+        times[f"{key}_first"] = timed(pyramid(ladder), 1)  # captures, then later runs replay kept graphs
         times[key] = timed(pyramid(ladder), args.repeats)
         times[f"{key}_eager"] = timed(pyramid(ladder, graphs=False), args.repeats)
         graphed, eager = pyramid(ladder)().float(), pyramid(ladder, graphs=False)().float()
         result[f"graph_vs_eager_rel_diff_{key}"] = float((graphed - eager).norm() / eager.norm())
+        result[f"graph_vs_eager_bitwise_{key}"] = bool(torch.equal(graphed, eager))
         stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
         cost = sum((s.end - s.start) * flops[s.factor] for s in stages) + sum(flops[s.factor] for s in stages[:-1])
         result[f"predicted_{key}"] = args.steps * flops[1] / cost
         secs = result["step_seconds"]
         cost_t = sum((s.end - s.start) * secs[s.factor] for s in stages) + sum(secs[s.factor] for s in stages[:-1])
         result[f"predicted_from_step_times_{key}"] = args.steps * secs[1] / cost_t
+    result["kept_graph_pool_gib"] = graph_store.kept_pool_bytes() / 2**30  # both ladders' graphs
     med = {k: statistics.median(v) for k, v in times.items()}
     for key in LADDERS:
         result[f"speedup_{key}"] = med["direct"] / med[key]
@@ -165,16 +196,19 @@ def markdown(out: dict) -> str:
     lines = [f"# Pyramid sampling speed ({dev['gpu']}, driver {dev['driver']}, torch {dev['torch']}, "
              f"triton {dev['triton']}, {dev['date']})", "", f"Command: `{out['command']}`", "",
              "| model | size | ladder | direct s | pyramid s | predicted | measured | measured/predicted | "
-             "eager pyramid s | eager measured | graphs vs eager rel. diff |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "first run s | eager pyramid s | eager measured | graphs vs eager rel. diff | bitwise |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for family, res in out["results"].items():
         direct = statistics.median(res["seconds"]["direct"])
         for key, ladder in LADDERS.items():
             lines.append(f"| {family} | {res['size']} | {key}: `{ladder}` | {direct:.2f} | "
                          f"{statistics.median(res['seconds'][key]):.2f} | {res[f'predicted_{key}']:.2f}x | "
                          f"{res[f'speedup_{key}']:.2f}x | {res[f'efficiency_{key}']:.0%} | "
+                         f"{res['seconds'][f'{key}_first'][0]:.2f} | "
                          f"{statistics.median(res['seconds'][f'{key}_eager']):.2f} | "
-                         f"{res[f'speedup_{key}_eager']:.2f}x | {res[f'graph_vs_eager_rel_diff_{key}']:.1e} |")
+                         f"{res[f'speedup_{key}_eager']:.2f}x | {res[f'graph_vs_eager_rel_diff_{key}']:.1e} | "
+                         f"{res[f'graph_vs_eager_bitwise_{key}']} |")
+        lines += ["", *(t["table"] for t in res.get("timeline", {}).values())]
     return "\n".join(lines) + "\n"
 
 
@@ -185,6 +219,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--timeline", action="store_true", help="print synchronised per-stage timelines")
     args = parser.parse_args()
     import_host()
     import torch

@@ -3,16 +3,18 @@
 At the 1/4 level of a 2048² SDXL pyramid the UNet forward is bound by kernel launches, not arithmetic: 48 ms
 eager against 16 ms replayed from a CUDA graph (benchmarks/results/sdxl-graph-probe-h200.md), so the pyramid
 fell short of its FLOP prediction. `GraphedForward` is a DIFFUSION_MODEL wrapper: for each input signature
-the first call runs eagerly on a side stream (the warm-up the capture needs, and a real step), the second
-captures the forward into a graph, and later calls copy their tensors into the graph's static inputs and
-replay it.
+the first call in this process runs eagerly on a side stream (the warm-up a capture needs, and a real step),
+the next captures the forward into a graph, and later calls copy their tensors into the graph's static inputs
+and replay it. Graphs are kept across stages and runs while the model's weights stay in place
+(nodes/cuda_graph_store.py says what that means and when they are released).
 
 Every tensor the forward receives (x, timesteps, context, y, ControlNet residuals, tensors in
 transformer_options) is a graph input, copied in at each replay; every other argument is part of the
-signature, so a change of any of them means a new graph. Calls that a graph cannot reproduce run eagerly,
-with the reason counted: not CUDA, gradients on, a low-VRAM (partially loaded) model whose weights stream
-in during the forward, attention or block patches (their Python runs per call), arguments of other types.
-A graph lives for one sampler run (one pyramid stage): weights cannot move or change inside it.
+signature, so a change of any of them means another graph. Cond UUIDs enter the signature by their order of
+first appearance: they only name conds, and a new guider draws new ones each run. Calls that a graph cannot
+reproduce run eagerly, with the reason counted: not CUDA, gradients on, a low-VRAM (partially loaded) model
+whose weights stream in during the forward, attention or block patches (their Python runs per call),
+arguments of other types.
 """
 
 from __future__ import annotations
@@ -25,19 +27,24 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
+from . import cuda_graph_store as store
+
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_cuda_graphs"
 _IGNORED_OPTIONS = ("wrappers", "callbacks")  # hold functions, our own wrapper among them; not model inputs
 _BLOCKING_OPTIONS = ("patches", "patches_replace")  # per-call Python (attention, block patches)
-_PLAIN = (type(None), bool, int, float, str, torch.dtype, torch.device, uuid.UUID)
+_PLAIN = (type(None), bool, int, float, str, torch.dtype, torch.device)
 
 
 class _Uncapturable(Exception):
     """An argument that cannot be a graph input or part of a signature."""
 
 
-def _flatten(obj, tensors: list, options: dict | None):
-    """A hashable structure key for obj, appending its tensors (in order) to `tensors`."""
+def _flatten(obj, tensors: list, options: dict | None, uuids: dict | None = None):
+    """A hashable structure key for obj, appending its tensors (in order) to `tensors`.
+
+    UUIDs become their index in order of first appearance (`uuids` collects them across the recursion)."""
+    uuids = {} if uuids is None else uuids
     if isinstance(obj, torch.Tensor):
         tensors.append(obj)
         return ("T", tuple(obj.shape), obj.dtype, obj.device, obj.requires_grad)
@@ -48,9 +55,11 @@ def _flatten(obj, tensors: list, options: dict | None):
         obj = {k: v for k, v in obj.items() if k not in _IGNORED_OPTIONS}
     if isinstance(obj, dict):
         items = sorted(obj.items(), key=lambda kv: str(kv[0]))
-        return ("D", tuple((k, _flatten(v, tensors, options)) for k, v in items))
+        return ("D", tuple((k, _flatten(v, tensors, options, uuids)) for k, v in items))
     if isinstance(obj, (list, tuple)):
-        return ("L" if isinstance(obj, list) else "U", tuple(_flatten(v, tensors, options) for v in obj))
+        return ("L" if isinstance(obj, list) else "U", tuple(_flatten(v, tensors, options, uuids) for v in obj))
+    if isinstance(obj, uuid.UUID):
+        return ("uuid", uuids.setdefault(obj, len(uuids)))
     if isinstance(obj, _PLAIN):
         return obj
     raise _Uncapturable(f"an argument of type {type(obj).__name__}")
@@ -96,12 +105,11 @@ class _Graph:
 
 
 class GraphedForward:
-    """DIFFUSION_MODEL wrapper: eager warm-up, capture, then replay, per input signature (one sampler run)."""
+    """DIFFUSION_MODEL wrapper: eager warm-up (once per process), capture, then replay, per input signature."""
 
     def __init__(self, model_patcher):
         self.model_patcher = model_patcher
-        self.graphs: dict[tuple, _Graph | None] = {}  # None: capture failed, stay eager
-        self.warmed: set[tuple] = set()
+        self.store: store.GraphStore | None = None  # bound at the first eligible call, with the weights in place
         self.counts: Counter = Counter()
         self._warmup_stream: torch.cuda.Stream | None = None
 
@@ -126,17 +134,21 @@ class GraphedForward:
         if reason is not None:
             self.counts[f"eager: {reason}"] += 1
             return executor(*args, **kwargs)
-        graph = self.graphs.get(signature, False)
+        module = self.model_patcher.model.diffusion_model
+        if self.store is None:
+            self.store = store.store_for(module)
+        graph = self.store.graphs.get(signature, False)
         if graph:
             self.counts["replayed"] += 1
             return graph.replay(tensors)
         if graph is None:
             self.counts["eager: capture failed"] += 1
             return executor(*args, **kwargs)
-        if signature not in self.warmed:
-            self.warmed.add(signature)
+        if not store.was_warmed(module, signature):
             self.counts["eager: warm-up"] += 1
-            return self._side_stream(executor, args, kwargs)
+            out = self._side_stream(executor, args, kwargs)
+            store.mark_warmed(module, signature)
+            return out
         return self._capture(signature, executor, args, kwargs, tensors)
 
     def _side_stream(self, executor, args, kwargs):
@@ -155,16 +167,18 @@ class GraphedForward:
         inputs = [t.clone() for t in tensors]
         static_args, static_kwargs = _swap((args, kwargs), {id(t): s for t, s in zip(tensors, inputs, strict=True)})
         graph = torch.cuda.CUDAGraph()
+        reserved = torch.cuda.memory_reserved(tensors[0].device)
         try:
             with torch.cuda.graph(graph):
                 output = executor(*static_args, **static_kwargs)
         except Exception as err:  # the forward did something a graph cannot hold (a host sync, say)
             log.warning("Pyra CUDA graphs: capture failed (%s: %s); this input runs eagerly",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-            self.graphs[signature] = None
+            self.store.graphs[signature] = None
             self.counts["eager: capture failed"] += 1
             return executor(*args, **kwargs)
-        self.graphs[signature] = captured = _Graph(graph, inputs, output)
+        self.store.pool_bytes += torch.cuda.memory_reserved(tensors[0].device) - reserved
+        self.store.graphs[signature] = captured = _Graph(graph, inputs, output)
         self.counts["captured"] += 1
         graph.replay()  # capturing records the work without running it
         return _clone_tree(captured.output)

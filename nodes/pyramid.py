@@ -33,7 +33,9 @@ def _graphs_input() -> io.Boolean.Input:
     return io.Boolean.Input("cuda_graphs", default=True, optional=True,
                             tooltip="Replay the model from CUDA graphs in the low-resolution stages, where a "
                                     "forward is bound by kernel launches (same result, faster). Runs eagerly "
-                                    "where a graph cannot (CPU, low VRAM, attention patches).")
+                                    "where a graph cannot (CPU, low VRAM, attention patches). The graphs (and "
+                                    "their activation memory) are kept for the next run of the same model while "
+                                    "its weights stay in place and the full-size stage has room.")
 
 
 def _validate_ladder(ladder: str) -> bool | str:

@@ -25,6 +25,7 @@ from ..core.samplers.pyramid import (
     plan_stages,
     pool,
 )
+from . import cuda_graph_store
 from .cuda_graphs import GraphedForward
 
 log = logging.getLogger("pyra")
@@ -121,12 +122,23 @@ def _min_level_size(model_patcher) -> int:
     return max(2, patch)
 
 
+def _room_for_full_stage(patcher, shape) -> None:
+    """Release kept CUDA graphs when the full-size stage (host's estimate, CFG batch) would not fit beside them."""
+    device = patcher.load_device
+    if not isinstance(device, torch.device) or device.type != "cuda":
+        return
+    mm = comfy.model_management
+    needed = patcher.model.memory_required([2 * shape[0], *shape[1:]]) + mm.minimum_inference_memory()
+    cuda_graph_store.make_room(device, needed, mm.get_free_memory(device))
+
+
 def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsample="bicubic", denoise_mask=None,
                    callback=None, disable_pbar=False, seed=None, noise_correction=True, cuda_graphs=True):
     """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample.
 
     cuda_graphs: the low-resolution stages replay the model's forward from CUDA graphs (nodes/cuda_graphs.py),
-    where it is launch-bound; the full-resolution stage always runs eagerly.
+    where it is launch-bound; the full-resolution stage always runs eagerly. Graphs are kept for the next run
+    while the model's weights stay in place and the full-resolution stage fits beside them.
     `noise_correction=False` only exists to measure what the lift's noise correction is worth.
     """
     patcher = guider.model_patcher
@@ -168,6 +180,8 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             if last:
                 stage_noise, stage_latent = stage_noise[..., :height, :width], stage_latent[..., :height, :width]
                 stage_mask = denoise_mask
+            if last and cuda_graphs:
+                _room_for_full_stage(patcher, stage_noise.shape)
             cb = StageCallback(callback, offset, total)
             guider.original_conds = scale_areas(original_conds, 1 / f)
             graphs = GraphedForward(patcher) if cuda_graphs and not last else None
@@ -177,7 +191,6 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             guider.model_options = original_options
             if graphs is not None:
                 log.info("Pyra pyramid 1/%s stage, CUDA graphs: %s", f, graphs.summary())
-                del graphs
             offset += len(sig) - 1
             if last:
                 return out
