@@ -2,6 +2,8 @@
 
     python3 benchmarks/summaries.py
 
+progressive-h200.json (issue 3): the SDXL keys of its headline from the later SDXL-only run
+progressive-sdxl-h200.json (graphs kept across runs); its Flux keys stay those of its own run.
 sparse-compute-h200.json (issue 7): the step cache, block-sparse attention and feature slicing (4096-token
 slices) headline keys side by side. dfm-h200.json (issue 8): the Flux-size DFM finetuning throughput from
 dfm-flux-train-h200.json, and the longer run with its convergence curve from dfm-curve-h200.json (keys ending
@@ -17,6 +19,9 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {
+    "progressive-h200.json": {
+        "progressive-sdxl-h200.json": lambda r: r["headline"],
+    },
     "sparse-compute-h200.json": {
         "step-cache-h200.json": lambda r: r["headline"],
         "sparse-attention-h200.json": lambda r: r["headline"],
@@ -35,6 +40,7 @@ TARGETS = {
                                           "curve_fm": r["curve_fm"], "curve_dfm": r["curve_dfm"]},
     },
 }
+NESTED = {"progressive-h200.json"}  # targets whose figures sit in their "headline" dict
 
 
 def main() -> int:
@@ -44,7 +50,7 @@ def main() -> int:
         out.setdefault("sources", {})
         for name, pick in sources.items():
             figures = pick(json.loads((RESULTS / name).read_text()))
-            out.update(figures)
+            (out["headline"] if target in NESTED else out).update(figures)
             out["sources"][name] = sorted(figures)
         path.write_text(json.dumps(out, indent=1) + "\n")
         print(target, json.dumps(out["sources"]))
