@@ -171,7 +171,8 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
         secs = result["step_seconds"]
         cost_t = sum((s.end - s.start) * secs[s.factor] for s in stages) + sum(secs[s.factor] for s in stages[:-1])
         result[f"predicted_from_step_times_{key}"] = args.steps * secs[1] / cost_t
-    result["kept_graph_pool_gib"] = graph_store.kept_pool_bytes() / 2**30  # both ladders' graphs
+    kept = graph_store.kept_pool_bytes()  # both ladders' graphs (None: the allocator gave no snapshot)
+    result["kept_graph_pool_gib"] = None if kept is None else kept / 2**30
     med = {k: statistics.median(v) for k, v in times.items()}
     for key in LADDERS:
         result[f"speedup_{key}"] = med["direct"] / med[key]

@@ -50,12 +50,12 @@ def weights_fingerprint(module: torch.nn.Module) -> tuple:
 
 
 class GraphStore:
-    """The graphs of one diffusion model (by input signature; None: capture failed) and their pool's size."""
+    """The graphs of one diffusion model (by input signature; None: capture failed) and their memory pools."""
 
     def __init__(self, module: torch.nn.Module, fingerprint: tuple):
         self.module, self.fingerprint = weakref.ref(module), fingerprint
         self.graphs: dict = {}
-        self.pool_bytes = 0
+        self.pools: set[tuple] = set()  # the allocator's ids of the graphs' private pools
 
     def holds(self, module: torch.nn.Module, fingerprint: tuple) -> bool:
         return self.module() is module and self.fingerprint == fingerprint
@@ -87,9 +87,24 @@ def release_kept_graphs() -> None:
     _store = None
 
 
-def kept_pool_bytes() -> int:
-    """Device memory the kept graphs' pools took when they were captured."""
-    return 0 if _store is None else _store.pool_bytes
+def kept_pool_bytes() -> int | None:
+    """Device memory the kept graphs' pools hold now, from the allocator's segments (None: unknown).
+
+    A difference of torch.cuda.memory_reserved around a capture is no measure: the allocator may return
+    other cached segments to the driver meanwhile (a benchmark run saw -2.8 GiB that way).
+    """
+    if _store is None or not _store.pools:
+        return 0
+    try:
+        segments = torch.cuda.memory_snapshot()
+    except (RuntimeError, AttributeError):
+        return None
+    return pool_bytes(segments, _store.pools)
+
+
+def pool_bytes(segments: list[dict], pools: set[tuple]) -> int:
+    """Bytes of the allocator segments (torch.cuda.memory_snapshot entries) that belong to `pools`."""
+    return sum(s["total_size"] for s in segments if tuple(s.get("segment_pool_id", ())) in pools)
 
 
 def was_warmed(module: torch.nn.Module, signature: tuple) -> bool:
@@ -100,15 +115,18 @@ def mark_warmed(module: torch.nn.Module, signature: tuple) -> None:
     _warmed.setdefault(module, set()).add(signature)
 
 
-def must_release(free_bytes: float, needed_bytes: float, pool_bytes: float, total_bytes: float) -> bool:
-    """Whether kept graphs must go: the next stage would not fit beside them, or they hold too much memory.
+def must_release(free_bytes: float, needed_bytes: float, kept_bytes: float | None, total_bytes: float) -> bool:
+    """Whether kept graphs must go: the next stage would not fit beside them, they hold too much memory, or
+    their size is unknown (kept_bytes None).
 
     free_bytes: free device memory as the host counts it (the pools' own free blocks included, which only
-    the graphs can use; hence pool_bytes comes off it).
+    the graphs can use; hence kept_bytes comes off it).
     """
-    if pool_bytes <= 0:
+    if kept_bytes is None:
+        return True
+    if kept_bytes <= 0:
         return False
-    return free_bytes - pool_bytes < needed_bytes or pool_bytes * KEEP_FRACTION > total_bytes
+    return free_bytes - kept_bytes < needed_bytes or kept_bytes * KEEP_FRACTION > total_bytes
 
 
 def make_room(device: torch.device, needed_bytes: float, free_bytes: float) -> bool:
@@ -116,9 +134,10 @@ def make_room(device: torch.device, needed_bytes: float, free_bytes: float) -> b
     if _store is None or device.type != "cuda":
         return False
     total = torch.cuda.get_device_properties(device).total_memory
-    if not must_release(free_bytes, needed_bytes, _store.pool_bytes, total):
+    kept = kept_pool_bytes()
+    if not must_release(free_bytes, needed_bytes, kept, total):
         return False
-    log.info("Pyra CUDA graphs: released %d graphs (%.2f GiB) to make room for the full-resolution stage",
-             len(_store.graphs), _store.pool_bytes / 2**30)
+    log.info("Pyra CUDA graphs: released %d graphs (%s) to make room for the full-resolution stage",
+             len(_store.graphs), "size unknown" if kept is None else f"{kept / 2**30:.2f} GiB")
     release_kept_graphs()
     return True

@@ -167,7 +167,6 @@ class GraphedForward:
         inputs = [t.clone() for t in tensors]
         static_args, static_kwargs = _swap((args, kwargs), {id(t): s for t, s in zip(tensors, inputs, strict=True)})
         graph = torch.cuda.CUDAGraph()
-        reserved = torch.cuda.memory_reserved(tensors[0].device)
         try:
             with torch.cuda.graph(graph):
                 output = executor(*static_args, **static_kwargs)
@@ -177,7 +176,7 @@ class GraphedForward:
             self.store.graphs[signature] = None
             self.counts["eager: capture failed"] += 1
             return executor(*args, **kwargs)
-        self.store.pool_bytes += torch.cuda.memory_reserved(tensors[0].device) - reserved
+        self.store.pools.add(tuple(graph.pool()))
         self.store.graphs[signature] = captured = _Graph(graph, inputs, output)
         self.counts["captured"] += 1
         graph.replay()  # capturing records the work without running it

@@ -72,6 +72,7 @@ def test_kept_graphs_do_not_keep_the_model_alive(store, comfy_host):
     (10e9, 4e9, 2e9, 80e9, False),    # fits beside the pools
     (10e9, 9e9, 2e9, 80e9, True),     # the pools' own free blocks are not free for the stage
     (60e9, 4e9, 11e9, 80e9, True),    # more than 1/8 of the device
+    (60e9, 4e9, None, 80e9, True),    # size unknown: release
 ])
 def test_release_rule(store, free, needed, pool, total, release):
     assert store.must_release(free, needed, pool, total) is release
@@ -79,10 +80,19 @@ def test_release_rule(store, free, needed, pool, total, release):
 
 def test_make_room_leaves_cpu_alone(store, unet):
     kept = store.store_for(unet)
-    kept.pool_bytes = 1
+    kept.pools.add((0, 1))
     assert not store.make_room(torch.device("cpu"), 1e30, 0)
     assert store.store_for(unet) is kept
     store.release_kept_graphs()
+
+
+def test_pool_bytes_counts_only_the_kept_pools(store):
+    segments = [{"total_size": 2 << 20, "segment_pool_id": (0, 0)},      # the default pool
+                {"total_size": 4 << 20, "segment_pool_id": (1, 7)},      # a kept graph's pool
+                {"total_size": 8 << 20, "segment_pool_id": [1, 9]},      # another graph's, as a list
+                {"total_size": 16 << 20, "segment_pool_id": (2, 3)}]     # not ours
+    assert store.pool_bytes(segments, {(1, 7), (1, 9)}) == 12 << 20
+    assert store.pool_bytes(segments, set()) == 0
 
 
 def test_cond_uuids_enter_the_signature_by_order_of_appearance(comfy_host):

@@ -116,6 +116,7 @@ def test_graphed_pyramid_matches_eager_on_the_gpu(gpu_host, caplog):
         first = _pyramid(gpu_host, True, steps=12, patcher=patcher)
         caplog.clear()
         kept = _pyramid(gpu_host, True, steps=12, patcher=patcher)
+    assert gpu_host("nodes.cuda_graph_store").kept_pool_bytes() > 0, "the kept graphs' pools are measured"
     eager = _pyramid(gpu_host, False, steps=12, patcher=patcher)
     logs = _stage_logs(caplog)
     assert len(logs) == 2 and all("replayed" in m and "captured" not in m and "warm-up" not in m for m in logs), logs
