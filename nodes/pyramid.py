@@ -35,7 +35,8 @@ def _graphs_input() -> io.Boolean.Input:
                                     "forward is bound by kernel launches (same result, faster). Runs eagerly "
                                     "where a graph cannot (CPU, low VRAM, attention patches). The graphs (and "
                                     "their activation memory) are kept for the next run of the same model while "
-                                    "its weights stay in place and the full-size stage has room.")
+                                    "its weights stay in place and the full-size stage has room (at most 1/8 of "
+                                    "the GPU's memory); a run with this off releases them.")
 
 
 def _validate_ladder(ladder: str) -> bool | str:

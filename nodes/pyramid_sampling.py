@@ -138,10 +138,13 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
 
     cuda_graphs: the low-resolution stages replay the model's forward from CUDA graphs (nodes/cuda_graphs.py),
     where it is launch-bound; the full-resolution stage always runs eagerly. Graphs are kept for the next run
-    while the model's weights stay in place and the full-resolution stage fits beside them.
+    while the model's weights stay in place and the full-resolution stage fits beside them; a run with
+    cuda_graphs off releases them.
     `noise_correction=False` only exists to measure what the lift's noise correction is worth.
     """
     patcher = guider.model_patcher
+    if not cuda_graphs:
+        cuda_graph_store.release_kept_graphs()
     param = model_parametrisation(patcher)
     stages = plan_stages(len(sigmas) - 1, levels)
     height, width = latent_image.shape[-2:]

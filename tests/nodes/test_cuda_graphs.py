@@ -102,6 +102,14 @@ def test_pyramid_on_cpu_is_unchanged_by_the_option(comfy_host):
     assert torch.equal(_pyramid(comfy_host.module, True), _pyramid(comfy_host.module, False))
 
 
+def test_a_run_without_graphs_releases_the_kept_ones(comfy_host):
+    store = comfy_host.module("nodes.cuda_graph_store")
+    module = torch.nn.Linear(2, 2)
+    store.store_for(module).pools.add((0, 1))
+    _pyramid(comfy_host.module, False)
+    assert store.kept_pool_bytes() == 0 and store._store is None
+
+
 def _stage_logs(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Pyra pyramid 1/")]
 
