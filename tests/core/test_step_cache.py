@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
@@ -214,3 +215,20 @@ def test_simulated_reuse_matches_the_cache_on_a_fixed_trajectory():
         run_decisions(probe, f, [("c", 0)])
         assert cache_mod.simulate_reuse(probe.stats.changes, probe.stats.active, threshold) == cache.stats.reused
     assert cache.stats.reused > 0
+
+
+def test_reuse_candidates_are_the_smallest_thresholds_of_each_reuse_count():
+    g = torch.Generator().manual_seed(4)
+    changes = [float("nan")] + (torch.rand(19, generator=g) * 0.1).tolist()
+    active = [False] * 3 + [True] * 15 + [False] * 2
+    candidates = cache_mod.reuse_candidates(changes, active)
+    counts = [r for _, r in candidates]
+    assert counts == sorted(set(counts)) and counts[-1] == 15  # every active evaluation after the first
+    for threshold, reused in candidates:
+        assert cache_mod.simulate_reuse(changes, active, threshold) == reused
+        below = math.nextafter(threshold, 0.0)
+        assert cache_mod.simulate_reuse(changes, active, below) < reused  # nothing smaller reaches it
+    grid = [i * 1e-3 for i in range(2000)]
+    for t in grid:  # no threshold reuses more than the last candidate at or below it
+        best = max([r for th, r in candidates if th <= t], default=0)
+        assert cache_mod.simulate_reuse(changes, active, t) <= best
