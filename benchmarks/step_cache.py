@@ -34,6 +34,8 @@ from pathlib import Path
 
 from _host import import_host, pack_module
 
+CPU_NOTE = (" CPU wall times come from a shared 2-core machine where other jobs ran at the same time: read the "
+            "reuse counts and deviations, not the speedups.")
 CPU_MODELS = {"sd15": (4, 32, {}), "sdxl": (4, 32, {}), "sd3": (16, 32, {}), "flux": (16, 32, {}),
               "wan21": (16, 32, {"num_layers": 3})}
 
@@ -291,7 +293,7 @@ def main() -> None:
               "note": ("Random weights: feature changes between steps are not a trained model's. "
                        "ours_deviation_matched: the most reuse at a final-latent deviation <= EasyCache's (0.2) on "
                        "the same run; ours_reuse_matched reuses as many evaluations as EasyCache; ours_half about "
-                       "55% of the window (0.15-0.95)."), "models": {}}
+                       "55% of the window (0.15-0.95)." + CPU_NOTE * (a.device == "cpu")), "models": {}}
     for family in models:
         result["models"][family] = bench_model(family, device, a.steps, a.repeats, a.search_runs)
         print(json.dumps({family: result["models"][family]["runs"]}, indent=1), flush=True)
