@@ -219,7 +219,7 @@ def test_simulated_reuse_matches_the_cache_on_a_fixed_trajectory():
 
 def test_reuse_candidates_are_the_smallest_thresholds_of_each_reuse_count():
     g = torch.Generator().manual_seed(4)
-    changes = [float("nan")] + (torch.rand(19, generator=g) * 0.1).tolist()
+    changes = [float("nan"), *(torch.rand(19, generator=g) * 0.1).tolist()]
     active = [False] * 3 + [True] * 15 + [False] * 2
     candidates = cache_mod.reuse_candidates(changes, active)
     counts = [r for _, r in candidates]
