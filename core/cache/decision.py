@@ -14,6 +14,7 @@ mean|f_t - f_{t-1}| / mean|f_{t-1}|, summed over the evaluations since the row w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -166,3 +167,26 @@ def simulate_reuse(changes: list[float], active: list[bool], threshold: float, m
         else:
             acc, run = 0.0, 0
     return reused
+
+
+def reuse_candidates(changes: list[float], active: list[bool], max_in_a_row: int = 0) -> list[tuple[float, int]]:
+    """Every number of reused evaluations a threshold can reach on a recorded (uncached) trajectory, with the
+    smallest threshold that reaches it: (threshold, reused) pairs in increasing order of both.
+
+    A threshold only matters through the accumulated changes it is compared with, and those are sums of
+    consecutive recorded changes, so the thresholds just above these sums are all the distinct operating points.
+    """
+    sums = set()
+    for i in range(len(changes)):
+        acc = 0.0
+        for change in changes[i:]:
+            if change != change:  # nan: the cache restarts there
+                break
+            acc += change
+            sums.add(math.nextafter(acc, math.inf))
+    out: list[tuple[float, int]] = []
+    for threshold in sorted(sums):
+        reused = simulate_reuse(changes, active, threshold, max_in_a_row)
+        if reused > (out[-1][1] if out else 0):
+            out.append((threshold, reused))
+    return out

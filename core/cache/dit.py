@@ -11,6 +11,10 @@ On a computed evaluation every middle block adds out - in to the running residua
 between blocks (ControlNet residuals, in place) is not baked into the cache: on a reused evaluation the middle
 blocks pass their input through (the host's additions of this evaluation still apply) and the last one adds
 the cached sum of the block deltas.
+
+The host's Flux blocks update their input in place (`img += ...`, layers.py), so the input is copied before a
+block runs: out - in taken after the call would be zero (a zero decision feature that always reuses, and a zero
+cached residual).
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ class DitBlockCache:
         return extra["original_block"](args)
 
     def _first(self, args: dict, extra: dict) -> dict:
+        img = args["img"].clone()  # the block may update it in place
         out = extra["original_block"](args)
-        img = args["img"]
         opts = args.get("transformer_options", {})
         self.keys = row_keys(img.shape[0], opts.get("cond_or_uncond"), opts.get("uuids"))
         self.delta = {}
@@ -83,12 +87,13 @@ class DitBlockCache:
         return out
 
     def _tracked(self, block: BlockId, args: dict, extra: dict) -> dict:
-        out = extra["original_block"](args)
         if block[0] == "single_block" and "txt" in self.delta:
             self.delta = {"img": torch.cat((self.delta.pop("txt"), self.delta["img"]), 1)}
-        for stream in ("img", "txt"):
-            new, old = out.get(stream), args.get(stream)
-            if new is not None and old is not None:
+        before = {s: args[s].clone() for s in ("img", "txt") if args.get(s) is not None}  # updated in place
+        out = extra["original_block"](args)
+        for stream, old in before.items():
+            new = out.get(stream)
+            if new is not None:
                 d = new - old
                 self.delta[stream] = d if stream not in self.delta else self.delta[stream].add_(d)
         if block == self.last:

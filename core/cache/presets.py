@@ -6,7 +6,8 @@ weights with the same feature (the first block's residual) and the same relative
 since the last full computation, so at a given threshold we reuse no more often than they do. SD1.5 takes SDXL's
 value (same UNet, same feature) and SD3 Flux's (same MM-DiT block design, image model). They were not
 re-measured on trained weights here: the pack has none, and random weights make the change between steps
-meaningless (benchmarks/step_cache.py sets its thresholds by matching the number of reused steps instead).
+meaningless (benchmarks/step_cache.py searches its thresholds instead: the most reuse at no more deviation than
+the host's EasyCache on the same run).
 
 UNets (Step Rehash): the shallow part is everything above the first downsampling (input blocks before it and
 the output blocks that take their skip connections); the deep part is reused. DiTs: `head` first blocks and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
@@ -110,13 +111,18 @@ def test_plan_blocks():
 
 class ToyDiT:
     """Flux-like: double blocks on (img, txt), then single blocks on cat(txt, img), through replace patches,
-    with a ControlNet-like in-place add after every double block."""
+    with a ControlNet-like in-place add after every double block. `inplace`: the blocks update their input
+    tensors in place and return them, as the host's Flux blocks do (`img += ...`)."""
 
-    def __init__(self, n_double=3, n_single=3, seed=0):
+    def __init__(self, n_double=3, n_single=3, seed=0, inplace=False):
         g = torch.Generator().manual_seed(seed)
         self.w = [torch.randn(4, 4, generator=g) * 0.3 for _ in range(n_double + n_single)]
         self.n_double, self.n_single = n_double, n_single
         self.control = None
+        self.inplace = inplace
+
+    def _add(self, x, y):
+        return x.add_(y) if self.inplace else x + y
 
     def blocks(self):
         return ([("double_block", i) for i in range(self.n_double)]
@@ -127,8 +133,8 @@ class ToyDiT:
         opts = {"cond_or_uncond": [0], "uuids": ["c"]}
         for i in range(self.n_double):
             def orig(a, i=i):
-                return {"img": a["img"] + torch.tanh(a["img"] @ self.w[i]) * t,
-                        "txt": a["txt"] + torch.tanh(a["txt"] @ self.w[i]) * t}
+                return {"img": self._add(a["img"], torch.tanh(a["img"] @ self.w[i]) * t),
+                        "txt": self._add(a["txt"], torch.tanh(a["txt"] @ self.w[i]) * t)}
             args = {"img": img, "txt": txt, "transformer_options": opts}
             out = patches[("double_block", i)](args, {"original_block": orig}) if ("double_block", i) in patches \
                 else orig(args)
@@ -138,7 +144,7 @@ class ToyDiT:
         x = torch.cat((txt, img), 1)
         for j in range(self.n_single):
             def orig(a, j=j):
-                return {"img": a["img"] + torch.tanh(a["img"] @ self.w[self.n_double + j]) * t}
+                return {"img": self._add(a["img"], torch.tanh(a["img"] @ self.w[self.n_double + j]) * t)}
             args = {"img": x, "transformer_options": opts}
             x = (patches[("single_block", j)](args, {"original_block": orig}) if ("single_block", j) in patches
                  else orig(args))["img"]
@@ -151,23 +157,40 @@ def toy_patches(model, cache, head=1, tail=1):
     return {b: hook.patch_for(b) for b in plan.head + plan.middle}
 
 
-def test_dit_cache_exact_at_threshold_zero_and_reuse_adds_the_block_residuals():
-    model = ToyDiT()
+@pytest.mark.parametrize("inplace", [False, True])
+def test_dit_cache_exact_at_threshold_zero_and_reuse_adds_the_block_residuals(inplace):
+    model = ToyDiT(inplace=inplace)
     g = torch.Generator().manual_seed(1)
     img, txt = torch.randn(1, 6, 4, generator=g), torch.randn(1, 2, 4, generator=g)
-    plain = [model(img, txt, t) for t in (1.0, 0.99)]
+    plain = [model(img.clone(), txt.clone(), t) for t in (1.0, 0.99)]
     exact = toy_patches(model, StepCache(0.0))
-    assert all(torch.equal(model(img, txt, t, exact), p) for t, p in zip((1.0, 0.99), plain, strict=True))
+    assert all(torch.equal(model(img.clone(), txt.clone(), t, exact), p)
+               for t, p in zip((1.0, 0.99), plain, strict=True))
     cache = StepCache(10.0)
     patches = toy_patches(model, cache)
-    first = model(img, txt, 1.0, patches)
+    first = model(img.clone(), txt.clone(), 1.0, patches)
     torch.testing.assert_close(first, plain[0])
     # Reused with the same inputs: the skipped blocks' cached residual reproduces the computed output.
-    torch.testing.assert_close(model(img, txt, 1.0, patches), plain[0])
+    torch.testing.assert_close(model(img.clone(), txt.clone(), 1.0, patches), plain[0])
     assert (cache.stats.computed, cache.stats.reused) == (1, 1)
     # A different step reuses stale middle blocks: close to, but not equal to, the computed output.
-    reused = model(img, txt, 0.99, patches)
+    reused = model(img.clone(), txt.clone(), 0.99, patches)
     assert not torch.equal(reused, plain[1]) and (reused - plain[1]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_dit_change_indicator_is_positive_when_the_step_changes(inplace):
+    """The decision feature (the first block's residual) moves when the step does, also when the blocks update
+    their input in place: measured after the call, out - in would be zero and every evaluation would reuse."""
+    model = ToyDiT(inplace=inplace)
+    g = torch.Generator().manual_seed(3)
+    img, txt = torch.randn(1, 6, 4, generator=g), torch.randn(1, 2, 4, generator=g)
+    cache = StepCache(1e-4)
+    patches = toy_patches(model, cache)
+    outs = [model(img * (1 + 0.2 * k), txt.clone(), 1.0 - 0.1 * k, patches) for k in range(3)]
+    assert (outs[1] - outs[0]).abs().max() > 0.1
+    assert min(cache.stats.changes[1:]) > 0.01, cache.stats.changes
+    assert cache.stats.reused == 0
 
 
 def test_dit_cache_applies_control_once():
@@ -192,3 +215,20 @@ def test_simulated_reuse_matches_the_cache_on_a_fixed_trajectory():
         run_decisions(probe, f, [("c", 0)])
         assert cache_mod.simulate_reuse(probe.stats.changes, probe.stats.active, threshold) == cache.stats.reused
     assert cache.stats.reused > 0
+
+
+def test_reuse_candidates_are_the_smallest_thresholds_of_each_reuse_count():
+    g = torch.Generator().manual_seed(4)
+    changes = [float("nan"), *(torch.rand(19, generator=g) * 0.1).tolist()]
+    active = [False] * 3 + [True] * 15 + [False] * 2
+    candidates = cache_mod.reuse_candidates(changes, active)
+    counts = [r for _, r in candidates]
+    assert counts == sorted(set(counts)) and counts[-1] == 15  # every active evaluation after the first
+    for threshold, reused in candidates:
+        assert cache_mod.simulate_reuse(changes, active, threshold) == reused
+        below = math.nextafter(threshold, 0.0)
+        assert cache_mod.simulate_reuse(changes, active, below) < reused  # nothing smaller reaches it
+    grid = [i * 1e-3 for i in range(2000)]
+    for t in grid:  # no threshold reuses more than the last candidate at or below it
+        best = max([r for th, r in candidates if th <= t], default=0)
+        assert cache_mod.simulate_reuse(changes, active, t) <= best

@@ -101,6 +101,38 @@ def test_unet_deep_feature_is_reused_exactly(mods, monkeypatch):
     assert torch.equal(first, second)
 
 
+@pytest.mark.parametrize("family", ["sd3", "flux", "wan21"])
+def test_dit_change_indicator_moves_between_steps(mods, family, monkeypatch):
+    """The decision feature of every DiT changes between steps (the host's Flux blocks update their input in
+    place: measured after the call, the first block's residual was zero and every evaluation in the window
+    reused)."""
+    demo, cond, hooks = mods
+    cond_family, shape, overrides = FAMILIES[family]
+    probe, cache = cached(hooks, tiny(demo, family, overrides, monkeypatch), family, 0.0)
+    sample(probe, cond, cond_family, shape)
+    changes = [c for c in cache.stats.changes if c == c]
+    assert len(changes) == STEPS - 1 and min(changes) > 1e-3, changes
+
+
+def test_flux_reuse_reproduces_the_computed_evaluation(mods, monkeypatch):
+    """Two evaluations of the same input on Flux (blocks that update in place): the second reuses the skipped
+    block's cached residual and equals the first."""
+    import comfy.model_management
+
+    demo, _, hooks = mods
+    patched, cache = cached(hooks, tiny(demo, "flux", {}, monkeypatch), "flux", 5.0)
+    comfy.model_management.load_models_gpu([patched])
+    dm = patched.model.diffusion_model
+    g = torch.Generator().manual_seed(0)
+    x, ctx, y = torch.randn(2, 16, 16, 16, generator=g), torch.randn(2, 8, 4096, generator=g), torch.randn(2, 768)
+    t, guidance = torch.tensor([0.5, 0.5]), torch.tensor([3.5, 3.5])
+    opts = {**patched.model_options["transformer_options"], "cond_or_uncond": [0, 1], "uuids": ["c", "u"]}
+    first = dm(x, t, ctx, y=y, guidance=guidance, transformer_options=dict(opts))
+    second = dm(x, t, ctx, y=y, guidance=guidance, transformer_options=dict(opts))
+    assert (cache.stats.computed, cache.stats.reused) == (1, 1)
+    torch.testing.assert_close(second, first)
+
+
 def test_pyramid_sampler_resets_per_level(mods, comfy_host, monkeypatch):
     """Pyramid stages run at different sizes: each stage starts with a computed evaluation, and the cached
     pyramid run stays close to the uncached pyramid run."""
