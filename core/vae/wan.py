@@ -201,11 +201,20 @@ def _reset(ops: list[RowOp]) -> None:
             op.reset()
 
 
-@torch.no_grad()
-def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
+def latent_features(model: nn.Module, z: Tensor, whole_ops: list[RowOp]) -> Tensor:
+    """The latent-resolution part run whole, chunk by chunk: (B, C, T, h, w) in the compute dtype."""
+    h, n_t = z.shape[-2], z.shape[2]
+    x = model.conv2(z)
+    whole = Program(whole_ops, [], h)
+    return torch.cat([whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h) for t in range(n_t)], dim=2)
 
-    z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) fp32 on `out_device`.
+
+@torch.no_grad()
+def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+               out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """What `model.decode(z)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows.
+
+    z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) on `out_device`.
     """
     if not is_wan(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
@@ -215,10 +224,7 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
     whole_ops, band_ops = wan_programs(model)
     h, n_t = z.shape[-2], z.shape[2]
-    x = model.conv2(z)
-    whole = Program(whole_ops, [], h)
-    feats = torch.cat([whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h) for t in range(n_t)], dim=2)
-    del x
+    feats = latent_features(model, z, whole_ops)
     prog = Program(band_ops, [], h)
     h_out = prog.heights[-1]
     out = None
@@ -229,7 +235,7 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
             y = prog.band(0, len(band_ops), Rows(feats[:, :, t:t + 1]), a, b)
             if out is None:
                 frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
-                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=torch.float32,
+                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=out_dtype,
                                   device=out_device or z.device)
             out[:, :, f0:f0 + y.shape[2], a:b] = y
             f0 += y.shape[2]
