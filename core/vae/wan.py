@@ -71,17 +71,29 @@ class CausalConv(Conv):
         keep = x[:, :, -CACHE_T:].clone()
         if keep.shape[2] < CACHE_T and self.cache is not None:
             keep = torch.cat([self.cache[:, :, -1:], keep], dim=2)
-        pt = self.pt
-        if self.cache is not None and pt > 0:
-            x = torch.cat([self.cache, x], dim=2)
-            pt -= self.cache.shape[2]
+        cached = self.cache if self.cache is not None and self.pt > 0 else None
         self.cache = keep
         top = r0 - (a - self.p)
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
-        x = F.pad(x, (self.p, self.p, top, bottom, pt, 0))
+        buf = self._padded(x, cached, top, bottom)
         w = self.conv.weight.to(device=x.device, dtype=x.dtype)
         bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
-        return self.conv._conv_forward(x, w, bias)
+        return F.conv3d(buf, w, bias, padding=(0, 0, self.p))
+
+    def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int) -> Tensor:
+        """The conv's input in one buffer: zero frames, the cached frames, then x, between zero rows above and
+        below (the host builds it with torch.cat and F.pad, two copies; the columns pad inside the conv)."""
+        n_c = 0 if cached is None else cached.shape[2]
+        zt = max(self.pt - n_c, 0)
+        bsz, c, t, rows, w = x.shape
+        buf = x.new_empty((bsz, c, zt + n_c + t, top + rows + bottom, w))
+        for part in (buf[:, :, :zt], buf[..., :top, :], buf[..., top + rows:, :]):
+            if part.numel():
+                part.zero_()
+        if cached is not None:
+            buf[:, :, zt:zt + n_c, top:top + rows] = cached
+        buf[:, :, zt + n_c:, top:top + rows] = x
+        return buf
 
 
 class Frames(RowOp):
@@ -202,11 +214,22 @@ def _reset(ops: list[RowOp]) -> None:
 
 
 def latent_features(model: nn.Module, z: Tensor, whole_ops: list[RowOp]) -> Tensor:
-    """The latent-resolution part run whole, chunk by chunk: (B, C, T, h, w) in the compute dtype."""
+    """The latent-resolution part run whole, chunk by chunk: (B, C, T, h, w) in the compute dtype.
+
+    Each chunk's result goes straight into the kept tensor, and the part's own caches are dropped at the end.
+    """
     h, n_t = z.shape[-2], z.shape[2]
     x = model.conv2(z)
     whole = Program(whole_ops, [], h)
-    return torch.cat([whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h) for t in range(n_t)], dim=2)
+    feats = None
+    for t in range(n_t):
+        y = whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h)
+        if feats is None:
+            feats = y.new_empty((*y.shape[:2], n_t, *y.shape[3:]))
+        feats[:, :, t:t + 1] = y
+        del y
+    _reset(whole_ops)
+    return feats
 
 
 @torch.no_grad()
