@@ -28,11 +28,17 @@ GIB = 1 << 30
 
 
 def meta_wan(layout: dict, dtype):
+    """The host's WanVAE on the meta device, its middle attention PyTorch SDPA as in the GPU benchmark (whatever
+    attention the importing process configured)."""
     import comfy.ldm.wan.vae
     import torch
+    from comfy.ldm.modules.diffusionmodules.model import pytorch_attention
 
     with torch.device("meta"):
         model = comfy.ldm.wan.vae.WanVAE(**layout)
+    for m in model.modules():
+        if isinstance(m, comfy.ldm.wan.vae.AttentionBlock):
+            m.optimized_attention = pytorch_attention
     return model.to(dtype).eval()
 
 

@@ -87,12 +87,16 @@ class CausalConv(Conv):
         zt = max(self.pt - n_c, 0)
         bsz, c, t, rows, w = x.shape
         buf = x.new_empty((bsz, c, zt + n_c + t, top + rows + bottom, w))
-        for part in (buf[:, :, :zt], buf[..., :top, :], buf[..., top + rows:, :]):
-            if part.numel():
-                part.zero_()
+        if zt:
+            buf[:, :, :zt].zero_()
+        if top:
+            buf[..., :top, :].zero_()
+        if bottom:
+            buf[..., top + rows:, :].zero_()
+        inner = buf.narrow(3, top, rows)
         if cached is not None:
-            buf[:, :, zt:zt + n_c, top:top + rows] = cached
-        buf[:, :, zt + n_c:, top:top + rows] = x
+            inner.narrow(2, zt, n_c).copy_(cached)
+        inner.narrow(2, zt + n_c, t).copy_(x)
         return buf
 
 
