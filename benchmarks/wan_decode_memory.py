@@ -1,6 +1,6 @@
 """What the Wan 2.1 VAE decode's peak consists of, counted on the meta device (no GPU, no compute).
 
-    python benchmarks/wan_decode_memory.py --json benchmarks/results/wan-decode-memory-meta.json
+    cd benchmarks && python wan_decode_memory.py --json results/wan-decode-memory-meta.json
 
 The host's WanVAE at its real size (dim 96), bf16, 21 latent frames (81 video frames) at 832x480, on the meta
 device: `memcount.LiveBytes` counts every live storage and breaks the peak down into the resident weights and
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -128,9 +129,26 @@ def main() -> None:
             name = f"ours_rows{rows}_out_{str(dt).removeprefix('torch.')}"
             res[name] = report_of(count_ours(model, z, rows, dt))
             res[name]["ratio_to_host"] = res[name]["peak_bytes"] / res["host_full"]["peak_bytes"]
+    res["command"] = "python " + " ".join(sys.argv)
     print(json.dumps(res, indent=1))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
+        args.json.with_suffix(".md").write_text(markdown(res))
+
+
+def markdown(res: dict) -> str:
+    """One row per decode: counted peak, its ratio to the host's, and the breakdown at the peak (GiB)."""
+    lines = [f"# Wan 2.1 VAE decode, live tensor bytes at the peak (meta device, {res['dtype']}, latent "
+             f"{tuple(res['shape'])})", "", f"Command: `{res['command']}`", "",
+             "Counted by `memcount.LiveBytes`: no cuDNN workspaces or allocator rounding (the H200's "
+             "`max_memory_allocated` adds them). `resident`: the whole VAE's weights and the latent. The host grows "
+             "its output by torch.cat per latent frame, so its `made by cat` holds the output so far.", "",
+             "| decode | peak GiB | ratio to host | breakdown at the peak (GiB) |", "|---|---|---|---|"]
+    for name, r in res.items():
+        if isinstance(r, dict) and "peak_gib" in r:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown_gib"].items())
+            lines.append(f"| {name} | {r['peak_gib']:.3f} | {r.get('ratio_to_host', 1):.3f} | {parts} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

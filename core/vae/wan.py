@@ -18,15 +18,17 @@ time upsampling act per position, so they are exact on a band. So:
 Every band recomputes its halo at every level: 7 latent rows above and below at the first upsampling, 8 output
 rows at full resolution. The result equals the host's decode up to float summation order.
 
-Peak on paper, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480 (full-resolution frame F = 832 x 480 x 2 bytes =
-0.76 MiB per channel). Host full decode: the caches of all convolutions, 2 frames each (7 at full resolution x 96
-ch, 6 at half x 192 ch, 6 at quarter x 384 ch, ~2.4k channel-frames of F, 1.8 GiB), plus one chunk's transients at
-full resolution (the 4-frame 192-channel upsampled tensor, 0.6 GiB, then in each residual block the input, the
-6-frame cache-concatenated and padded copies and the output, ~1.5 GiB), plus the growing output (0.2-0.4 GiB):
-about 3.5-4 GiB. Ours with 8-latent-row bands (80 of 480 output rows incl. halo, 54 of 240 at half, 42 of 120 at
-quarter resolution): caches ~0.35 GiB, transients ~0.3 GiB, the kept latent-resolution features 0.1 GiB, plus the
-weights and the output if it lives on the device (0.37 GiB in fp32): about 0.8-1.1 GiB, roughly a quarter of the
-host's. (Paper estimate: benchmarks/decode.py --mode gpu --wan measures it; not yet run.)
+Peak, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480, counted on the meta device (benchmarks/wan_decode_memory.py:
+live tensor bytes, without cuDNN workspaces and allocator rounding). Host full decode 3.62 GiB: the caches of all
+its causal convolutions at full height (1.76 GiB), one conv's transients at full resolution (the cache-concatenated
+and the padded copies of 6 frames of 96 channels, the residual input, the SiLU output: 1.45 GiB), the bf16 output so
+far (~0.17 GiB, grown by torch.cat per chunk) and the weights (0.24 GiB, encoder included). Ours with 4-latent-row
+bands and the output in the compute dtype on the device (as the host returns it) 0.84 GiB: weights 0.24, the
+bands' causal caches 0.20, the output 0.18, the kept latent-resolution features 0.09, one conv's transients at full
+resolution 0.12 (its input, the residual input, the padded buffer, the output); 1.05 GiB with 8-row bands, 0.18 GiB
+more with an fp32 output. On the H200 the host measured 4.20 GiB (benchmarks/results/decode-wan-h200.md). Each
+causal conv builds its padded input in one buffer (the host's torch.cat + F.pad make two copies), and the
+latent-resolution part drops its own caches before the bands.
 """
 
 from __future__ import annotations
