@@ -1,6 +1,7 @@
 """Exact sliced VAE decode vs the host's full and tiled decodes: error, peak memory and time.
 
-    python benchmarks/decode.py --mode cpu --json OUT.json                     # tiny KL VAE, CPU, fp32
+    python benchmarks/decode.py --mode cpu --json OUT.json                     # tiny KL and Wan VAEs, CPU, fp32
+    python benchmarks/decode.py --mode cpu --families wan                      # the tiny Wan VAE only
     source benchmarks/device_env.sh                                           # on the lent H200 (carry .device)
     python3 benchmarks/decode.py --mode gpu --json OUT.json                   # real-size SDXL and Flux KL VAEs
     python3 benchmarks/decode.py --mode gpu --families wan --json OUT.json    # real-size Wan 2.1 VAE, 81 frames
@@ -13,6 +14,10 @@ VAEDecodeTiled's defaults (512 px tiles, 64 px overlap, 64 frames, 8 frames over
 The VAEs are built from the host's own classes (`comfy.sd.VAE` with an AutoencoderKL config: the real SDXL and
 Flux decoder layouts, ch 128, ch_mult [1, 2, 4, 4], 2 res blocks) with seeded fan-in-scaled random weights, so
 activations stay O(1) through the whole decoder. Speed and memory do not depend on weight values.
+
+Output convention, the same for both: the decoder output in the compute dtype on the device. The host's
+`first_stage_model.decode(z)` returns it so (bf16 on the GPU in the bf16 cases), and ours is called with
+`out_dtype=z.dtype, out_device=z.device` (its bands are written straight into that tensor); both peaks include it.
 
 Baselines, side by side in one process: `first_stage_model.decode` (the host's full decode) and
 `VAE.decode_tiled_` with VAEDecodeTiled's default tiles (512 px, overlap 64 px: 64 and 8 latent units). Errors are
@@ -132,8 +137,8 @@ def run_case(vae, z, rows_list, repeats, cuda, tiled=True, ref32=None, tile=(64,
         res.update(tiled_s=t_til, tiled_peak=p_til, tiled_err_img=(til.cpu() - full_img).abs().max().item())
         del til
     for rows in rows_list:
-        out, t, p = measure(lambda r=rows: sliced(model, z, r, z.device), repeats, cuda)
-        out = out.cpu()
+        out, t, p = measure(lambda r=rows: sliced(model, z, r, z.device, z.dtype), repeats, cuda)
+        out = out.float().cpu()
         res["ours"].append({"rows": rows, "s": t, "peak": p, "err": (out - full).abs().max().item(),
                             "err_img": (vae.process_output(out) - full_img).abs().max().item()})
         if ref32 is not None:
@@ -204,11 +209,12 @@ def wan_gpu_cases(args, emit, dev):
 def cpu_cases(args, emit):
     import torch
 
-    vae = build_vae(4, TINY, torch.device("cpu"), torch.float32)
-    for size in args.sizes:
-        z = latent((2, 4, size // 8 + 1, size // 8 - 1), torch.device("cpu"), torch.float32)   # batch 2, odd
-        res, _ = run_case(vae, z, args.rows, args.repeats, False, tile=(args.tile, args.overlap))
-        emit(f"tiny_fp32_{size}", res)
+    if any(f != "wan" for f in args.families):
+        vae = build_vae(4, TINY, torch.device("cpu"), torch.float32)
+        for size in args.sizes:
+            z = latent((2, 4, size // 8 + 1, size // 8 - 1), torch.device("cpu"), torch.float32)   # batch 2, odd
+            res, _ = run_case(vae, z, args.rows, args.repeats, False, tile=(args.tile, args.overlap))
+            emit(f"tiny_fp32_{size}", res)
     if "wan" in args.families:
         vae = build_wan_vae(WAN_TINY, torch.device("cpu"), torch.float32)
         z = latent((1, 16, 3, 9, 7), torch.device("cpu"), torch.float32)

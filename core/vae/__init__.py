@@ -13,7 +13,7 @@ from .wan import is_wan, wan_decode
 
 __all__ = ["SliceUnsupported", "auto_slice_rows", "band_channels", "decoder_for", "sliced_decode"]
 
-Decoder = Callable[[nn.Module, Tensor, int, "torch.device | None"], Tensor]
+Decoder = Callable[..., Tensor]   # (model, z, slice_rows, out_device=None, out_dtype=torch.float32) -> output
 
 
 def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
@@ -27,9 +27,11 @@ def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
     raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
 
 
-def sliced_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """model.decode(z) as fp32, computed in bands of `slice_rows` latent rows (exact up to summation order)."""
-    return decoder_for(model)[1](model, z, slice_rows, out_device)
+def sliced_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+                  out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """model.decode(z) in `out_dtype` (default fp32) on `out_device` (default z's), computed in bands of
+    `slice_rows` latent rows (exact up to summation order)."""
+    return decoder_for(model)[1](model, z, slice_rows, out_device, out_dtype)
 
 
 def band_channels(model: nn.Module) -> int:

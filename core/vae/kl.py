@@ -110,13 +110,14 @@ def kl_program(model: nn.Module, h_latent: int) -> Program:
 
 
 @torch.no_grad()
-def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
+def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+             out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """What `model.decode(z)` returns, in `out_dtype` (default fp32), computed in bands of `slice_rows` latent rows.
 
-    z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) fp32 on `out_device`.
+    z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) on `out_device`.
     """
     _check(model, z)
     dec = model.decoder
     h = dec.conv_in(model.post_quant_conv(z))
     h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
-    return run_program(kl_program(model, z.shape[-2]), h, slice_rows, torch.float32, out_device)
+    return run_program(kl_program(model, z.shape[-2]), h, slice_rows, out_dtype, out_device)

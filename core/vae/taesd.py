@@ -48,9 +48,10 @@ def taesd_program(model: nn.Module, h_latent: int) -> Program:
 
 
 @torch.no_grad()
-def taesd_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows."""
+def taesd_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+                out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """What `model.decode(z)` returns, in `out_dtype` (default fp32), computed in bands of `slice_rows` latent rows."""
     if z.ndim != 4:
         raise SliceUnsupported(f"TAESD decodes 4-D image latents, got {z.ndim}-D")
     x = (z - model.vae_shift) * model.vae_scale
-    return run_program(taesd_program(model, z.shape[-2]), x, slice_rows, torch.float32, out_device)
+    return run_program(taesd_program(model, z.shape[-2]), x, slice_rows, out_dtype, out_device)

@@ -18,15 +18,17 @@ time upsampling act per position, so they are exact on a band. So:
 Every band recomputes its halo at every level: 7 latent rows above and below at the first upsampling, 8 output
 rows at full resolution. The result equals the host's decode up to float summation order.
 
-Peak on paper, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480 (full-resolution frame F = 832 x 480 x 2 bytes =
-0.76 MiB per channel). Host full decode: the caches of all convolutions, 2 frames each (7 at full resolution x 96
-ch, 6 at half x 192 ch, 6 at quarter x 384 ch, ~2.4k channel-frames of F, 1.8 GiB), plus one chunk's transients at
-full resolution (the 4-frame 192-channel upsampled tensor, 0.6 GiB, then in each residual block the input, the
-6-frame cache-concatenated and padded copies and the output, ~1.5 GiB), plus the growing output (0.2-0.4 GiB):
-about 3.5-4 GiB. Ours with 8-latent-row bands (80 of 480 output rows incl. halo, 54 of 240 at half, 42 of 120 at
-quarter resolution): caches ~0.35 GiB, transients ~0.3 GiB, the kept latent-resolution features 0.1 GiB, plus the
-weights and the output if it lives on the device (0.37 GiB in fp32): about 0.8-1.1 GiB, roughly a quarter of the
-host's. (Paper estimate: benchmarks/decode.py --mode gpu --wan measures it; not yet run.)
+Peak, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480, counted on the meta device (benchmarks/wan_decode_memory.py:
+live tensor bytes, without cuDNN workspaces and allocator rounding). Host full decode 3.62 GiB: the caches of all
+its causal convolutions at full height (1.76 GiB), one conv's transients at full resolution (the cache-concatenated
+and the padded copies of 6 frames of 96 channels, the residual input, the SiLU output: 1.45 GiB), the bf16 output so
+far (~0.17 GiB, grown by torch.cat per chunk) and the weights (0.24 GiB, encoder included). Ours with 4-latent-row
+bands and the output in the compute dtype on the device (as the host returns it) 0.84 GiB: weights 0.24, the
+bands' causal caches 0.20, the output 0.18, the kept latent-resolution features 0.09, one conv's transients at full
+resolution 0.12 (its input, the residual input, the padded buffer, the output); 1.05 GiB with 8-row bands, 0.18 GiB
+more with an fp32 output. On the H200 the host measured 4.20 GiB (benchmarks/results/decode-wan-h200.md). Each
+causal conv builds its padded input in one buffer (the host's torch.cat + F.pad make two copies), and the
+latent-resolution part drops its own caches before the bands.
 """
 
 from __future__ import annotations
@@ -71,17 +73,33 @@ class CausalConv(Conv):
         keep = x[:, :, -CACHE_T:].clone()
         if keep.shape[2] < CACHE_T and self.cache is not None:
             keep = torch.cat([self.cache[:, :, -1:], keep], dim=2)
-        pt = self.pt
-        if self.cache is not None and pt > 0:
-            x = torch.cat([self.cache, x], dim=2)
-            pt -= self.cache.shape[2]
+        cached = self.cache if self.cache is not None and self.pt > 0 else None
         self.cache = keep
         top = r0 - (a - self.p)
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
-        x = F.pad(x, (self.p, self.p, top, bottom, pt, 0))
+        buf = self._padded(x, cached, top, bottom)
         w = self.conv.weight.to(device=x.device, dtype=x.dtype)
         bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
-        return self.conv._conv_forward(x, w, bias)
+        return F.conv3d(buf, w, bias, padding=(0, 0, self.p))
+
+    def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int) -> Tensor:
+        """The conv's input in one buffer: zero frames, the cached frames, then x, between zero rows above and
+        below (the host builds it with torch.cat and F.pad, two copies; the columns pad inside the conv)."""
+        n_c = 0 if cached is None else cached.shape[2]
+        zt = max(self.pt - n_c, 0)
+        bsz, c, t, rows, w = x.shape
+        buf = x.new_empty((bsz, c, zt + n_c + t, top + rows + bottom, w))
+        if zt:
+            buf[:, :, :zt].zero_()
+        if top:
+            buf[..., :top, :].zero_()
+        if bottom:
+            buf[..., top + rows:, :].zero_()
+        inner = buf.narrow(3, top, rows)
+        if cached is not None:
+            inner.narrow(2, zt, n_c).copy_(cached)
+        inner.narrow(2, zt + n_c, t).copy_(x)
+        return buf
 
 
 class Frames(RowOp):
@@ -201,11 +219,31 @@ def _reset(ops: list[RowOp]) -> None:
             op.reset()
 
 
-@torch.no_grad()
-def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
+def latent_features(model: nn.Module, z: Tensor, whole_ops: list[RowOp]) -> Tensor:
+    """The latent-resolution part run whole, chunk by chunk: (B, C, T, h, w) in the compute dtype.
 
-    z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) fp32 on `out_device`.
+    Each chunk's result goes straight into the kept tensor, and the part's own caches are dropped at the end.
+    """
+    h, n_t = z.shape[-2], z.shape[2]
+    x = model.conv2(z)
+    whole = Program(whole_ops, [], h)
+    feats = None
+    for t in range(n_t):
+        y = whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h)
+        if feats is None:
+            feats = y.new_empty((*y.shape[:2], n_t, *y.shape[3:]))
+        feats[:, :, t:t + 1] = y
+        del y
+    _reset(whole_ops)
+    return feats
+
+
+@torch.no_grad()
+def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+               out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """What `model.decode(z)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows.
+
+    z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) on `out_device`.
     """
     if not is_wan(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
@@ -215,10 +253,7 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
     whole_ops, band_ops = wan_programs(model)
     h, n_t = z.shape[-2], z.shape[2]
-    x = model.conv2(z)
-    whole = Program(whole_ops, [], h)
-    feats = torch.cat([whole.band(0, len(whole_ops), Rows(x[:, :, t:t + 1]), 0, h) for t in range(n_t)], dim=2)
-    del x
+    feats = latent_features(model, z, whole_ops)
     prog = Program(band_ops, [], h)
     h_out = prog.heights[-1]
     out = None
@@ -229,7 +264,7 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
             y = prog.band(0, len(band_ops), Rows(feats[:, :, t:t + 1]), a, b)
             if out is None:
                 frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
-                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=torch.float32,
+                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=out_dtype,
                                   device=out_device or z.device)
             out[:, :, f0:f0 + y.shape[2], a:b] = y
             f0 += y.shape[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 
@@ -81,3 +82,45 @@ def test_wan_auto_band_and_errors(wan_vae):
         wan.wan_decode(wan_vae, latent((1, 16, 6, 5)), 2)
     with pytest.raises(vae.SliceUnsupported, match=r"Wan 2\.1"):
         wan.wan_decode(torch.nn.Linear(2, 2), latent((1, 16, 1, 6, 5)), 2)
+
+
+@pytest.mark.parametrize("cached_frames, t, top, bottom", [(0, 1, 1, 0), (1, 1, 0, 1), (2, 4, 0, 0), (2, 1, 1, 1)])
+def test_causal_conv_buffer_equals_cat_and_pad(cached_frames, t, top, bottom):
+    """One padded buffer per conv holds what the host's torch.cat + F.pad build (columns pad inside the conv)."""
+    conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+    conv._padding = (1, 1, 1, 1, 2, 0)   # what the host's CausalConv3d sets
+    op = wan.CausalConv(conv)
+    x = latent((1, 3, t, 6, 5), seed=2).transpose(3, 4)   # a non-contiguous band (1, 3, t, 5, 6)
+    cached = latent((1, 3, cached_frames, 5, 6), seed=3) if cached_frames else None
+    ref = x if cached is None else torch.cat([cached, x], dim=2)
+    ref = torch.nn.functional.pad(ref, (0, 0, top, bottom, 2 - cached_frames, 0))
+    assert torch.equal(op._padded(x, cached, top, bottom), ref)
+    if cached is not None:   # the comparison can fail: a buffer without the cached frames differs
+        assert not torch.equal(op._padded(x, torch.zeros_like(cached), top, bottom), ref)
+
+
+def test_wan_output_dtype(wan_vae):
+    """Bands go straight into an output of the requested dtype: the fp32 result rounded, and a bf16 model's
+    output is as close to the fp32 decode as the host's own bf16 decode (at most 2x its gap)."""
+    z = latent((1, 16, 3, 7, 5))
+    out32 = vae.sliced_decode(wan_vae, z, 2)
+    out16 = vae.sliced_decode(wan_vae, z, 2, out_dtype=torch.bfloat16)
+    assert out32.dtype == torch.float32 and out16.dtype == torch.bfloat16
+    assert torch.equal(out16, out32.bfloat16())
+    model16 = copy.deepcopy(wan_vae).bfloat16()
+    with torch.no_grad():
+        ref32, host16 = wan_vae.decode(z), model16.decode(z.bfloat16())
+    ours16 = vae.sliced_decode(model16, z.bfloat16(), 2, out_dtype=torch.bfloat16)
+    assert ours16.dtype == torch.bfloat16 and ours16.shape == ref32.shape
+    gap = (host16.float() - ref32).abs().max().item()
+    assert 0 < (ours16.float() - ref32).abs().max().item() <= 2 * gap
+
+
+def test_latent_features_release_their_caches(wan_vae):
+    """The latent-resolution part's causal caches do not outlive it (they would sit beside every band's)."""
+    whole, _ = wan.wan_programs(wan_vae)
+    with torch.no_grad():
+        feats = wan.latent_features(wan_vae, latent((1, 16, 3, 7, 5)), whole)
+    assert feats.shape == (1, 4 * 8, 3, 7, 5)
+    convs = [op for op in whole if isinstance(op, wan.CausalConv)]
+    assert convs and all(op.cache is None for op in convs)
