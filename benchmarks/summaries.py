@@ -24,6 +24,7 @@ TARGETS = {
     },
     "sparse-compute-h200.json": {
         "step-cache-h200.json": lambda r: r["headline"],
+        "step-cache-sdxl-h200.json": lambda r: r["headline"],  # after: its SDXL keys replace the run above's
         "sparse-attention-h200.json": lambda r: r["headline"],
         "slicing-wan-4096.json": lambda r: {"slice_peak_ratio_wan": r["slice_peak_ratio_wan"],
                                             "slice_time_ratio_wan": r["time_ratio"],
