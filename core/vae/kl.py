@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, Upsample2x
-from .stream import Program, run_program
+from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, UpConv2x, Upsample2x
+from .stream import Program, Rows, run_program
 
 
 class SliceUnsupported(ValueError):
@@ -41,7 +41,7 @@ def is_kl(model: nn.Module) -> bool:
         hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out"))
 
 
-def _resblock(blk: nn.Module) -> list[RowOp]:
+def _resblock(blk: nn.Module, fast: bool = True) -> list[RowOp]:
     if not isinstance(blk.norm1, nn.GroupNorm) or not isinstance(blk.norm2, nn.GroupNorm):
         raise SliceUnsupported(f"{type(blk).__name__} without GroupNorm")
     shortcut = None
@@ -49,8 +49,8 @@ def _resblock(blk: nn.Module) -> list[RowOp]:
         if blk.use_conv_shortcut:
             raise SliceUnsupported("3x3 conv shortcuts are not supported")
         shortcut = blk.nin_shortcut
-    return [Save(), GroupNormAct(blk.norm1, True), Conv(blk.conv1), GroupNormAct(blk.norm2, True), Conv(blk.conv2),
-            AddSkip(shortcut)]
+    return [Save(), GroupNormAct(blk.norm1, True, fast), Conv(blk.conv1), GroupNormAct(blk.norm2, True, fast),
+            Conv(blk.conv2), AddSkip(shortcut)]
 
 
 def _check(model: nn.Module, z: Tensor) -> None:
@@ -92,31 +92,80 @@ def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor
     return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
 
-def kl_program(model: nn.Module, h_latent: int) -> Program:
-    """The decoder after its mid block as a row-op program (input: the mid block's output)."""
+def up_steps(model: nn.Module) -> list[nn.Module]:
+    """The decoder after its mid block, in host order: every up-level ResnetBlock and Upsample."""
+    dec = model.decoder
+    steps = []
+    for i_level in reversed(range(dec.num_resolutions)):
+        steps += list(dec.up[i_level].block)
+        if i_level != 0:
+            steps.append(dec.up[i_level].upsample)
+    return steps
+
+
+def whole_steps(model: nn.Module, h: int, w: int) -> int:
+    """How many leading up steps run whole (the host's own modules) without raising the sliced decode's peak.
+
+    Whole, a ResnetBlock holds about three tensors at once (input, normalised, convolved: up to 2 c_in + c_out
+    or c_in + 2 c_out channels), an Upsample its input and two tensors of 4x its pixels. The sliced rest always
+    holds at least one full-resolution activation of the last level (its checkpoints), so a step whose whole
+    peak stays under that costs no memory and saves its statistics passes, halos and band loop. In the SDXL/Flux
+    layout that is every step up to the 1/4-resolution blocks (peak 3/4 of that activation).
+    """
+    steps = up_steps(model)
+    scale = 2 ** (model.decoder.num_resolutions - 1)
+    floor = steps[-1].out_channels * h * w * scale * scale
+    pixels, n = h * w, 0
+    for step in steps:
+        if hasattr(step, "in_channels"):   # a ResnetBlock
+            peak = (max(2 * step.in_channels + step.out_channels, step.in_channels + 2 * step.out_channels)
+                    * pixels)
+        else:
+            peak = step.conv.in_channels * 9 * pixels
+        if peak > floor:
+            break
+        pixels *= 1 if hasattr(step, "in_channels") else 4
+        n += 1
+    return n
+
+
+def kl_program(model: nn.Module, h_in: int, skip: int = 0, fast: bool = True) -> Program:
+    """The decoder after its mid block and its first `skip` up steps, as a row-op program of input height h_in.
+
+    `fast`: upsample + conv as one sub-pixel `UpConv2x` and fused GroupNorm; otherwise their references.
+    """
     dec = model.decoder
     ops: list[RowOp] = []
     checkpoints = []
-    for i_level in reversed(range(dec.num_resolutions)):
-        for blk in dec.up[i_level].block:
-            ops += _resblock(blk)
+    for step in up_steps(model)[skip:]:
+        if hasattr(step, "in_channels"):
+            ops += _resblock(step, fast)
             checkpoints.append(len(ops))
-        if i_level != 0:
-            ops += [Upsample2x(), Conv(dec.up[i_level].upsample.conv)]
-    ops += [GroupNormAct(dec.norm_out, True), Conv(dec.conv_out)]
+        else:
+            ops += [UpConv2x(step.conv)] if fast else [Upsample2x(), Conv(step.conv)]
+    ops += [GroupNormAct(dec.norm_out, True, fast), Conv(dec.conv_out)]
     if dec.tanh_out:
         ops.append(Elementwise(torch.tanh))
-    return Program(ops, checkpoints, h_latent)
+    return Program(ops, checkpoints, h_in)
 
 
 @torch.no_grad()
-def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
+              fast: bool = True) -> Tensor:
     """What `model.decode(z)` returns, as fp32, computed in bands of `slice_rows` latent rows.
 
     z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) fp32 on `out_device`.
+    `fast=False` is the reference: every up step sliced, `Upsample2x` + `Conv`, unfused GroupNorm.
     """
     _check(model, z)
     dec = model.decoder
     h = dec.conv_in(model.post_quant_conv(z))
     h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
-    return run_program(kl_program(model, z.shape[-2]), h, slice_rows, torch.float32, out_device)
+    skip = whole_steps(model, *z.shape[-2:]) if fast else 0
+    for step in up_steps(model)[:skip]:
+        h = step(h, None) if hasattr(step, "in_channels") else step(h)
+    prog = kl_program(model, h.shape[-2], skip, fast)
+    rows = max(1, slice_rows * h.shape[-2] // z.shape[-2])   # bands stay slice_rows latent rows tall
+    src = Rows(h)
+    del h   # the program's input blocks are released band by band
+    return run_program(prog, src, rows, torch.float32, out_device)

@@ -125,20 +125,22 @@ def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dty
     return dest, carry
 
 
-def run_program(prog: Program, x: Tensor, slice_rows: int, out_dtype: torch.dtype = torch.float32,
+def run_program(prog: Program, x: Tensor | Rows, slice_rows: int, out_dtype: torch.dtype = torch.float32,
                 out_device: torch.device | None = None) -> Tensor:
     """Run `prog` on x (B, C, H, W) in bands of `slice_rows` input rows (scaled with each tensor's height).
 
     Returns the final tensor in `out_dtype` on `out_device` (default: x's device), assembled band by band.
+    Pass x as `Rows(x)` (and drop your reference) to let its rows go as soon as no band reads them.
     """
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    h0, out_device = prog.heights[0], out_device or x.device
+    src = x if isinstance(x, Rows) else Rows(x)
+    h0, out_device = prog.heights[0], out_device or src.blocks[0][1].device
 
     def rows_at(h: int) -> int:
         return max(1, slice_rows * h // h0)
 
-    src, carry = Rows(x), None
+    carry = None
     del x   # the caller's reference may remain; ours goes with the first segment's input blocks
     for i0, i1 in zip(prog.bounds[:-1], prog.bounds[1:], strict=True):
         src, carry = _segment(prog, i0, i1, src, carry, rows_at, out_dtype, out_device)
