@@ -132,17 +132,26 @@ def whole_steps(model: nn.Module, h: int, w: int) -> int:
 def kl_program(model: nn.Module, h_in: int, skip: int = 0, fast: bool = True) -> Program:
     """The decoder after its mid block and its first `skip` up steps, as a row-op program of input height h_in.
 
-    `fast`: upsample + conv as one sub-pixel `UpConv2x` and fused GroupNorm; otherwise their references.
+    Checkpoints after every ResnetBlock. `fast`: upsample + conv as one sub-pixel `UpConv2x`, fused GroupNorm, and
+    a checkpoint after an upsampling whose output is no larger than a full-resolution activation of the last level
+    (the 1/2-resolution 512-channel one in the SDXL layout): the next block's statistics passes then start from
+    it instead of recomputing it twice. Otherwise their references, and no such checkpoint.
     """
     dec = model.decoder
+    steps = up_steps(model)
+    floor = steps[-1].out_channels * 4 ** (dec.num_resolutions - 1)   # per latent pixel
     ops: list[RowOp] = []
-    checkpoints = []
-    for step in up_steps(model)[skip:]:
-        if hasattr(step, "in_channels"):
+    checkpoints, pixels = [], 1
+    for i, step in enumerate(steps):
+        is_block = hasattr(step, "in_channels")
+        if i >= skip and is_block:
             ops += _resblock(step, fast)
             checkpoints.append(len(ops))
-        else:
+        elif i >= skip:
             ops += [UpConv2x(step.conv)] if fast else [Upsample2x(), Conv(step.conv)]
+            if fast and step.conv.out_channels * 4 * pixels <= floor:
+                checkpoints.append(len(ops))
+        pixels *= 1 if is_block else 4
     ops += [GroupNormAct(dec.norm_out, True, fast), Conv(dec.conv_out)]
     if dec.tanh_out:
         ops.append(Elementwise(torch.tanh))
