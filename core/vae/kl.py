@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, UpConv2x, Upsample2x
 from .stream import Program, Rows, run_program
@@ -74,22 +75,38 @@ def _check(model: nn.Module, z: Tensor) -> None:
 
 
 def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
-    """The mid AttnBlock (one head over all latent pixels) with queries in chunks: the same softmax per query.
+    """The mid AttnBlock (one head over all latent pixels): the same softmax per query as the host's.
 
-    Keys and values stay whole; each chunk's score matrix is kept under `budget_bytes`, so the memory does not
-    depend on which SDPA kernel torch picks for a 512-wide head.
+    On CUDA one call to a fused SDPA kernel (memory-efficient, flash or cuDNN: none materialises the score
+    matrix), as the host's single call would pick. Elsewhere, or when no fused kernel takes the shape, queries run
+    in chunks with keys and values whole and each chunk's score matrix under `budget_bytes`, so the memory does
+    not depend on the kernel. (On the GPU small chunks would starve it: 2048x2048 needs 97 chunks of 682 queries,
+    a few dozen thread blocks each.)
     """
     b, c, h, w = x.shape
     y = blk.norm(x)
-    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3) for conv in (blk.q, blk.k, blk.v))
+    # (B, 1, hw, c) with the channels contiguous, as the fused kernels require (the host makes the same copy)
+    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous() for conv in (blk.q, blk.k, blk.v))
     del y
-    n = h * w
-    chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
-    out = torch.empty_like(q)
-    for i in range(0, n, chunk):
-        out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+    out = _fused_sdpa(q, k, v) if q.is_cuda else None
+    if out is None:
+        n = h * w
+        chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
+        out = torch.empty_like(q)
+        for i in range(0, n, chunk):
+            out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
     del q, k, v
     return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+def _fused_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+    """SDPA restricted to the kernels without a score matrix; None when none of them takes these inputs."""
+    fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    try:
+        with sdpa_kernel(fused):
+            return F.scaled_dot_product_attention(q, k, v)
+    except RuntimeError:   # "no available kernel" (or out of memory): the chunked path bounds the memory
+        return None
 
 
 def up_steps(model: nn.Module) -> list[nn.Module]:

@@ -171,6 +171,7 @@ class GroupNormAct(RowOp):
     def __init__(self, norm: nn.GroupNorm, silu: bool, fused: bool = True):
         self.norm, self.silu, self.fused = norm, silu, fused
         self.stats: tuple[Tensor, Tensor] | None = None   # mean, rstd: (B, G) fp32
+        self._bn: tuple | None = None   # (stats, (batch, device), batch_norm's per-channel tensors)
 
     GROUPS_PER_CHUNK = 8  # fp32 work in chunks of groups: a bf16 band never has a whole fp32 twin
 
@@ -199,43 +200,48 @@ class GroupNormAct(RowOp):
         return out
 
     def _fused(self, x: Tensor) -> Tensor:
-        mean, rstd = self.stats
         bsz, c = x.shape[:2]
-        per = c // self.norm.num_groups
-        var = (rstd.double().square().reciprocal() - self.norm.eps).float()   # batch_norm adds eps back
-        mean_c, var_c = (t.to(x.device).repeat_interleave(per, dim=1).reshape(-1) for t in (mean, var))
-        wgt = bias = None
-        if self.norm.weight is not None:
-            wgt = self.norm.weight.to(device=x.device, dtype=torch.float32).repeat(bsz)
-            bias = self.norm.bias.to(device=x.device, dtype=torch.float32).repeat(bsz)
+        mean_c, var_c, wgt, bias = self._per_channel(bsz, c, x.device)
         y = F.batch_norm(x.reshape(1, bsz * c, *x.shape[2:]), mean_c, var_c, wgt, bias, False, 0.0, self.norm.eps)
         return y.reshape(x.shape)
 
+    def _per_channel(self, bsz: int, c: int, device) -> tuple[Tensor, ...]:
+        """batch_norm's (B * C,) fp32 mean, variance, weight and bias; made once per measured `stats`."""
+        bn = self._bn
+        if bn is None or bn[0] is not self.stats or bn[1] != (bsz, device):
+            mean, rstd = self.stats
+            per = c // self.norm.num_groups
+            var = (rstd.double().square().reciprocal() - self.norm.eps).float()   # batch_norm adds eps back
+            mean_c, var_c = (t.to(device).repeat_interleave(per, dim=1).reshape(-1) for t in (mean, var))
+            wgt = bias = None
+            if self.norm.weight is not None:
+                wgt = self.norm.weight.to(device=device, dtype=torch.float32).repeat(bsz)
+                bias = self.norm.bias.to(device=device, dtype=torch.float32).repeat(bsz)
+            self._bn = (self.stats, (bsz, device), (mean_c, var_c, wgt, bias))
+        return self._bn[2]
+
 
 class GroupStats:
-    """Per-(batch, group) mean and variance over many row bands, merged exactly (Chan et al.) in fp64."""
+    """Per-(batch, group) mean and variance over many row bands, merged in fp64 (law of total variance).
+
+    Each band's mean and variance come from fp32 `var_mean`; the merge over all bands runs once, in `result`, so a
+    band costs three kernels (upcast, var_mean, stack) instead of a chain of small fp64 updates.
+    """
 
     def __init__(self, groups: int):
         self.groups = groups
-        self.n = 0
-        self.mean: Tensor | None = None
-        self.m2: Tensor | None = None
+        self.parts: list[tuple[int, Tensor]] = []   # (values per group, (2, B, G) fp32 mean and variance)
 
     def add(self, x: Tensor) -> None:
         xg = x.reshape(x.shape[0], self.groups, -1).float()
         var, mean = torch.var_mean(xg, dim=-1, correction=0)
-        n_b = xg.shape[-1]
-        mean, m2 = mean.double(), var.double() * n_b
-        if self.mean is None:
-            self.n, self.mean, self.m2 = n_b, mean, m2
-            return
-        n = self.n + n_b
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2 + delta.square() * (self.n * n_b / n)
-        self.n = n
+        self.parts.append((xg.shape[-1], torch.stack((mean, var))))
 
     def result(self, eps: float) -> tuple[Tensor, Tensor]:
         """(mean, 1 / sqrt(var + eps)) as (B, G) fp32."""
-        var = self.m2 / self.n
-        return self.mean.float(), torch.rsqrt(var + eps).float()
+        counts = torch.tensor([n for n, _ in self.parts], dtype=torch.float64, device=self.parts[0][1].device)
+        mean_b, var_b = torch.stack([p for _, p in self.parts]).double().unbind(1)   # (bands, B, G) each
+        w = counts[:, None, None] / counts.sum()
+        mean = (w * mean_b).sum(0)
+        var = (w * (var_b + (mean_b - mean).square())).sum(0)
+        return mean.float(), torch.rsqrt(var + eps).float()
