@@ -11,11 +11,17 @@ mid block, and with `fast` the low-resolution up steps that `kl.whole_steps` run
 passes that recompute a segment's prefix for a GroupNorm inside it), and "output" (the band-by-band output passes,
 including their halo rows). FLOPs are also given in units of C = one 128 -> 128 3x3 convolution at full
 resolution.
+
+Peak memory: the most bytes the decode's own tensors hold at once (storages tracked through the dispatch mode),
+plus the weights. Calibration: the same count on the code measured in results/decode-h200.md (commit 719559f)
+gives 2.05 / 2.99 GiB at 2048x2048 (8 / 32-row bands; measured 2.10 / 3.04) and 7.07 / 8.94 GiB at 4096x4096
+(measured 7.13 / 9.00): the allocator and cuDNN added about 0.06 GiB there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from _host import import_host, pack_module, write_report
@@ -28,6 +34,7 @@ VIEW_OPS = {"view", "_unsafe_view", "slice", "select", "reshape", "transpose", "
 def counter_mode():
     """A dispatch mode that tallies conv FLOPs, traffic bytes and ops under the current `phase`."""
     import torch
+    from torch.multiprocessing.reductions import StorageWeakRef
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
     from torch.utils.flop_counter import flop_registry
@@ -37,9 +44,21 @@ def counter_mode():
             super().__init__()
             self.phase = "whole"
             self.tally: dict[str, dict[str, float]] = {}
+            self.live: dict[int, tuple[StorageWeakRef, int]] = {}   # storages made under the mode
+            self.peak = 0
+
+        def track(self, out) -> None:
+            """Live bytes of the storages the ops made (weights and inputs made outside are not counted)."""
+            self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
+            for x in tree_flatten(out)[0]:
+                if isinstance(x, torch.Tensor):
+                    ref = StorageWeakRef(x.untyped_storage())
+                    self.live.setdefault(ref.cdata, (ref, x.untyped_storage().nbytes()))
+            self.peak = max(self.peak, sum(n for _, n in self.live.values()))
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
+            self.track(out)
             t = self.tally.setdefault(self.phase, {"conv_flop": 0, "other_flop": 0, "conv_bytes": 0, "bytes": 0,
                                                    "ops": 0, "convs": 0})
             packet = func._overloadpacket
@@ -71,7 +90,7 @@ def build_meta_vae(z_channels: int):
     return model.to(torch.bfloat16).eval()
 
 
-def count(fn, attn, ours: bool = False) -> dict:
+def count(fn, attn, ours: bool = False) -> dict:  # {"passes": {phase: tally}, "live_peak": bytes}
     """Tallies per phase of fn(); for ours, `run_program` counts as "output" and `_measure` within it as "stats".
 
     The mid block's attention (module `attn`) counts as "attention": on the meta device it runs SDPA's math
@@ -105,7 +124,7 @@ def count(fn, attn, ours: bool = False) -> dict:
     total = sum(t["conv_flop"] + t["other_flop"] for t in mode.tally.values())
     if total != check.get_total_flops():
         raise RuntimeError(f"the phase tally ({total}) disagrees with FlopCounterMode ({check.get_total_flops()})")
-    return mode.tally
+    return {"passes": mode.tally, "live_peak": mode.peak}
 
 
 def main() -> None:
@@ -127,14 +146,22 @@ def main() -> None:
         for rows in args.rows:
             rows_out[f"ours {'fast' if fast else 'reference'} {rows} rows"] = count(
                 lambda r=rows, f=fast: kl.kl_decode(model, z, r, fast=f), model.decoder.mid.attn_1, ours=True)
-    report = {"size": args.size, "unit_C_flop": unit, "cases": rows_out}
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    measured = Path(__file__).parent / "results" / "decode-h200.json"
+    full_peak = None
+    if measured.exists():   # the host's full decode as measured on the H200 (SDXL, bf16), for the ratio
+        case = json.loads(measured.read_text())["cases"].get(f"sdxl_bf16_{args.size}")
+        full_peak = case and case["full_peak"]
+    report = {"size": args.size, "unit_C_flop": unit, "weights_bytes": weights, "measured_full_peak": full_peak,
+              "cases": rows_out}
     write_report(args.json, report, table(report))
 
 
 def table(report: dict) -> str:
     unit = report["unit_C_flop"]
-    host = sum(t["conv_flop"] for t in report["cases"]["host full"].values())
-    host_bytes = sum(t["bytes"] - t["conv_bytes"] for p, t in report["cases"]["host full"].items() if p != "attention")
+    host_passes = report["cases"]["host full"]["passes"]
+    host = sum(t["conv_flop"] for t in host_passes.values())
+    host_bytes = sum(t["bytes"] - t["conv_bytes"] for p, t in host_passes.items() if p != "attention")
     lines = [f"# KL decode cost at {report['size']}x{report['size']} (SDXL/Flux layout, bf16, counted on meta)", "",
              f"C = one 128->128 3x3 conv at full resolution = {unit / 1e12:.3f} TFLOP. Bytes: reads + writes of the "
              "non-view ops (GiB); the attention's are those of SDPA's math decomposition on meta (a fused GPU kernel "
@@ -143,12 +170,28 @@ def table(report: dict) -> str:
              "| ops |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, case in report["cases"].items():
-        for phase, t in [*case.items(), ("total", _sum(case))]:
+        for phase, t in [*case["passes"].items(), ("total", _sum(case["passes"]))]:
             lines.append(f"| {name} | {phase} | {t['conv_flop'] / 1e12:.2f} | {t['conv_flop'] / unit:.2f} | "
                          f"{t['conv_flop'] / host:.3f} | {t['convs']} | {t['conv_bytes'] / 2**30:.1f} | "
                          f"{(t['bytes'] - t['conv_bytes']) / 2**30:.1f} | "
                          f"{(t['bytes'] - t['conv_bytes']) / host_bytes:.2f} | {t['ops']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *_peak_table(report)]) + "\n"
+
+
+def _peak_table(report: dict) -> list[str]:
+    """Live-tensor peaks: a lower bound of the GPU's (no allocator rounding, no cuDNN workspace)."""
+    gib, full = 2**30, report["measured_full_peak"]
+    lines = [f"Live-tensor peak: the most bytes the decode's own tensors hold at once, plus the model's weights "
+             f"({report['weights_bytes'] / gib:.2f} GiB); a lower bound of `max_memory_allocated` (no allocator "
+             "rounding or cuDNN workspace). The host's includes the score matrix of meta's math attention, which a "
+             "GPU's fused kernel does not have. Ratio: over the host's full decode as measured on the H200"
+             + (f" ({full / gib:.2f} GiB)." if full else " (not available)."), "",
+             "| decoder | live peak + weights GiB | / measured full |", "|---|---|---|"]
+    for name, case in report["cases"].items():
+        peak = case["live_peak"] + report["weights_bytes"]
+        ratio = f"{peak / full:.3f}" if full else "-"
+        lines.append(f"| {name} | {peak / gib:.2f} | {ratio} |")
+    return lines
 
 
 def _sum(case: dict) -> dict:

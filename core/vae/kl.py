@@ -33,7 +33,10 @@ checkpoint peak is about A + 3/64 A when the final norm_out + conv_out segment a
 before that release: 1.78 A with 8-row bands, of which 1.5 A checkpoints, so about 0.28 A of weights and band
 activations on top). The fast path keeps that peak: the whole-run steps hold at most 3/4 A (three 1/4-resolution
 512-channel tensors), its extra checkpoint (512 ch at 1/2) is A, and its band working set is smaller (no
-upsampled band, no fp32 GroupNorm chunks).
+upsampled band, no fp32 GroupNorm chunks). The whole-run steps' output is split into row blocks, so the first
+segment releases it as it goes. Live-tensor count (`benchmarks/decode_cost.py`, within 0.06 GiB of the H200 on
+the measured code), weights included: 4.62 / 5.06 / 5.93 GiB at 8 / 16 / 32-row bands at 4096x4096 (0.135 /
+0.148 / 0.173 of the full decode's 34.2 GiB), 1.39 / 1.61 / 2.05 GiB at 2048x2048 (0.160 / 0.185 / 0.235).
 """
 
 from __future__ import annotations
@@ -207,6 +210,6 @@ def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.de
         h = step(h, None) if hasattr(step, "in_channels") else step(h)
     prog = kl_program(model, h.shape[-2], skip, fast)
     rows = max(1, slice_rows * h.shape[-2] // z.shape[-2])   # bands stay slice_rows latent rows tall
-    src = Rows(h)
-    del h   # the program's input blocks are released band by band
+    src = Rows.split(h, rows) if skip else Rows(h)   # in blocks, so the first segment releases them as it goes
+    del h
     return run_program(prog, src, rows, torch.float32, out_device)

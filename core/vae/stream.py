@@ -31,6 +31,14 @@ class Rows:
     def __init__(self, t: Tensor | None = None):
         self.blocks: list[tuple[int, Tensor]] = [] if t is None else [(0, t)]
 
+    @classmethod
+    def split(cls, t: Tensor, rows: int) -> Rows:
+        """t as separate blocks of `rows` rows (copies: views would keep the whole storage alive on release)."""
+        out = cls()
+        for a in range(0, t.shape[-2], rows):
+            out.append(a, t[..., a:a + rows, :].clone())
+        return out
+
     def append(self, a: int, y: Tensor) -> None:
         """Adds rows [a, a + rows of y) after the last block."""
         self.blocks.append((a, y))

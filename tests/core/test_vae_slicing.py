@@ -153,6 +153,16 @@ def test_released_rows_cannot_be_read():
     assert rows.read(3, 5).shape == (1, 2, 2, 4)
 
 
+def test_rows_split_blocks_own_their_memory():
+    """A whole tensor handed to the executor in blocks: each block is its own storage (a released view would keep
+    the whole tensor alive), and the rows read back unchanged."""
+    t = latent((1, 2, 7, 3))
+    rows = stream.Rows.split(t, 3)
+    assert [r0 for r0, _ in rows.blocks] == [0, 3, 6]
+    assert all(b.untyped_storage().data_ptr() != t.untyped_storage().data_ptr() for _, b in rows.blocks)
+    assert torch.equal(rows.read(2, 7), t[..., 2:7, :])
+
+
 def test_kl_bf16_within_twice_the_precision_gap(host):
     """In bf16 the sliced decode stays within 2x the gap between the bf16 and fp32 full decodes."""
     model = tiny_kl(host)
