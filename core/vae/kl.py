@@ -2,23 +2,41 @@
 
 Structure: post_quant_conv, conv_in, mid (ResnetBlock, AttnBlock, ResnetBlock) at latent resolution, then up
 levels of ResnetBlocks and nearest Upsample + conv, then GroupNorm, SiLU, conv_out. The latent-resolution part
-runs whole (it is small; its global attention runs in query chunks, which is exact). Everything after it becomes
-a row-op program with a checkpoint after every ResnetBlock; an upsample and its convolution are fused into the
-next block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
+runs whole (it is small; its global attention is one fused SDPA call on CUDA, query chunks elsewhere). With
+`fast` (the default) the up steps whose whole-tensor peak stays under one full-resolution activation also run
+whole with the host's own modules (`whole_steps`: up to the 1/4-resolution blocks in the SDXL layout).
+Everything after that becomes a row-op program with a checkpoint after every ResnetBlock (and, fast, after an
+upsampling no larger than a full-resolution activation); an upsample and its convolution are fused into the next
+block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
 whole, and norm_out + conv_out write band by band straight into the output.
 
-Memory, SDXL/Flux layout (ch 128, ch_mult 1, 2, 4, 4, three blocks per level) at 4096x4096 in bf16, in units of
-A = one full-resolution 128-channel activation (4 GiB). Checkpoints: 3 x 512 ch at 1/8 resolution (A/16 each),
-3 x 512 ch at 1/4 (A/4), 3 x 256 ch at 1/2 (A/2), 3 x 128 ch at full resolution (A); the output is 3 ch fp32
-(3/64 A). The segment from the last 1/2-resolution checkpoint (A/2) through upsample, conv and the first
-full-resolution block (256 -> 128 with its 1x1 shortcut) to the first full-resolution checkpoint (A) used to
-hold its input whole while allocating its output whole: A/2 + A = 1.5 A, the peak (measured 7.13 GiB = 1.78 A
-with 8-row bands, so about 0.28 A of weights and band activations on top). `stream.Rows` now releases input
-blocks as soon as no later band reads them, so every segment holds max(input, output) plus about two blocks:
-the checkpoint peak is 1.03 A (8-row bands; 1.125 A at 32) in the full-resolution blocks and A + 3/64 A when
-the final norm_out + conv_out segment allocates the output: about 1.05 A + the same 0.28 A = 1.33 A (5.3 GiB,
-0.156 of the full decode's 34.2 GiB) expected. The operators, segments and statistics passes are unchanged, so
-the compute is too; the only extra work is a copy of each band's input rows where they cross two blocks.
+Cost, SDXL/Flux layout at 2048x2048 (`benchmarks/decode_cost.py`, counted on the meta device; units of C = one
+128 -> 128 3x3 convolution at full resolution, 1.24 TFLOP). The host's full decode: 32.1 C of convolutions. The
+reference path (`fast=False`, the layout measured in benchmarks/results/decode-h200.md): 64.2 C at 8-row bands,
+62.4 C at 32. The extra 30 C are the statistics passes: a GroupNorm inside a segment needs the whole tensor's
+statistics first, so each block's conv1 runs twice (+11.75 C) and each of the three upsample convolutions three
+times (+2 x (1 + 4 + 4) = 18 C: once for the next block's norm1, once more for its norm2, once for output).
+Halos add 1.9 C at 8 rows, 0.4 C at 32. Memory traffic outside the convolutions: 6.5-6.7x the host's (the
+unfused GroupNorm's five fp32 passes and the statistics passes' re-reads), in 45k (8 rows) to 12k (32) ops. The
+fast path: the seven low-resolution steps run whole (no statistics passes or halos there); upsample + conv is
+one sub-pixel `UpConv2x` (4/9 of the FLOPs, and the upsampled band never exists); the 1/2-resolution 512-channel
+upsampling output is a checkpoint, so the next block's statistics start from it; GroupNorm is one fused
+batch_norm kernel, and a GroupNorm at a checkpoint takes the statistics the previous output pass gathered.
+Result at 16-row bands: 39.5 C (1.23x the host: 9.5 whole, 18.3 output, 11.6 statistics: conv1 of the 1/2- and
+full-resolution blocks 8 C, the full-resolution sub-pixel upsample conv twice 3.6 C), traffic 2.05x, 3.5k ops.
+
+Memory, SDXL/Flux layout at 4096x4096 in bf16, in units of A = one full-resolution 128-channel activation
+(4 GiB). Checkpoints: 3 x 512 ch at 1/8 resolution (A/16 each), 3 x 512 ch at 1/4 (A/4), 3 x 256 ch at 1/2
+(A/2), 3 x 128 ch at full resolution (A); the output is 3 ch fp32 (3/64 A). `stream.Rows` releases input blocks
+as soon as no later band reads them, so every segment holds max(input, output) plus about two blocks: the
+checkpoint peak is about A + 3/64 A when the final norm_out + conv_out segment allocates the output (measured
+before that release: 1.78 A with 8-row bands, of which 1.5 A checkpoints, so about 0.28 A of weights and band
+activations on top). The fast path keeps that peak: the whole-run steps hold at most 3/4 A (three 1/4-resolution
+512-channel tensors), its extra checkpoint (512 ch at 1/2) is A, and its band working set is smaller (no
+upsampled band, no fp32 GroupNorm chunks). The whole-run steps' output is split into row blocks, so the first
+segment releases it as it goes. Live-tensor count (`benchmarks/decode_cost.py`, within 0.06 GiB of the H200 on
+the measured code), weights included: 4.62 / 5.06 / 5.93 GiB at 8 / 16 / 32-row bands at 4096x4096 (0.135 /
+0.148 / 0.173 of the full decode's 34.2 GiB), 1.39 / 1.61 / 2.05 GiB at 2048x2048 (0.160 / 0.185 / 0.235).
 """
 
 from __future__ import annotations
@@ -26,9 +44,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, Upsample2x
-from .stream import Program, run_program
+from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, UpConv2x, Upsample2x
+from .stream import Program, Rows, run_program
 
 
 class SliceUnsupported(ValueError):
@@ -41,7 +60,7 @@ def is_kl(model: nn.Module) -> bool:
         hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out"))
 
 
-def _resblock(blk: nn.Module) -> list[RowOp]:
+def _resblock(blk: nn.Module, fast: bool = True) -> list[RowOp]:
     if not isinstance(blk.norm1, nn.GroupNorm) or not isinstance(blk.norm2, nn.GroupNorm):
         raise SliceUnsupported(f"{type(blk).__name__} without GroupNorm")
     shortcut = None
@@ -49,8 +68,8 @@ def _resblock(blk: nn.Module) -> list[RowOp]:
         if blk.use_conv_shortcut:
             raise SliceUnsupported("3x3 conv shortcuts are not supported")
         shortcut = blk.nin_shortcut
-    return [Save(), GroupNormAct(blk.norm1, True), Conv(blk.conv1), GroupNormAct(blk.norm2, True), Conv(blk.conv2),
-            AddSkip(shortcut)]
+    return [Save(), GroupNormAct(blk.norm1, True, fast), Conv(blk.conv1), GroupNormAct(blk.norm2, True, fast),
+            Conv(blk.conv2), AddSkip(shortcut)]
 
 
 def _check(model: nn.Module, z: Tensor) -> None:
@@ -74,50 +93,123 @@ def _check(model: nn.Module, z: Tensor) -> None:
 
 
 def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
-    """The mid AttnBlock (one head over all latent pixels) with queries in chunks: the same softmax per query.
+    """The mid AttnBlock (one head over all latent pixels): the same softmax per query as the host's.
 
-    Keys and values stay whole; each chunk's score matrix is kept under `budget_bytes`, so the memory does not
-    depend on which SDPA kernel torch picks for a 512-wide head.
+    On CUDA one call to a fused SDPA kernel (memory-efficient, flash or cuDNN: none materialises the score
+    matrix), as the host's single call would pick. Elsewhere, or when no fused kernel takes the shape, queries run
+    in chunks with keys and values whole and each chunk's score matrix under `budget_bytes`, so the memory does
+    not depend on the kernel. (On the GPU small chunks would starve it: 2048x2048 needs 97 chunks of 682 queries,
+    a few dozen thread blocks each.)
     """
     b, c, h, w = x.shape
     y = blk.norm(x)
-    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3) for conv in (blk.q, blk.k, blk.v))
+    # (B, 1, hw, c) with the channels contiguous, as the fused kernels require (the host makes the same copy)
+    q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous() for conv in (blk.q, blk.k, blk.v))
     del y
-    n = h * w
-    chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
-    out = torch.empty_like(q)
-    for i in range(0, n, chunk):
-        out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+    out = _fused_sdpa(q, k, v) if q.is_cuda else None
+    if out is None:
+        n = h * w
+        chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
+        out = torch.empty_like(q)
+        for i in range(0, n, chunk):
+            out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
     del q, k, v
     return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
 
-def kl_program(model: nn.Module, h_latent: int) -> Program:
-    """The decoder after its mid block as a row-op program (input: the mid block's output)."""
+def _fused_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+    """SDPA restricted to the kernels without a score matrix; None when none of them takes these inputs."""
+    fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    try:
+        with sdpa_kernel(fused):
+            return F.scaled_dot_product_attention(q, k, v)
+    except RuntimeError:   # "no available kernel" (or out of memory): the chunked path bounds the memory
+        return None
+
+
+def up_steps(model: nn.Module) -> list[nn.Module]:
+    """The decoder after its mid block, in host order: every up-level ResnetBlock and Upsample."""
     dec = model.decoder
-    ops: list[RowOp] = []
-    checkpoints = []
+    steps = []
     for i_level in reversed(range(dec.num_resolutions)):
-        for blk in dec.up[i_level].block:
-            ops += _resblock(blk)
-            checkpoints.append(len(ops))
+        steps += list(dec.up[i_level].block)
         if i_level != 0:
-            ops += [Upsample2x(), Conv(dec.up[i_level].upsample.conv)]
-    ops += [GroupNormAct(dec.norm_out, True), Conv(dec.conv_out)]
+            steps.append(dec.up[i_level].upsample)
+    return steps
+
+
+def whole_steps(model: nn.Module, h: int, w: int) -> int:
+    """How many leading up steps run whole (the host's own modules) without raising the sliced decode's peak.
+
+    Whole, a ResnetBlock holds about three tensors at once (input, normalised, convolved: up to 2 c_in + c_out
+    or c_in + 2 c_out channels), an Upsample its input and two tensors of 4x its pixels. The sliced rest always
+    holds at least one full-resolution activation of the last level (its checkpoints), so a step whose whole
+    peak stays under that costs no memory and saves its statistics passes, halos and band loop. In the SDXL/Flux
+    layout that is every step up to the 1/4-resolution blocks (peak 3/4 of that activation).
+    """
+    steps = up_steps(model)
+    scale = 2 ** (model.decoder.num_resolutions - 1)
+    floor = steps[-1].out_channels * h * w * scale * scale
+    pixels, n = h * w, 0
+    for step in steps:
+        if hasattr(step, "in_channels"):   # a ResnetBlock
+            peak = (max(2 * step.in_channels + step.out_channels, step.in_channels + 2 * step.out_channels)
+                    * pixels)
+        else:
+            peak = step.conv.in_channels * 9 * pixels
+        if peak > floor:
+            break
+        pixels *= 1 if hasattr(step, "in_channels") else 4
+        n += 1
+    return n
+
+
+def kl_program(model: nn.Module, h_in: int, skip: int = 0, fast: bool = True) -> Program:
+    """The decoder after its mid block and its first `skip` up steps, as a row-op program of input height h_in.
+
+    Checkpoints after every ResnetBlock. `fast`: upsample + conv as one sub-pixel `UpConv2x`, fused GroupNorm, and
+    a checkpoint after an upsampling whose output is no larger than a full-resolution activation of the last level
+    (the 1/2-resolution 512-channel one in the SDXL layout): the next block's statistics passes then start from
+    it instead of recomputing it twice. Otherwise their references, and no such checkpoint.
+    """
+    dec = model.decoder
+    steps = up_steps(model)
+    floor = steps[-1].out_channels * 4 ** (dec.num_resolutions - 1)   # per latent pixel
+    ops: list[RowOp] = []
+    checkpoints, pixels = [], 1
+    for i, step in enumerate(steps):
+        is_block = hasattr(step, "in_channels")
+        if i >= skip and is_block:
+            ops += _resblock(step, fast)
+            checkpoints.append(len(ops))
+        elif i >= skip:
+            ops += [UpConv2x(step.conv)] if fast else [Upsample2x(), Conv(step.conv)]
+            if fast and step.conv.out_channels * 4 * pixels <= floor:
+                checkpoints.append(len(ops))
+        pixels *= 1 if is_block else 4
+    ops += [GroupNormAct(dec.norm_out, True, fast), Conv(dec.conv_out)]
     if dec.tanh_out:
         ops.append(Elementwise(torch.tanh))
-    return Program(ops, checkpoints, h_latent)
+    return Program(ops, checkpoints, h_in)
 
 
 @torch.no_grad()
 def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
-             out_dtype: torch.dtype = torch.float32) -> Tensor:
+              out_dtype: torch.dtype = torch.float32, fast: bool = True) -> Tensor:
     """What `model.decode(z)` returns, in `out_dtype` (default fp32), computed in bands of `slice_rows` latent rows.
 
     z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) on `out_device`.
+    `fast=False` is the reference: every up step sliced, `Upsample2x` + `Conv`, unfused GroupNorm.
     """
     _check(model, z)
     dec = model.decoder
     h = dec.conv_in(model.post_quant_conv(z))
     h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
-    return run_program(kl_program(model, z.shape[-2]), h, slice_rows, out_dtype, out_device)
+    skip = whole_steps(model, *z.shape[-2:]) if fast else 0
+    for step in up_steps(model)[:skip]:
+        h = step(h, None) if hasattr(step, "in_channels") else step(h)
+    prog = kl_program(model, h.shape[-2], skip, fast)
+    rows = max(1, slice_rows * h.shape[-2] // z.shape[-2])   # bands stay slice_rows latent rows tall
+    src = Rows.split(h, rows) if skip else Rows(h)   # in blocks, so the first segment releases them as it goes
+    del h
+    return run_program(prog, src, rows, out_dtype, out_device)

@@ -4,8 +4,8 @@ A program is a list of row operators (`rowops.py`) plus checkpoints: operator in
 materialised. Between two checkpoints lies a segment, which runs band by band (operator grouping: one band's
 activations live at a time, halos are recomputed). A GroupNorm inside a segment needs statistics over the whole
 tensor first, so the executor runs a statistics pass over the segment's prefix up to that GroupNorm (fp32 per band,
-merged in fp64), then the normalising pass. A GroupNorm right at a checkpoint takes its statistics from the
-previous segment's output pass for free.
+merged in fp64), then the normalising pass. A GroupNorm at a checkpoint (reached through `Save`s only) takes its
+statistics from the previous segment's output pass for free.
 
 A checkpoint is held as one block of rows per output band (`Rows`). During a segment's output pass the input blocks
 that no later band reads are released as soon as the band is written, so input and output never live whole at the
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .rowops import GroupNormAct, GroupStats, RowOp
+from .rowops import GroupNormAct, GroupStats, RowOp, Save
 
 
 class Rows:
@@ -30,6 +30,14 @@ class Rows:
 
     def __init__(self, t: Tensor | None = None):
         self.blocks: list[tuple[int, Tensor]] = [] if t is None else [(0, t)]
+
+    @classmethod
+    def split(cls, t: Tensor, rows: int) -> Rows:
+        """t as separate blocks of `rows` rows (copies: views would keep the whole storage alive on release)."""
+        out = cls()
+        for a in range(0, t.shape[-2], rows):
+            out.append(a, t[..., a:a + rows, :].clone())
+        return out
 
     def append(self, a: int, y: Tensor) -> None:
         """Adds rows [a, a + rows of y) after the last block."""
@@ -91,21 +99,30 @@ def _measure(prog: Program, i0: int, j: int, src: Rows, rows: int) -> tuple[Tens
     return acc.result(norm.eps)
 
 
+def _first_norm(prog: Program, i0: int, i1: int) -> int | None:
+    """Index of a GroupNorm in ops[i0:i1] reached through `Save`s only (it normalises the segment's input)."""
+    j = i0
+    while j < i1 and isinstance(prog.ops[j], Save):
+        j += 1
+    return j if j < i1 and isinstance(prog.ops[j], GroupNormAct) else None
+
+
 def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dtype, out_device):
-    """Run ops[i0:i1]; returns the output and the statistics of it that ops[i1] needs (if a norm).
+    """Run ops[i0:i1]; returns the output and the statistics of it that the next segment's first norm needs.
 
     The output is a `Rows` of one block per band, except after the last operator: then it is one tensor in
     `out_dtype` on `out_device`. Input blocks are released once no later band reads them.
     """
+    first = _first_norm(prog, i0, i1)
     for j in range(i0, i1):
         op = prog.ops[j]
-        if isinstance(op, GroupNormAct) and j == i0 and carry is not None:
+        if j == first and carry is not None:
             op.stats = carry
         elif isinstance(op, GroupNormAct):
             op.stats = _measure(prog, i0, j, src, rows_at(prog.heights[j]))
     final = i1 == len(prog.ops)
-    nxt = None if final else prog.ops[i1]
-    acc = GroupStats(nxt.norm.num_groups) if isinstance(nxt, GroupNormAct) else None
+    nxt = None if final else _first_norm(prog, i1, prog.bounds[prog.bounds.index(i1) + 1])
+    acc = None if nxt is None else GroupStats(prog.ops[nxt].norm.num_groups)
     h_out = prog.heights[i1]
     bands = _slices(h_out, rows_at(h_out))
     dest: Rows | Tensor | None = None if final else Rows()
@@ -121,24 +138,26 @@ def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dty
             dest.append(a, y)
         del y
         src.release_before(prog.source_rows(i0, i1, *bands[k + 1])[0][0] if k + 1 < len(bands) else prog.heights[i0])
-    carry = acc.result(nxt.norm.eps) if acc is not None else None
+    carry = acc.result(prog.ops[nxt].norm.eps) if acc is not None else None
     return dest, carry
 
 
-def run_program(prog: Program, x: Tensor, slice_rows: int, out_dtype: torch.dtype = torch.float32,
+def run_program(prog: Program, x: Tensor | Rows, slice_rows: int, out_dtype: torch.dtype = torch.float32,
                 out_device: torch.device | None = None) -> Tensor:
     """Run `prog` on x (B, C, H, W) in bands of `slice_rows` input rows (scaled with each tensor's height).
 
     Returns the final tensor in `out_dtype` on `out_device` (default: x's device), assembled band by band.
+    Pass x as `Rows(x)` (and drop your reference) to let its rows go as soon as no band reads them.
     """
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    h0, out_device = prog.heights[0], out_device or x.device
+    src = x if isinstance(x, Rows) else Rows(x)
+    h0, out_device = prog.heights[0], out_device or src.blocks[0][1].device
 
     def rows_at(h: int) -> int:
         return max(1, slice_rows * h // h0)
 
-    src, carry = Rows(x), None
+    carry = None
     del x   # the caller's reference may remain; ours goes with the first segment's input blocks
     for i0, i1 in zip(prog.bounds[:-1], prog.bounds[1:], strict=True):
         src, carry = _segment(prog, i0, i1, src, carry, rows_at, out_dtype, out_device)

@@ -19,6 +19,7 @@ vae = importlib.import_module("pyra_pack.core.vae")
 rowops = importlib.import_module("pyra_pack.core.vae.rowops")
 stream = importlib.import_module("pyra_pack.core.vae.stream")
 enc = importlib.import_module("pyra_pack.core.vae.kl_encode")
+kl = importlib.import_module("pyra_pack.core.vae.kl")
 
 TOL_FP32 = 1e-4
 
@@ -152,6 +153,16 @@ def test_released_rows_cannot_be_read():
     assert rows.read(3, 5).shape == (1, 2, 2, 4)
 
 
+def test_rows_split_blocks_own_their_memory():
+    """A whole tensor handed to the executor in blocks: each block is its own storage (a released view would keep
+    the whole tensor alive), and the rows read back unchanged."""
+    t = latent((1, 2, 7, 3))
+    rows = stream.Rows.split(t, 3)
+    assert [r0 for r0, _ in rows.blocks] == [0, 3, 6]
+    assert all(b.untyped_storage().data_ptr() != t.untyped_storage().data_ptr() for _, b in rows.blocks)
+    assert torch.equal(rows.read(2, 7), t[..., 2:7, :])
+
+
 def test_kl_bf16_within_twice_the_precision_gap(host):
     """In bf16 the sliced decode stays within 2x the gap between the bf16 and fp32 full decodes."""
     model = tiny_kl(host)
@@ -275,3 +286,107 @@ def test_group_norm_act_in_group_chunks_equals_torch_group_norm_on_strided_input
     ref = torch.nn.functional.silu(norm(xb.float()).to(torch.bfloat16))  # rounded before the SiLU, as the host
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), ref.float(), atol=1e-2, rtol=1e-2)
+
+
+# The KL decode's fast paths (sub-pixel upsample + conv, fused GroupNorm, whole low levels) against their
+# references and the host's full decode.
+
+def conv3x3(cin=6, cout=5, seed=0):
+    return seeded_(torch.nn.Conv2d(cin, cout, 3, padding=1), seed)
+
+
+def run_rows(ops, x, a, b):
+    """Output rows [a, b) of `ops` on x, computed by the executor from only the input rows their `need` asks for."""
+    return stream.Program(ops, [], x.shape[-2]).band(0, len(ops), stream.Rows(x), a, b)
+
+
+@pytest.mark.parametrize("rows", [(0, 14), (0, 1), (3, 8), (5, 6), (13, 14), (4, 13)])
+def test_upconv_equals_upsample_then_conv(rows):
+    conv = conv3x3()
+    x = latent((2, 6, 7, 5))
+    with torch.no_grad():
+        ref = conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))[..., rows[0]:rows[1], :]
+        fast = run_rows([rowops.UpConv2x(conv)], x, *rows)
+        slow = run_rows([rowops.Upsample2x(), rowops.Conv(conv)], x, *rows)
+    assert fast.shape == slow.shape == ref.shape
+    assert (fast - ref).abs().max().item() <= 1e-5
+    assert (slow - ref).abs().max().item() <= 1e-5
+
+
+def test_upconv_with_swapped_phases_differs(monkeypatch):
+    """The check above can fail: tap sums assigned to the wrong output phase are far off."""
+    conv = conv3x3()
+    x = latent((1, 6, 7, 5))
+    op = rowops.UpConv2x(conv)
+    kernels, bias = op.phase_weights(x.device, x.dtype)
+    monkeypatch.setattr(op, "phase_weights", lambda device, dtype: (kernels[::-1], bias))
+    with torch.no_grad():
+        ref = conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        assert (run_rows([op], x, 0, 14) - ref).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_group_norm_equals_reference(dtype):
+    norm = seeded_(torch.nn.GroupNorm(4, 12, eps=1e-6))
+    x = (latent((2, 12, 5, 7)) * 3 + 1).to(dtype)
+    acc = rowops.GroupStats(4)
+    acc.add(x)
+    stats = acc.result(norm.eps)
+    out = {}
+    for fused in (False, True):
+        op = rowops.GroupNormAct(norm, False, fused)
+        op.stats = stats
+        out[fused] = op(x.clone(), 0, 0, 5, 5, []).float()
+    with torch.no_grad():
+        host_way = norm.to(dtype)(x).float()
+    tol = 1e-5 if dtype == torch.float32 else 2 ** -7 * host_way.abs().max().item()   # bf16: one rounding step
+    assert (out[True] - out[False]).abs().max().item() <= tol
+    assert (out[True] - host_way).abs().max().item() <= tol
+
+
+def test_whole_steps_real_sdxl_layout(host):
+    """The real SDXL/Flux layout runs its 1/8- and 1/4-resolution steps whole (3 + 1 + 3), nothing larger."""
+    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    with torch.device("meta"):
+        model = host[0].AutoencoderKL(ddconfig=dd, embed_dim=4)
+    assert kl.whole_steps(model, 256, 256) == 7
+    assert len(kl.up_steps(model)) == 15
+
+
+@pytest.mark.parametrize("rows", [1, 3, 13])
+def test_fast_decode_equals_full_and_reference(host, rows):
+    model = tiny_kl(host)
+    z = latent((2, 4, 13, 11))
+    assert kl.whole_steps(model, 13, 11) > 0   # the case exercises the whole-run prefix
+    with torch.no_grad():
+        ref = model.decode(z)
+    fast = kl.kl_decode(model, z, rows)
+    slow = kl.kl_decode(model, z, rows, fast=False)
+    assert fast.shape == ref.shape
+    assert (fast - ref).abs().max().item() <= TOL_FP32
+    assert (slow - ref).abs().max().item() <= TOL_FP32
+
+
+def test_fast_decode_bf16_within_twice_the_precision_gap(host):
+    model = tiny_kl(host, ch_mult=(1, 2, 2, 2), num_res_blocks=2)
+    z = latent((1, 4, 9, 8))
+    with torch.no_grad():
+        ref32 = model.decode(z)
+        model16 = model.to(torch.bfloat16)
+        ref16 = model16.decode(z.bfloat16()).float()
+    gap = (ref16 - ref32).abs().max().item()
+    for fast in (True, False):
+        out = kl.kl_decode(model16, z.bfloat16(), 2, fast=fast)
+        assert (out - ref32).abs().max().item() <= 2 * gap
+
+
+def test_fused_sdpa_equals_chunked_attention():
+    """The GPU's one-call attention (tried here with the CPU's flash kernel) equals the chunked reference."""
+    q, k, v = (latent((1, 1, 50, 16), seed) for seed in (1, 2, 3))
+    fused = kl._fused_sdpa(q, k, v)
+    assert fused is not None
+    chunked = torch.cat([torch.nn.functional.scaled_dot_product_attention(q[:, :, i:i + 7], k, v)
+                         for i in range(0, 50, 7)], dim=2)
+    assert (fused - chunked).abs().max().item() <= 1e-5
+    assert (fused - chunked.flip(2)).abs().max().item() > 1e-2   # the check can fail
