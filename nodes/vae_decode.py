@@ -14,7 +14,7 @@ from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder
 log = logging.getLogger(__name__)
 
 SLICE_TOOLTIP = (
-    "Latent rows per band. 0 picks it from free device memory (at most an eighth of the height). Smaller bands "
+    "Latent rows per band. 0 picks it from free device memory (at most 16, and an eighth of the height). Smaller bands "
     "use less memory and recompute a little more; the result is the same for every value. If a band runs out of "
     "memory the node halves it and starts again."
 )

@@ -65,8 +65,8 @@ class PyraExactVAEEncode(io.ComfyNode):
                     "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux) encode sliced and exact; any other VAE falls back "
                     "to the host's plain encode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=(
-                    "Latent rows per band (8 image rows each). 0 picks it from free device memory (at most an "
-                    "eighth of the height). The result is the same for every value. If a band runs out of memory "
+                    "Latent rows per band (8 image rows each). 0 picks it from free device memory (at most 16, and "
+                    "an eighth of the height). The result is the same for every value. If a band runs out of memory "
                     "the node halves it and starts again.")),
             ],
             outputs=[io.Latent.Output(tooltip="The latent, as VAE Encode gives it.")],

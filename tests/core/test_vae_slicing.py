@@ -208,8 +208,9 @@ def test_group_stats_merge_matches_whole_tensor():
 
 def test_auto_slice_rows():
     gib = 1 << 30
-    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 80 * gib) == 32          # capped at an eighth of the height
-    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 1 * gib) < 32            # less memory, thinner bands
+    assert vae.auto_slice_rows((1, 4, 96, 96), 2, 80 * gib) == 12            # capped at an eighth of the height
+    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 80 * gib) == vae.MAX_AUTO_ROWS == 16   # and at 16 rows
+    assert vae.auto_slice_rows((1, 4, 256, 256), 2, 1 * gib) < 16            # less memory, thinner bands
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 0) == 1
     assert vae.auto_slice_rows((1, 4, 3, 5), 4, 80 * gib) == 3
 
