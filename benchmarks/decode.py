@@ -46,24 +46,29 @@ WAN_REAL = {"dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 
 WAN_TINY = {**WAN_REAL, "dim": 8}
 
 
-def build_vae(z_channels: int, layout: dict, device, dtype, seed: int = 0):
-    """comfy.sd.VAE around a seeded random AutoencoderKL of `layout`, weights in `dtype` on `device`."""
-    import comfy.sd
+def seed_weights(model, seed: int, is_scale):
+    """Fan-in scaled N(0, 1) weights; 1-D parameters near 1 where `is_scale(name)` (norm scales), else near 0."""
     import torch
-    from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3,
-          "attn_resolutions": [], "dropout": 0.0, **layout}
-    params = {"embed_dim": z_channels, "ddconfig": dd}
-    model = AutoencoderKL(**params)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
             else:
-                base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
-                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
+                p.copy_((1.0 if is_scale(name) else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def build_vae(z_channels: int, layout: dict, device, dtype, seed: int = 0):
+    """comfy.sd.VAE around a seeded random AutoencoderKL of `layout`, weights in `dtype` on `device`."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3,
+          "attn_resolutions": [], "dropout": 0.0, **layout}
+    params = {"embed_dim": z_channels, "ddconfig": dd}
+    model = seed_weights(AutoencoderKL(**params), seed, lambda name: "norm" in name and name.endswith("weight"))
     vae = comfy.sd.VAE(sd=model.state_dict(), config={"params": params}, device=device, dtype=dtype)
     vae.first_stage_model.to(device)
     vae.output_device = device
@@ -74,16 +79,8 @@ def build_wan_vae(layout: dict, device, dtype, seed: int = 0):
     """comfy.sd.VAE around a seeded random WanVAE of `layout` (the host detects it from the state-dict keys)."""
     import comfy.ldm.wan.vae
     import comfy.sd
-    import torch
 
-    model = comfy.ldm.wan.vae.WanVAE(**layout)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            else:
-                p.copy_((1.0 if "gamma" in name else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+    model = seed_weights(comfy.ldm.wan.vae.WanVAE(**layout), seed, lambda name: "gamma" in name)
     vae = comfy.sd.VAE(sd=model.state_dict(), device=device, dtype=dtype)
     if vae.first_stage_model.decoder.dim != layout["dim"]:
         raise RuntimeError("the host did not build the Wan 2.1 VAE layout from the random state dict")
