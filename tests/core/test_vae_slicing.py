@@ -13,6 +13,7 @@ import pytest
 import torch
 from host import comfyui_dir
 from packload import load_pack_package
+from vae_helpers import seeded_
 
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
@@ -35,19 +36,6 @@ def host():
     import comfy.taesd.taesd
 
     return comfy.ldm.models.autoencoder, comfy.taesd.taesd
-
-
-def seeded_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Fan-in scaled weights, and norms/biases away from 1/0 so that GroupNorm's affine part matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            else:
-                base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
-                p.copy_(base + 0.5 * torch.randn(p.shape, generator=g))
-    return module.eval()
 
 
 def tiny_kl(host, z_channels=4, ch_mult=(1, 2, 2), num_res_blocks=1):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from host import comfyui_dir
 from packload import load_pack_package
+from vae_helpers import seeded_
 
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
@@ -29,14 +30,7 @@ def wan_vae():
 
     model = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                      temperal_downsample=[False, True, True], dropout=0.0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            else:
-                p.copy_((1.0 if "gamma" in name else 0.0) + 0.5 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    return seeded_(model, 0, lambda name: "gamma" in name)
 
 
 def latent(shape, seed=1):
