@@ -31,6 +31,14 @@ def _module_function(dit: nn.Module, name: str):
 SUPPORTED = "SD3-family MMDiT, Flux.1 (dev / schnell) and Wan 2.1 text-to-video"
 
 
+def _loaded(layer: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    """`layer` with its weight and bias copied from `weight` and `bias` (a new per-level layer from a base one)."""
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
 class MMDiTArch:
     """SD3's MMDiT (comfy/ldm/modules/diffusionmodules/mmdit.py): x_embedder, t_embedder, final_layer."""
 
@@ -60,11 +68,8 @@ class MMDiTArch:
     @staticmethod
     def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
         q = kernel.shape[-1]
-        out = nn.Conv2d(kernel.shape[1], kernel.shape[0], q, stride=q, dtype=dtype, device=kernel.device)
-        with torch.no_grad():
-            out.weight.copy_(kernel)
-            out.bias.copy_(bias)
-        return out
+        return _loaded(nn.Conv2d(kernel.shape[1], kernel.shape[0], q, stride=q, dtype=dtype, device=kernel.device),
+                       kernel, bias)
 
     @staticmethod
     def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
@@ -147,11 +152,8 @@ class FluxArch:
 
     @staticmethod
     def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
-        out = nn.Linear(kernel[0].numel(), kernel.shape[0], dtype=dtype, device=kernel.device)
-        with torch.no_grad():
-            out.weight.copy_(kernel.reshape(kernel.shape[0], -1))
-            out.bias.copy_(bias)
-        return out
+        return _loaded(nn.Linear(kernel[0].numel(), kernel.shape[0], dtype=dtype, device=kernel.device),
+                       kernel.reshape(kernel.shape[0], -1), bias)
 
     @staticmethod
     def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
@@ -288,12 +290,9 @@ class WanArch:
     @staticmethod
     def make_embed(kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Module:
         q = kernel.shape[-1]
-        out = nn.Conv3d(kernel.shape[1], kernel.shape[0], (1, q, q), stride=(1, q, q), dtype=torch.float32,
-                        device=kernel.device)
-        with torch.no_grad():
-            out.weight.copy_(kernel)
-            out.bias.copy_(bias)
-        return out
+        conv = nn.Conv3d(kernel.shape[1], kernel.shape[0], (1, q, q), stride=(1, q, q), dtype=torch.float32,
+                         device=kernel.device)
+        return _loaded(conv, kernel, bias)
 
     @staticmethod
     def patchify(embed: nn.Module, x: Tensor, q: int) -> Tensor:
