@@ -21,16 +21,20 @@ def _run(comfy_host, model, cond, steps, levels_latent=16, cfg=2.0, solver="eule
     return node.execute(model, 3, steps, "0.3", solver, cfg, "simple", cond, cond, latent).result[0]["samples"]
 
 
-def test_one_level_equals_the_stock_euler_sampler(setup):
+def _stock_euler(patcher, cond):
+    """What the stock sampler gives for `_run`'s settings (6 Euler steps, seed 3, CFG 2, 16x16 latent)."""
     import comfy.sample
-    import comfy.samplers
 
+    latent = torch.zeros(1, 16, 16, 16)
+    return comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 6, 2.0, "euler", "simple", cond, cond,
+                               latent, disable_pbar=True, seed=3)
+
+
+def test_one_level_equals_the_stock_euler_sampler(setup):
     comfy_host, patcher, cond = setup
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 1).result[0]
     ours = _run(comfy_host, dfm, cond, "6")
-    latent = torch.zeros(1, 16, 16, 16)
-    ref = comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 6, 2.0, "euler", "simple", cond, cond,
-                              latent, disable_pbar=True, seed=3)
+    ref = _stock_euler(patcher, cond)
     assert torch.equal(ours, ref)
     assert dfm.model is patcher.model  # the base is shared, not copied or changed
 
@@ -69,14 +73,10 @@ def flux(comfy_host):
 
 
 def test_flux_one_level_equals_the_stock_euler_sampler(flux):
-    import comfy.sample
-
     comfy_host, patcher, cond = flux
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 1).result[0]
     ours = _run(comfy_host, dfm, cond, "6")
-    latent = torch.zeros(1, 16, 16, 16)
-    ref = comfy.sample.sample(patcher, comfy.sample.prepare_noise(latent, 3), 6, 2.0, "euler", "simple", cond, cond,
-                              latent, disable_pbar=True, seed=3)
+    ref = _stock_euler(patcher, cond)
     assert torch.equal(ours, ref)
     other = [[c[0], {**c[1], "guidance": 1.0}] for c in cond]  # the guidance reaches the DFM model
     assert not torch.equal(_run(comfy_host, dfm, other, "6"), ours)
