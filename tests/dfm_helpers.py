@@ -36,3 +36,21 @@ def tiny_model(family: str, seed: int = 0, std: float = 0.05, random_biases: boo
                 if name.endswith("bias"):
                     p.copy_(torch.randn(p.shape, generator=g) * std)
     return patcher
+
+
+def checkpoint_round_trip(path, dit, record_family: bool):
+    """2-level DFM layers of `dit` (perturbed so a load has work to do), saved to `path` and loaded back.
+
+    Returns (layers, fresh, meta, sd, lora): `fresh` are new, not yet loaded layers of the loaded level count."""
+    arch = arch_mod.adapter_for(dit)
+    layers = network.DFMLayers(arch, 2)
+    with torch.no_grad():
+        for p in layers.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    meta = {"levels": 2, **({"family": arch.family} if record_family else {}), "base": ckpt.fingerprint(dit)}
+    meta, sd, lora = ckpt.load_dfm(ckpt.save_dfm(path, layers, meta))
+    return layers, network.DFMLayers(arch, meta["levels"]), meta, sd, lora
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dfm_helpers import arch_mod, ckpt, levels, network, sampler, tiny_model, train
+from dfm_helpers import arch_mod, checkpoint_round_trip, ckpt, levels, network, same_state, sampler, tiny_model, train
 
 
 def tiny_sd3(seed: int = 0, std: float = 0.05):
@@ -146,18 +146,9 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_checkpoint_round_trip(tmp_path, base):
-    arch = arch_mod.adapter_for(base.diffusion_model)
-    layers = network.DFMLayers(arch, 2)
-    with torch.no_grad():
-        for p in layers.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
-    meta = {"levels": 2, "base": ckpt.fingerprint(base.diffusion_model)}
-    path = ckpt.save_dfm(tmp_path / "a.safetensors", layers, meta)
-    meta, sd, lora = ckpt.load_dfm(path)
-    fresh = network.DFMLayers(arch, meta["levels"])
+    layers, fresh, meta, sd, lora = checkpoint_round_trip(tmp_path / "a.safetensors", base.diffusion_model, False)
     fresh.load_state_dict(sd)
-    pairs = zip(fresh.state_dict().values(), layers.state_dict().values(), strict=True)
-    assert all(torch.equal(a, b) for a, b in pairs)
+    assert same_state(fresh, layers)
     assert meta["base"] == ckpt.fingerprint(base.diffusion_model) and not lora
 
 

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from dfm_helpers import arch_mod, ckpt, levels, network, sampler, tiny_model, train
+from dfm_helpers import arch_mod, checkpoint_round_trip, levels, network, same_state, sampler, tiny_model, train
 
 
 def tiny_wan(seed: int = 0, std: float = 0.05):
@@ -199,16 +199,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(base):
 
 
 def test_checkpoint_round_trip_records_the_family(tmp_path, base):
-    arch = arch_mod.adapter_for(base.diffusion_model)
-    layers = network.DFMLayers(arch, 2)
-    with torch.no_grad():
-        for p in layers.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
-    meta = {"levels": 2, "family": arch.family, "base": ckpt.fingerprint(base.diffusion_model)}
-    meta, sd, lora = ckpt.load_dfm(ckpt.save_dfm(tmp_path / "w.safetensors", layers, meta))
+    layers, fresh, meta, sd, lora = checkpoint_round_trip(tmp_path / "w.safetensors", base.diffusion_model, True)
     assert meta["family"] == "wan21" and not lora
-    fresh = network.DFMLayers(arch, meta["levels"])
     assert not torch.equal(fresh.embed[0].weight, layers.embed[0].weight)  # the load below has work to do
     fresh.load_state_dict(sd)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), layers.state_dict().values(),
-                                                 strict=True))
+    assert same_state(fresh, layers)
