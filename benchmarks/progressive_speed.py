@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -41,10 +42,33 @@ SDXL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spati
         "use_temporal_attention": False, "use_temporal_resblock": False}
 
 
-def build(family: str, device, offload_device=None):
+def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
+    """Scale the time-embedding layer's input weights on sinusoid frequencies f > cutoff (rad per timestep unit,
+    the host's embeddings run t over 0..1000) by cutoff / f.
+
+    Why: with random weights, every sinusoid of the timestep embedding counts equally, and the fastest ones
+    turn by up to 1 rad per timestep unit, about 33 rad per step of a 30-step schedule, so the modulation of
+    every block, and with it the output, changes at random from one step to the next (on the random Flux the
+    output changed by 0.5-0.8 per step, benchmarks/results/step-cache-h200.md, where no cache could reuse
+    anything). Trained models vary smoothly along the schedule, which is what step caches exploit. At the
+    cutoff a 30-step schedule turns a sinusoid by about 0.5 rad per step.
+    """
+    import torch
+
+    layer = {"flux": lambda dm: dm.time_in.in_layer, "sdxl": lambda dm: dm.time_embed[0]}[family](
+        model.diffusion_model)
+    half = layer.in_features // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)  # cos half, then sin
+    scale = (cutoff / freqs).clamp(max=1.0)
+    with torch.no_grad():
+        layer.weight.mul_(torch.cat([scale, scale]).to(layer.weight.device, layer.weight.dtype))
+
+
+def build(family: str, device, offload_device=None, smooth_time: bool = False):
     """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup.
 
-    offload_device: where the host puts the model when it unloads it (default: `device`, it stays)."""
+    offload_device: where the host puts the model when it unloads it (default: `device`, it stays).
+    smooth_time: the time-smooth stand-in (smooth_time_embedding)."""
     import comfy.model_patcher
     import comfy.supported_models as sm
     import torch
@@ -56,6 +80,8 @@ def build(family: str, device, offload_device=None):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)
+    if smooth_time:
+        smooth_time_embedding(model, family)
     model = model.to(torch.bfloat16)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload_device or device)
     g = torch.Generator().manual_seed(0)

@@ -23,6 +23,7 @@ and the change of the model's output per evaluation, and their rank correlation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -36,6 +37,9 @@ from _host import import_host, pack_module
 
 CPU_NOTE = (" CPU wall times come from a shared 2-core machine where other jobs ran at the same time: read the "
             "reuse counts and deviations, not the speedups.")
+SMOOTH_NOTE = (" Time-smooth stand-in: the time-embedding layer's weights on sinusoid frequencies above "
+               "0.015 rad per timestep unit are scaled down by cutoff / frequency (progressive_speed."
+               "smooth_time_embedding), so that the model, like a trained one, varies smoothly along the schedule.")
 CPU_MODELS = {"sd15": (4, 32, {}), "sdxl": (4, 32, {}), "sd3": (16, 32, {}), "flux": (16, 32, {}),
               "wan21": (16, 32, {"num_layers": 3})}
 
@@ -55,11 +59,11 @@ def build_cpu(family: str):
     return demo.build_tiny_model(family), cond.demo_conditioning(family, seed=1), 2.0, "simple", shape
 
 
-def build_gpu(family: str, device):
+def build_gpu(family: str, device, smooth_time: bool = False):
     sys.path.insert(0, str(Path(__file__).parent))
     from progressive_speed import build
 
-    patcher, cond, cfg, scheduler, channels = build(family, device)
+    patcher, cond, cfg, scheduler, channels = build(family, device, smooth_time=smooth_time)
     return patcher, cond, cfg, scheduler, (1, channels, 128, 128)
 
 
@@ -187,12 +191,12 @@ def indicator(changes, outputs):
             "spearman": rank_correlation([c for c, _ in pairs], [o for _, o in pairs])}
 
 
-def bench_model(family, device, steps, repeats, search_runs):
+def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
     import comfy.model_management
 
     hooks = pack_module("nodes.step_cache_hooks")
     core = pack_module("core.cache")
-    base, cond, cfg, scheduler, shape = build_gpu(family, device) if device.type == "cuda" else build_cpu(family)
+    base, cond, cfg, scheduler, shape = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
     comfy.model_management.load_models_gpu([base])
     run(base, cond, cfg, scheduler, shape, 3, device, 1)  # warm-up
     evals = steps
@@ -205,32 +209,43 @@ def bench_model(family, device, steps, repeats, search_runs):
         return {"seconds": t, "speedup": t_ref / t, "computed": computed, "reused": evals - computed,
                 "deviation": float((out - ref).norm() / ref.norm()), "threshold": threshold}
 
-    def ours(threshold, times=repeats, outputs=None):
+    def ours(threshold, times=repeats, outputs=None, preset=None):
         patched = base.clone()
-        cache = hooks.install(patched, family, threshold, 0.15, 0.95, False)
+        cache = hooks.install(patched, family, threshold, 0.15, 0.95, False, preset)
         return measure(patched, cache, threshold, times, outputs), cache
+
+    def matched(preset, outputs=None):
+        """(uncached-threshold row, its cache, candidates, deviation-matched row, rows tried). `outputs`
+        receives the model outputs of an extra untimed run (copying them out would slow the timed one)."""
+        if outputs is not None:
+            ours(0.0, times=1, outputs=outputs, preset=preset)
+        probe_row, probe = ours(0.0, preset=preset)
+        candidates = core.reuse_candidates(probe.stats.changes, probe.stats.active)
+        if rows["easycache"]["reused"] == 0:
+            return probe_row, probe, candidates, {**probe_row}, []
+        best, tried = deviation_matched(candidates, rows["easycache"]["deviation"],
+                                        lambda th: ours(th, 1, preset=preset)[0], search_runs)
+        # timed again with all repeats (the search timed one run each)
+        return probe_row, probe, candidates, ({**probe_row} if best is None else
+                                              ours(best["threshold"], preset=preset)[0]), tried
 
     for kind in ("easycache", "lazycache"):
         rows[kind] = measure(host_cache(base, kind, 0.2), threshold=0.2)
     outputs = []
-    rows["ours_t0"], probe = ours(0.0, outputs=outputs)
+    rows["ours_t0"], probe, candidates, rows["ours_deviation_matched"], tried = matched(None, outputs)
     changes, active = probe.stats.changes, probe.stats.active
     window = sum(active)
-    candidates = core.reuse_candidates(changes, active)
     easy = rows["easycache"]["deviation"]
-    if rows["easycache"]["reused"] == 0:
-        best, tried = None, []
-    else:
-        best, tried = deviation_matched(candidates, easy, lambda th: ours(th, 1)[0], search_runs)
-    if best is None:
-        rows["ours_deviation_matched"] = {**rows["ours_t0"]}
-    else:  # timed again with all repeats (the search timed one run each)
-        rows["ours_deviation_matched"] = ours(best["threshold"])[0]
+    variants = {}
+    if core.PRESETS[family].kind == "unet":  # Step Rehash's split (everything above the first downsampling)
+        rehash = dataclasses.replace(core.PRESETS[family], shallow=0)
+        _, _, _, rows["ours_deviation_matched_rehash_split"], variants["rehash_split"] = matched(rehash)
     for name, th in (("ours_reuse_matched", threshold_for(candidates, rows["easycache"]["reused"])),
                      ("ours_preset", core.PRESETS[family].threshold),
                      ("ours_half", threshold_for(candidates, math.ceil(window * 0.55)))):
         rows[name] = ours(th)[0]
-    for name in ("ours_deviation_matched", "ours_reuse_matched", "ours_half"):
+    for name in ("ours_deviation_matched", "ours_reuse_matched", "ours_half",
+                 *(f"ours_deviation_matched_{v}" for v in variants)):
         rows[name]["deviation_ratio_vs_easycache"] = rows[name]["deviation"] / easy if easy else None
     # The uncached run timed again at the end: on the H200 the first runs of a model were once 1.5x slower
     # than later ones. Every speedup is taken against the faster of the two uncached timings.
@@ -244,7 +259,7 @@ def bench_model(family, device, steps, repeats, search_runs):
     comfy.model_management.soft_empty_cache()
     return {"steps": steps, "latent": list(shape), "evaluations": evals, "window_evaluations": window,
             "easycache_reuses_nothing": rows["easycache"]["reused"] == 0, "candidates": candidates,
-            "deviation_search": tried, "indicator": indicator(changes, outputs), "runs": rows}
+            "deviation_search": tried, "variant_searches": variants, "indicator": indicator(changes, outputs), "runs": rows}
 
 
 def _fmt(v) -> str:
@@ -287,6 +302,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--smooth-time", action="store_true",
+                    help="GPU: the time-smooth stand-in (progressive_speed.smooth_time_embedding)")
     ap.add_argument("--search-runs", type=int, default=6,
                     help="at most this many sampler runs in the deviation-matched search, per model")
     a = ap.parse_args()
@@ -301,10 +318,12 @@ def main() -> None:
                        "ours_deviation_matched: the most reuse at a final-latent deviation <= EasyCache's (0.2) on "
                        "the same run; ours_reuse_matched reuses as many evaluations as EasyCache; ours_half about "
                        "55% of the window (0.15-0.95). The uncached run is timed first (none) and last (none_end); "
-                       "every speedup is against the faster of the two." + CPU_NOTE * (a.device == "cpu")),
+                       "every speedup is against the faster of the two." + CPU_NOTE * (a.device == "cpu")
+                       + SMOOTH_NOTE * a.smooth_time),
               "models": {}}
     for family in models:
-        result["models"][family] = bench_model(family, device, a.steps, a.repeats, a.search_runs)
+        result["models"][family] = bench_model(family, device, a.steps, a.repeats, a.search_runs,
+                                                 a.smooth_time)
         print(json.dumps({family: result["models"][family]["runs"]}, indent=1), flush=True)
     head = {}
     for family in ("flux", "sdxl"):

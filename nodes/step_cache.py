@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from comfy_api.latest import io
 
 from ..core.cache import PRESETS
@@ -45,6 +47,11 @@ class PyraStepCache(io.ComfyNode):
                              tooltip="At most this many consecutive reused steps, then a full one (0: no "
                                      "limit). A guard for models whose early feature barely moves while the "
                                      "output does."),
+                io.Int.Input("unet_shallow_blocks", default=-1, min=-1, max=12, optional=True,
+                             tooltip="SD1.5/SDXL: input blocks still computed on a reused step (their output "
+                                     "blocks too). -1 uses the preset (2: the input convolution and the first "
+                                     "ResBlock), 0 everything above the first downsampling (Step Rehash's split: "
+                                     "closer to the uncached output, less saved); ignored by DiTs."),
             ],
             outputs=[io.Model.Output(tooltip="A patched clone of the model; the input model is untouched.")],
         )
@@ -57,12 +64,14 @@ class PyraStepCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset: str, threshold: float, start_percent: float, end_percent: float,
-                cache_on_cpu: bool, max_reused_in_a_row: int = 0) -> io.NodeOutput:
+                cache_on_cpu: bool, max_reused_in_a_row: int = 0, unet_shallow_blocks: int = -1) -> io.NodeOutput:
         family = detect_family(model)
         if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
             raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "
                                  f"model: choose auto or {family}")
         chosen = PRESETS[family if preset == "auto" else preset]
+        if unet_shallow_blocks >= 0:
+            chosen = dataclasses.replace(chosen, shallow=unet_shallow_blocks)
         value = chosen.threshold if threshold < 0 else threshold
         patched = model.clone()
         install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen, max_reused_in_a_row)

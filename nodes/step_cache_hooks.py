@@ -99,7 +99,7 @@ def install(patcher, family: str, threshold: float, start_percent: float, end_pe
         for block in plan.head + plan.middle:
             patcher.set_model_patch_replace(hook.patch_for(block), "dit", block[0], block[1])
     else:
-        _install_unet(patcher, dm, cache, window)
+        _install_unet(patcher, dm, cache, window, preset.shallow)
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                  _outer_sample_wrapper(cache, window, family))
     return cache
@@ -168,8 +168,18 @@ def _original(block):
     return block.original if isinstance(block, _Gate) else block
 
 
-def _install_unet(patcher, dm, cache: StepCache, window: _Window) -> None:
-    depth = shallow_depth(dm)
+def unet_depth(dm, shallow: int) -> int:
+    """Input blocks computed on a reused evaluation: `shallow`, or 0 for all those above the first downsampling."""
+    if shallow == 0:
+        return shallow_depth(dm)
+    if not 1 <= shallow < len(dm.input_blocks):
+        raise StepCacheError(f"this UNet has {len(dm.input_blocks)} input blocks: the shallow part must keep 1 to "
+                             f"{len(dm.input_blocks) - 1} of them (0: up to the first downsampling), not {shallow}")
+    return shallow
+
+
+def _install_unet(patcher, dm, cache: StepCache, window: _Window, shallow: int) -> None:
+    depth = unet_depth(dm, shallow)
     state = _UNetState(cache, window, depth, len(dm.output_blocks))
 
     def after_input(h, transformer_options):

@@ -9,9 +9,13 @@ re-measured on trained weights here: the pack has none, and random weights make 
 meaningless (benchmarks/step_cache.py searches its thresholds instead: the most reuse at no more deviation than
 the host's EasyCache on the same run).
 
-UNets (Step Rehash): the shallow part is everything above the first downsampling (input blocks before it and
-the output blocks that take their skip connections); the deep part is reused. DiTs: `head` first blocks and
-`tail` last blocks are computed, the middle ones skipped.
+UNets: the first `shallow` input blocks and the output blocks that take their skip connections are computed, the
+deep part between them is reused. `shallow` 0 puts the boundary at the first downsampling (Step Rehash's deep/
+shallow split: for SDXL the input convolution and both full-resolution ResBlocks). The presets use 2, the input
+convolution and the first ResBlock, whose output is also the decision feature: DeepCache's default branch
+(cache_block_id 0: the first block of the first down stage and the matching up-stage blocks), which leaves
+fewer blocks to compute on a reused step. DiTs: `head` first blocks and `tail` last blocks are computed, the
+middle ones skipped.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ class CachePreset:
     threshold: float
     head: int = 1
     tail: int = 1
+    shallow: int = 0  # UNets: input blocks computed on a reused evaluation (0: up to the first downsampling)
 
 
 PRESETS: dict[str, CachePreset] = {
-    "sd15": CachePreset("unet", 0.2),
-    "sdxl": CachePreset("unet", 0.2),
+    "sd15": CachePreset("unet", 0.2, shallow=2),
+    "sdxl": CachePreset("unet", 0.2, shallow=2),
     "sd3": CachePreset("dit", 0.12),
     "flux": CachePreset("dit", 0.12),
     "wan21": CachePreset("dit", 0.1),
