@@ -196,7 +196,8 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
 
     hooks = pack_module("nodes.step_cache_hooks")
     core = pack_module("core.cache")
-    base, cond, cfg, scheduler, shape = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
+    built = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
+    base, cond, cfg, scheduler, shape = built
     comfy.model_management.load_models_gpu([base])
     run(base, cond, cfg, scheduler, shape, 3, device, 1)  # warm-up
     evals = steps
@@ -259,7 +260,8 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
     comfy.model_management.soft_empty_cache()
     return {"steps": steps, "latent": list(shape), "evaluations": evals, "window_evaluations": window,
             "easycache_reuses_nothing": rows["easycache"]["reused"] == 0, "candidates": candidates,
-            "deviation_search": tried, "variant_searches": variants, "indicator": indicator(changes, outputs), "runs": rows}
+            "deviation_search": tried, "variant_searches": variants, "indicator": indicator(changes, outputs),
+            "runs": rows}
 
 
 def _fmt(v) -> str:
@@ -282,6 +284,9 @@ def markdown(result) -> str:
                          f"| {row['deviation']:.4f} |")
         search = ", ".join(f"{t['threshold']:.4g} -> {t['reused']} reused, deviation {t['deviation']:.4f}"
                            for t in r["deviation_search"])
+        for variant, rows_tried in r.get("variant_searches", {}).items():
+            search += f"; {variant}: " + ", ".join(f"{t['threshold']:.4g} -> {t['reused']} reused, deviation "
+                                                   f"{t['deviation']:.4f}" for t in rows_tried)
         lines += ["", "Deviation-matched search (one run each): " + (search or (
             "none: EasyCache reused nothing, so its deviation is 0 and the deviation-matched run is the uncached "
             "one (1x by definition)" if r["easycache_reuses_nothing"] else "no candidate thresholds")),
@@ -317,7 +322,10 @@ def main() -> None:
               "note": ("Random weights: feature changes between steps are not a trained model's. "
                        "ours_deviation_matched: the most reuse at a final-latent deviation <= EasyCache's (0.2) on "
                        "the same run; ours_reuse_matched reuses as many evaluations as EasyCache; ours_half about "
-                       "55% of the window (0.15-0.95). The uncached run is timed first (none) and last (none_end); "
+                       "55% of the window (0.15-0.95). UNets: the preset computes 2 shallow input blocks (DeepCache's "
+                       "default branch); *_rehash_split searches the same with Step Rehash's split (every block "
+                       "above the first downsampling). ours_t0 (no reuse) measures the cache's overhead. "
+                       "The uncached run is timed first (none) and last (none_end); "
                        "every speedup is against the faster of the two." + CPU_NOTE * (a.device == "cpu")
                        + SMOOTH_NOTE * a.smooth_time),
               "models": {}}

@@ -65,6 +65,17 @@ def test_exact_at_zero_reuse_when_positive_and_base_untouched(mods, family, monk
     assert torch.equal(sample(base, cond, cond_family, shape), plain)  # the base model is untouched
 
 
+def test_unet_shallow_blocks_out_of_range_is_a_clear_error(mods, monkeypatch):
+    import dataclasses
+
+    demo, _, hooks = mods
+    presets = hooks.PRESETS
+    base = tiny(demo, "sd15", {}, monkeypatch)
+    with pytest.raises(hooks.StepCacheError, match="input blocks"):
+        hooks.install(base.clone(), "sd15", 0.2, 0.0, 1.0, False,
+                      dataclasses.replace(presets["sd15"], shallow=99))
+
+
 def test_window_limits_reuse(mods, monkeypatch):
     demo, cond, hooks = mods
     base = tiny(demo, "sd3", {}, monkeypatch)
@@ -75,19 +86,27 @@ def test_window_limits_reuse(mods, monkeypatch):
     assert 0 < cache.stats.reused < cache_all.stats.reused
 
 
-def test_unet_deep_feature_is_reused_exactly(mods, monkeypatch):
+@pytest.mark.parametrize("shallow", [0, 1])
+def test_unet_deep_feature_is_reused_exactly(mods, monkeypatch, shallow):
     """Two evaluations of the same input: the second reuses the deep blocks and equals the first bitwise, and
-    the deep blocks really were skipped (a forward hook on the middle block does not fire)."""
+    the deep blocks really were skipped (a forward hook on the first deep block does not fire). shallow 0 puts
+    the boundary at the first downsampling (input block 2 of the tiny SD1.5), 1 right after the input conv."""
+    import dataclasses
+
     import comfy.model_management
 
     demo, _, hooks = mods
+    presets = hooks.PRESETS
     base = tiny(demo, "sd15", {}, monkeypatch)
-    patched, cache = cached(hooks, base, "sd15", 5.0)
+    patched = base.clone()
+    cache = hooks.install(patched, "sd15", 5.0, 0.0, 1.0, False,
+                          dataclasses.replace(presets["sd15"], shallow=shallow))
     comfy.model_management.load_models_gpu([patched])
     dm = patched.model.diffusion_model
     assert hooks.shallow_depth(dm) == 2
+    first_deep = dm.input_blocks[hooks.unet_depth(dm, shallow)][0]
     calls = []
-    handle = dm.middle_block[0].register_forward_hook(lambda *a: calls.append(1))
+    handle = first_deep.register_forward_hook(lambda *a: calls.append(1))
     try:
         x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
         ctx = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(1))
