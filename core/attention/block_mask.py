@@ -77,21 +77,24 @@ def _plan(q: torch.Tensor, k: torch.Tensor, block_size: int, keep_mass: float, k
     return mask, order.to(torch.int32), counts
 
 
+# The default of predict_block_plan's `compiled` (benchmarks/sparse_attention.py times both ways): eager until
+# an H200 run shows the compiled predictor faster.
+COMPILE_PREDICTOR = False
 _compiled_plans: dict[tuple, object] = {}
 
 
 @torch.no_grad()
 def predict_block_plan(q: torch.Tensor, k: torch.Tensor, block_size: int = 128, keep_mass: float = 0.9,
                        keep_ratio: float = 0.0, text_tokens: int = 0, text_at_end: bool = False,
-                       compiled: bool = False) -> BlockPlan:
-    """The block mask of `predict_block_mask` with its kept-first ranking (a BlockPlan). `compiled` runs the
-    prediction through torch.compile, once per (shape, dtype, device, settings)."""
+                       compiled: bool | None = None) -> BlockPlan:
+    """The block mask of `predict_block_mask` with its kept-first ranking (a BlockPlan). `compiled` (default
+    COMPILE_PREDICTOR) runs the prediction on CUDA through torch.compile, once per (shape, dtype, settings)."""
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(f"block masks are for self-attention: {q.shape[-2]} queries but {k.shape[-2]} keys")
     if not 0.0 <= keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must lie in [0, 1], got {keep_ratio}")
     settings = (block_size, keep_mass, keep_ratio, text_tokens, text_at_end)
-    if compiled:
+    if (COMPILE_PREDICTOR if compiled is None else compiled) and q.device.type == "cuda":
         key = (tuple(q.shape), tuple(k.shape), q.dtype, q.device, settings)
         if key not in _compiled_plans:
             _compiled_plans[key] = torch.compile(lambda q, k: _plan(q, k, *settings), dynamic=False)
