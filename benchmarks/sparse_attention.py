@@ -7,14 +7,19 @@ Per sequence length (32760 and 75600 tokens: Wan 2.1 at 480p and 720p, 81 frames
 bf16, on synthetic q/k with local structure (a smooth random signal along the sequence plus noise, so
 attention concentrates near the diagonal as in video DiTs), at 80 % and 90 % block sparsity (keep ratio
 0.2 / 0.1, diagonal included in the budget, block size 128):
-  cudnn, flash   dense SDPA restricted to one backend
-  sparse_total   predict_block_mask + BlockMask build + compiled flex_attention (what the node runs)
-  sparse_kernel  the compiled flex_attention call alone on a prebuilt BlockMask
-  error          ||sparse - dense|| / ||dense|| at the predicted mask
-First, a sweep of the kernel's Triton tile configurations (kernel alone, 32k tokens, 80 % sparsity); the cases
-then run with the fastest, which is the one to set as core/attention/block_sparse.py KERNEL_OPTIONS.
-Times are medians of CUDA-event timings after warm-up. benchmarks/summaries.py gathers the headline
-keys with the other issue-7 figures.
+  cudnn, flash        dense SDPA restricted to one backend
+  sparse_total        predict_block_plan + BlockMask from the plan + compiled flex_attention (what the node
+                      runs), with the faster of the eager and compiled predictor (named in `predictor`)
+  sparse_total_ref    the previous path: predict_block_mask + the sorting reference builder + the same kernel
+  predict_eager, predict_compiled, build_ref, build_plan, kernel: the parts alone
+  error               ||sparse - dense|| / ||dense|| at the predicted mask
+Timings: "single" = one call between CUDA events (the launch cost of a lone call shows), "queued" = 10
+back-to-back calls per event pair (as in a model, where the GPU queue is full and CPU launch cost hides).
+First, the kernel alone on a few kernel_options variants (32k tokens, 80 % sparsity: the two best tile
+configurations of the earlier sweep, and TMA with ROWS_GUARANTEED_SAFE, which holds here: every query block
+keeps its diagonal block, so no query row is fully masked); the cases then run with the fastest, which is the
+one to set as core/attention/block_sparse.py KERNEL_OPTIONS. Medians of CUDA-event timings after warm-up.
+benchmarks/summaries.py gathers the headline keys with the other issue-7 figures.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ HEADS, DIM, BLOCK = 24, 128, 128
 def median_ms(fn, repeats: int = 20) -> float:
     """Median of single-call CUDA-event timings after warm-up (kernels/timing.py)."""
     return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=1, warmup=3)
+
+
+def queued_ms(fn, repeats: int = 5) -> float:
+    """Median per-call time of 10 back-to-back calls between two CUDA events (the GPU queue stays full)."""
+    return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=10, warmup=3)
 
 
 def structured_qkv(n: int, seed: int = 0):
@@ -64,84 +74,127 @@ def dense(backend_name: str):
     return run
 
 
-TILE_CONFIGS = {  # name: flex_attention kernel_options (BLOCK_M, BLOCK_N, num_stages, num_warps)
-    "default": None,
-    "m128n64s3w4": {"BLOCK_M": 128, "BLOCK_N": 64, "num_stages": 3, "num_warps": 4},
-    "m128n128s3w4": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 3, "num_warps": 4},
+KERNEL_VARIANTS = {  # name: flex_attention kernel_options; the first two were the fastest of the tile sweep
+    "tma": {"USE_TMA": True},
     "m128n128s2w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 2, "num_warps": 8},
-    "m128n128s3w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 3, "num_warps": 8},
-    "m64n128s3w4": {"BLOCK_M": 64, "BLOCK_N": 128, "num_stages": 3, "num_warps": 4},
-    "m64n64s3w4": {"BLOCK_M": 64, "BLOCK_N": 64, "num_stages": 3, "num_warps": 4},
-    "default_tma": {"USE_TMA": True},
+    "tma_rows_safe": {"USE_TMA": True, "ROWS_GUARANTEED_SAFE": True},
 }
 
 
-def sweep_tiles(attn, sparse_mod, n: int, sparsity: float) -> dict:
-    """Kernel-alone ms per tile configuration on one predicted mask (a failed compile is recorded, not fatal)."""
+def sweep_kernels(attn, sparse_mod, n: int, sparsity: float) -> dict:
+    """Kernel-alone ms per kernel_options variant on one predicted mask (a failed compile is recorded)."""
     import torch
 
     q, k, v = structured_qkv(n)
-    mask = attn.predict_block_mask(q, k, BLOCK, keep_ratio=1.0 - sparsity)
-    flex_mask = sparse_mod.to_flex_block_mask(mask.expand(1, HEADS, -1, -1), BLOCK, n, n)
+    plan = attn.predict_block_plan(q, k, BLOCK, keep_ratio=1.0 - sparsity)
+    flex_mask = sparse_mod.plan_to_flex_block_mask(plan, n, n)
     ref = sparse_mod.SparseAttentionBackend(None).kernel(q)(q, k, v, flex_mask)
     times = {}
-    for name, options in TILE_CONFIGS.items():
+    for name, options in KERNEL_VARIANTS.items():
         try:
             kernel = sparse_mod.SparseAttentionBackend(options).kernel(q)
             err = ((kernel(q, k, v, flex_mask).float() - ref.float()).norm() / ref.float().norm()).item()
             times[name] = {"ms": median_ms(lambda kernel=kernel: kernel(q, k, v, flex_mask)), "diff_vs_default": err}
-        except Exception as exc:  # a config the compiler rejects is a result of the sweep
+        except Exception as exc:  # a variant the compiler rejects is a result of the sweep
             times[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        print("tile", name, times[name], flush=True)
+        print("kernel", name, times[name], flush=True)
         torch._dynamo.reset()
     return times
 
 
-def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None) -> dict:
+def bench_dense(n: int) -> dict:
+    q, k, v = structured_qkv(n)
+    row = {}
+    for name in ("cudnn", "flash"):
+        row[f"{name}_ms"] = median_ms(lambda name=name: dense(name)(q, k, v))
+        row[f"{name}_queued_ms"] = queued_ms(lambda name=name: dense(name)(q, k, v))
+    return row
+
+
+def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None, dense_row: dict) -> dict:
     import torch
 
     torch.cuda.empty_cache()  # the previous case's tensors are gone with its frame
     q, k, v = structured_qkv(n)
-    row = {"tokens": n, "target_sparsity": sparsity}
+    row = {"tokens": n, "target_sparsity": sparsity} | dense_row
     ref = dense("cudnn")(q, k, v)
-    for name in ("cudnn", "flash"):
-        row[f"{name}_ms"] = median_ms(lambda name=name: dense(name)(q, k, v))
     backend = sparse_mod.SparseAttentionBackend(options)
     keep = 1.0 - sparsity
 
-    def total():
-        mask = attn.predict_block_mask(q, k, BLOCK, keep_ratio=keep)
-        return backend(q, k, v, mask, BLOCK)
+    def predict(compiled):
+        return attn.predict_block_plan(q, k, BLOCK, keep_ratio=keep, compiled=compiled)
 
-    out = total()
-    mask = attn.predict_block_mask(q, k, BLOCK, keep_ratio=keep)
-    row["sparsity"] = attn.block_sparsity(mask)
-    row["error"] = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+    def total(compiled):
+        return backend(q, k, v, predict(compiled), BLOCK)
+
+    def total_ref():
+        return backend(q, k, v, attn.predict_block_mask(q, k, BLOCK, keep_ratio=keep), BLOCK)
+
+    plan = predict(False)
+    compiled_plan = predict(True)
+    row["compiled_plan_equal"] = all(torch.equal(getattr(plan, f), getattr(compiled_plan, f))
+                                     for f in ("mask", "order", "counts"))
+    row["sparsity"] = attn.block_sparsity(plan.mask)
+    row["error"] = ((total(False).float() - ref.float()).norm() / ref.float().norm()).item()
     row["fallback_reason"] = backend.fallback_reason
-    row["sparse_total_ms"] = median_ms(total)
-    row["predict_ms"] = median_ms(lambda: attn.predict_block_mask(q, k, BLOCK, keep_ratio=keep))
-    flex_mask = sparse_mod.to_flex_block_mask(mask.expand(1, HEADS, -1, -1), BLOCK, n, n)
-    kernel = backend.kernel(q)
-    row["sparse_kernel_ms"] = median_ms(lambda: kernel(q, k, v, flex_mask))
+    row["predict_eager_ms"] = median_ms(lambda: predict(False))
+    row["predict_compiled_ms"] = median_ms(lambda: predict(True))
+    mask = plan.mask.expand(1, HEADS, -1, -1)
+    row["build_ref_ms"] = median_ms(lambda: sparse_mod.to_flex_block_mask(mask, BLOCK, n, n))
+    row["build_plan_ms"] = median_ms(lambda: sparse_mod.plan_to_flex_block_mask(plan, n, n))
+    kernel, flex_mask = backend.kernel(q), sparse_mod.plan_to_flex_block_mask(plan, n, n)
+    row["kernel_ms"] = median_ms(lambda: kernel(q, k, v, flex_mask))
+    row["kernel_queued_ms"] = queued_ms(lambda: kernel(q, k, v, flex_mask))
+    compiled = row["predict_compiled_ms"] < row["predict_eager_ms"]
+    row["predictor"] = "compiled" if compiled else "eager"
+    row["sparse_total_ms"] = median_ms(lambda: total(compiled))
+    row["sparse_total_queued_ms"] = queued_ms(lambda: total(compiled))
+    row["sparse_total_ref_ms"] = median_ms(total_ref)
+    row["sparse_total_ref_queued_ms"] = queued_ms(total_ref)
     for name in ("cudnn", "flash"):
         row[f"speedup_vs_{name}"] = row[f"{name}_ms"] / row["sparse_total_ms"]
+        row[f"speedup_vs_{name}_queued"] = row[f"{name}_queued_ms"] / row["sparse_total_queued_ms"]
     return row
 
 
+def headline(cases: dict) -> dict:
+    """attn_speedup_<case>_vs_<dense>[_queued] from the single-call and the queued totals."""
+    out = {}
+    for suffix in ("", "_queued"):
+        for name in ("cudnn", "flash"):
+            out |= {f"attn_speedup_{case}_vs_{name}{suffix}": r[f"speedup_vs_{name}{suffix}"]
+                    for case, r in cases.items()}
+    return out
+
+
 def markdown(out: dict) -> str:
+    sweep = out["kernel_variants_32k_s80"]
     lines = ["# Block-sparse attention (FlexAttention + predicted mask) vs dense SDPA", "",
              f"Device: {json.dumps(out['device'])}", "", f"Command: `{out['command']}`", "",
-             "Tile sweep (kernel alone, 32k tokens, 80 % sparsity): " + ", ".join(
-                 f"{name} {r['ms']:.2f} ms" if "ms" in r else f"{name} failed"
-                 for name, r in out["tile_sweep_32k_s80"].items()),
-             "", f"Cases run with `{out['tile_config']['name']}`: "
-             f"{json.dumps(out['tile_config']['kernel_options'])}", "",
-             "| case | sparsity | cuDNN ms | flash ms | sparse total ms | mask ms | kernel ms | x cuDNN | x flash | "
-             "rel. error |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Kernel alone by kernel_options (32k tokens, 80 % sparsity): " + ", ".join(
+                 f"{name} {r['ms']:.2f} ms" if "ms" in r else f"{name} failed" for name, r in sweep.items()),
+             "", f"Cases run with `{out['kernel_config']['name']}`: "
+             f"{json.dumps(out['kernel_config']['kernel_options'])}", "",
+             "Single call (one call between CUDA events) and queued (10 back-to-back calls, the GPU queue full, "
+             "as in a model). Sparse total = predictor (the faster one, named) + BlockMask from the plan + kernel; "
+             "ref total = the previous path (sorting BlockMask builder).", "",
+             "| case | sparsity | cuDNN ms | flash ms | sparse total ms | ref total ms | x cuDNN | x flash | "
+             "cuDNN queued | flash queued | sparse queued | ref queued | x cuDNN queued | x flash queued | "
+             "rel. error |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in out["cases"].items():
-        lines.append(f"| {key} | {r['sparsity']:.3f} | {r['cudnn_ms']:.2f} | {r['flash_ms']:.2f} | "
-                     f"{r['sparse_total_ms']:.2f} | {r['predict_ms']:.2f} | {r['sparse_kernel_ms']:.2f} | "
-                     f"{r['speedup_vs_cudnn']:.2f} | {r['speedup_vs_flash']:.2f} | {r['error']:.4f} |")
+        lines.append(
+            f"| {key} | {r['sparsity']:.3f} | {r['cudnn_ms']:.2f} | {r['flash_ms']:.2f} | {r['sparse_total_ms']:.2f} | "
+            f"{r['sparse_total_ref_ms']:.2f} | {r['speedup_vs_cudnn']:.2f} | {r['speedup_vs_flash']:.2f} | "
+            f"{r['cudnn_queued_ms']:.2f} | {r['flash_queued_ms']:.2f} | {r['sparse_total_queued_ms']:.2f} | "
+            f"{r['sparse_total_ref_queued_ms']:.2f} | {r['speedup_vs_cudnn_queued']:.2f} | "
+            f"{r['speedup_vs_flash_queued']:.2f} | {r['error']:.4f} |")
+    lines += ["", "Breakdown (single call, ms):", "",
+              "| case | predict eager | predict compiled | predictor used | compiled = eager | build ref | "
+              "build plan | kernel | kernel queued |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in out["cases"].items():
+        lines.append(f"| {key} | {r['predict_eager_ms']:.2f} | {r['predict_compiled_ms']:.2f} | {r['predictor']} | "
+                     f"{r['compiled_plan_equal']} | {r['build_ref_ms']:.2f} | {r['build_plan_ms']:.2f} | "
+                     f"{r['kernel_ms']:.2f} | {r['kernel_queued_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -152,23 +205,23 @@ def main() -> int:
     args = parser.parse_args()
     attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
-    out["tile_sweep_32k_s80"] = sweep = sweep_tiles(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
+    out["kernel_variants_32k_s80"] = sweep = sweep_kernels(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
     best = min((name for name in sweep if "ms" in sweep[name]), key=lambda name: sweep[name]["ms"])
-    out["tile_config"] = {"name": best, "kernel_options": TILE_CONFIGS[best]}
+    out["kernel_config"] = {"name": best, "kernel_options": KERNEL_VARIANTS[best]}
     for tkey, n in TOKENS.items():
+        dense_row = bench_dense(n)
         for skey, s in SPARSITY.items():
-            out["cases"][f"{tkey}_{skey}"] = row = bench_case(attn, sparse_mod, n, s, TILE_CONFIGS[best])
+            row = bench_case(attn, sparse_mod, n, s, KERNEL_VARIANTS[best], dense_row)
+            out["cases"][f"{tkey}_{skey}"] = row
             print(f"{tkey}_{skey}", json.dumps(row), flush=True)
-    headline = {f"attn_speedup_{case}_vs_cudnn": r["speedup_vs_cudnn"] for case, r in out["cases"].items()}
-    headline |= {f"attn_speedup_{case}_vs_flash": r["speedup_vs_flash"] for case, r in out["cases"].items()}
-    out["headline"] = headline
-    print(json.dumps(headline), flush=True)
+    out["headline"] = headline(out["cases"])
+    print(json.dumps(out["headline"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
         args.json.with_suffix(".md").write_text(markdown(out))
     if args.merge:
         merged = json.loads(args.merge.read_text()) if args.merge.exists() else {}
-        args.merge.write_text(json.dumps(merged | headline, indent=1))
+        args.merge.write_text(json.dumps(merged | out["headline"], indent=1))
     return 0
 
 

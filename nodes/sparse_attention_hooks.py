@@ -14,8 +14,9 @@ import comfy.ldm.flux.model
 import comfy.ldm.modules.diffusionmodules.mmdit
 import comfy.ldm.wan.model
 import comfy.patcher_extension
+import torch
 
-from ..core.attention import block_sparse_attention, fastest_sdpa, predict_block_mask
+from ..core.attention import block_sparse_attention, fastest_sdpa, predict_block_plan
 
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_sparse_attention"
@@ -54,14 +55,17 @@ class SparseSettings:
 
 @dataclass
 class SparseStats:
+    """Counts of one sampling run. kept_blocks adds up on the attention's device (a tensor once a sparse call
+    ran): reading it syncs, so it is read once, at the end of the run."""
+
     sparse_calls: int = 0
     dense_calls: int = 0
-    kept_blocks: int = 0
+    kept_blocks: int | torch.Tensor = 0
     total_blocks: int = 0
     history: list[float] = field(default_factory=list)
 
     def sparsity(self) -> float:
-        return 1.0 - self.kept_blocks / self.total_blocks if self.total_blocks else 0.0
+        return 1.0 - int(self.kept_blocks) / self.total_blocks if self.total_blocks else 0.0
 
     def summary(self) -> str:
         return (f"{self.sparse_calls} sparse and {self.dense_calls} dense attention calls, "
@@ -91,12 +95,12 @@ def make_override(settings: SparseSettings, stats: SparseStats):
             return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                         skip_output_reshape=skip_output_reshape, **kwargs)
         qh, kh, vh = _to_heads(q, k, v, heads, skip_reshape)
-        block_mask = predict_block_mask(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio,
-                                        step["text_tokens"], text_at_end=not step["text_leads"])
+        plan = predict_block_plan(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio,
+                                  step["text_tokens"], text_at_end=not step["text_leads"])
         stats.sparse_calls += 1
-        stats.kept_blocks += int(block_mask.sum())
-        stats.total_blocks += block_mask.numel()
-        out = block_sparse_attention(qh, kh, vh, block_mask, settings.block_size)
+        stats.kept_blocks = stats.kept_blocks + plan.counts.sum()  # stays on the device: no sync per call
+        stats.total_blocks += plan.mask.numel()
+        out = block_sparse_attention(qh, kh, vh, plan, settings.block_size)
         return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 
     return override

@@ -11,7 +11,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from .block_mask import expand_block_mask
+from .block_mask import BlockPlan, expand_block_mask
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,31 @@ def to_flex_block_mask(block_mask: torch.Tensor, block_size: int, q_len: int, k_
         full[..., -1] = False
     partial_counts, partial_idx = kv_blocks(block_mask & ~full)
     full_counts, full_idx = kv_blocks(full)
+    return BlockMask.from_kv_blocks(partial_counts, partial_idx, full_counts, full_idx, BLOCK_SIZE=block_size,
+                                    mask_mod=kept, seq_lengths=(q_len, k_len), compute_q_blocks=False)
+
+
+def plan_to_flex_block_mask(plan: BlockPlan, q_len: int, k_len: int):
+    """The BlockMask of `to_flex_block_mask(plan.mask, ...)` without sorting: the kept key blocks are the first
+    `plan.counts` of `plan.order`. A ragged last key block leaves the full list for the partial one."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    block_mask, block_size = plan.mask, plan.block_size
+    full_counts, full_idx = plan.counts, plan.order
+    last = full_idx.shape[-1] - 1
+    partial_counts = torch.zeros_like(full_counts)
+    if k_len % block_size:
+        rank = (full_idx == last).to(torch.int32).argmax(-1, keepdim=True)  # where the ragged block ranks
+        partial_counts = (rank.squeeze(-1) < full_counts).to(torch.int32)
+        full_counts = full_counts - partial_counts
+        # drop it from the ranking: entries after it move up one (the last entry repeats, past every count)
+        idx = torch.arange(last + 1, device=full_idx.device)
+        full_idx = full_idx.gather(-1, (idx + (idx >= rank)).clamp_(max=last))
+    partial_idx = torch.full_like(full_idx[..., :1], last)
+
+    def kept(b, h, q_idx, kv_idx):  # the element mask: eager flex_attention and partial blocks read it
+        return block_mask[b, h, q_idx // block_size, kv_idx // block_size] & (kv_idx < k_len)
+
     return BlockMask.from_kv_blocks(partial_counts, partial_idx, full_counts, full_idx, BLOCK_SIZE=block_size,
                                     mask_mod=kept, seq_lengths=(q_len, k_len), compute_q_blocks=False)
 
@@ -81,31 +106,40 @@ class SparseAttentionBackend:
             self._compiled[key] = torch.compile(run, dynamic=False)
         return self._compiled[key]
 
-    def __call__(self, q, k, v, block_mask: torch.Tensor, block_size: int) -> torch.Tensor:
+    def __call__(self, q, k, v, block_mask: torch.Tensor | BlockPlan, block_size: int) -> torch.Tensor:
+        """`block_mask`: a bool block mask, or a BlockPlan (its BlockMask is built without sorting)."""
         reason = self.unavailable_reason(q)
         if reason is not None:
             if reason != self.fallback_reason:
                 log.warning("Pyra sparse attention: %s; using the dense masked reference (same result, no "
                             "speed-up)", reason)
                 self.fallback_reason = reason
-            return dense_masked_attention(q, k, v, block_mask, block_size)
+            mask = block_mask.mask if isinstance(block_mask, BlockPlan) else block_mask
+            return dense_masked_attention(q, k, v, mask, block_size)
         return flex_block_sparse_attention(q, k, v, block_mask, block_size, kernel=self.kernel(q))
 
 
-def flex_block_sparse_attention(q, k, v, block_mask: torch.Tensor, block_size: int, kernel=None) -> torch.Tensor:
+def flex_block_sparse_attention(q, k, v, block_mask: torch.Tensor | BlockPlan, block_size: int,
+                                kernel=None) -> torch.Tensor:
     """FlexAttention over the kept blocks; `kernel` is a compiled flex_attention (eager when None)."""
     if kernel is None:
         from torch.nn.attention.flex_attention import flex_attention as kernel
-    mask = block_mask.expand(q.shape[0], q.shape[1], -1, -1)
-    flex_mask = to_flex_block_mask(mask, block_size, q.shape[-2], k.shape[-2])
+    if isinstance(block_mask, BlockPlan):
+        if block_mask.block_size != block_size:
+            raise ValueError(f"the block plan has {block_mask.block_size}-token blocks, not {block_size}")
+        flex_mask = plan_to_flex_block_mask(block_mask, q.shape[-2], k.shape[-2])
+    else:
+        mask = block_mask.expand(q.shape[0], q.shape[1], -1, -1)
+        flex_mask = to_flex_block_mask(mask, block_size, q.shape[-2], k.shape[-2])
     return kernel(q, k, v, block_mask=flex_mask)
 
 
 _default_backend = SparseAttentionBackend()
 
 
-def block_sparse_attention(q, k, v, block_mask: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Attention over the kept blocks of `block_mask`, FlexAttention where it runs, else the reference."""
+def block_sparse_attention(q, k, v, block_mask: torch.Tensor | BlockPlan, block_size: int) -> torch.Tensor:
+    """Attention over the kept blocks of `block_mask` (or a BlockPlan), FlexAttention where it runs, else the
+    reference."""
     return _default_backend(q, k, v, block_mask, block_size)
 
 

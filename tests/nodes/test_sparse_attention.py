@@ -68,6 +68,7 @@ def test_sparsity_reached_and_window(mods):
     sample(patched, cond, "wan21", FAMILIES["wan21"][1])
     assert stats.sparse_calls > 0 and stats.history[-1] == pytest.approx(0.5)  # 2 of 4 blocks per row
     assert stats.dense_calls == stats.sparse_calls  # one cross-attention per self-attention stays dense
+    assert isinstance(stats.kept_blocks, torch.Tensor)  # summed on the device, read once after the run
 
     same = base.clone()  # 7 x 11 = 77 image tokens, as many as the text: ambiguous, so everything stays dense
     stats = hooks.install(same, "Wan", hooks.SparseSettings(1.0, 0.5, 64, 1e9, 0.0, -1, True))
