@@ -51,7 +51,8 @@ def plan_to_flex_block_mask(plan: BlockPlan, q_len: int, k_len: int):
     from torch.nn.attention.flex_attention import BlockMask
 
     block_mask, block_size = plan.mask, plan.block_size
-    full_counts, full_idx = plan.counts, plan.order
+    # The compiled kernel indexes these with the strides of dense (B, H, nq[, nk]) tensors: no expanded counts.
+    full_counts, full_idx = plan.counts.contiguous(), plan.order.contiguous()
     last = full_idx.shape[-1] - 1
     partial_counts = torch.zeros_like(full_counts)
     if k_len % block_size:
@@ -61,7 +62,7 @@ def plan_to_flex_block_mask(plan: BlockPlan, q_len: int, k_len: int):
         # drop it from the ranking: entries after it move up one (the last entry repeats, past every count)
         idx = torch.arange(last + 1, device=full_idx.device)
         full_idx = full_idx.gather(-1, (idx + (idx >= rank)).clamp_(max=last))
-    partial_idx = torch.full_like(full_idx[..., :1], last)
+    partial_idx = torch.full_like(full_idx, last)  # full width, like every kv_indices the kernel reads
 
     def kept(b, h, q_idx, kv_idx):  # the element mask: eager flex_attention and partial blocks read it
         return block_mask[b, h, q_idx // block_size, kv_idx // block_size] & (kv_idx < k_len)

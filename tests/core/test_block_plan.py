@@ -78,8 +78,12 @@ def test_plan_builder_equals_reference_builder(n, setting):
     q, k, _ = qkv(n)
     plan = attn.predict_block_plan(q, k, 64, *setting)
     blocks = plan.mask.shape[-1]
-    fast = lists(attn.plan_to_flex_block_mask(plan, n, n), blocks)
-    ref = lists(attn.to_flex_block_mask(plan.mask, 64, n, n), blocks)
+    fast_mask, ref_mask = attn.plan_to_flex_block_mask(plan, n, n), attn.to_flex_block_mask(plan.mask, 64, n, n)
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+        # the compiled kernel reads these with dense strides (an expanded count tensor gave wrong output on the GPU)
+        mine, theirs = getattr(fast_mask, name), getattr(ref_mask, name)
+        assert mine.shape == theirs.shape and mine.dtype == theirs.dtype and mine.is_contiguous(), name
+    fast, ref = lists(fast_mask, blocks), lists(ref_mask, blocks)
     assert torch.equal(fast[0], ref[0]) and torch.equal(fast[1], ref[1])
     assert fast[0].any() == bool(n % 64)  # ragged: the kept last key block is partial, in every row keeping it
     assert torch.equal(fast[0] | fast[1], plan.mask)
