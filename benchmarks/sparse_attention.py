@@ -17,7 +17,8 @@ Timings: "single" = one call between CUDA events (the launch cost of a lone call
 back-to-back calls per event pair (as in a model, where the GPU queue is full and CPU launch cost hides).
 First, the kernel alone on a few kernel_options variants (32k tokens, 80 % sparsity: the two best tile
 configurations of the earlier sweep, and TMA with ROWS_GUARANTEED_SAFE, which holds here: every query block
-keeps its diagonal block, so no query row is fully masked); the cases then run with the fastest, which is the
+keeps its diagonal block, so no query row is fully masked; TMA with 128x128 tiles; TMA with PRESCALE_QK); the
+cases then run with the fastest, which is the
 one to set as core/attention/block_sparse.py KERNEL_OPTIONS. Medians of CUDA-event timings after warm-up.
 benchmarks/summaries.py gathers the headline keys with the other issue-7 figures.
 """
@@ -78,6 +79,8 @@ KERNEL_VARIANTS = {  # name: flex_attention kernel_options; the first two were t
     "tma": {"USE_TMA": True},
     "m128n128s2w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 2, "num_warps": 8},
     "tma_rows_safe": {"USE_TMA": True, "ROWS_GUARANTEED_SAFE": True},
+    "tma_m128n128s2w8": {"USE_TMA": True, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 2, "num_warps": 8},
+    "tma_prescale": {"USE_TMA": True, "PRESCALE_QK": True},
 }
 
 
@@ -145,6 +148,8 @@ def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None, 
     kernel, flex_mask = backend.kernel(q), sparse_mod.plan_to_flex_block_mask(plan, n, n)
     row["kernel_ms"] = median_ms(lambda: kernel(q, k, v, flex_mask))
     row["kernel_queued_ms"] = queued_ms(lambda: kernel(q, k, v, flex_mask))
+    ascending = sparse_mod.to_flex_block_mask(mask, BLOCK, n, n)  # same blocks, listed in index order
+    row["kernel_ascending_queued_ms"] = queued_ms(lambda: kernel(q, k, v, ascending))
     compiled = row["predict_compiled_ms"] < row["predict_eager_ms"]
     row["predictor"] = "compiled" if compiled else "eager"
     row["sparse_total_ms"] = median_ms(lambda: total(compiled))

@@ -192,6 +192,10 @@ def indicator(changes, outputs):
 
 
 def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
+    """Every setting runs once to count its reuse and deviation; then `repeats` timing rounds run every kept
+    setting once per round, in turn, and each takes the median of its rounds (the machine's speed drifts
+    between runs: on one H200 the same uncached SDXL run took 1.6 s and 2.8 s; interleaving spreads the
+    drift over all settings instead of favouring the ones timed in a fast spell)."""
     import comfy.model_management
 
     hooks = pack_module("nodes.step_cache_hooks")
@@ -201,34 +205,30 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
     comfy.model_management.load_models_gpu([base])
     run(base, cond, cfg, scheduler, shape, 3, device, 1)  # warm-up
     evals = steps
-    ref, t_ref, _ = run(base, cond, cfg, scheduler, shape, steps, device, repeats)
-    rows = {"none": {"seconds": t_ref, "computed": evals, "reused": 0, "deviation": 0.0}}
+    ref, _, _ = run(base, cond, cfg, scheduler, shape, steps, device, 1)
+    rows = {"none": {"computed": evals, "reused": 0, "deviation": 0.0}}
+    timed = {"none": base}  # the settings of the timing rounds
 
-    def measure(patched, cache=None, threshold=None, times=repeats, outputs=None):
-        out, t, calls = run(patched, cond, cfg, scheduler, shape, steps, device, times, outputs)
-        computed = cache.stats.computed if cache is not None else calls  # forwards of the last repeat
-        return {"seconds": t, "speedup": t_ref / t, "computed": computed, "reused": evals - computed,
-                "deviation": float((out - ref).norm() / ref.norm()), "threshold": threshold}
+    def measure(patched, cache=None, threshold=None, outputs=None):
+        out, _, calls = run(patched, cond, cfg, scheduler, shape, steps, device, 1, outputs)
+        computed = cache.stats.computed if cache is not None else calls
+        return {"computed": computed, "reused": evals - computed,
+                "deviation": float((out - ref).norm() / ref.norm()), "threshold": threshold, "patched": patched}
 
-    def ours(threshold, times=repeats, outputs=None, preset=None):
+    def ours(threshold, outputs=None, preset=None):
         patched = base.clone()
         cache = hooks.install(patched, family, threshold, 0.15, 0.95, False, preset)
-        return measure(patched, cache, threshold, times, outputs), cache
+        return measure(patched, cache, threshold, outputs), cache
 
     def matched(preset, outputs=None):
-        """(uncached-threshold row, its cache, candidates, deviation-matched row, rows tried). `outputs`
-        receives the model outputs of an extra untimed run (copying them out would slow the timed one)."""
-        if outputs is not None:
-            ours(0.0, times=1, outputs=outputs, preset=preset)
-        probe_row, probe = ours(0.0, preset=preset)
+        """(uncached-threshold row, its cache, candidates, deviation-matched row, rows tried)."""
+        probe_row, probe = ours(0.0, outputs=outputs, preset=preset)
         candidates = core.reuse_candidates(probe.stats.changes, probe.stats.active)
         if rows["easycache"]["reused"] == 0:
             return probe_row, probe, candidates, {**probe_row}, []
         best, tried = deviation_matched(candidates, rows["easycache"]["deviation"],
-                                        lambda th: ours(th, 1, preset=preset)[0], search_runs)
-        # timed again with all repeats (the search timed one run each)
-        return probe_row, probe, candidates, ({**probe_row} if best is None else
-                                              ours(best["threshold"], preset=preset)[0]), tried
+                                        lambda th: ours(th, preset=preset)[0], search_runs)
+        return probe_row, probe, candidates, ({**probe_row} if best is None else best), tried
 
     for kind in ("easycache", "lazycache"):
         rows[kind] = measure(host_cache(base, kind, 0.2), threshold=0.2)
@@ -237,30 +237,40 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
     changes, active = probe.stats.changes, probe.stats.active
     window = sum(active)
     easy = rows["easycache"]["deviation"]
-    variants = {}
-    if core.PRESETS[family].kind == "unet":  # Step Rehash's split (everything above the first downsampling)
-        rehash = dataclasses.replace(core.PRESETS[family], shallow=0)
-        _, _, _, rows["ours_deviation_matched_rehash_split"], variants["rehash_split"] = matched(rehash)
+    preset = core.PRESETS[family]
+    variants = {"extrapolate": dataclasses.replace(preset, extrapolate=True)}
+    if preset.kind == "unet":  # Step Rehash's split (everything above the first downsampling)
+        variants["rehash_split"] = dataclasses.replace(preset, shallow=0)
+    searches = {}
+    for name, variant in variants.items():
+        _, _, _, rows[f"ours_deviation_matched_{name}"], searches[name] = matched(variant)
     for name, th in (("ours_reuse_matched", threshold_for(candidates, rows["easycache"]["reused"])),
-                     ("ours_preset", core.PRESETS[family].threshold),
+                     ("ours_preset", preset.threshold),
                      ("ours_half", threshold_for(candidates, math.ceil(window * 0.55)))):
         rows[name] = ours(th)[0]
     for name in ("ours_deviation_matched", "ours_reuse_matched", "ours_half",
                  *(f"ours_deviation_matched_{v}" for v in variants)):
         rows[name]["deviation_ratio_vs_easycache"] = rows[name]["deviation"] / easy if easy else None
-    # The uncached run timed again at the end: on the H200 the first runs of a model were once 1.5x slower
-    # than later ones. Every speedup is taken against the faster of the two uncached timings.
-    _, t_end, _ = run(base, cond, cfg, scheduler, shape, steps, device, repeats)
-    rows["none_end"] = {"seconds": t_end, "computed": evals, "reused": 0, "deviation": 0.0}
-    t_base = min(t_ref, t_end)
+    for name, row in rows.items():
+        patched = row.pop("patched", None)
+        if patched is not None:
+            timed[name] = patched
+    for row in [*tried, *(t for found in searches.values() for t in found)]:
+        row.pop("patched", None)
+    seconds = {name: [] for name in timed}
+    for _ in range(repeats):
+        for name, patched in timed.items():
+            seconds[name].append(run(patched, cond, cfg, scheduler, shape, steps, device, 1)[1])
+    for name, times in seconds.items():
+        rows[name]["seconds"], rows[name]["seconds_rounds"] = statistics.median(times), times
     for row in rows.values():
-        row["speedup"] = t_base / row["seconds"]
-    base = None  # frees the model before the next family
+        row["speedup"] = rows["none"]["seconds"] / row["seconds"]
+    base = timed = None  # frees the model before the next family
     comfy.model_management.unload_all_models()
     comfy.model_management.soft_empty_cache()
     return {"steps": steps, "latent": list(shape), "evaluations": evals, "window_evaluations": window,
             "easycache_reuses_nothing": rows["easycache"]["reused"] == 0, "candidates": candidates,
-            "deviation_search": tried, "variant_searches": variants, "indicator": indicator(changes, outputs),
+            "deviation_search": tried, "variant_searches": searches, "indicator": indicator(changes, outputs),
             "runs": rows}
 
 
@@ -324,9 +334,9 @@ def main() -> None:
                        "the same run; ours_reuse_matched reuses as many evaluations as EasyCache; ours_half about "
                        "55% of the window (0.15-0.95). UNets: the preset computes 2 shallow input blocks (DeepCache's "
                        "default branch); *_rehash_split searches the same with Step Rehash's split (every block "
-                       "above the first downsampling). ours_t0 (no reuse) measures the cache's overhead. "
-                       "The uncached run is timed first (none) and last (none_end); "
-                       "every speedup is against the faster of the two." + CPU_NOTE * (a.device == "cpu")
+                       "above the first downsampling); *_extrapolate with first-order extrapolation of the cached "
+                       "values. ours_t0 (no reuse) measures the cache's overhead. Times: median of the timing "
+                       "rounds, each running every setting once in turn." + CPU_NOTE * (a.device == "cpu")
                        + SMOOTH_NOTE * a.smooth_time),
               "models": {}}
     for family in models:
@@ -340,6 +350,9 @@ def main() -> None:
             head[f"cache_speedup_{family}"] = runs["ours_deviation_matched"]["speedup"]
             head[f"cache_speedup_{family}_reuse_matched"] = runs["ours_reuse_matched"]["speedup"]
             head[f"cache_speedup_{family}_half"] = runs["ours_half"]["speedup"]
+            for variant in ("extrapolate", "rehash_split"):
+                if f"ours_deviation_matched_{variant}" in runs:
+                    head[f"cache_speedup_{family}_{variant}"] = runs[f"ours_deviation_matched_{variant}"]["speedup"]
             head[f"easycache_speedup_{family}"] = runs["easycache"]["speedup"]
             head[f"easycache_reuses_nothing_{family}"] = result["models"][family]["easycache_reuses_nothing"]
     ratios = [r["runs"]["ours_deviation_matched"]["deviation_ratio_vs_easycache"]

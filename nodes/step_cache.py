@@ -47,6 +47,11 @@ class PyraStepCache(io.ComfyNode):
                              tooltip="At most this many consecutive reused steps, then a full one (0: no "
                                      "limit). A guard for models whose early feature barely moves while the "
                                      "output does."),
+                io.Boolean.Input("extrapolate", default=False, optional=True,
+                                 tooltip="On a reused step, extend the cached features along the line through "
+                                         "their last two computed values (first order in sigma) instead of "
+                                         "repeating the last ones: closer to the uncached result when features "
+                                         "drift steadily, at the same number of reused steps."),
                 io.Int.Input("unet_shallow_blocks", default=-1, min=-1, max=12, optional=True,
                              tooltip="SD1.5/SDXL: input blocks still computed on a reused step (their output "
                                      "blocks too). -1 uses the preset (2: the input convolution and the first "
@@ -64,7 +69,8 @@ class PyraStepCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset: str, threshold: float, start_percent: float, end_percent: float,
-                cache_on_cpu: bool, max_reused_in_a_row: int = 0, unet_shallow_blocks: int = -1) -> io.NodeOutput:
+                cache_on_cpu: bool, max_reused_in_a_row: int = 0, extrapolate: bool = False,
+                unet_shallow_blocks: int = -1) -> io.NodeOutput:
         family = detect_family(model)
         if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
             raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "
@@ -72,6 +78,8 @@ class PyraStepCache(io.ComfyNode):
         chosen = PRESETS[family if preset == "auto" else preset]
         if unet_shallow_blocks >= 0:
             chosen = dataclasses.replace(chosen, shallow=unet_shallow_blocks)
+        if extrapolate:
+            chosen = dataclasses.replace(chosen, extrapolate=True)
         value = chosen.threshold if threshold < 0 else threshold
         patched = model.clone()
         install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen, max_reused_in_a_row)

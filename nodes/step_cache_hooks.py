@@ -18,7 +18,7 @@ import comfy.model_base
 import comfy.patcher_extension
 import torch
 
-from ..core.cache import PRESETS, CachePreset, DitBlockCache, StepCache, plan_blocks, row_keys
+from ..core.cache import PRESETS, CachePreset, DitBlockCache, StepCache, evaluation_time, plan_blocks, row_keys
 
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_step_cache"
@@ -87,7 +87,7 @@ def install(patcher, family: str, threshold: float, start_percent: float, end_pe
     """Patch `patcher` (a clone of a `family` model, patched in place) and return its StepCache, whose stats
     describe the last sampling run. `preset` (blocks kept) defaults to the family's."""
     preset = preset or PRESETS[family]
-    cache = StepCache(threshold, "cpu" if cache_on_cpu else None, max_in_a_row)
+    cache = StepCache(threshold, "cpu" if cache_on_cpu else None, max_in_a_row, preset.extrapolate)
     window = _Window(start_percent, end_percent)
     dm = patcher.get_model_object("diffusion_model")
     if preset.kind == "dit":
@@ -122,6 +122,7 @@ class _UNetState:
         self.depth, self.boundary = depth, n_out - depth  # first shallow output block
         self.reuse = False
         self.keys: list = []
+        self.at: float | None = None
 
 
 class _Stub(openaimodel.TimestepBlock):
@@ -187,15 +188,16 @@ def _install_unet(patcher, dm, cache: StepCache, window: _Window, shallow: int) 
             state.keys = row_keys(h.shape[0], transformer_options.get("cond_or_uncond"),
                                   transformer_options.get("uuids"))
             state.reuse = cache.decide(state.keys, h, window(transformer_options))
+            state.at = evaluation_time(transformer_options) if cache.extrapolate else None
         return h
 
     def before_output(h, hsp, transformer_options):
         if transformer_options["block"][1] != state.boundary:
             return h, hsp
         if state.reuse:
-            h = cache.get(state.keys, "deep", h)
+            h = cache.get(state.keys, "deep", h, state.at)
         else:
-            cache.put(state.keys, "deep", h)
+            cache.put(state.keys, "deep", h, state.at)
         return h, hsp
 
     patcher.set_model_input_block_patch(after_input)

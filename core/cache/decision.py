@@ -48,6 +48,9 @@ class _Entry:
     accumulated: float = 0.0
     in_a_row: int = 0  # evaluations reused since the last full computation
     cached: dict[str, torch.Tensor] = field(default_factory=dict)  # (1, ...) per stream
+    # extrapolation: per stream the time of the cached value, and the value and time of the one before it
+    cached_at: dict[str, float] = field(default_factory=dict)
+    previous: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,9 +78,13 @@ class StepCache:
     guard for models whose early feature moves less than their output.
     store_device: where cached tensors live between evaluations (e.g. "cpu" to spare accelerator memory);
     None keeps them where they were computed.
+    extrapolate: a reused evaluation gets the cached value moved along the line through the last two computed
+    values of its row (first-order, in the time `at` the caller passes, e.g. sigma; TaylorSeer's idea at
+    order 1), instead of the last value itself. Rows with one computed value so far get that value.
     """
 
-    def __init__(self, threshold: float, store_device: torch.device | str | None = None, max_in_a_row: int = 0):
+    def __init__(self, threshold: float, store_device: torch.device | str | None = None, max_in_a_row: int = 0,
+                 extrapolate: bool = False):
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
         if max_in_a_row < 0:
@@ -85,6 +92,7 @@ class StepCache:
         self.threshold = float(threshold)
         self.max_in_a_row = int(max_in_a_row)
         self.store_device = None if store_device is None else torch.device(store_device)
+        self.extrapolate = bool(extrapolate)
         self.entries: dict[CacheKey, _Entry] = {}
         self.stats = CacheStats()
 
@@ -136,21 +144,36 @@ class StepCache:
             self.stats.computed += 1
         return reuse
 
-    def put(self, keys: list[CacheKey], stream: str, value: torch.Tensor | None) -> None:
-        """Cache `value` (B, ...) row by row under `stream` after a full computation."""
+    def put(self, keys: list[CacheKey], stream: str, value: torch.Tensor | None, at: float | None = None) -> None:
+        """Cache `value` (B, ...) row by row under `stream` after a full computation at time `at`."""
         for i, k in enumerate(keys):
             entry = self.entries[k]
+            old, old_at = entry.cached.pop(stream, None), entry.cached_at.pop(stream, None)
+            entry.previous.pop(stream, None)
             if value is None:
-                entry.cached.pop(stream, None)
-            else:
-                entry.cached[stream] = self._store(value[i:i + 1])
+                continue
+            if self.extrapolate and old is not None and None not in (old_at, at) and old_at != at:
+                entry.previous[stream] = (old, old_at)
+            entry.cached[stream] = self._store(value[i:i + 1])
+            entry.cached_at[stream] = at
 
-    def get(self, keys: list[CacheKey], stream: str, like: torch.Tensor) -> torch.Tensor | None:
-        """The cached rows of `stream` for `keys`, stacked on `like`'s device and dtype (None if not cached)."""
-        rows = [self.entries[k].cached.get(stream) for k in keys]
-        if any(r is None for r in rows):
-            return None
-        return torch.cat(rows).to(like.device, like.dtype)
+    def get(self, keys: list[CacheKey], stream: str, like: torch.Tensor, at: float | None = None
+            ) -> torch.Tensor | None:
+        """The cached rows of `stream` for `keys`, stacked on `like`'s device and dtype (None if not cached);
+        with extrapolation, each row taken to time `at` along its last two computed values."""
+        rows = []
+        for k in keys:
+            entry = self.entries[k]
+            value = entry.cached.get(stream)
+            if value is None:
+                return None
+            value = value.to(like.device, like.dtype)
+            if self.extrapolate and at is not None and stream in entry.previous:
+                old, old_at = entry.previous[stream]
+                slope = (at - entry.cached_at[stream]) / (entry.cached_at[stream] - old_at)
+                value = value + (value - old.to(like.device, like.dtype)) * slope
+            rows.append(value)
+        return torch.cat(rows)
 
 
 def simulate_reuse(changes: list[float], active: list[bool], threshold: float, max_in_a_row: int = 0) -> int:

@@ -29,6 +29,12 @@ from .decision import StepCache, row_keys
 BlockId = tuple[str, int]
 
 
+def evaluation_time(transformer_options: dict) -> float | None:
+    """The sigma of this model evaluation (the host puts the batch's sigmas in transformer_options)."""
+    sigmas = transformer_options.get("sigmas")
+    return None if sigmas is None else float(sigmas.max())
+
+
 @dataclass(frozen=True)
 class BlockPlan:
     head: tuple[BlockId, ...]
@@ -59,6 +65,7 @@ class DitBlockCache:
         self.middle = set(plan.middle)
         self.keys: list = []
         self.reuse = False
+        self.at: float | None = None  # this evaluation's time (sigma), kept only when the cache extrapolates
         self.delta: dict[str, torch.Tensor] = {}
 
     def patch_for(self, block: BlockId) -> Callable[[dict, dict], dict]:
@@ -79,6 +86,7 @@ class DitBlockCache:
         out = extra["original_block"](args)
         opts = args.get("transformer_options", {})
         self.keys = row_keys(img.shape[0], opts.get("cond_or_uncond"), opts.get("uuids"))
+        self.at = evaluation_time(opts) if self.cache.extrapolate else None
         self.delta = {}
         if self.last is None:
             self.reuse = False
@@ -98,7 +106,7 @@ class DitBlockCache:
                 self.delta[stream] = d if stream not in self.delta else self.delta[stream].add_(d)
         if block == self.last:
             for stream in ("img", "txt"):
-                self.cache.put(self.keys, stream, self.delta.get(stream))
+                self.cache.put(self.keys, stream, self.delta.get(stream), self.at)
             self.delta = {}
         return out
 
@@ -107,8 +115,8 @@ class DitBlockCache:
         if block != self.last:
             return out
         img = args["img"]
-        res_img = self.cache.get(self.keys, "img", img)
-        res_txt = self.cache.get(self.keys, "txt", img)
+        res_img = self.cache.get(self.keys, "img", img, self.at)
+        res_txt = self.cache.get(self.keys, "txt", img, self.at)
         if block[0] == "single_block" and res_txt is not None:
             res_img, res_txt = torch.cat((res_txt, res_img), 1), None
         out["img"] = img + res_img

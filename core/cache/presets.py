@@ -30,6 +30,7 @@ class CachePreset:
     head: int = 1
     tail: int = 1
     shallow: int = 0  # UNets: input blocks computed on a reused evaluation (0: up to the first downsampling)
+    extrapolate: bool = False  # reuse the cached value moved along its last two computed values (StepCache)
 
 
 PRESETS: dict[str, CachePreset] = {

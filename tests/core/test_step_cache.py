@@ -101,6 +101,28 @@ def test_cpu_store_and_stats():
         StepCache(-0.1)
 
 
+def test_extrapolation_follows_the_last_two_computed_values_per_row():
+    """Rows cached at sigma 1.0 and 0.8 with values moving linearly: at 0.6 the extrapolating cache returns the
+    next point of each row's line, the plain cache the last value; one computed value is returned as is, and
+    a put without a time (or at the same time) drops the line."""
+    keys = [("c", 0), ("u", 0)]
+    like = torch.zeros(2, 3)
+    plain, linear = StepCache(1.0), StepCache(1.0, extrapolate=True)
+    for cache in (plain, linear):
+        cache.decide(keys, torch.ones(2, 3))
+        cache.put(keys, "img", torch.tensor([[1.0] * 3, [10.0] * 3]), at=1.0)
+    assert torch.equal(linear.get(keys, "img", like, at=0.6), torch.tensor([[1.0] * 3, [10.0] * 3]))
+    for cache in (plain, linear):
+        cache.put(keys, "img", torch.tensor([[2.0] * 3, [9.0] * 3]), at=0.8)
+    torch.testing.assert_close(linear.get(keys, "img", like, at=0.6), torch.tensor([[3.0] * 3, [8.0] * 3]))
+    torch.testing.assert_close(linear.get(keys, "img", like, at=0.7), torch.tensor([[2.5] * 3, [8.5] * 3]))
+    assert torch.equal(plain.get(keys, "img", like, at=0.6), torch.tensor([[2.0] * 3, [9.0] * 3]))
+    linear.put(keys, "img", torch.tensor([[4.0] * 3, [4.0] * 3]), at=0.8)
+    assert torch.equal(linear.get(keys, "img", like, at=0.6), torch.tensor([[4.0] * 3, [4.0] * 3]))
+    linear.put(keys, "img", torch.tensor([[5.0] * 3, [5.0] * 3]))
+    assert torch.equal(linear.get(keys, "img", like, at=0.4), torch.tensor([[5.0] * 3, [5.0] * 3]))
+
+
 def test_plan_blocks():
     blocks = [("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)]
     plan = plan_blocks(blocks, 1, 1)

@@ -76,6 +76,28 @@ def test_unet_shallow_blocks_out_of_range_is_a_clear_error(mods, monkeypatch):
                       dataclasses.replace(presets["sd15"], shallow=99))
 
 
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_extrapolation_changes_only_the_reused_values(mods, family, monkeypatch):
+    """Same threshold, same decisions (at most 2 reused in a row, so rows have two computed values to extend):
+    the extrapolating cache reuses the same evaluations and gives a different result close to the uncached one."""
+    import dataclasses
+
+    demo, cond, hooks = mods
+    cond_family, shape, overrides = FAMILIES[family]
+    base = tiny(demo, family, overrides, monkeypatch)
+    plain_out = sample(base, cond, cond_family, shape)
+    outs, stats = [], []
+    for extrapolate in (False, True):
+        patched = base.clone()
+        preset = dataclasses.replace(hooks.PRESETS[family], extrapolate=extrapolate)
+        cache = hooks.install(patched, family, 5.0, 0.0, 1.0, False, preset, max_in_a_row=2)  # 2+ computed
+        outs.append(sample(patched, cond, cond_family, shape))
+        stats.append((cache.stats.computed, cache.stats.reused))
+    assert stats[0] == stats[1] and stats[0][1] >= STEPS // 2
+    assert not torch.equal(outs[0], outs[1])
+    assert float((outs[1] - plain_out).norm() / plain_out.norm()) < 0.5
+
+
 def test_window_limits_reuse(mods, monkeypatch):
     demo, cond, hooks = mods
     base = tiny(demo, "sd3", {}, monkeypatch)
