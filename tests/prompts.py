@@ -228,12 +228,12 @@ def train_adapter(adapter_type: str = "sparse", steps: int = 2, prefix: str = "l
     }
 
 
-def step_cache(family: str, threshold=-1.0, steps=6, prefix=None) -> dict:
-    """demo_model's graph with PyraStepCache between the loader and KSampler."""
+def step_cache(family: str, threshold=-1.0, steps=6, prefix=None, **options) -> dict:
+    """demo_model's graph with PyraStepCache between the loader and KSampler; `options`: its optional inputs."""
     prompt = demo_model(family, steps=steps, prefix=prefix or f"pyra_test_step_cache_{family}")
     prompt["20"] = {"class_type": "PyraStepCache", "inputs": {
         "model": ["1", 0], "preset": "auto", "threshold": threshold, "start_percent": 0.0, "end_percent": 1.0,
-        "cache_on_cpu": False}}
+        "cache_on_cpu": False, **options}}
     prompt["5"]["inputs"]["model"] = ["20", 0]
     return prompt
 
