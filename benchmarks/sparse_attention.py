@@ -206,7 +206,6 @@ def markdown(out: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="full results (a .md beside it)")
-    parser.add_argument("--merge", type=Path, help="also merge the headline keys into this JSON file")
     args = parser.parse_args()
     attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
@@ -224,9 +223,6 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
         args.json.with_suffix(".md").write_text(markdown(out))
-    if args.merge:
-        merged = json.loads(args.merge.read_text()) if args.merge.exists() else {}
-        args.merge.write_text(json.dumps(merged | out["headline"], indent=1))
     return 0
 
 
