@@ -62,12 +62,9 @@ class _Window:
         self.start_sigma = float(model_sampling.percent_to_sigma(self.start_percent))
         self.end_sigma = float(model_sampling.percent_to_sigma(self.end_percent))
 
-    def __call__(self, transformer_options: dict) -> bool:
-        sigmas = transformer_options.get("sigmas")
-        if sigmas is None:
-            return True
-        s = float(sigmas.max())
-        return self.end_sigma < s <= self.start_sigma
+    def __call__(self, sigma: float | None) -> bool:
+        """sigma: the evaluation's (core.cache.evaluation_time); None where the host passed none."""
+        return sigma is None or self.end_sigma < sigma <= self.start_sigma
 
 
 def _outer_sample_wrapper(cache: StepCache, window: _Window, family: str):
@@ -187,8 +184,9 @@ def _install_unet(patcher, dm, cache: StepCache, window: _Window, shallow: int) 
         if transformer_options["block"][1] == depth - 1:
             state.keys = row_keys(h.shape[0], transformer_options.get("cond_or_uncond"),
                                   transformer_options.get("uuids"))
-            state.reuse = cache.decide(state.keys, h, window(transformer_options))
-            state.at = evaluation_time(transformer_options) if cache.extrapolate else None
+            sigma = evaluation_time(transformer_options)
+            state.reuse = cache.decide(state.keys, h, window(sigma))
+            state.at = sigma if cache.extrapolate else None
         return h
 
     def before_output(h, hsp, transformer_options):

@@ -57,15 +57,16 @@ def plan_blocks(blocks: list[BlockId], head: int, tail: int) -> BlockPlan:
 
 
 class DitBlockCache:
-    """The replace patches of one DiT. `active(transformer_options)` says whether reuse is allowed now."""
+    """The replace patches of one DiT. `active(sigma)` says whether reuse is allowed at this evaluation's sigma
+    (None where the host passed none)."""
 
-    def __init__(self, cache: StepCache, plan: BlockPlan, active: Callable[[dict], bool]):
+    def __init__(self, cache: StepCache, plan: BlockPlan, active: Callable[[float | None], bool]):
         self.cache, self.plan, self.active = cache, plan, active
         self.first, self.last = plan.head[0], (plan.middle[-1] if plan.middle else None)
         self.middle = set(plan.middle)
         self.keys: list = []
         self.reuse = False
-        self.at: float | None = None  # this evaluation's time (sigma), kept only when the cache extrapolates
+        self.at: float | None = None  # this evaluation's sigma, kept only when the cache extrapolates
         self.delta: dict[str, torch.Tensor] = {}
 
     def patch_for(self, block: BlockId) -> Callable[[dict, dict], dict]:
@@ -86,12 +87,13 @@ class DitBlockCache:
         out = extra["original_block"](args)
         opts = args.get("transformer_options", {})
         self.keys = row_keys(img.shape[0], opts.get("cond_or_uncond"), opts.get("uuids"))
-        self.at = evaluation_time(opts) if self.cache.extrapolate else None
+        sigma = evaluation_time(opts)
+        self.at = sigma if self.cache.extrapolate else None
         self.delta = {}
         if self.last is None:
             self.reuse = False
             return out
-        self.reuse = self.cache.decide(self.keys, out["img"] - img, self.active(opts))
+        self.reuse = self.cache.decide(self.keys, out["img"] - img, self.active(sigma))
         return out
 
     def _tracked(self, block: BlockId, args: dict, extra: dict) -> dict:

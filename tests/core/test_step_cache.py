@@ -175,7 +175,7 @@ class ToyDiT:
 
 def toy_patches(model, cache, head=1, tail=1):
     plan = plan_blocks(model.blocks(), head, tail)
-    hook = DitBlockCache(cache, plan, lambda opts: True)
+    hook = DitBlockCache(cache, plan, lambda sigma: True)
     return {b: hook.patch_for(b) for b in plan.head + plan.middle}
 
 
