@@ -44,14 +44,29 @@ def build(config: dict, device, dtype):
 
 
 def forward(patcher, x, t, context):
+    """One apply_model call with the patcher's transformer_options and wrappers, as the sampler passes them."""
     import torch
 
+    options = {**patcher.model_options.get("transformer_options", {}), "wrappers": patcher.wrappers}
     patcher.patch_model()
     try:
         with torch.no_grad():
-            return patcher.model.apply_model(x, t, c_crossattn=context)
+            return patcher.model.apply_model(x, t, c_crossattn=context, transformer_options=options)
     finally:
         patcher.unpatch_model()
+
+
+def wan_inputs(tiny: bool, latent: str):
+    """(device, dtype, x, t, context, tokens): a latent of `latent` frames,height,width (tiny: 2,16,16 on the CPU
+    in fp32), 512 text tokens and sigma 0.5."""
+    import torch
+
+    device, dtype = (torch.device("cpu"), torch.float32) if tiny else (torch.device("cuda"), torch.bfloat16)
+    frames, height, width = (2, 16, 16) if tiny else (int(v) for v in latent.split(","))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, frames, height, width, generator=g).to(device, dtype)
+    context = torch.randn(1, 512, 4096, generator=g).to(device, dtype)
+    return device, dtype, x, torch.tensor([0.5], device=device), context, frames * (height // 2) * (width // 2)
 
 
 def measure(patcher, x, t, context, repeats: int, cuda: bool) -> dict:
@@ -84,22 +99,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import_host(cpu=args.tiny)
-    import torch
 
     slicing = pack_module("nodes.feature_slicing_apply")
     cuda = not args.tiny
-    device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
-    frames, height, width = (2, 16, 16) if args.tiny else (int(v) for v in args.latent.split(","))
+    device, dtype, x, t, context, tokens = wan_inputs(args.tiny, args.latent)
     slice_tokens = 16 if args.tiny else args.slice_tokens
     patcher = build(TINY if args.tiny else WAN14B_BLOCK, device, dtype)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 16, frames, height, width, generator=g).to(device, dtype)
-    context = torch.randn(1, 512, 4096, generator=g).to(device, dtype)
-    t = torch.tensor([0.5], device=device)
     plain = measure(patcher, x, t, context, args.repeats, cuda)
     sliced_patcher, report = slicing.slice_features(patcher, slice_tokens)
     sliced = measure(sliced_patcher, x, t, context, args.repeats, cuda)
-    tokens = frames * (height // 2) * (width // 2)
     result = {
         "tokens": tokens, "slice_tokens": slice_tokens, "blocks_grouped": len(report.grouped),
         "ffn_only_sliced": len(report.ffn_sliced),

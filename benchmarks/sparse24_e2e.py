@@ -14,7 +14,7 @@ import time
 from _host import import_host, pack_module
 
 
-def _step_seconds(patcher, cond, side: int, steps: int) -> float:
+def sampling_step_seconds(patcher, cond, side: int, steps: int) -> float:
     import comfy.samplers
     import torch
     from progressive_speed import timed
@@ -44,11 +44,11 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     # offload to the CPU, as a user's host does: unloading then really frees the GPU
     patcher, cond, *_ = build("flux", torch.device("cuda"), offload_device=torch.device("cpu"))
     torch.cuda.reset_peak_memory_stats()
-    dense = _step_seconds(patcher, cond, side, steps)
+    dense = sampling_step_seconds(patcher, cond, side, steps)
     dense_peak = torch.cuda.max_memory_allocated()
     steady = {"dense": torch.cuda.memory_allocated()}  # after the runs: the loaded model, what a user keeps
     torch.cuda.reset_peak_memory_stats()
-    _step_seconds(patcher, cond, side, steps)
+    sampling_step_seconds(patcher, cond, side, steps)
     peak = {"dense": torch.cuda.max_memory_allocated()}  # a run on the loaded model, as the sparse one below
     mm.unload_all_models()  # what a user sees: the dense model leaves the GPU before the sparse one loads
     mm.soft_empty_cache()
@@ -58,11 +58,11 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
                                                       calibration_steps=1)
     prepare = time.perf_counter() - t0
     torch.cuda.reset_peak_memory_stats()
-    sparse = _step_seconds(sparse_patcher, cond, side, steps)
+    sparse = sampling_step_seconds(sparse_patcher, cond, side, steps)
     sparse_peak = torch.cuda.max_memory_allocated()
     steady["sparse"] = torch.cuda.memory_allocated()  # loaded, every op built (the warm-up built them)
     torch.cuda.reset_peak_memory_stats()
-    _step_seconds(sparse_patcher, cond, side, steps)
+    sampling_step_seconds(sparse_patcher, cond, side, steps)
     peak["sparse"] = torch.cuda.max_memory_allocated()
     mods = [m for m in sparse_patcher.object_patches.values() if isinstance(m, sparsify.PyraSparseLinear)]
     fast = [m._op for m in mods if m._op is not None and m._op.backend == "cusparselt"]

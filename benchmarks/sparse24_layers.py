@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from _host import device_info, import_host, pack_module
+from _host import device_info, import_host, pack_module, write_report
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
     from progressive_speed import build
-    from sparse24_e2e import _step_seconds
+    from sparse24_e2e import sampling_step_seconds
 
     k24, sp = pack_module("kernels.sparse24_linear"), pack_module("core.sparse")
     timing = pack_module("kernels.timing")
@@ -54,7 +54,7 @@ def main() -> int:
 
     dm = patcher.get_model_object("diffusion_model")
     hooks = [m.register_forward_pre_hook(record) for m in dm.modules() if isinstance(m, torch.nn.Linear)]
-    step_s = _step_seconds(patcher, cond, args.side, steps=1)  # warm-up + 3 timed 1-step runs
+    step_s = sampling_step_seconds(patcher, cond, args.side, steps=1)  # warm-up + 3 timed 1-step runs
     for h in hooks:
         h.remove()
     runs = 4  # the warm-up and the three timed runs all recorded
@@ -90,11 +90,7 @@ def main() -> int:
              "| tokens | in | out | calls/step | dense ms | 2:4 ms | speedup |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['tokens']} | {r['in']} | {r['out']} | {r['calls_per_step']} | {r['dense_ms']:.4f} | "
               f"{r['sparse_ms']:.4f} | {r['speedup']:.2f}x |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-        args.json.with_suffix(".md").write_text(text)
+    write_report(args.json, out, "\n".join(lines) + "\n")
     return 0
 
 

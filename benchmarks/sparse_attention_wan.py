@@ -6,7 +6,8 @@
 
 A Wan 2.1 model with one transformer block at the 14B sizes (dim 5120, 40 heads of 128, FFN 13824; random bf16
 weights, feature_slicing.build), a 480p 81-frame latent (21 x 60 x 104: 32,760 tokens) and 512 text tokens. One
-forward through the host's apply_model with its transformer_options, timed as the median of --repeats:
+forward through the host's apply_model with its transformer_options, timed as the median of --repeats
+(feature_slicing.measure):
   host       the host's own attention (no override)
   cudnn      PyraSparseAttention outside its sparse window: every call on the fastest dense backend (cuDNN)
   s80, s90   block-sparse self-attention at keep ratio 0.2 / 0.1 (mask prediction included)
@@ -19,47 +20,15 @@ Imports nothing from comfy_api.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
-from _host import device_info, import_host, pack_module
-from feature_slicing import TINY, WAN14B_BLOCK, build
+from _host import device_info, import_host, pack_module, write_report
+from feature_slicing import TINY, WAN14B_BLOCK, build, measure, wan_inputs
 
 # name: (keep_mass, keep_ratio, sparse window open); "cudnn" keeps the window shut, so every call takes the
 # node's fastest dense backend
 SETTINGS = {"cudnn": (1.0, 0.0, False), "s80": (0.9, 0.2, True), "s90": (0.9, 0.1, True)}
-
-
-def forward(patcher, x, t, context):
-    import torch
-
-    # as the sampler passes them: the patcher's transformer_options with its wrappers (the APPLY_MODEL one
-    # opens the sparse window)
-    options = {**patcher.model_options.get("transformer_options", {}), "wrappers": patcher.wrappers}
-    patcher.patch_model()
-    try:
-        with torch.no_grad():
-            return patcher.model.apply_model(x, t, c_crossattn=context, transformer_options=options)
-    finally:
-        patcher.unpatch_model()
-
-
-def timed(patcher, x, t, context, repeats: int, cuda: bool):
-    import torch
-
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    out = forward(patcher, x, t, context)  # warm-up: compiles the kernels of this shape
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        forward(patcher, x, t, context)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def main() -> int:
@@ -70,33 +39,26 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import_host(cpu=args.tiny)
-    import torch
 
     hooks = pack_module("nodes.sparse_attention_hooks")
     cuda = not args.tiny
-    device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
-    frames, height, width = (2, 16, 16) if args.tiny else (int(v) for v in args.latent.split(","))
+    device, dtype, x, t, context, tokens = wan_inputs(args.tiny, args.latent)
     block = 16 if args.tiny else 128
     base = build(TINY if args.tiny else WAN14B_BLOCK, device, dtype)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 16, frames, height, width, generator=g).to(device, dtype)
-    context = torch.randn(1, 512, 4096, generator=g).to(device, dtype)
-    t = torch.tensor([0.5], device=device)
-    rows = {}
-    rows["host"], ref = timed(base, x, t, context, args.repeats, cuda)
-    results = {"host": {"seconds": rows["host"]}}
+    host = measure(base, x, t, context, args.repeats, cuda)  # warm-up first: compiles the kernels of this shape
+    results = {"host": {"seconds": host["seconds"]}}
     for name, (mass, ratio, window) in SETTINGS.items():
         patched = base.clone()
         start = float("inf") if window else -1.0
         stats = hooks.install(patched, "Wan", hooks.SparseSettings(mass, ratio, block, start, -1.0, 0, True))
-        seconds, out = timed(patched, x, t, context, args.repeats, cuda)
-        results[name] = {"seconds": seconds, "speedup_vs_host": rows["host"] / seconds,
+        run = measure(patched, x, t, context, args.repeats, cuda)
+        results[name] = {"seconds": run["seconds"], "speedup_vs_host": host["seconds"] / run["seconds"],
                          "sparsity": stats.sparsity(), "sparse_calls": stats.sparse_calls,
                          "dense_calls": stats.dense_calls,
-                         "rel_error_vs_host": float((out.float() - ref.float()).norm() / ref.float().norm())}
+                         "rel_error_vs_host": float((run["out"].float() - host["out"].float()).norm()
+                                                    / host["out"].float().norm())}
     for name in ("s80", "s90"):
         results[name]["speedup_vs_cudnn"] = results["cudnn"]["seconds"] / results[name]["seconds"]
-    tokens = frames * (height // 2) * (width // 2)
     out = {**(device_info() if cuda else {"device": "cpu"}), "tokens": tokens,
            "command": "python3 benchmarks/sparse_attention_wan.py " + " ".join(sys.argv[1:]), "runs": results}
     lines = [f"# PyraSparseAttention in a Wan 2.1 14B-size block, {tokens} tokens", "",
@@ -109,12 +71,7 @@ def main() -> int:
         error = f"{r['rel_error_vs_host']:.4f}" if "rel_error_vs_host" in r else ""
         lines.append(f"| {name} | {r['seconds'] * 1e3:.1f} | {r.get('speedup_vs_host', 1.0):.2f}x | {vs_cudnn} | "
                      f"{sparsity} | {error} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(text)
+    write_report(args.json, out, "\n".join(lines) + "\n")
     return 0
 
 
