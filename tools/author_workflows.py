@@ -31,14 +31,20 @@ def _demo(family: str, unet: str, vae: str) -> dict:
     }
 
 
+def _ksampler(model: list, latent: list, seed: int, steps: int, cfg: float = 5.0, sampler: str = "euler",
+              scheduler: str = "normal", denoise: float = 1.0) -> dict:
+    """A stock KSampler node on the demo conditioning (nodes "2" and "3" of `_demo`)."""
+    return {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": ["2", 0], "negative": ["3", 0], "latent_image": latent, "seed": seed,
+        "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler, "denoise": denoise}}
+
+
 def two_stage_highres() -> dict:
     """SDXL-style: a base image, then a structure-guided 2x stage (demo SD1.5 stands in for SDXL)."""
     p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
     p.update({
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 7,
-            "steps": 12, "cfg": 5.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0}},
+        "5": _ksampler(["1", 0], ["4", 0], seed=7, steps=12, sampler="dpmpp_2m", scheduler="karras"),
         "9": {"class_type": "PyraDiffuseHigh", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["5", 0], "seed": 8,
             "scales": "2", "steps": 15, "denoise": 0.3, "cfg": "7.0", "sampler_name": "euler",
@@ -101,9 +107,7 @@ def exact_decode_levels() -> dict:
     p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
     p.update({
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 768, "height": 512, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 3,
-            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": _ksampler(["1", 0], ["4", 0], seed=3, steps=6),
         "7": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": 0}},
         "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "pyra_exact_decode"}},
         "9": {"class_type": "PyraPyramidSplit", "inputs": {"kind": "laplacian", "levels": 3, "image": ["7", 0]}},
@@ -125,14 +129,10 @@ def exact_encode_img2img() -> dict:
     p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
     p.update({
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 384, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 5,
-            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": _ksampler(["1", 0], ["4", 0], seed=5, steps=6),
         "7": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": 0}},
         "8": {"class_type": "PyraExactVAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["6", 0], "slice_rows": 0}},
-        "9": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["8", 0], "seed": 6,
-            "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5}},
+        "9": _ksampler(["1", 0], ["8", 0], seed=6, steps=6, denoise=0.5),
         "10": {"class_type": "PyraExactVAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0], "slice_rows": 0}},
         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_exact_img2img"}},
     })
@@ -147,9 +147,7 @@ def lora_tools() -> dict:
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
         "7": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora,
                                                               "strength_model": 1.0}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 9,
-            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": _ksampler(["7", 0], ["4", 0], seed=9, steps=8),
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "pyra_lora_sample"}},
         "10": {"class_type": "PyraExtractLoRA", "inputs": {
@@ -172,17 +170,13 @@ def train_sparse_adapter() -> dict:
     p = _demo("sd15", "pyra-demo-sd15.safetensors", "pyra-demo-taesd.safetensors")
     p.update({
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 2,
-            "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": _ksampler(["1", 0], ["4", 0], seed=2, steps=4, cfg=3.0),
         "7": {"class_type": "PyraTrainSparseAdapter", "inputs": {
             "model": ["1", 0], "latents": ["5", 0], "positive": ["2", 0], "adapter_type": "sparse", "steps": 6,
             "learning_rate": 3e-3, "batch_size": 2, "seed": 0, "threshold": 5e-3, "lambda_rank": 5e-4,
             "reselect_at": 0.5, "reflections": 8, "filename_prefix": "loras/pyra_demo_sparse_adapter"}},
         "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
-        "9": {"class_type": "KSampler", "inputs": {
-            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["8", 0], "seed": 9,
-            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "9": _ksampler(["7", 0], ["8", 0], seed=9, steps=8),
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["6", 0]}},
         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse_adapter"}},
     })
@@ -200,14 +194,10 @@ def sparsify_then_sample() -> dict:
             "model": ["7", 0], "layers": "all", "name_regex": "", "score": "wanda", "calibration_steps": 2,
             "lowrank_rank": 16, "speed_check_tokens": 4096}},
         "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["8", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 4,
-            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": _ksampler(["8", 0], ["4", 0], seed=4, steps=8),
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse24"}},
-        "12": {"class_type": "KSampler", "inputs": {
-            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 4,
-            "steps": 8, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "12": _ksampler(["7", 0], ["4", 0], seed=4, steps=8),
         "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["6", 0]}},
         "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "pyra_dense"}},
     })
@@ -263,9 +253,7 @@ def sparse_compute() -> dict:
         "9": {"class_type": "PyraSparseAttention", "inputs": {
             "model": ["8", 0], "keep_mass": 0.9, "keep_ratio": 0.0, "block_size": "64", "start_percent": 0.2,
             "end_percent": 1.0, "text_tokens": -1, "fastest_dense_backend": True}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["9", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 8,
-            "steps": 12, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "5": _ksampler(["9", 0], ["4", 0], seed=8, steps=12, cfg=3.5, scheduler="simple"),
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "pyra_sparse_compute"}},
     })
@@ -277,9 +265,7 @@ def dfm_train() -> dict:
     p = _demo("sd3", "pyra-demo-sd3.safetensors", "pyra-demo-taesd3.safetensors")
     p.update({
         "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 4}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 2,
-            "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "5": _ksampler(["1", 0], ["4", 0], seed=2, steps=4, cfg=3.0, scheduler="simple"),
         "7": {"class_type": "PyraDFMConvert", "inputs": {"model": ["1", 0], "levels": 2}},
         "8": {"class_type": "PyraDFMTrain", "inputs": {
             "model": ["7", 0], "latents": ["5", 0], "positive": ["2", 0], "steps": 10, "learning_rate": 1e-3,
