@@ -11,11 +11,13 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+from host import comfyui_dir  # noqa: E402  (the host of the matrix, or COMFYUI_PATH)
 
 
 def import_host(cpu: bool = False) -> None:
-    """Put ComfyUI on sys.path (PYRA_COMFYUI, else the managed host) and import its model management."""
-    sys.path.insert(0, os.environ.get("PYRA_COMFYUI", str(REPO / ".host" / "ComfyUI")))
+    """Put ComfyUI on sys.path (COMFYUI_PATH, else the managed host of PYRA_HOST) and import its model management."""
+    sys.path.insert(0, str(comfyui_dir()))
     from comfy.cli_args import args
 
     args.cpu = cpu

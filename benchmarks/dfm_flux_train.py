@@ -1,7 +1,7 @@
 """Training throughput of the DFM finetuning path on a Flux-size random-weight model (issue 8).
 
     python3 benchmarks/dfm_flux_train.py --json benchmarks/results/dfm-flux-train-h200.json   # on the H200
-    .host/venv/bin/python benchmarks/dfm_flux_train.py --tiny                                  # CPU smoke run
+    $(python3 tools/host.py python) benchmarks/dfm_flux_train.py --tiny                                  # CPU smoke run
 
 The host's Flux class at Flux.1-dev size (progressive_speed.build("flux"), bf16 random weights) converted to
 2-level DFM, trained with DFMTrainer as PyraDFMTrain does: per-level layers fully, a rank-16 LoRA on the

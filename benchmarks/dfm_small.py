@@ -1,7 +1,7 @@
 """DFM against plain flow matching at equal training compute, from scratch, on dead-leaves images.
 
     python3 benchmarks/dfm_small.py --json benchmarks/results/dfm-h200.json          # the first H200 run
-    .host/venv/bin/python benchmarks/dfm_small.py --quick --json /tmp/dfm-cpu.json     # CPU smoke run
+    $(python3 tools/host.py python) benchmarks/dfm_small.py --quick --json /tmp/dfm-cpu.json     # CPU smoke run
     python3 benchmarks/dfm_small.py --long --methods fm --seed-list 0 --json $OUT/fm0.json   # one run of a
     python3 benchmarks/dfm_small.py --merge fm0.json dfm0.json ... --json dfm-curve-h200.json  # longer curve
 

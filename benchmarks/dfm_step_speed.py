@@ -1,6 +1,6 @@
 """DFM training steps per second where per-step overhead dominates: the current step against its reference.
 
-    .host/venv/bin/python benchmarks/dfm_step_speed.py --baseline-rev 8e2921d --json results/dfm-step-cpu.json
+    $(python3 tools/host.py python) benchmarks/dfm_step_speed.py --baseline-rev 8e2921d --json results/dfm-step-cpu.json
     python3 benchmarks/dfm_step_speed.py --size 64 --batch 64 --depth 4 --json $OUT/dfm-step-h200.json   # H200
 
 The model and data of dfm_small.py (host MMDiT from scratch, core="full", two DFM levels, dead-leaves batches),

@@ -2,7 +2,7 @@
 
     source benchmarks/device_env.sh   # on the lent H200 (carry .device)
     python3 benchmarks/feature_slicing.py --json OUT.json                    # Wan 2.1 14B block, 75,600 tokens
-    .host/venv/bin/python benchmarks/feature_slicing.py --tiny               # CPU check of the script itself
+    $(python3 tools/host.py python) benchmarks/feature_slicing.py --tiny               # CPU check of the script itself
 
 A Wan 2.1 model with one transformer block at the 14B sizes (dim 5120, FFN 13824, 40 heads), random bf16
 weights, built from the host's class; a 720p 81-frame latent (21 x 90 x 160, 75,600 tokens after the 1x2x2

@@ -1,6 +1,6 @@
 """Structure-guided high resolution against the host's hires fix on the analytic natural-image model (CPU).
 
-    .host/venv/bin/python benchmarks/highres_quality.py --json benchmarks/results/highres-cpu.json
+    $(python3 tools/host.py python) benchmarks/highres_quality.py --json benchmarks/results/highres-cpu.json
 
 The analytic model's prior is resolution-consistent: average-pooling a 2N x 2N sample gives an N x N sample.
 So the ideal 2x result from an N x N base is a 2N x 2N draw of the prior whose 2x2 average pool IS the base.

@@ -1,6 +1,6 @@
 """The host's own cost per sampling step, with the model's forward replaced by a null one (CPU).
 
-    .host/venv/bin/python benchmarks/host_overhead.py --json benchmarks/results/host-overhead-cpu.json
+    $(python3 tools/host.py python) benchmarks/host_overhead.py --json benchmarks/results/host-overhead-cpu.json
 
 The tiny SDXL model, CFG 5 (cond and uncond in one batch), Euler, 30 karras steps: a DIFFUSION_MODEL wrapper
 returns zeros instead of running the UNet, so what is timed is the host's sampler, CFG and conditioning

@@ -1,6 +1,6 @@
 """Cost of one sampling preview: the host's TAESD previewer on the full latent vs on Pyra's coarse level (CPU).
 
-    .host/venv/bin/python benchmarks/previews.py --json benchmarks/results/previews-cpu.json
+    $(python3 tools/host.py python) benchmarks/previews.py --json benchmarks/results/previews-cpu.json
 
 The host decodes the whole x0 latent for every preview and then shrinks the picture to --preview-size (512).
 Pyra's coarse previews shrink the latent first (2x2 means) to at most 512/8 latent pixels. Both go through
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from _host import REPO, import_host, pack_module, write_report
+from _host import comfyui_dir, import_host, pack_module, write_report
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
 
     previews = pack_module("nodes.previews")
     taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
-    path = REPO / ".host" / "ComfyUI" / "models" / "vae" / "pyra-demo-taesd.safetensors"
+    path = comfyui_dir() / "models" / "vae" / "pyra-demo-taesd.safetensors"
     taesd.load_state_dict(comfy.utils.load_torch_file(str(path)), strict=False)
     previewer = latent_preview.TAESDPreviewerImpl(taesd)
     rows = []

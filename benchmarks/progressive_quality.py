@@ -1,6 +1,6 @@
 """Pyramid sampling against direct sampling on the analytic natural-image model, per radial frequency band (CPU).
 
-    .host/venv/bin/python benchmarks/progressive_quality.py --json benchmarks/results/progressive-cpu.json
+    $(python3 tools/host.py python) benchmarks/progressive_quality.py --json benchmarks/results/progressive-cpu.json
 
 Flow parametrisation with SD3's shift 3, 30 steps, dpmpp_2m and euler, ladders a (2:0.4) and b
 (4:0.35, 2:0.25). Every variant starts from the same noise as direct sampling (common random numbers), so

@@ -1,6 +1,6 @@
 """Step schedules compared on the analytic model (CPU): band error vs the exact ODE solution, held-out seeds.
 
-    .host/venv/bin/python benchmarks/schedule_quality.py --json benchmarks/results/schedules-cpu.json
+    $(python3 tools/host.py python) benchmarks/schedule_quality.py --json benchmarks/results/schedules-cpu.json
 
 For every family with stored searched schedules (sd15, sdxl: eps with the SD discrete schedule; sd3: flow,
 shift 3; flux: ModelSamplingFlux at 1024²; wan21: flow, shift 8), sampler (euler, dpmpp_2m) and stored step

@@ -2,7 +2,7 @@
 
     source benchmarks/device_env.sh   # on the lent H200 (carry .device)
     python3 benchmarks/sparse_attention_wan.py --json OUT/sparse-attention-wan-h200.json
-    .host/venv/bin/python benchmarks/sparse_attention_wan.py --tiny   # CPU check of the script itself
+    $(python3 tools/host.py python) benchmarks/sparse_attention_wan.py --tiny   # CPU check of the script itself
 
 A Wan 2.1 model with one transformer block at the 14B sizes (dim 5120, 40 heads of 128, FFN 13824; random bf16
 weights, feature_slicing.build), a 480p 81-frame latent (21 x 60 x 104: 32,760 tokens) and 512 text tokens. One

@@ -1,6 +1,6 @@
 """Author the shipped example workflows from API prompts, through the host's real frontend.
 
-    .host/venv/bin/python tools/author_workflows.py [name ...]
+    $(python3 tools/host.py python) tools/author_workflows.py [name ...]
 
 For each workflow below: start the server, load the API prompt in the frontend (`app.loadApiJson`), let
 LiteGraph lay it out, fix the seed widgets (so a shared file reproduces its images), serialize the UI

@@ -1,9 +1,9 @@
 """Finetune a flow model into a DFM model from the command line; writes the checkpoint PyraDFMTrain writes.
 
-    .host/venv/bin/python tools/train_dfm.py --base models/diffusion_models/sd3.safetensors \
+    $(python3 tools/host.py python) tools/train_dfm.py --base models/diffusion_models/sd3.safetensors \
         --data my_latents/ --levels 2 --steps 2000 --batch 4 --lr 1e-4 --out output/dfm/my-dfm.safetensors
-    .host/venv/bin/python tools/train_dfm.py ... --data my_images/ --vae models/vae/sd3_vae.safetensors
-    .host/venv/bin/python tools/train_dfm.py ... --resume         # continues the run saved at --out
+    $(python3 tools/host.py python) tools/train_dfm.py ... --data my_images/ --vae models/vae/sd3_vae.safetensors
+    $(python3 tools/host.py python) tools/train_dfm.py ... --resume         # continues the run saved at --out
 
 --data: .safetensors (key latent_tensor, as SaveLatent writes, else the first tensor), .latent or .pt latents
 (C, H, W) or (N, C, H, W), or video latents (N, C, T, H, W) for Wan 2.1, all the same size; or images
