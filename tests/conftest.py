@@ -78,7 +78,7 @@ class InProcessHost:
         valid = asyncio.run(execution.validate_prompt(pid, prompt, None))
         if not valid[0]:
             raise AssertionError(f"prompt invalid: {valid[1]} {valid[3]}")
-        ex = execution.PromptExecutor(_HeadlessServer(), cache_args={"lru": 0, "ram": 0})
+        ex = execution.PromptExecutor(_HeadlessServer(), cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
         ex.execute(prompt, pid, extra_data={}, execute_outputs=valid[2])
         if not ex.success:
             raise AssertionError(f"prompt failed: {ex.status_messages[-1:]}")

@@ -82,7 +82,8 @@ def _check(model: nn.Module, z: Tensor) -> None:
         raise SliceUnsupported(f"unknown mid attention {type(dec.mid.attn_1).__name__}")
     if not isinstance(dec.conv_in, nn.Conv2d):
         raise SliceUnsupported("3-D (video) KL decoders are not supported")
-    if dec.give_pre_end or getattr(dec, "temb_ch", 0):
+    # give_pre_end left the host in 0.8.1 (the temporal rolling VAE); older decoders may still set it
+    if getattr(dec, "give_pre_end", False) or getattr(dec, "temb_ch", 0):
         raise SliceUnsupported("decoders with give_pre_end or a time embedding are not supported")
     for level in dec.up:
         if len(level.attn) > 0:

@@ -109,8 +109,13 @@ class UpConv2x(RowOp):
         return max(a // 2 - 1, 0), min((b + 1) // 2 + 1, h_in)
 
     def phase_weights(self, device, dtype) -> tuple[list[Tensor], Tensor | None]:
-        """The four 2x2 kernels, phases (0, 0), (0, 1), (1, 0), (1, 1), and the bias, in `dtype` on `device`."""
-        key = (device, dtype, self.conv.weight.data_ptr(), self.conv.weight._version)
+        """The four 2x2 kernels, phases (0, 0), (0, 1), (1, 0), (1, 1), and the bias, in `dtype` on `device`.
+
+        Cached per device and dtype only: a program (and so this op) is built for one decode, during which the
+        weights do not change. (No version counter: the server decodes under `torch.inference_mode()`, where
+        weights are inference tensors that have none.)
+        """
+        key = (device, dtype)
         if self._cache is None or self._cache[0] != key:
             w = self.conv.weight.to(device=device, dtype=torch.float32)
             rows = [torch.stack((w[:, :, 0], w[:, :, 1] + w[:, :, 2]), 2),
