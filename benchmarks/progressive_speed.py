@@ -83,7 +83,7 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
     if smooth_time:
         smooth_time_embedding(model, family)
     model = model.to(torch.bfloat16)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload_device or device)
+    patcher = model_patcher(model, device, offload_device or device)
     g = torch.Generator().manual_seed(0)
     if family == "flux":
         cond = [[torch.randn(1, 512, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
