@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _host import device_info, import_host, pack_module
+from _host import device_info, import_host, model_patcher, pack_module
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
 
@@ -69,7 +69,6 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
 
     offload_device: where the host puts the model when it unloads it (default: `device`, it stays).
     smooth_time: the time-smooth stand-in (smooth_time_embedding)."""
-    import comfy.model_patcher
     import comfy.supported_models as sm
     import torch
 
