@@ -148,6 +148,23 @@ def test_other_vaes_fall_back_to_host_decode(comfy_host, mod, tiny_kl, monkeypat
     assert (out - stock(tiny_kl, z)).abs().max().item() == 0
 
 
+def test_unsupported_layer_found_while_decoding_falls_back(comfy_host, demo_vaes, monkeypatch, caplog):
+    """A layer the slicer rejects once it builds its program (an unknown causal padding layout of a future host)
+    gives the host's decode and one log line, not an error."""
+    wan = comfy_host.module("core.vae.wan")
+
+    def unknown(conv):
+        raise wan.SliceUnsupported("unknown causal padding 'future' of CausalConv3d")
+
+    monkeypatch.setattr(wan, "causal_padding", unknown)
+    vae = demo_vaes["wan21_vae"]
+    z = latent((1, 16, 2, 6, 5))
+    with caplog.at_level(logging.INFO):
+        out = run_node(comfy_host, vae, z, 2)
+    assert caplog.text.count("unknown causal padding 'future' of CausalConv3d; using the host's own decode") == 1
+    assert torch.equal(out, stock(vae, z))
+
+
 def test_channel_and_dimension_mismatch_name_both(comfy_host, mod, tiny_kl, demo_vaes):
     with pytest.raises(mod.LatentMismatch, match=r"16 channels.*expects 4"):
         run_node(comfy_host, tiny_kl, latent((1, 16, 8, 8)), 0)
