@@ -97,8 +97,9 @@ class PyraExactVAEDecode(io.ComfyNode):
                 "Decodes a latent in row bands with a fraction of VAE Decode's memory and the same result (up to "
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams or colour shifts as with tiled decoding. Exact for the KL VAEs of "
-                "SD1.5/SDXL/SD3/Flux, for TAESD and for the Wan 2.1 video VAE (bands of rows walk all frames "
-                "with their own causal caches); other VAEs (Wan 2.2, ...) use the host's own decode."
+                "SD1.5/SDXL/SD3/Flux, for TAESD and for the Wan 2.1 video VAE and the Qwen-Image VAE (bands of "
+                "rows walk all frames with their own causal caches); other VAEs (Wan 2.2, ...) use the host's own "
+                "decode."
             ),
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (image, or video for video VAEs)."),
