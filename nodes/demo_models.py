@@ -14,15 +14,20 @@ without importing the pack.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import comfy.cldm.cldm
+import comfy.ldm.flux.model
+import comfy.ldm.models.autoencoder
+import comfy.ldm.modules.diffusionmodules.model
 import comfy.ldm.wan.vae
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
+import comfy.sd1_clip
 import comfy.supported_models
 import comfy.taesd.taesd
 import torch
@@ -102,6 +107,22 @@ _DEMO_SPECS: dict[str, tuple[str, str, str]] = {
 DEMO_FILES: dict[str, tuple[str, str]] = {key: (sub, name) for key, (sub, name, _) in _DEMO_SPECS.items()}
 DEMO_SEED = 0
 
+# The KL VAE layout the host builds for every KL VAE file (comfy/sd.py: ch 128, four levels, two blocks each; the
+# SD1.5, SDXL, SD3 and Flux VAEs), at its real size (83.7M parameters).
+_KL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+# Real-format files: what users load with the stock CheckpointLoaderSimple and VAELoader, a real-size VAE each. The
+# checkpoint holds a real-size KL VAE and CLIP-L text encoder (random weights; the tokenizer ships with the host)
+# and the tiny detectable SD1.5 UNet; fp16, about 430 MB. The 16-channel VAE has no quant convolutions, as the SD3
+# and Flux files (the host wraps it in an AutoencodingEngine); 160 MB. Written by tools/demo_models.py at host
+# install beside DEMO_FILES, not by write_demo_models (tests write those to temp folders).
+_REAL_FORMAT_SPECS: dict[str, tuple[str, str, str]] = {
+    "sd15_checkpoint": ("checkpoints", "pyra-demo-sd15-checkpoint.safetensors", "sd15_checkpoint"),
+    "kl16_vae": ("vae", "pyra-demo-kl16-vae.safetensors", "kl16_vae"),
+}
+REAL_FORMAT_FILES: dict[str, tuple[str, str]] = {key: (sub, name) for key, (sub, name, _) in _REAL_FORMAT_SPECS.items()}
+
 
 def _is_norm(module: torch.nn.Module) -> bool:
     """Whether `module` is a normalisation layer (GroupNorm, LayerNorm, RMSNorm, Wan's RMS_norm, ...)."""
@@ -132,13 +153,26 @@ def init_random_(module: torch.nn.Module, seed: int, std: float = 0.02, fan_in: 
     return module
 
 
+def _host_config(family: str):
+    """The host's model-config class for TINY_CONFIGS[family], with what this host's model class requires added.
+
+    Host probe (this file is loaded without the pack, so it probes here rather than in nodes/host_features.py):
+    FluxParams gained `txt_ids_dims` without a default (Flux 2, 0.8.1+); model_detection gives Flux 1 files [].
+    """
+    unet_config = copy.deepcopy(TINY_CONFIGS[family])
+    flux_fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    if unet_config.get("image_model") == "flux" and "txt_ids_dims" in flux_fields:
+        unet_config.setdefault("txt_ids_dims", [])
+    return getattr(comfy.supported_models, _CONFIG_CLASSES[family])(unet_config)
+
+
 def build_tiny_model(
     family: str, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> comfy.model_patcher.ModelPatcher:
     """ModelPatcher around the host's model for TINY_CONFIGS[family], weights in `dtype`, seeded random."""
     if family not in TINY_CONFIGS:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_CONFIGS)}")
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    config = _host_config(family)
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, manual_cast)
@@ -160,7 +194,7 @@ def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:
 
 def _controlnet_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """A ControlNet for the tiny model `family` (RGB hint), as ControlNetLoader detects it from its keys."""
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    config = _host_config(family)
     unet = {k: v for k, v in config.unet_config.items() if k != "out_channels"}
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                      device="cpu", **unet)
@@ -184,6 +218,31 @@ def _lora_state_dict(family: str, seed: int, rank: int = 4) -> dict[str, torch.T
     return sd
 
 
+def _kl_vae_state_dict(z_channels: int, quant_convs: bool, seed: int) -> dict[str, torch.Tensor]:
+    """A seeded random real-size KL VAE: AutoencoderKL keys (SD1.5/SDXL files) with `quant_convs`, else only the
+    encoder and decoder (SD3/Flux files). Fan-in scaled, so every level's activations stay of order one."""
+    dd = {**_KL_VAE, "z_channels": z_channels}
+    if quant_convs:
+        model = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dd, embed_dim=z_channels)
+    else:
+        model = torch.nn.Module()
+        model.encoder = comfy.ldm.modules.diffusionmodules.model.Encoder(**dd)
+        model.decoder = comfy.ldm.modules.diffusionmodules.model.Decoder(**dd)
+    return init_random_(model, seed, std=1.0, fan_in=True).state_dict()
+
+
+def _checkpoint_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """An SD1.5 checkpoint as the host saves one (CheckpointSave's key layout, through the model config's own
+    process_*_for_saving): the detectable tiny UNet, a real-size CLIP-L and a real-size KL VAE."""
+    patcher = build_tiny_model("sd15_detectable", torch.float16, seed)
+    config = patcher.model.model_config
+    clip = init_random_(comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float32), seed + 1)
+    sd = config.process_unet_state_dict_for_saving(patcher.model.diffusion_model.state_dict())
+    sd.update(config.process_clip_state_dict_for_saving(clip.state_dict()))
+    sd.update(config.process_vae_state_dict_for_saving(_kl_vae_state_dict(4, True, seed + 2)))
+    return sd
+
+
 def _demo_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """fp16 state dict, in the layout the host's loaders detect, of demo family `family`."""
     if family in TINY_CONFIGS:
@@ -196,6 +255,10 @@ def _demo_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
         sd = _controlnet_state_dict("sd15_detectable", seed)
     elif family == "wan21_vae":
         sd = init_random_(comfy.ldm.wan.vae.WanVAE(**_WAN21_VAE), seed, std=1.0, fan_in=True).state_dict()
+    elif family == "sd15_checkpoint":
+        sd = _checkpoint_state_dict(seed)
+    elif family == "kl16_vae":
+        sd = _kl_vae_state_dict(16, False, seed)
     else:
         raise ValueError(f"unknown demo family {family!r}")
     return {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
@@ -210,10 +273,12 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     return len(header).to_bytes(8, "little") + header + raw[8 + size :]
 
 
-def write_demo_models(models_dir: Path, force: bool = False) -> list[Path]:
-    """Write every DEMO_FILES entry under models_dir/<subfolder>/ (fp16, atomic); return the paths written."""
+def write_demo_models(models_dir: Path, force: bool = False, real_format: bool = False) -> list[Path]:
+    """Write every DEMO_FILES entry (and, with `real_format`, every REAL_FORMAT_FILES entry) under
+    models_dir/<subfolder>/ (fp16, atomic); return the paths written."""
     written = []
-    for subfolder, name, family in _DEMO_SPECS.values():
+    specs = list(_DEMO_SPECS.values()) + (list(_REAL_FORMAT_SPECS.values()) if real_format else [])
+    for subfolder, name, family in specs:
         path = Path(models_dir) / subfolder / name
         if path.exists() and not force:
             continue

@@ -119,31 +119,75 @@ def with_controlnet(prompt: dict, sampler_node: str, strength=1.0) -> dict:
     return prompt
 
 
-def exact_vae_decode(family: str = "sd3", slice_rows: int = 3, prefix: str = "pyra_test_exact_vae") -> dict:
-    """The demo text-to-image graph decoded by VAEDecode (saved as prefix_stock) and PyraExactVAEDecode (_pyra)."""
-    prompt = demo_model(family, prefix=f"{prefix}_stock")
-    prompt["9"] = {"class_type": "PyraExactVAEDecode",
-                   "inputs": {"samples": ["5", 0], "vae": ["6", 0], "slice_rows": slice_rows}}
-    prompt["10"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": f"{prefix}_pyra"}}
+# The user's VAEs for the exact decode/encode table (tests/e2e/test_vae_decode.py): kind -> (VAE file, loader).
+# "checkpoint": the VAE output of CheckpointLoaderSimple on the SD1.5-format checkpoint (real-size KL VAE, CLIP-L);
+# "vae": VAELoader. Real-format files are written at host install by tools/demo_models.py (REAL_FORMAT_FILES).
+EXACT_VAE_KINDS = {
+    "kl_checkpoint": ("pyra-demo-sd15-checkpoint.safetensors", "checkpoint"),
+    "kl16": ("pyra-demo-kl16-vae.safetensors", "vae"),
+    "taesd": ("pyra-demo-taesd.safetensors", "vae"),
+    "taesd3": ("pyra-demo-taesd3.safetensors", "vae"),
+    "wan21": ("pyra-demo-wan21-vae.safetensors", "vae"),
+}
+EXACT_VAE_IMAGE = "pyra_exact_vae_test.png"   # written into the server's input folder by the test
+
+
+def exact_vae(node: str, kind: str, prefix: str, slice_rows: int = 3, width: int = 64, height: int = 48) -> dict:
+    """The stock VAE node and its Pyra twin on the same input, each result saved (prefix_stock, prefix_pyra).
+
+    node "decode": a latent made the user's way decoded by VAEDecode and PyraExactVAEDecode (SaveImage). The latent:
+    for the checkpoint, CLIPTextEncode + KSampler on its own model (text to image); for Wan 2.1, KSampler on the demo
+    Wan model (9 frames: 3 latent frames); otherwise VAEEncode of the test image (image to image).
+    node "encode": the test image (LoadImage) encoded by VAEEncode and PyraExactVAEEncode (SaveLatent).
+    """
+    name, loader = EXACT_VAE_KINDS[kind]
+    if loader == "checkpoint":
+        prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}}
+        vae = ["1", 2]
+    else:
+        prompt = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": name}}}
+        vae = ["1", 0]
+    prompt["2"] = {"class_type": "LoadImage", "inputs": {"image": EXACT_VAE_IMAGE}}
+    if node == "encode":
+        pair = {"stock": ("VAEEncode", {"pixels": ["2", 0], "vae": vae}),
+                "pyra": ("PyraExactVAEEncode", {"pixels": ["2", 0], "vae": vae, "slice_rows": slice_rows})}
+        save, key = "SaveLatent", "samples"
+    else:
+        prompt.update(_exact_vae_latent(kind, vae, width, height))
+        pair = {"stock": ("VAEDecode", {"samples": ["3", 0], "vae": vae}),
+                "pyra": ("PyraExactVAEDecode", {"samples": ["3", 0], "vae": vae, "slice_rows": slice_rows})}
+        save, key = "SaveImage", "images"
+    for i, (tag, (class_type, inputs)) in enumerate(pair.items()):
+        prompt[str(10 + 2 * i)] = {"class_type": class_type, "inputs": inputs}
+        prompt[str(11 + 2 * i)] = {"class_type": save,
+                                   "inputs": {key: [str(10 + 2 * i), 0], "filename_prefix": f"{prefix}_{tag}"}}
     return prompt
 
 
-def exact_vae_encode(family: str = "sd3", slice_rows: int = 8, prefix: str = "pyra_test_exact_enc") -> dict:
-    """A colour image encoded by VAEEncode and by PyraExactVAEEncode with the demo VAE of `family`, each decoded
-    by VAEDecode and saved (prefix_stock, prefix_pyra)."""
-    vae = DEMO_FAMILIES[family][1]
-    prompt = {
-        "1": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 2, "color": 0x3080E0}},
-        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 0]}},
-        "4": {"class_type": "PyraExactVAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 0],
-                                                            "slice_rows": slice_rows}},
-    }
-    for i, (src, tag) in enumerate((("3", "stock"), ("4", "pyra"))):
-        prompt[str(5 + 2 * i)] = {"class_type": "VAEDecode", "inputs": {"samples": [src, 0], "vae": ["1", 0]}}
-        prompt[str(6 + 2 * i)] = {"class_type": "SaveImage",
-                                  "inputs": {"images": [str(5 + 2 * i), 0], "filename_prefix": f"{prefix}_{tag}"}}
-    return prompt
+def _exact_vae_latent(kind: str, vae: list, width: int, height: int) -> dict:
+    """Nodes "3".."8" of exact_vae's decode graph; "3" outputs the latent."""
+    if kind == "kl_checkpoint":
+        nodes = {
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red fox in the snow"}},
+            "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+            "6": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        }
+        model, positive, negative = ["1", 0], ["4", 0], ["5", 0]
+    elif kind == "wan21":
+        nodes = {
+            "4": {"class_type": "PyraDemoConditioning", "inputs": {"family": "wan21", "seed": 1, "scale": 1.0}},
+            "6": {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": width, "height": height, "length": 9, "batch_size": 1}},
+            "7": {"class_type": "UNETLoader",
+                  "inputs": {"unet_name": DEMO_FAMILIES["wan21"][0], "weight_dtype": "default"}},
+        }
+        model, positive, negative = ["7", 0], ["4", 0], ["4", 0]
+    else:
+        return {"3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": vae}}}
+    nodes["3"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": positive, "negative": negative, "latent_image": ["6", 0], "seed": 3, "steps": 2,
+        "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+    return nodes
 
 
 def lora_extract(prefix="loras/pyra_e2e_extract", mode="size_mb", value=2.0) -> dict:

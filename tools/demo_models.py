@@ -1,4 +1,4 @@
-"""Write Pyra's demo models (tiny, random weights) into a ComfyUI's models/ folder.
+"""Write Pyra's demo models (random weights: tiny ones, and a real-format SD1.5 checkpoint and VAE) into models/.
 
     python tools/demo_models.py --comfyui /path/to/ComfyUI [--force]
 
@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     demo = load_demo_models(comfyui)
     models_dir = comfyui / "models"
-    written = set(demo.write_demo_models(models_dir, force=opts.force))
-    for subfolder, name in demo.DEMO_FILES.values():
+    written = set(demo.write_demo_models(models_dir, force=opts.force, real_format=True))
+    files = [*demo.DEMO_FILES.values(), *demo.REAL_FORMAT_FILES.values()]
+    for subfolder, name in files:
         path = models_dir / subfolder / name
         state = "written" if path in written else "present"
         print(f"{state:8s} {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    print(f"demo models: {len(written)} written, {len(demo.DEMO_FILES) - len(written)} present, "
+    print(f"demo models: {len(written)} written, {len(files) - len(written)} present, "
           f"{time.perf_counter() - start:.1f} s")
     return 0
 

@@ -9,6 +9,7 @@ Everything after that becomes a row-op program with a checkpoint after every Res
 upsampling no larger than a full-resolution activation); an upsample and its convolution are fused into the next
 block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
 whole, and norm_out + conv_out write band by band straight into the output.
+SD3 and Flux files have no post_quant_conv (the host wraps the same Decoder in an AutoencodingEngine).
 
 Cost, SDXL/Flux layout at 2048x2048 (`benchmarks/decode_cost.py`, counted on the meta device; units of C = one
 128 -> 128 3x3 convolution at full resolution, 1.24 TFLOP). The host's full decode: 32.1 C of convolutions. The
@@ -54,10 +55,23 @@ class SliceUnsupported(ValueError):
     """The module is not a decoder this slicer can reproduce exactly; the caller should use the plain decode."""
 
 
+def _host_class(module: nn.Module | None, name: str) -> bool:
+    """Whether `module` is the host's comfy.ldm.modules.diffusionmodules.model.<name> (not a subclass)."""
+    return type(module).__name__ == name and type(module).__module__.endswith("diffusionmodules.model")
+
+
 def is_kl(model: nn.Module) -> bool:
+    """The host's AutoencoderKL (SD1.5/SDXL files, with post_quant_conv), or its AutoencodingEngine around the same
+    Decoder (the host builds that for files without the quant convolutions: SD3 and Flux VAEs)."""
     dec = getattr(model, "decoder", None)
-    return hasattr(model, "post_quant_conv") and all(
-        hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out"))
+    if not all(hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out")):
+        return False
+    return hasattr(model, "post_quant_conv") or (hasattr(model, "regularization") and _host_class(dec, "Decoder"))
+
+
+def _post_quant(model: nn.Module, z: Tensor) -> Tensor:
+    conv = getattr(model, "post_quant_conv", None)
+    return z if conv is None else conv(z)
 
 
 def _resblock(blk: nn.Module, fast: bool = True) -> list[RowOp]:
@@ -204,7 +218,7 @@ def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.de
     """
     _check(model, z)
     dec = model.decoder
-    h = dec.conv_in(model.post_quant_conv(z))
+    h = dec.conv_in(_post_quant(model, z))
     h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
     skip = whole_steps(model, *z.shape[-2:]) if fast else 0
     for step in up_steps(model)[:skip]:

@@ -1,10 +1,12 @@
-"""Exact sliced encoding for the KL VAE encoder of SD1.5, SDXL, SD3 and Flux (the host's AutoencoderKL).
+"""Exact sliced encoding for the KL VAE encoder of SD1.5, SDXL, SD3 and Flux (the host's AutoencoderKL, or its
+AutoencodingEngine for files without quant convolutions).
 
 The mirror of `kl.py`: conv_in and the down levels (ResnetBlocks, then a stride-2 convolution with the host's
 right/bottom zero padding) become a row-op program over the image, with a checkpoint after every ResnetBlock and
 whole-tensor GroupNorm statistics (a statistics pass, then the normalising pass per band); the latent-resolution
-rest (mid blocks with the global attention in query chunks, norm_out, conv_out, quant_conv, the posterior's mode)
-runs whole. The widest tensors (the full-resolution 128-channel activations) exist one band at a time.
+rest (mid blocks with the global attention in query chunks, norm_out, conv_out, quant_conv where the file has one,
+the posterior's mode) runs whole. The widest tensors (the full-resolution 128-channel activations) exist one band
+at a time.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kl import SliceUnsupported, _attention, _resblock
+from .kl import SliceUnsupported, _attention, _host_class, _resblock
 from .rowops import Conv, RowOp
 from .stream import Program, run_program
 
 
 def can_encode(model: nn.Module) -> bool:
+    """The host's AutoencoderKL, or its AutoencodingEngine around the same Encoder (SD3/Flux files: no quant_conv)."""
     enc = getattr(model, "encoder", None)
-    return hasattr(model, "quant_conv") and hasattr(model, "regularization") and all(
-        hasattr(enc, n) for n in ("conv_in", "down", "mid", "norm_out", "conv_out"))
+    if not hasattr(model, "regularization") or not all(
+            hasattr(enc, n) for n in ("conv_in", "down", "mid", "norm_out", "conv_out")):
+        return False
+    return hasattr(model, "quant_conv") or _host_class(enc, "Encoder")
 
 
 class Downsample2x(RowOp):
@@ -94,5 +99,6 @@ def kl_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.de
     h = run_program(prog, x, rows, x.dtype, x.device)
     h = enc.mid.block_2(_attention(enc.mid.attn_1, enc.mid.block_1(h, None)), None)
     h = enc.conv_out(F.silu(enc.norm_out(h)))
-    z = model.regularization(model.quant_conv(h))[0]
+    quant = getattr(model, "quant_conv", None)
+    z = model.regularization(h if quant is None else quant(h))[0]
     return z.to(device=out_device or x.device, dtype=torch.float32)

@@ -1,8 +1,11 @@
 """Exact sliced decoding for the Wan 2.1 video VAE (the host's comfy.ldm.wan.vae.WanVAE).
 
-The host decodes one latent frame at a time (a chunk); every causal 3-D convolution keeps the last two frames of
-its input (the feature cache) for the next chunk. Its peak is one chunk's full-resolution activations (4 frames of
-96-192 channels at the output size) plus the caches of every full-resolution convolution.
+The host decodes in chunks of latent frames: one at a time up to 0.8.1; the first frame, then two at a time on 0.33.0,
+which also runs the layers after each time upsampling on pairs of frames. Every causal 3-D convolution keeps the
+last two frames of its input (the feature cache) for the next chunk, so its result does not depend on the chunking:
+the chunks change only the float summation order, and one decode below matches every host. Its peak (0.8.1) is one
+chunk's full-resolution activations (4 frames of 96-192 channels at the output size) plus the caches of every
+full-resolution convolution.
 
 Here the loops are swapped: bands of output rows outside, latent frames inside. Nothing in the decoder mixes rows
 except the 3x3 convolutions (a halo per convolution, as in `rowops.py`) and the middle AttentionBlock (per frame,
@@ -50,6 +53,23 @@ def is_wan(model: nn.Module) -> bool:
         and type(dec).__name__ == "Decoder3d" and type(dec).__module__.endswith("wan.vae")
 
 
+def causal_padding(conv: nn.Module) -> tuple[int, int, int]:
+    """(frames padded before, rows, columns) of the host's CausalConv3d, in either of its layouts.
+
+    Older hosts (0.8.1 and before) keep the F.pad tuple (w, w, h, h, 2 p_t, 0) in `_padding` and (0, 0, 0) in
+    `padding`; newer ones (0.33.0) keep the int 2 p_t in `_padding` and the spatial padding in `padding` (0, h, w).
+    Anything else (frames padded after, asymmetric rows) raises SliceUnsupported: the caller uses the host's decode.
+    """
+    pad = getattr(conv, "_padding", None)
+    if isinstance(pad, int) and len(conv.padding) == 3 and conv.padding[0] == 0:
+        return pad, conv.padding[1], conv.padding[2]
+    if isinstance(pad, (tuple, list)) and len(pad) == 6 and tuple(conv.padding) == (0, 0, 0):
+        pw, pw_after, ph, ph_after, pt, pt_after = pad
+        if pw == pw_after and ph == ph_after and pt_after == 0:
+            return pt, ph, pw
+    raise SliceUnsupported(f"unknown causal padding {pad!r} / {conv.padding!r} of {type(conv).__name__}")
+
+
 class CausalConv(Conv):
     """A CausalConv3d (time kernel 1 or 3, square spatial kernel) on a band, with the band's own feature cache.
 
@@ -59,9 +79,9 @@ class CausalConv(Conv):
 
     def __init__(self, conv: nn.Module):
         kt, k, kw = conv.kernel_size
-        pw, _, ph, _, pt, pt_after = conv._padding
+        pt, ph, pw = causal_padding(conv)
         if conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1 or kw != k or ph != pw \
-                or 2 * ph != k - 1 or pt != kt - 1 or pt_after:
+                or 2 * ph != k - 1 or pt != kt - 1:
             raise SliceUnsupported(f"unsupported causal convolution {conv}")
         self.conv, self.k, self.p, self.pt = conv, k, ph, pt
         self.cache: Tensor | None = None

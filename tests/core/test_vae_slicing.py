@@ -228,6 +228,46 @@ def test_kl_16_channel_encode(host):
     assert (enc.kl_encode(model, x, 2) - ref).abs().max().item() <= TOL_FP32
 
 
+def tiny_engine(host, z_channels=16):
+    """What the host builds for a KL VAE file without quant convolutions (SD3, Flux): an AutoencodingEngine around
+    the same Encoder and Decoder, no post_quant_conv."""
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+          "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    mod = "comfy.ldm.modules.diffusionmodules.model."
+    return seeded_(host[0].AutoencodingEngine(
+        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+        encoder_config={"target": mod + "Encoder", "params": dd},
+        decoder_config={"target": mod + "Decoder", "params": dd}))
+
+
+def test_kl_without_quant_convs_decodes_and_encodes_exactly(host):
+    """SD3/Flux-format files: no post_quant_conv or quant_conv. These took the host's plain decode before."""
+    model = tiny_engine(host)
+    assert not hasattr(model, "post_quant_conv") and vae.decoder_for(model)[0] == "kl" and enc.can_encode(model)
+    z = latent((1, 16, 9, 7))
+    x = image((1, 3, 36, 28))
+    with torch.no_grad():
+        ref, ref_z = model.decode(z), model.encode(x)
+    out = vae.sliced_decode(model, z, 2)
+    assert out.shape == ref.shape == (1, 3, 36, 28)
+    assert (out - ref).abs().max().item() <= TOL_FP32
+    out_z = enc.kl_encode(model, x, 2)
+    assert out_z.shape == ref_z.shape == (1, 16, 9, 7)
+    assert (out_z - ref_z).abs().max().item() <= TOL_FP32
+
+
+def test_other_engines_are_not_taken_for_kl(host):
+    """An AutoencodingEngine around another decoder class (the host's video VAEs) is not a KL VAE here."""
+    model = tiny_engine(host)
+
+    class VideoDecoder(type(model.decoder)):
+        pass
+
+    model.decoder.__class__ = VideoDecoder
+    with pytest.raises(vae.SliceUnsupported, match="AutoencodingEngine"):
+        vae.decoder_for(model)
+
+
 def test_band_local_norm_or_missing_halo_is_detected(host, monkeypatch):
     """The comparison can fail: per-band GroupNorm statistics, or a convolution without halo rows, are far off."""
     model = tiny_kl(host)

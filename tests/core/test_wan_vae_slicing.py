@@ -37,7 +37,10 @@ def latent(shape, seed=1):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+# Odd and even frame counts: 0.33.0 decodes the first latent frame, then pairs (the last chunk of an even count is
+# one frame); 0.8.1 and older one frame at a time.
 @pytest.mark.parametrize("shape, rows", [((1, 16, 1, 6, 5), 2), ((2, 16, 3, 7, 5), 1), ((2, 16, 3, 7, 5), 3),
+                                         ((1, 16, 2, 6, 5), 2), ((1, 16, 4, 6, 5), 3),
                                          ((1, 16, 5, 9, 7), 2), ((1, 16, 5, 9, 7), 9)])
 def test_wan_banded_equals_full_decode(wan_vae, shape, rows):
     z = latent(shape)
@@ -48,6 +51,41 @@ def test_wan_banded_equals_full_decode(wan_vae, shape, rows):
     assert out.shape == ref.shape == (b, 3, 1 + 4 * (t - 1), 8 * h, 8 * w)
     assert ref.std() > 0.1   # not a flat video
     assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_wan_rgba_head_equals_full_decode():
+    """A Wan 2.1 VAE with 4 output channels (0.33.0 builds the head from the file, `conv_out_channels`)."""
+    import inspect
+
+    import comfy.ldm.wan.vae
+
+    if "conv_out_channels" not in inspect.signature(comfy.ldm.wan.vae.WanVAE).parameters:
+        pytest.skip("this host's WanVAE always decodes 3 channels")
+    model = seeded_(comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                             temperal_downsample=[False, True, True], conv_out_channels=4), 2,
+                    lambda name: "gamma" in name)
+    z = latent((1, 16, 3, 6, 5))
+    with torch.no_grad():
+        ref = model.decode(z)
+    out = vae.sliced_decode(model, z, 2)
+    assert out.shape == ref.shape == (1, 4, 9, 48, 40)
+    assert (out - ref).abs().max().item() <= TOL_FP32
+
+
+def test_causal_padding_reads_both_host_layouts():
+    """0.8.1 and older: the F.pad tuple in `_padding`; 0.33.0: an int (the frames) and the rows in `padding`."""
+    old = torch.nn.Conv3d(2, 2, 3)
+    old._padding, old.padding = (1, 1, 1, 1, 2, 0), (0, 0, 0)
+    new = torch.nn.Conv3d(2, 2, 3, padding=(0, 1, 1))
+    new._padding = 2
+    assert wan.causal_padding(old) == wan.causal_padding(new) == (2, 1, 1)
+    odd = torch.nn.Conv3d(2, 2, 3)
+    odd._padding, odd.padding = (1, 1, 1, 1, 1, 1), (0, 0, 0)   # frames padded after: not causal
+    with pytest.raises(vae.SliceUnsupported, match="unknown causal padding"):
+        wan.CausalConv(odd)
+    odd._padding = "causal"
+    with pytest.raises(vae.SliceUnsupported, match="unknown causal padding"):
+        wan.CausalConv(odd)
 
 
 def test_wan_missing_halo_or_time_cache_is_detected(wan_vae, monkeypatch):
@@ -82,7 +120,7 @@ def test_wan_auto_band_and_errors(wan_vae):
 def test_causal_conv_buffer_equals_cat_and_pad(cached_frames, t, top, bottom):
     """One padded buffer per conv holds what the host's torch.cat + F.pad build (columns pad inside the conv)."""
     conv = torch.nn.Conv3d(3, 4, 3, padding=1)
-    conv._padding = (1, 1, 1, 1, 2, 0)   # what the host's CausalConv3d sets
+    conv._padding, conv.padding = (1, 1, 1, 1, 2, 0), (0, 0, 0)   # what the 0.8.1 host's CausalConv3d sets
     op = wan.CausalConv(conv)
     x = latent((1, 3, t, 6, 5), seed=2).transpose(3, 4)   # a non-contiguous band (1, 3, t, 5, 6)
     cached = latent((1, 3, cached_frames, 5, 6), seed=3) if cached_frames else None

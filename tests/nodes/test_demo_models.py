@@ -192,3 +192,34 @@ def test_lora_file_loads_with_the_stock_loader_and_changes_the_output(demo, cond
     _, plain = one_step(patcher, cond, (1, 4, 8, 8))
     _, adapted = one_step(patched, cond, (1, 4, 8, 8))
     assert (adapted - plain).abs().max() > 1e-3 * plain.abs().max()
+
+
+def test_real_format_files_load_with_the_stock_loaders(demo):
+    """The SD1.5-format checkpoint and the 16-channel VAE on the host (written at install): detected as SD1.5 with
+    a real-size KL VAE and a CLIP-L whose every weight is in the file, a text encoding that depends on the text, and
+    an SD3/Flux-format VAE the host wraps in an AutoencodingEngine. (Their bytes come from the same seeded builders
+    as DEMO_FILES; writing them here would cost 600 MB per test run.)"""
+    import comfy.sd
+    import comfy.utils
+    from host import comfyui_dir
+
+    models = comfyui_dir() / "models"
+    paths = {key: models.joinpath(*sub_name) for key, sub_name in demo.REAL_FORMAT_FILES.items()}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        pytest.fail(f"missing {missing}: run `python tools/demo_models.py --comfyui {comfyui_dir()}` with the host's "
+                    "python (or `make host`)")
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(paths["sd15_checkpoint"]))
+        assert type(model.model.model_config).__name__ == "SD15"
+        assert type(vae.first_stage_model).__name__ == "AutoencoderKL" and vae.latent_channels == 4
+        assert sum(p.numel() for p in vae.first_stage_model.parameters()) == 83_653_863   # the SD1.5 VAE's size
+        file_keys = set(comfy.utils.load_torch_file(str(paths["sd15_checkpoint"])))
+        clip_keys = {k for k in clip.get_sd() if "text_projection" not in k and "logit_scale" not in k}
+        assert {"cond_stage_model." + k.removeprefix("clip_l.") for k in clip_keys} <= file_keys
+        a, b = (clip.encode_from_tokens(clip.tokenize(text)) for text in ("a red fox", "a blue car"))
+        assert a.shape == (1, 77, 768) and torch.isfinite(a).all() and (a - b).abs().max() > 1e-2
+        vae16 = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(paths["kl16_vae"])))
+        assert type(vae16.first_stage_model).__name__ == "AutoencodingEngine" and vae16.latent_channels == 16
+        pixels = vae16.decode(torch.randn((1, 16, 4, 4), generator=torch.Generator().manual_seed(0)))
+        assert pixels.shape == (1, 32, 32, 3) and pixels.std() > 0.05

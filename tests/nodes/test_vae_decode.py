@@ -30,22 +30,38 @@ def demo_vaes(comfy_host, tmp_path_factory):
     return load
 
 
+TINY_KL = {"embed_dim": 4, "ddconfig": {
+    "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2, 2],
+    "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}
+
+
 @pytest.fixture(scope="module")
 def tiny_kl(comfy_host):
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-          "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    params = {"embed_dim": 4, "ddconfig": dd}
-    model = AutoencoderKL(**params)
+    model = AutoencoderKL(**TINY_KL)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
             scale = p[0].numel() ** -0.5 if p.ndim >= 2 else 0.5
             p.copy_((0.0 if p.ndim >= 2 else base) + scale * torch.randn(p.shape, generator=g))
-    return comfy.sd.VAE(sd=model.state_dict(), config={"params": params})
+    return comfy.sd.VAE(sd=model.state_dict(), config={"params": TINY_KL})
+
+
+@pytest.fixture(scope="module")
+def inference_vaes(demo_vaes, tiny_kl):
+    """The same VAEs loaded as the server loads them: inside torch.inference_mode() (the server runs every prompt,
+    loaders included, under it), so every weight is an inference tensor, which has no version counter."""
+    import comfy.sd
+
+    with torch.inference_mode():
+        vaes = {key: comfy.sd.VAE(sd=vae.get_sd()) for key, vae in demo_vaes.items()}
+        vaes["kl"] = comfy.sd.VAE(sd=tiny_kl.get_sd(), config={"params": TINY_KL})
+    for vae in vaes.values():
+        assert all(p.is_inference() for p in vae.first_stage_model.parameters())
+    return vaes
 
 
 def latent(shape, seed=0):
@@ -94,6 +110,32 @@ def test_demo_wan_vae_decodes_exactly(comfy_host, demo_vaes, caplog, frames, row
     assert (out - ref).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("key, shape", [("kl", (2, 4, 11, 9)), ("taesd", (1, 4, 9, 7)), ("taesd3", (1, 16, 6, 5)),
+                                        ("wan21_vae", (1, 16, 3, 9, 7))])
+def test_decode_under_inference_mode_as_in_the_server(comfy_host, inference_vaes, caplog, key, shape):
+    """The server's path: VAE loaded and latent decoded under torch.inference_mode(). (The KL decode once read the
+    weights' version counter there and failed on every KL VAE: `Inference tensors do not track version counter`.)"""
+    vae = inference_vaes[key]
+    with torch.inference_mode(), caplog.at_level(logging.INFO):
+        z = latent(shape)
+        ref = stock(vae, z)
+        out = run_node(comfy_host, vae, z, 2)
+    assert "host's own decode" not in caplog.text   # the exact path ran, not the fallback
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_encode_under_inference_mode_as_in_the_server(comfy_host, inference_vaes, caplog):
+    vae = inference_vaes["kl"]
+    with torch.inference_mode(), caplog.at_level(logging.INFO):
+        pixels = torch.rand((1, 40, 36, 3), generator=torch.Generator().manual_seed(5))
+        ref = vae.encode(pixels)
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 2).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    assert out.shape == ref.shape == (1, 4, 10, 8)   # cropped to 40 x 32; this tiny VAE downsamples 4x
+    assert (out - ref).abs().max().item() <= TOL
+
+
 def test_other_vaes_fall_back_to_host_decode(comfy_host, mod, tiny_kl, monkeypatch, caplog):
     def unsupported(model):
         raise mod.SliceUnsupported("no exact sliced decoder for TestVAE")
@@ -104,6 +146,23 @@ def test_other_vaes_fall_back_to_host_decode(comfy_host, mod, tiny_kl, monkeypat
         out = run_node(comfy_host, tiny_kl, z, 0)
     assert "TestVAE; using the host's own decode" in caplog.text
     assert (out - stock(tiny_kl, z)).abs().max().item() == 0
+
+
+def test_unsupported_layer_found_while_decoding_falls_back(comfy_host, demo_vaes, monkeypatch, caplog):
+    """A layer the slicer rejects once it builds its program (an unknown causal padding layout of a future host)
+    gives the host's decode and one log line, not an error."""
+    wan = comfy_host.module("core.vae.wan")
+
+    def unknown(conv):
+        raise wan.SliceUnsupported("unknown causal padding 'future' of CausalConv3d")
+
+    monkeypatch.setattr(wan, "causal_padding", unknown)
+    vae = demo_vaes["wan21_vae"]
+    z = latent((1, 16, 2, 6, 5))
+    with caplog.at_level(logging.INFO):
+        out = run_node(comfy_host, vae, z, 2)
+    assert caplog.text.count("unknown causal padding 'future' of CausalConv3d; using the host's own decode") == 1
+    assert torch.equal(out, stock(vae, z))
 
 
 def test_channel_and_dimension_mismatch_name_both(comfy_host, mod, tiny_kl, demo_vaes):
