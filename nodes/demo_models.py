@@ -14,11 +14,13 @@ without importing the pack.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import comfy.cldm.cldm
+import comfy.ldm.flux.model
 import comfy.ldm.wan.vae
 import comfy.model_management
 import comfy.model_patcher
@@ -132,13 +134,26 @@ def init_random_(module: torch.nn.Module, seed: int, std: float = 0.02, fan_in: 
     return module
 
 
+def _host_config(family: str):
+    """The host's model-config class for TINY_CONFIGS[family], with what this host's model class requires added.
+
+    Host probe (this file is loaded without the pack, so it probes here rather than in nodes/host_features.py):
+    FluxParams gained `txt_ids_dims` without a default (Flux 2, 0.8.1+); model_detection gives Flux 1 files [].
+    """
+    unet_config = copy.deepcopy(TINY_CONFIGS[family])
+    flux_fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    if unet_config.get("image_model") == "flux" and "txt_ids_dims" in flux_fields:
+        unet_config.setdefault("txt_ids_dims", [])
+    return getattr(comfy.supported_models, _CONFIG_CLASSES[family])(unet_config)
+
+
 def build_tiny_model(
     family: str, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> comfy.model_patcher.ModelPatcher:
     """ModelPatcher around the host's model for TINY_CONFIGS[family], weights in `dtype`, seeded random."""
     if family not in TINY_CONFIGS:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_CONFIGS)}")
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    config = _host_config(family)
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, manual_cast)
@@ -160,7 +175,7 @@ def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:
 
 def _controlnet_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """A ControlNet for the tiny model `family` (RGB hint), as ControlNetLoader detects it from its keys."""
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    config = _host_config(family)
     unet = {k: v for k, v in config.unet_config.items() if k != "out_channels"}
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                      device="cpu", **unet)
