@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 async def comfy_entrypoint():
-    from .nodes import PyraExtension
+    from .nodes import PyraExtension, register_adapter_types
 
+    register_adapter_types()  # here, not at import: every host calls the entrypoint (0.33.0 alone calls on_load)
     return PyraExtension()

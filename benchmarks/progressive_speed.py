@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _host import device_info, import_host, pack_module
+from _host import device_info, import_host, model_patcher, pack_module
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
 
@@ -69,7 +69,6 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
 
     offload_device: where the host puts the model when it unloads it (default: `device`, it stays).
     smooth_time: the time-smooth stand-in (smooth_time_embedding)."""
-    import comfy.model_patcher
     import comfy.supported_models as sm
     import torch
 
@@ -83,7 +82,7 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
     if smooth_time:
         smooth_time_embedding(model, family)
     model = model.to(torch.bfloat16)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload_device or device)
+    patcher = model_patcher(model, device, offload_device or device)
     g = torch.Generator().manual_seed(0)
     if family == "flux":
         cond = [[torch.randn(1, 512, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),

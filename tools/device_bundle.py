@@ -1,33 +1,43 @@
 """Prepare what a GPU benchmark needs on the lent H200, which has torch but no ComfyUI and no network.
 
-    python3 tools/device_bundle.py        # writes .device/ (git-ignored): ComfyUI's source, wheels
+    PYRA_HOST=0.33.0 python3 tools/device_bundle.py   # writes .device/ (git-ignored) for that host of the matrix
 
-Then every device command starts with `source benchmarks/device_env.sh` (and carries `.device`):
-it installs the wheels into /tmp/site and puts ComfyUI on PYTHONPATH, so every benchmark starts the same way.
+A host with a source archive (../shared/hosts/) travels as that archive, unpacked on the device by
+benchmarks/device_env.sh; the PyPI snapshot (or a COMFYUI_PATH host) travels as a copy of the source parts the
+in-process benchmarks import. Wheels of the packages the host imports that the device image lacks go beside it
+(built for the device's Python 3.12). Then every device command starts with `source benchmarks/device_env.sh`
+and carries `.device`, so every benchmark starts the same way.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from host import REPO, comfyui_dir
+from host import REPO, SHARED_HOSTS, comfyui_dir, selected_host
 
 DEVICE = REPO / ".device"
 # ComfyUI's python packages and modules that the in-process benchmarks import (no server, no frontend).
 SOURCE = ["comfy", "comfy_api", "comfy_execution", "comfy_config", "comfy_extras", "utils", "folder_paths.py",
           "latent_preview.py", "node_helpers.py", "comfyui_version.py"]
-# Pure-python packages the host imports that the device image lacks (its torch, transformers etc. are used).
-WHEELS = ["torchsde==0.2.6", "trampoline==0.1.2"]
+# Packages the host imports that the device image lacks (its torch, torchaudio, transformers etc. are used).
+# comfy-kitchen (about 58 MB) does not fit the carry: 0.8.1+ import it under a guard and log that fp8/fp4 kernels
+# are unavailable. av is only imported by comfy_api's video types (0.33.0's EasyCache node imports those).
+WHEELS = {
+    "0.3.76-dev": ["torchsde==0.2.6", "trampoline==0.1.2"],
+    "0.8.1": ["torchsde==0.2.6", "trampoline==0.1.2", "av==16.0.1"],
+    "0.33.0": ["torchsde==0.2.6", "trampoline==0.1.2", "comfy-aimdo==0.4.13", "simpleeval==1.0.3",
+               "blake3==1.0.8", "av==17.0.0"],
+}
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64", "any"]
 
 
-def main() -> int:
-    src = comfyui_dir()
-    dst = DEVICE / "ComfyUI"
-    shutil.rmtree(dst, ignore_errors=True)
+def copy_source(src: Path, dst: Path) -> None:
     for name in SOURCE:
         path = src / name
         if path.is_dir():
@@ -35,12 +45,23 @@ def main() -> int:
         else:
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / name)
+
+
+def main() -> int:
+    spec = selected_host()
+    shutil.rmtree(DEVICE, ignore_errors=True)
+    DEVICE.mkdir()
+    if spec.archive and not os.environ.get("COMFYUI_PATH"):
+        shutil.copy2(SHARED_HOSTS / spec.archive, DEVICE / "comfyui.tar.gz")
+    else:
+        copy_source(comfyui_dir(), DEVICE / "ComfyUI")
     wheels = DEVICE / "whl"
-    wheels.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
-                    "--only-binary=:all:", "-d", str(wheels), *WHEELS], check=True)
+                    "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", *platforms,
+                    "-d", str(wheels), *WHEELS.get(spec.name, WHEELS["0.3.76-dev"])], check=True)
     size = sum(f.stat().st_size for f in DEVICE.rglob("*") if f.is_file())
-    print(f"{DEVICE}: {size / 2**20:.1f} MiB (carry '.device' in device runs)")
+    print(f"{DEVICE}: ComfyUI {spec.name}, {size / 2**20:.1f} MiB (carry '.device' in device runs)")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Search step schedules with AutoDiffusion's evolutionary search on the analytic proxy (CPU, seconds each).
 
-    $(python3 tools/host.py python) tools/search_schedule.py --family sd3 --steps 8 --sampler dpmpp_2m --out out/s.json
-    $(python3 tools/host.py python) tools/search_schedule.py --family all --steps 4,6,8,10,15,20 --sampler euler,dpmpp_2m \
+    $(python3 tools/host.py python) tools/search_schedule.py --family sd3 --steps 8 --sampler dpmpp_2m \
+        --out out/s.json
+    $(python3 tools/host.py python) tools/search_schedule.py --family all --steps 4,6,8,10,15,20 \
+        --sampler euler,dpmpp_2m \
         --out core/samplers/searched_schedules.json        # regenerates the pack's stored schedules
 
 Every (family, sampler, steps) combination is searched independently; the JSON written to --out has the

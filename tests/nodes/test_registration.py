@@ -26,8 +26,30 @@ def readme_node_ids(text: str) -> set[str]:
 
 
 def test_registered_nodes_are_the_packs(comfy_host, pyra_nodes):
-    listed = {cls.define_schema().node_id for cls in comfy_host.module("nodes").NODES}
-    assert listed == set(pyra_nodes)
+    nodes, disabled = comfy_host.module("nodes").load_capabilities()
+    assert not disabled, disabled
+    assert {cls.define_schema().node_id for cls in nodes} == set(pyra_nodes)
+
+
+def test_a_capability_the_host_cannot_serve_drops_only_its_nodes(comfy_host):
+    """One missing host symbol disables one capability, with one message naming the host version and the cause."""
+    pkg = comfy_host.module("nodes")
+    table = (("analytic model", "analytic", ("PyraAnalyticModel",)),
+             ("imaginary", "no_such_module_on_this_host", ("PyraImaginary",)),
+             ("step cache", "step_cache", ("PyraStepCache",)))
+    nodes, disabled = pkg.load_capabilities(table)
+    assert [cls.define_schema().node_id for cls in nodes] == ["PyraAnalyticModel", "PyraStepCache"]
+    assert len(disabled) == 1
+    msg = disabled[0]
+    assert "imaginary nodes (PyraImaginary)" in msg and f"ComfyUI {pkg.comfyui_version()}" in msg
+    assert "no_such_module_on_this_host" in msg
+
+
+def test_the_adapter_types_are_registered_with_the_host(comfy_host):
+    import comfy.weight_adapter as weight_adapter
+
+    names = [cls.name for cls in weight_adapter.adapters]
+    assert names.count("pyra_sparse") == 1 and names.count("pyra_hra") == 1
 
 
 def test_readme_node_table_matches(pyra_nodes):
