@@ -234,4 +234,6 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
 
 def _same_key(a: tuple, b: tuple) -> bool:
     """Element-wise identity/equality of two _streamed_op keys (tensors compared by identity)."""
-    return len(a) == len(b) and all(x is y if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b))
+    if len(a) != len(b):
+        return False
+    return all(x is y if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b, strict=True))

@@ -272,12 +272,13 @@ def test_the_hosts_bypass_loader_applies_the_adapter(comfy_host, base, cond, fil
 
 def test_bypass_of_a_sparse_delta_on_a_norm_scale_is_refused_with_a_message(core):
     """A 1-D weight (a norm's scale) has no forward-side form of its delta: refused, not zeros."""
-    adapter = PyraSparseAdapter_from(core, (8,))
+    adapter = sparse_adapter(core, (8,))
     with pytest.raises(RuntimeError, match="LoraLoaderModelOnly"):
         adapter.h(torch.randn(2, 8), torch.zeros(2, 8))
 
 
-def PyraSparseAdapter_from(core, shape):  # noqa: N802 (builds the adapter type of the pack)
+def sparse_adapter(core, shape):
+    """The pack's sparse adapter type (as the host registered it) with a small delta of `shape`."""
     import comfy.weight_adapter
 
     cls = next(c for c in comfy.weight_adapter.adapters if c.name == "pyra_sparse")

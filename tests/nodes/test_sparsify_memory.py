@@ -206,7 +206,7 @@ def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env,
     base = model_patcher(tiny.model, tiny.load_device, tiny.offload_device)
     if not hf.patcher_is_dynamic(base):
         pytest.skip("this host or device runs without dynamic VRAM (ModelPatcherDynamic)")
-    patched, results = sparsify.sparsify_model(base, "all", rank=0, check_tokens=0)
+    patched, _ = sparsify.sparsify_model(base, "all", rank=0, check_tokens=0)
     shapes = {k[len("diffusion_model."):]: tuple(v.shape) for k, v in base.model.state_dict().items()
               if k.startswith("diffusion_model.") and v.dim() == 2}
     lora = kohya_lora(shapes, scale=0.3, suffix="img_mlp.0.weight")
@@ -226,7 +226,7 @@ def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env,
     expect = x.float() @ (lora_w * mod.sparse_mask.cuda()).T + mod.bias.cuda().float()
     dense = x.float() @ lora_w.T + mod.bias.cuda().float()
     out = mod(x)
-    assert mod._op.backend == "cusparselt" and sp.is_nm_sparse((lora_w * mod.sparse_mask.cuda()))
+    assert mod._op.backend == "cusparselt" and sp.is_nm_sparse(lora_w * mod.sparse_mask.cuda())
     assert float((out.float() - expect).norm() / expect.norm()) < 2e-2
     assert float((dense - expect).norm() / expect.norm()) > 5e-2, "the LoRA's dense delta differs from the masked"
     assert mod.weight.device.type == "cpu", "the stored weight stays on the offload device (it streams no more)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,7 +232,7 @@ def test_a_lora_applied_by_a_dynamic_vram_lowvram_function_keeps_the_mask(env, m
 class CompressedStandIn:
     """Stands in for the cuSPARSELt op on the CPU: keeps a private copy, drops the dense weight; counts builds."""
 
-    built: list = []
+    built: typing.ClassVar[list] = []
 
     def __init__(self, weight, bias=None, lowrank=None, keep_dense=True, **_):
         self.private, self.bias, self.lowrank, self.weight = weight.detach().clone(), bias, lowrank, None
