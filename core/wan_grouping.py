@@ -22,10 +22,17 @@ s = slice_tokens / tokens, f = ffn_dim / dim (2.7 for Wan-14B), weights excluded
   the bf16 result: 7sA); stage 3 holds x + q plus (3 + 2f)sA.
 At 75,600 tokens: 4.76A (ratio 0.53) with 8192-token slices, 4.38A (0.49) with 4096, 4.19A (0.47) with 2048.
 The floor is 4A (0.44): the attention needs q, k and v whole and x is kept for the residual.
+
+Per-call patches that see a whole-token tensor inside the block (newer hosts run transformer_options["patches"]
+"attn1_patch" on the attention output with q and k, and "attn2_patch" after the cross-attention residual) have no
+sliced equivalent: q's buffer is overwritten by the attention output and the post-cross-attention state exists only
+one slice at a time. With such a patch present the block runs the host's own forward (logged once), so the patch
+is honoured exactly as the host block would honour it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -53,6 +60,17 @@ def head_groups(heads: int, head_dim: int, tokens: int, slice_tokens: int) -> li
     return [slice(h * head_dim, min(h + per_group, heads) * head_dim) for h in range(0, heads, per_group)]
 
 
+log = logging.getLogger("pyra")
+UNSLICEABLE_PATCHES = ("attn1_patch", "attn2_patch")
+_logged: set[str] = set()
+
+
+def unsliceable_patches(transformer_options: dict) -> list[str]:
+    """The names of per-call patches in `transformer_options` that the grouped forward cannot run in slices."""
+    patches = transformer_options.get("patches", {}) or {}
+    return [name for name in UNSLICEABLE_PATCHES if patches.get(name)]
+
+
 class _Grouped:
     """Mixin: the grouped forward of a WanAttentionBlock (same signature as the host's)."""
 
@@ -61,7 +79,14 @@ class _Grouped:
     rope: Callable = None  # the host's apply_rope1
 
     def forward(self, x, e, freqs, context, context_img_len=257, transformer_options={}):
-        if x.shape[1] <= self.slice_tokens:
+        blocking = unsliceable_patches(transformer_options)
+        if blocking:
+            key = ", ".join(blocking)
+            if key not in _logged:
+                _logged.add(key)
+                log.warning("Pyra feature slicing: %s patches present: the Wan blocks run the host's own forward "
+                            "(not sliced, full activation memory) while they are", key)
+        if blocking or x.shape[1] <= self.slice_tokens:
             return super().forward(x, e, freqs, context, context_img_len=context_img_len,
                                    transformer_options=transformer_options)
         mod = self.modulation.to(dtype=x.dtype, device=x.device)

@@ -13,8 +13,10 @@ transformer_options) is a graph input, copied in at each replay; every other arg
 signature, so a change of any of them means another graph. Cond UUIDs enter the signature by their order of
 first appearance: they only name conds, and a new guider draws new ones each run. Calls that a graph cannot
 reproduce run eagerly, with the reason counted: not CUDA, gradients on, a low-VRAM (partially loaded) model
-whose weights stream in during the forward, attention or block patches (their Python runs per call),
-arguments of other types.
+whose weights stream in during the forward, a dynamic-VRAM model (ModelPatcherDynamic, 0.16+: every layer casts
+its weight into a VRAM buffer per call, and aimdo may evict or move it between calls, so a graph would replay
+stale addresses; logged once per run), attention or block patches (their Python runs per call), arguments of
+other types.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import comfy.patcher_extension
 import torch
 
 from . import cuda_graph_store as store
+from .host_features import patcher_is_dynamic
 
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_cuda_graphs"
 _IGNORED_OPTIONS = ("wrappers", "callbacks")  # hold functions, our own wrapper among them; not model inputs
 _BLOCKING_OPTIONS = ("patches", "patches_replace")  # per-call Python (attention, block patches)
+DYNAMIC_VRAM = "dynamic VRAM streams the weights through cast buffers per call"
 _PLAIN = (type(None), bool, int, float, str, torch.dtype, torch.device)
 
 
@@ -114,6 +118,8 @@ class GraphedForward:
         self._warmup_stream: torch.cuda.Stream | None = None
 
     def ineligible(self, tensors: list[torch.Tensor]) -> str | None:
+        if patcher_is_dynamic(self.model_patcher):
+            return DYNAMIC_VRAM
         if not tensors or not tensors[0].is_cuda:
             return "not on a CUDA device"
         if torch.is_grad_enabled():
@@ -132,6 +138,9 @@ class GraphedForward:
         except _Uncapturable as err:
             reason = str(err)
         if reason is not None:
+            if reason == DYNAMIC_VRAM and not self.counts[f"eager: {reason}"]:
+                log.warning("Pyra CUDA graphs: not captured, %s; the model runs eagerly (start ComfyUI with "
+                            "--disable-dynamic-vram to use CUDA graphs)", reason)
             self.counts[f"eager: {reason}"] += 1
             return executor(*args, **kwargs)
         module = self.model_patcher.model.diffusion_model

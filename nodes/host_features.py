@@ -20,3 +20,22 @@ def comfyui_version() -> str:
     except ImportError:
         return "unknown"
     return str(__version__)
+
+
+# --- Sparse inference (PyraSparsify, CUDA graphs): how the host casts, patches and streams a layer's weights ---
+
+
+def patcher_is_dynamic(patcher) -> bool:
+    """Whether `patcher` streams weights with dynamic VRAM (ModelPatcherDynamic, 0.16+, comfy-aimdo): every
+    comfy.ops module gets comfy_cast_weights and its weight is cast into a VRAM buffer per call, from the offload
+    device. `is_dynamic()` exists on 0.16+; older patchers never stream this way."""
+    probe = getattr(patcher, "is_dynamic", None)
+    return bool(probe()) if callable(probe) else False
+
+
+def cast_time_patches(module, param: str = "weight") -> tuple:
+    """The functions the host applies to `module.<param>` when it casts it for a call, in order: the LoRA of a
+    dynamic-VRAM load (`<param>_lowvram_function`, 0.16+), then `<param>_function` (the LoRA of a low-VRAM load
+    on every host, weight wrappers). Empty: the host casts the stored tensor unchanged."""
+    lowvram = getattr(module, f"{param}_lowvram_function", None)
+    return ((lowvram,) if lowvram is not None else ()) + tuple(getattr(module, f"{param}_function", ()))

@@ -10,16 +10,40 @@ the offload device (`_home`: the tensor the module was made with, or a copy of a
 a layer on the fast op the GPU holds only the compressed weight, the bias and the low-rank factors. The mask
 never stays on the GPU: it is kept bit-packed on the offload device and unpacked only while a weight is masked.
 When the module leaves the op's device (unload, partial unload), the op and its compressed weight are dropped.
+
+Dynamic VRAM (0.16+, `ModelPatcherDynamic`): the host sets `comfy_cast_weights` on every module and would cast the
+dense weight into a VRAM buffer at every call. Where the 2:4 kernel applies, `streamed` (set at each load) makes
+the layer build its compressed op once instead, from the weight as the host would cast it (its cast-time LoRA
+applied, then masked): the compressed weight replaces the streamed dense one; it is dropped when the model is
+detached. Elsewhere the host streams the masked dense weight, and any weight a cast-time function changed is
+masked again before use.
 """
 
 from __future__ import annotations
+
+import logging
 
 import comfy.ops
 import torch
 import torch.nn.functional as F
 
 from ..core.sparse import ActivationNorms, PackedMask, lowrank_compensation, prune_nm
-from ..kernels.sparse24_linear import Sparse24Linear
+from ..kernels.sparse24_linear import Sparse24Linear, cusparselt
+from .host_features import cast_time_patches
+
+log = logging.getLogger("pyra.sparsify")
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.info("PyraSparsify: %s", message)
+
+
+def fast_kernel_reason(shape: tuple[int, int], device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why a (out, in) weight cannot run on the 2:4 kernel on `device` in `dtype`, or None when it can."""
+    return cusparselt.unavailable_reason(device, dtype) or cusparselt.shape_reason(*shape)
 
 
 def _version(t: torch.Tensor | None) -> int | None:
@@ -52,6 +76,8 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         mod._op, mod._op_source = None, (None, None, None)
         mod._home = (mod.weight, _version(mod.weight), mod.weight.data)  # kept when the host moves the weight
         mod.norms, mod.rank = None, 0
+        mod.streamed = False  # dynamic VRAM: set by PyraSparsify's ON_LOAD callback from the patcher
+        mod._stream_key = None
         return mod
 
     @classmethod
@@ -90,6 +116,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
     def invalidate(self) -> None:
         """Forget the prepared op (the host may have rewritten the weight in place, e.g. `.data.copy_`)."""
         self._op, self._op_source = None, (None, None, None)
+        self._stream_key = None
 
     def _sparse_op(self, device: torch.device) -> Sparse24Linear:
         """The prepared op on `device` (the input's) for the current weight; rebuilt when the host swaps or patches
@@ -103,7 +130,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
             work = w.detach().to(device)
             bias = None if b is None else b.detach().to(device)
             self._op = Sparse24Linear(self._masked(work), bias, self._lowrank_for(work), keep_dense=False)
-            self._op_source = (w, b, version)
+            self._op_source, self._stream_key = (w, b, version), None
             if self._op.weight is None:  # compressed: the dense format goes back to the offload device
                 self._release_dense()
         return self._op
@@ -133,19 +160,58 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         mask = self.mask.unpack(w.device)
         return w if not w.masked_select(~mask).any() else w * mask
 
+    def path(self, x: torch.Tensor) -> str:
+        """How a call with input x runs: "calibrate" (Wanda, dense), "streamed" (dynamic VRAM: the compressed op
+        built from the cast weight), "cast" (the host casts the weight: low VRAM, manual cast, cast-time LoRA;
+        masked dense matmul) or "op" (the prepared op on the stored weight)."""
+        if self.norms is not None:
+            return "calibrate"
+        if self.streamed:
+            reason = fast_kernel_reason(tuple(self.weight.shape), x.device, x.dtype)
+            if reason is None:
+                return "streamed"
+            _log_once(f"dynamic VRAM: the host streams the masked dense weights ({reason})")
+        if self.comfy_cast_weights or cast_time_patches(self) or cast_time_patches(self, "bias"):
+            return "cast"
+        return "op"
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if self.norms is not None:  # Wanda calibration: record the input, compute densely
+        path = self.path(x)
+        if path == "calibrate":  # Wanda calibration: record the input, compute densely
             self.norms.update(x)
             return super().forward(x, *args, **kwargs)
-        if self.comfy_cast_weights or self.weight_function or self.bias_function:
+        if path == "streamed":
+            return self._streamed_op(x)(x)
+        if path == "cast":
             return self._forward_cast(x)
         return self._sparse_op(x.device)(x, dense=self.weight)
 
+    def _streamed_op(self, x: torch.Tensor) -> Sparse24Linear:
+        """Dynamic VRAM: the compressed op in x's device and dtype, built once per weight and set of cast-time
+        functions from the weight as the host would cast it (comfy.ops resolve_cast_module_with_vbar: cast to the
+        compute dtype, `*_lowvram_function`, then `*_function`), masked. The host's vbar copy is never made."""
+        w, b = self.weight, self.bias
+        fw, fb = cast_time_patches(self), cast_time_patches(self, "bias")
+        key = (x.device, x.dtype, w, _version(w), b, _version(b), tuple(map(id, fw)), tuple(map(id, fb)))
+        if self._op is None or self._stream_key is None or not _same_key(self._stream_key, key):
+            self._op = None  # the previous compressed weight goes before the next is made
+            with torch.no_grad():
+                work = w.detach().to(x.device, x.dtype, copy=True)
+                for f in fw:
+                    work = f(work)
+                bias = None if b is None else b.detach().to(x.device, x.dtype, copy=True)
+                for f in fb if bias is not None else ():
+                    bias = f(bias)
+                self._op = Sparse24Linear(self._masked(work), bias, self._lowrank_for(work), keep_dense=False)
+            self._stream_key, self._op_source = key, (None, None, None)
+        return self._op
+
     def _forward_cast(self, x: torch.Tensor) -> torch.Tensor:
-        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight; when weight functions (LoRA,
-        wrappers) changed it, the mask is applied to the cast copy. Then the correction is added."""
+        """Low-VRAM / manual-cast / runtime-LoRA path: the host casts the weight; when a cast-time function (LoRA
+        through LowVramPatch, which since 0.8.1 no longer calls set_weight, or a dynamic-VRAM
+        `weight_lowvram_function`) changed it, the mask is applied to the cast copy. Then the correction is added."""
         weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, x, offloadable=True)
-        masked = weight * self.mask.unpack(weight.device) if self.weight_function else weight
+        masked = weight * self.mask.unpack(weight.device) if cast_time_patches(self) else weight
         y = F.linear(x, masked, bias)
         comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
         lowrank = self._lowrank_for(y)
@@ -164,3 +230,10 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         else:
             self.weight = torch.nn.Parameter(masked, requires_grad=False)
         return None
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    """Element-wise identity/equality of two _streamed_op keys (tensors compared by identity)."""
+    if len(a) != len(b):
+        return False
+    return all(x is y if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b, strict=True))

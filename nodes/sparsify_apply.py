@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..core.sparse import compile_filter, lowrank_compensation, prune_nm
 from ..kernels.sparse24_linear import Sparse24Linear, fast_backend_reason, sparse24_linear
 from ..kernels.timing import cuda_median_ms
+from .host_features import patcher_is_dynamic
 from .sparse_linear import PyraSparseLinear
 
 _DENSE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -166,11 +167,20 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
             modules.append(new)
 
     def on_load(patcher, *_args, **_kwargs):
+        streamed = patcher_is_dynamic(patcher)
         for mod in modules:  # weights may have been rewritten in place during a load
             mod.invalidate()
-        offload_replaced(patcher, modules)
+            mod.streamed = streamed
+        if not streamed:  # dynamic VRAM moves no module: the replaced Linears are not on the GPU
+            offload_replaced(patcher, modules)
+
+    def on_detach(patcher, *_args, **_kwargs):
+        if patcher_is_dynamic(patcher):  # nothing moves the modules, so their compressed weights go here
+            for mod in modules:
+                mod.invalidate()
 
     patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, "pyra_sparsify", on_load)
+    patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, "pyra_sparsify", on_detach)
     if score == "wanda" and modules:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pyra_sparsify",
                                      WandaCalibration(modules, calibration_steps))

@@ -87,10 +87,15 @@ def apply_hra(weight: Tensor, u: Tensor, strength: float = 1.0) -> Tensor:
     return out.reshape(weight.shape)
 
 
-def hra_linear(x: Tensor, weight: Tensor, bias: Tensor | None, u: Tensor, strength: float = 1.0) -> Tensor:
-    """Activation path of a Linear: W (H x) with H x = H_1 (... (H_r x)), blended with W x by `strength`."""
+def reflect_inputs(x: Tensor, u: Tensor) -> Tensor:
+    """H x = H_1 (... (H_r x)) for x (..., d), row-wise (so x H^T: a Linear with weight W H sees W (H x))."""
     z = x
     for v in reversed(_unit(u, x.dtype).unbind(1)):
         z = z - 2.0 * (z @ v).unsqueeze(-1) * v
-    adapted = F.linear(z, weight, bias)
+    return z
+
+
+def hra_linear(x: Tensor, weight: Tensor, bias: Tensor | None, u: Tensor, strength: float = 1.0) -> Tensor:
+    """Activation path of a Linear: W (H x) with H x = H_1 (... (H_r x)), blended with W x by `strength`."""
+    adapted = F.linear(reflect_inputs(x, u), weight, bias)
     return adapted if strength == 1.0 else torch.lerp(F.linear(x, weight, bias), adapted, strength)

@@ -104,18 +104,27 @@ def apply_sparse(weight: Tensor, delta: SparseDelta, strength: float = 1.0) -> T
     return weight
 
 
+def delta_matmul(x: Tensor, delta: SparseDelta, strength: float = 1.0) -> Tensor:
+    """strength * x S^T for x (..., in) and S the (out, in) sparse delta as a COO matrix: (..., out), on x's device
+    in fp32 or x's wider dtype (a Linear's bypass term; sparse matmul has no half-precision CPU kernel)."""
+    if len(delta.shape) != 2:
+        raise ValueError(f"delta_matmul needs a 2-D (Linear) delta, got shape {delta.shape}")
+    out_f, in_f = delta.shape
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    idx = delta.idx.to(device=x.device, dtype=torch.int64)
+    s = torch.sparse_coo_tensor(torch.stack([idx // in_f, idx % in_f]),
+                                delta.val.to(device=x.device, dtype=dtype) * strength, (out_f, in_f),
+                                check_invariants=False)
+    flat = x.reshape(-1, x.shape[-1]).to(dtype)
+    return torch.sparse.mm(s.coalesce(), flat.t()).t().reshape(*x.shape[:-1], out_f)
+
+
 def sparse_linear(x: Tensor, weight: Tensor, bias: Tensor | None, delta: SparseDelta,
                   strength: float = 1.0) -> Tensor:
     """Activation (bypass) path of a Linear: x W^T + strength * x S^T (+ b), S the sparse delta as a COO matrix."""
     if weight.ndim != 2:
         raise ValueError("sparse_linear needs a 2-D (Linear) weight")
-    idx = delta.idx.to(device=x.device, dtype=torch.int64)
-    s = torch.sparse_coo_tensor(torch.stack([idx // weight.shape[1], idx % weight.shape[1]]),
-                                delta.val.to(device=x.device, dtype=x.dtype) * strength, tuple(weight.shape),
-                                check_invariants=False)
-    flat = x.reshape(-1, x.shape[-1])
-    extra = torch.sparse.mm(s.coalesce(), flat.t()).t()
-    return (F.linear(flat, weight, bias) + extra).reshape(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight, bias) + delta_matmul(x, delta, strength).to(x.dtype)
 
 
 def select_small(weight: Tensor, threshold: float) -> Tensor:

@@ -144,3 +144,39 @@ def test_moved_weights_are_captured_again_on_the_gpu(gpu_host, caplog):
     eager = _pyramid(gpu_host, False, steps=12, patcher=patcher)
     assert "weights moved" in caplog.text and all("captured" in m for m in _stage_logs(caplog)), caplog.text
     assert not torch.equal(after, before) and torch.equal(after, eager)
+
+
+def test_a_dynamic_vram_model_runs_eagerly_with_one_log_line(comfy_host, graphs, caplog):
+    """Dynamic VRAM (0.16+) streams every layer's weight through cast buffers per call: the check of
+    `model_lowvram` alone let such a model be captured. It now runs eagerly, counted, with one warning."""
+    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    dynamic = patcher.clone()
+    dynamic.is_dynamic = lambda: True  # what ModelPatcherDynamic answers (it needs a GPU and comfy-aimdo)
+    forward = graphs.GraphedForward(dynamic)
+    opts = options_with(graphs)
+    with caplog.at_level("WARNING", logger="pyra"):
+        for _ in range(3):
+            out = forward(lambda *a, **k: a[0] + 1, torch.ones(1, 4, 8, 8), torch.ones(1), opts)
+    assert torch.equal(out, torch.full((1, 4, 8, 8), 2.0))
+    assert forward.counts == {f"eager: {graphs.DYNAMIC_VRAM}": 3}
+    warnings = [r.getMessage() for r in caplog.records if "dynamic VRAM" in r.getMessage()]
+    assert len(warnings) == 1 and "--disable-dynamic-vram" in warnings[0]
+    assert graphs.GraphedForward(patcher).ineligible([torch.ones(1)]) == "not on a CUDA device"
+
+
+@pytest.mark.gpu
+def test_gpu_dynamic_vram_pyramid_is_not_captured_and_matches_eager(gpu_host, caplog):
+    """On the host's default NVIDIA memory mode (ModelPatcherDynamic) no graph is captured and the result is
+    the eager one."""
+    from _host import model_patcher
+
+    tiny = gpu_host("nodes.demo_models").build_tiny_model("sd15")
+    patcher = model_patcher(tiny.model, tiny.load_device, tiny.offload_device)
+    if not gpu_host("nodes.host_features").patcher_is_dynamic(patcher):
+        pytest.skip("this host or device runs without dynamic VRAM (ModelPatcherDynamic)")
+    with caplog.at_level("INFO", logger="pyra"):
+        graphed = _pyramid(gpu_host, True, steps=6, patcher=patcher)
+    eager = _pyramid(gpu_host, False, steps=6, patcher=patcher)
+    logs = _stage_logs(caplog)
+    assert logs and all("captured" not in m and "replayed" not in m and "dynamic VRAM" in m for m in logs), logs
+    assert torch.equal(graphed, eager)

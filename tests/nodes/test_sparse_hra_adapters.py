@@ -40,10 +40,12 @@ def weights(base):
     return {k: w for k, w in base.model.state_dict().items() if k.startswith("diffusion_model.")}
 
 
-def sparse_file(core, base, threshold=5e-3, scale=0.05):
+def sparse_file(core, base, threshold=5e-3, scale=0.05, matrices_only=False):
     g = torch.Generator().manual_seed(0)
     out = {}
     for key, w in weights(base).items():
+        if matrices_only and w.ndim < 2:
+            continue
         idx = core["sparse"].select_small(w, threshold)
         if idx.numel():
             d = core["sparse"].SparseDelta(idx, scale * torch.randn(idx.numel(), generator=g), tuple(w.shape))
@@ -65,7 +67,8 @@ def hra_file(core, base, r=4):
 @pytest.fixture(scope="module")
 def files(core, base, loras_dir):
     names = {}
-    for kind, tensors in (("sparse", sparse_file(core, base)), ("hra", hra_file(core, base))):
+    for kind, tensors in (("sparse", sparse_file(core, base)), ("hra", hra_file(core, base)),
+                          ("sparse_matrices", sparse_file(core, base, matrices_only=True))):
         save_file(tensors, str(loras_dir / f"pyra_test_{kind}.safetensors"))
         names[kind] = f"pyra_test_{kind}.safetensors"
     return names
@@ -239,3 +242,45 @@ def test_trainer_lowers_the_loss_and_saves_a_loadable_file(comfy_host, base, con
     assert (y - y_base).norm() > 0
     assert torch.equal(denoise(model, cond), y)
     assert not base.patches and torch.equal(denoise(base, cond), y_base)  # training left the base untouched
+
+
+@pytest.mark.parametrize("kind", ["sparse", "hra"])
+def test_the_hosts_bypass_loader_applies_the_adapter(comfy_host, base, cond, files, kind):
+    """0.33.0's LoraLoaderBypass applies adapters in the forward (h(x), or bypass_forward) and leaves the weights
+    alone; the base class's h is zeros, so both adapter types silently did nothing there. Bypass must give the
+    weight-patched result (linear and conv layers, strength 0.7). The sparse file has no bias entries here: the
+    host's bypass manager hooks modules by weight key and skips (with a warning) a delta on a bias."""
+    import nodes
+
+    kind = "sparse_matrices" if kind == "sparse" else kind
+    bypass = nodes.NODE_CLASS_MAPPINGS.get("LoraLoaderBypassModelOnly")
+    if bypass is None:
+        pytest.skip("this host has no bypass LoRA loader (LoraLoaderBypassModelOnly, 0.33.0+)")
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    y_base = denoise(base, cond)
+    y_patched = denoise(load(base, files[kind], 0.7), cond)
+    adapted = bypass().load_lora_model_only(base, files[kind], 0.7)[0]
+    assert not adapted.patches, "bypass mode patches no weight"
+    y_bypass = denoise(adapted, cond)
+    assert (y_patched - y_base).norm() > 1e-3 * y_base.norm()
+    assert (y_bypass - y_patched).norm() < 1e-4 * (y_patched - y_base).norm() + 1e-6, \
+        float((y_bypass - y_patched).norm() / (y_patched - y_base).norm())
+    assert torch.equal(denoise(base, cond), y_base), "the base model is untouched"
+
+
+def test_bypass_of_a_sparse_delta_on_a_norm_scale_is_refused_with_a_message(core):
+    """A 1-D weight (a norm's scale) has no forward-side form of its delta: refused, not zeros."""
+    adapter = sparse_adapter(core, (8,))
+    with pytest.raises(RuntimeError, match="LoraLoaderModelOnly"):
+        adapter.h(torch.randn(2, 8), torch.zeros(2, 8))
+
+
+def sparse_adapter(core, shape):
+    """The pack's sparse adapter type (as the host registered it) with a small delta of `shape`."""
+    import comfy.weight_adapter
+
+    cls = next(c for c in comfy.weight_adapter.adapters if c.name == "pyra_sparse")
+    delta = core["sparse"].SparseDelta(torch.tensor([1, 3]), torch.tensor([0.5, -0.5]), shape)
+    return cls(set(), delta)

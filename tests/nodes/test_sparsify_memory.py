@@ -188,3 +188,50 @@ def test_gpu_input_with_the_weight_left_on_the_offload_device_runs_the_fast_op(g
     op = mod._op
     mod(x)
     assert mod._op is op, "the op is reused while the weight is unchanged"
+
+
+@pytest.mark.gpu
+def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env, gpu_host):
+    """Dynamic VRAM (0.16+: ModelPatcherDynamic, the host's default on NVIDIA) sets comfy_cast_weights on every
+    module. The sparsified layers must still run cuSPARSELt, built from the weight as the host casts it (with a
+    stock LoRA's delta, masked), and leave the stored weight on the offload device."""
+    import comfy.model_management
+    import comfy.sd
+
+    sparsify, sl, demo, sp, _ = gpu_env
+    hf = gpu_host("nodes.host_features")
+    from _host import model_patcher
+
+    tiny = demo.build_tiny_model("flux", torch.bfloat16)
+    base = model_patcher(tiny.model, tiny.load_device, tiny.offload_device)
+    if not hf.patcher_is_dynamic(base):
+        pytest.skip("this host or device runs without dynamic VRAM (ModelPatcherDynamic)")
+    patched, _ = sparsify.sparsify_model(base, "all", rank=0, check_tokens=0)
+    shapes = {k[len("diffusion_model."):]: tuple(v.shape) for k, v in base.model.state_dict().items()
+              if k.startswith("diffusion_model.") and v.dim() == 2}
+    lora = kohya_lora(shapes, scale=0.3, suffix="img_mlp.0.weight")
+    with_lora, _ = comfy.sd.load_lora_for_models(patched, None, lora, 1.0, 0)
+    key = next(iter(with_lora.patches))
+    name = key[: -len(".weight")]
+    comfy.model_management.load_models_gpu([with_lora])
+    mod = with_lora.model.get_submodule(name)
+    assert isinstance(mod, sl.PyraSparseLinear) and mod.streamed and mod.comfy_cast_weights
+    x = torch.randn(256, mod.in_features, device="cuda", dtype=torch.bfloat16)
+    assert mod.path(x) == "streamed", sl.fast_kernel_reason(tuple(mod.weight.shape), x.device, x.dtype)
+    lowvram = getattr(mod, "weight_lowvram_function", None)
+    w = mod.weight.detach().to("cuda", torch.bfloat16, copy=True)
+    lora_w = (lowvram(w) if lowvram is not None else w).float()
+    for f in mod.weight_function:
+        lora_w = f(lora_w)
+    expect = x.float() @ (lora_w * mod.sparse_mask.cuda()).T + mod.bias.cuda().float()
+    dense = x.float() @ lora_w.T + mod.bias.cuda().float()
+    out = mod(x)
+    assert mod._op.backend == "cusparselt" and sp.is_nm_sparse(lora_w * mod.sparse_mask.cuda())
+    assert float((out.float() - expect).norm() / expect.norm()) < 2e-2
+    assert float((dense - expect).norm() / expect.norm()) > 5e-2, "the LoRA's dense delta differs from the masked"
+    assert mod.weight.device.type == "cpu", "the stored weight stays on the offload device (it streams no more)"
+    op = mod._op
+    mod(x)
+    assert mod._op is op, "one compressed op per load"
+    with_lora.detach(unpatch_all=False)
+    assert mod._op is None, "detaching a dynamic-VRAM model drops its compressed weights"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
+import torch.nn.functional as F
 from sparse_helpers import kohya_lora
 
 SHAPE = (1, 4, 8, 8)
@@ -89,10 +92,12 @@ def test_a_stock_lora_still_applies_and_keeps_the_mask(env):
     try:
         mod = lowvram.model.get_submodule(key[: -len(".weight")])
         assert mod.weight_function, "low VRAM: the LoRA is applied at cast time"
-        assert sp.is_nm_sparse(mod.weight_function[0](mod.weight.float()))
-        x = torch.randn(3, mod.in_features)
-        cast = mod.forward_comfy_cast_weights(x)
-        assert rel(mod(x), cast + (x @ mod.lowrank_a) @ mod.lowrank_b) < 1e-6
+        # 0.3.76 masks in LowVramPatch (it calls set_weight); 0.8.1+ returns W + delta dense: the layer must mask
+        lora_w = mod.weight_function[0](mod.weight.detach().clone())  # a copy: the LoRA adds in place
+        expect = F.linear(x := torch.randn(3, mod.in_features), lora_w * mod.sparse_mask, mod.bias)
+        expect = expect + (x @ mod.lowrank_a) @ mod.lowrank_b
+        assert rel(mod(x), expect) < 1e-6
+        assert rel(F.linear(x, mod.weight, mod.bias), F.linear(x, lora_w * mod.sparse_mask, mod.bias)) > 1e-3
     finally:
         lowvram.unpatch_model()
     assert not isinstance(base.model.get_submodule(key[: -len(".weight")]), sparsify.PyraSparseLinear)
@@ -177,3 +182,100 @@ def test_wanda_calibrates_on_the_first_steps_then_prunes(env):
     assert any(not torch.equal(m.sparse_mask, magnitude[k]) for k, m in mods.items())
     assert all(m.lowrank_a is not None for m in mods.values())
     assert rel(run(wanda, 2)[0], base_x0[0]) > 1e-6, "a second run is sparse from its first step"
+
+
+def lora_layer(env, scale=0.3):
+    """A sparsified attention layer of the tiny SD1.5 and a LowVramPatch of a stock LoRA for it, as the host
+    builds one per patched weight (dynamic VRAM: `weight_lowvram_function`; low VRAM: in `weight_function`)."""
+    import comfy.model_patcher
+    import comfy.sd
+
+    sparsify, demo, _, _ = env
+    base = demo.build_tiny_model("sd15")
+    patched, _ = sparsify.sparsify_model(base, "attention", rank=4)
+    shapes = {k[len("diffusion_model."):]: tuple(v.shape) for k, v in base.model.state_dict().items()
+              if k.startswith("diffusion_model.") and v.dim() == 2}
+    with_lora, _ = comfy.sd.load_lora_for_models(
+        patched, None, kohya_lora(shapes, scale=scale, suffix="attn1.to_out.0.weight"), 1.0, 0)
+    key = next(iter(with_lora.patches))
+    mod = with_lora.object_patches[key[: -len(".weight")]]
+    return mod, comfy.model_patcher.LowVramPatch(key, with_lora.patches), patched
+
+
+def dynamic_cast(module, x, offloadable=False, **_):
+    """comfy.ops.cast_bias_weight as 0.33.0 runs it for a module in a dynamic-VRAM vbar (GPU only, so emulated
+    here): the weight cast to the input's dtype, then `weight_lowvram_function` (the LoRA), then `weight_function`."""
+    w = module.weight.detach().to(x.dtype, copy=True)
+    lowvram = getattr(module, "weight_lowvram_function", None)
+    w = w if lowvram is None else lowvram(w)
+    for f in module.weight_function:
+        w = f(w)
+    b = module.bias.to(x.dtype)
+    return (w, b, None) if offloadable else (w, b)
+
+
+def test_a_lora_applied_by_a_dynamic_vram_lowvram_function_keeps_the_mask(env, monkeypatch):
+    """0.33.0 dynamic VRAM hands the LoRA over in `weight_lowvram_function`, not `weight_function`: the cast
+    path masked only for the latter, so the LoRA's dense delta reached the matmul."""
+    import comfy.ops
+
+    mod, lowvram, _ = lora_layer(env)
+    monkeypatch.setattr(comfy.ops, "cast_bias_weight", dynamic_cast)
+    mod.comfy_cast_weights, mod.weight_lowvram_function = True, lowvram
+    x = torch.randn(5, mod.in_features)
+    lora_w = lowvram(mod.weight.detach().clone())
+    assert rel(F.linear(x, lora_w, mod.bias), F.linear(x, lora_w * mod.sparse_mask, mod.bias)) > 1e-3
+    expect = F.linear(x, lora_w * mod.sparse_mask, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
+    assert mod.path(x) == "cast" and rel(mod(x), expect) < 1e-6
+
+
+class CompressedStandIn:
+    """Stands in for the cuSPARSELt op on the CPU: keeps a private copy, drops the dense weight; counts builds."""
+
+    built: typing.ClassVar[list] = []
+
+    def __init__(self, weight, bias=None, lowrank=None, keep_dense=True, **_):
+        self.private, self.bias, self.lowrank, self.weight = weight.detach().clone(), bias, lowrank, None
+        self.device, self.dtype, self.backend = weight.device, weight.dtype, "stand-in"
+        CompressedStandIn.built.append(self.private)
+
+    def __call__(self, x, dense=None):
+        y = F.linear(x, self.private, self.bias)
+        return y if self.lowrank is None else y + (x @ self.lowrank[0]) @ self.lowrank[1]
+
+
+def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(env, comfy_host, monkeypatch):
+    """Dynamic VRAM sets comfy_cast_weights on every module, which sent the layer down the masked-dense path.
+    Where the kernel applies, the layer now builds the compressed op once from the weight as the host would cast
+    it (LoRA applied, masked) and never asks the host to stream the dense weight."""
+    import comfy.ops
+    import comfy.patcher_extension
+
+    sl = comfy_host.module("nodes.sparse_linear")
+    sp = env[3]
+    mod, lowvram, patched = lora_layer(env)
+    monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: None)
+    monkeypatch.setattr(sl, "Sparse24Linear", CompressedStandIn)
+
+    def no_cast(*a, **k):
+        raise AssertionError("the host's per-call cast of the dense weight must not run")
+
+    monkeypatch.setattr(comfy.ops, "cast_bias_weight", no_cast)
+    CompressedStandIn.built = []
+    (on_load,) = patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_LOAD)
+    on_load(type("DynamicPatcher", (), {"is_dynamic": lambda self: True})())
+    assert mod.streamed, "the ON_LOAD callback marks the layers of a dynamic-VRAM load"
+    mod.comfy_cast_weights, mod.weight_lowvram_function = True, lowvram
+    x = torch.randn(5, mod.in_features)
+    lora_w = lowvram(mod.weight.detach().clone())
+    expect = F.linear(x, lora_w * mod.sparse_mask, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
+    before = mod.weight.detach().clone()
+    assert mod.path(x) == "streamed"
+    assert rel(mod(x), expect) < 1e-6 and rel(mod(x), expect) < 1e-6
+    assert len(CompressedStandIn.built) == 1 and sp.is_nm_sparse(CompressedStandIn.built[0])
+    assert torch.equal(mod.weight, before), "the stored weight is not patched in place"
+    mod.weight_lowvram_function = None  # another load without the LoRA: rebuilt from the plain weight
+    plain = F.linear(x, mod.weight, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
+    assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 2
+    monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: "no kernel here")
+    assert mod.path(x) == "cast", "without a kernel the host streams the masked dense weight"

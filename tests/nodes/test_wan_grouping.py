@@ -130,3 +130,37 @@ def copy_as(module, cls):
     twin = copy.copy(module)
     twin.__class__ = cls
     return twin
+
+
+@pytest.mark.parametrize("name", ["attn1_patch", "attn2_patch"])
+def test_attention_patches_run_as_in_the_host_block(comfy_host, name, caplog):
+    """Newer hosts (0.33.0) run attn1_patch / attn2_patch inside the Wan block; the grouped forward skipped them
+    silently. With such a patch it now runs the host's own forward (logged): the results are the host's."""
+    import inspect
+
+    import comfy.ldm.wan.model as wan
+
+    model = wan_model()
+    x, e, freqs, context = block_inputs(model)
+    block = model.blocks[0]
+    seen = []
+
+    def patch(args):
+        seen.append(args["x"].shape)
+        return args["x"] * 1.5 + 0.25
+
+    options = {"patches": {name: [patch]}}
+    with torch.no_grad():
+        want = block(x.clone(), e=e, freqs=freqs, context=context, context_img_len=0, transformer_options=options)
+        plain = run_block(block, x, e, freqs, context)
+        host_runs_it = bool(seen)
+        seen.clear()
+        with caplog.at_level("WARNING", logger="pyra"):
+            got = twin(comfy_host, block, 32)(x.clone(), e=e, freqs=freqs, context=context, context_img_len=0,
+                                              transformer_options=options)
+    assert torch.equal(got, want)
+    assert bool(seen) == host_runs_it
+    source = inspect.getsource(wan.WanAttentionBlock.forward) + inspect.getsource(wan.WanSelfAttention.forward)
+    if name in source:  # the host honours this patch: the grouped block must too
+        assert host_runs_it and not torch.allclose(want, plain), "the patch must change the output"
+        assert name in caplog.text
