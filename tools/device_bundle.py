@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,13 +26,14 @@ DEVICE = REPO / ".device"
 SOURCE = ["comfy", "comfy_api", "comfy_execution", "comfy_config", "comfy_extras", "utils", "folder_paths.py",
           "latent_preview.py", "node_helpers.py", "comfyui_version.py"]
 # Packages the host imports that the device image lacks (its torch, torchaudio, transformers etc. are used).
-# comfy-kitchen (about 58 MB) does not fit the carry: 0.8.1+ import it under a guard and log that fp8/fp4 kernels
-# are unavailable. av is only imported by comfy_api's video types (0.33.0's EasyCache node imports those).
+# 0.33.0 imports comfy-kitchen unconditionally (comfy/ldm/modules/attention.py): its wheel (58 MB) travels
+# without the ROCm backend (46 MB; only ROCm builds of torch load it). av (36 MB), which only comfy_api's video
+# types import, does not fit beside it: benchmarks that import comfy_api (EasyCache) do not run there.
 WHEELS = {
     "0.3.76-dev": ["torchsde==0.2.6", "trampoline==0.1.2"],
-    "0.8.1": ["torchsde==0.2.6", "trampoline==0.1.2", "av==16.0.1"],
+    "0.8.1": ["torchsde==0.2.6", "trampoline==0.1.2", "comfy-kitchen==0.2.5"],
     "0.33.0": ["torchsde==0.2.6", "trampoline==0.1.2", "comfy-aimdo==0.4.13", "simpleeval==1.0.3",
-               "blake3==1.0.8", "av==17.0.0"],
+               "blake3==1.0.8", "comfy-kitchen==0.2.31"],
 }
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "any"]
@@ -47,6 +49,17 @@ def copy_source(src: Path, dst: Path) -> None:
             shutil.copy2(path, dst / name)
 
 
+def drop_rocm_backend(wheels: Path) -> None:
+    """Rewrite the comfy-kitchen wheel without backends/hip/ (the device's torch is a CUDA build)."""
+    for whl in wheels.glob("comfy_kitchen-*.whl"):
+        slim = whl.with_suffix(".slim")
+        with zipfile.ZipFile(whl) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                if "/backends/hip/" not in info.filename:
+                    dst.writestr(info, src.read(info.filename))
+        slim.replace(whl)
+
+
 def main() -> int:
     spec = selected_host()
     shutil.rmtree(DEVICE, ignore_errors=True)
@@ -60,6 +73,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
                     "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", *platforms,
                     "-d", str(wheels), *WHEELS.get(spec.name, WHEELS["0.3.76-dev"])], check=True)
+    drop_rocm_backend(wheels)
     size = sum(f.stat().st_size for f in DEVICE.rglob("*") if f.is_file())
     print(f"{DEVICE}: ComfyUI {spec.name}, {size / 2**20:.1f} MiB (carry '.device' in device runs)")
     return 0
