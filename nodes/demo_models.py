@@ -7,13 +7,14 @@ SD1.5 LoRA (LoraLoader).
 The weights are random: the models are for exercising samplers, patches and decoders end to end, not for making
 pictures.
 
-Self-contained on purpose (torch, safetensors and comfy only): `tools/demo_models.py` loads this file by path,
-without importing the pack.
+Self-contained on purpose (torch, safetensors, comfy and the sibling host_features.py only): `tools/demo_models.py`
+loads this file by path, without importing the pack.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,13 @@ import comfy.supported_models
 import comfy.taesd.taesd
 import torch
 from safetensors.torch import save
+
+if __package__:
+    from . import host_features
+else:  # loaded by file path (tools/demo_models.py): host_features.py imports nothing of the pack either
+    _spec = importlib.util.spec_from_file_location("_pyra_host_features", Path(__file__).with_name("host_features.py"))
+    host_features = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(host_features)
 
 _SD15_TINY = {
     "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
@@ -138,7 +146,10 @@ def build_tiny_model(
     """ModelPatcher around the host's model for TINY_CONFIGS[family], weights in `dtype`, seeded random."""
     if family not in TINY_CONFIGS:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_CONFIGS)}")
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    unet_config = copy.deepcopy(TINY_CONFIGS[family])
+    if _CONFIG_CLASSES[family] == "Flux":
+        unet_config = host_features.flux_unet_config(unet_config)
+    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(unet_config)
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, manual_cast)
@@ -160,7 +171,10 @@ def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:
 
 def _controlnet_state_dict(family: str, seed: int) -> dict[str, torch.Tensor]:
     """A ControlNet for the tiny model `family` (RGB hint), as ControlNetLoader detects it from its keys."""
-    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(copy.deepcopy(TINY_CONFIGS[family]))
+    unet_config = copy.deepcopy(TINY_CONFIGS[family])
+    if _CONFIG_CLASSES[family] == "Flux":
+        unet_config = host_features.flux_unet_config(unet_config)
+    config = getattr(comfy.supported_models, _CONFIG_CLASSES[family])(unet_config)
     unet = {k: v for k, v in config.unet_config.items() if k != "out_channels"}
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                      device="cpu", **unet)

@@ -20,3 +20,29 @@ def comfyui_version() -> str:
     except ImportError:
         return "unknown"
     return str(__version__)
+
+
+# --- Flux builders: FluxParams fields (txt_ids_dims is required from 0.8 on) -------------------------------------
+
+
+@functools.cache
+def flux_params_fields() -> frozenset[str]:
+    """The field names of the host's `comfy.ldm.flux.model.FluxParams` dataclass."""
+    import dataclasses
+
+    from comfy.ldm.flux.model import FluxParams
+
+    return frozenset(f.name for f in dataclasses.fields(FluxParams))
+
+
+def flux_unet_config(config: dict) -> dict:
+    """A copy of a Flux.1 unet_config that this host's `FluxParams` accepts.
+
+    Hosts whose FluxParams has a required `txt_ids_dims` (the text-token axes that carry positions; Flux.2 and
+    Z-Image set some) get `[]`, which is what the host's own detection gives Flux.1 (all text ids zero, as on
+    hosts without the field). A value already in `config` is kept."""
+    out = dict(config)
+    if "txt_ids_dims" in flux_params_fields():
+        out.setdefault("txt_ids_dims", [])
+    return out
+
