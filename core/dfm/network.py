@@ -61,6 +61,7 @@ class DFMLayers(nn.Module):
         self.embed = nn.ModuleList(self._embed(arch, i) for i in range(levels))
         self.time = nn.ModuleList(self._time(base_time) for _ in range(levels))
         self.head = nn.ModuleList(self._head(arch, base_head, i) for i in range(levels))
+        self.requires_grad_(True)  # new layers: copies of a host model's frozen ones (0.33 freezes them) train too
 
     def _embed(self, arch, i: int) -> nn.Module:
         w, b = arch.embed_kernel()

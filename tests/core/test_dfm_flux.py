@@ -164,3 +164,11 @@ def test_checkpoint_round_trip_records_the_family(tmp_path, base):
     assert meta["family"] == "flux" and not lora
     fresh.load_state_dict(sd)
     assert same_state(fresh, layers)
+
+
+def test_new_layers_train_even_where_the_host_froze_the_base():
+    """0.33 builds diffusion models with requires_grad off; the per-level layers start as copies of its layers."""
+    dit = tiny_flux(seed=7).diffusion_model.requires_grad_(False)
+    layers = network.DFMLayers(arch_mod.adapter_for(dit), 2)
+    assert all(p.requires_grad for p in layers.parameters())
+    assert not any(p.requires_grad for p in dit.parameters())  # the base stays as it was
