@@ -46,3 +46,38 @@ def flux_unet_config(config: dict) -> dict:
         out.setdefault("txt_ids_dims", [])
     return out
 
+
+# --- DFM / adapter training: comfy-kitchen rope ops without an autograd formula (0.8 on) ----------------------------
+
+
+@functools.cache
+def kitchen_rope_references() -> dict:
+    """{comfy_kitchen rope op: its eager torch reference}, for every rope op of the installed comfy_kitchen that
+    has a same-named function in `comfy_kitchen.backends.eager.rope` (op packets and their overloads both).
+
+    The host's Flux and Wan RoPE dispatch to these ops (comfy/ldm/flux/math.py: unconditionally on 0.8.x, outside
+    its own trainer on 0.33), and comfy_kitchen registers no autograd formula for them, so backward through them
+    fails. The eager functions are plain torch and differentiable. Empty where comfy_kitchen is absent (0.3.76-dev:
+    the host's RoPE is plain torch)."""
+    try:
+        import comfy_kitchen  # noqa: F401  (registers torch.ops.comfy_kitchen)
+        from comfy_kitchen.backends.eager import rope as eager
+    except ImportError:
+        return {}
+    import torch
+
+    table = {}
+    for name in dir(eager):
+        fn = getattr(eager, name)
+        if name.startswith("_") or "rope" not in name or not callable(fn):
+            continue
+        try:
+            packet = getattr(torch.ops.comfy_kitchen, name)
+        except (AttributeError, RuntimeError):
+            continue
+        table[packet] = fn
+        for overload in packet.overloads():
+            table[getattr(packet, overload)] = fn
+    if not table:
+        log.warning("comfy_kitchen without rope ops found: Pyra's training uses the host's RoPE as it is")
+    return table
