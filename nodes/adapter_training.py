@@ -22,6 +22,7 @@ import torch
 from ..core.adapters import householder, sparse
 from ..core.adapters.train import HouseholderTrainable, SaraOptimizer, SparseTrainable
 from . import host_features
+from .training_rope import differentiable_rope
 
 NODE = "PyraTrainSparseAdapter"
 
@@ -139,7 +140,8 @@ def _run(mp, positive, latents: torch.Tensor, sampler) -> None:
     guider.set_conds(positive)
     sigmas = torch.arange(latents.shape[0])  # TrainSampler reads the dataset size from here
     noise = torch.zeros_like(latents)
-    guider.sample(noise, latents, sampler, sigmas, seed=0)
+    with differentiable_rope():  # the host's comfy-kitchen RoPE (0.8+) has no gradient; no checkpointing here
+        guider.sample(noise, latents, sampler, sigmas, seed=0)
 
 
 def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> TrainResult:
