@@ -50,7 +50,8 @@ def main() -> None:
     layers = network.DFMLayers(arch, 2).float().to(device)
     cfg = train.TrainConfig(levels=2, lr=1e-4, core="lora", rank=args.rank, bf16=device.type == "cuda",
                             checkpointing=not args.no_checkpointing)
-    trainer = train.DFMTrainer(arch, layers, cfg, patcher.model.model_sampling.timestep)
+    trainer = train.DFMTrainer(arch, layers, cfg, patcher.model.model_sampling.timestep,  # as PyraDFMTrain does
+                               autograd_context=pack_module("nodes.training_rope").differentiable_rope)
     g = torch.Generator().manual_seed(0)
     latent = args.size // 8
     x = torch.randn(args.batch, 16, latent, latent, generator=g).to(device)

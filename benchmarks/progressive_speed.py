@@ -73,6 +73,8 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
     import torch
 
     cls, cfg = {"flux": (sm.Flux, FLUX), "sdxl": (sm.SDXL, SDXL)}[family]
+    if family == "flux":
+        cfg = pack_module("nodes.host_features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
     mc = cls(dict(cfg))
     mc.set_inference_dtype(torch.bfloat16, None)
     model = mc.get_model({}, device=device)

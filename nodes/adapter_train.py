@@ -8,7 +8,7 @@ import comfy.sd
 from comfy_api.latest import io, ui
 
 from ..core.adapters.lora_file import save_lora
-from . import lora_host
+from . import host_features, lora_host
 from .adapter_training import TrainSettings, train
 
 ADAPTER_TYPES = ("sparse", "householder")
@@ -69,6 +69,9 @@ class PyraTrainSparseAdapter(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, adapter_type: str = "sparse", reflections: int = 8, **_) -> bool | str:
+        refusal = host_features.train_sampler_refusal("PyraTrainSparseAdapter")
+        if refusal:
+            return refusal
         if adapter_type == "householder" and reflections % 2:
             return f"reflections must be even (identical pairs start as the identity), got {reflections}"
         return True

@@ -18,10 +18,13 @@ import comfy.model_management
 import comfy.samplers
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import torch
-from comfy_extras.nodes_train import TrainSampler, process_cond_list
 
 from ..core.adapters import householder, sparse
 from ..core.adapters.train import HouseholderTrainable, SaraOptimizer, SparseTrainable
+from . import host_features
+from .training_rope import differentiable_rope
+
+NODE = "PyraTrainSparseAdapter"
 
 PROBE_PERCENTS = (0.2, 0.4, 0.6, 0.8)  # fixed noise levels of the before/after loss (percent of the schedule)
 
@@ -101,27 +104,35 @@ def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
     return adapters
 
 
-class _ProbeSampler(TrainSampler):
-    """Evaluates the training loss at fixed noise levels and fixed noise (no update): the before/after figure."""
+def _probe_sampler(seed: int):
+    """A TrainSampler that evaluates the training loss at fixed noise levels and fixed noise (no update): the
+    before/after figure. Built on call: the host's TrainSampler is probed first (require_train_sampler)."""
+    from comfy_extras.nodes_train import TrainSampler, process_cond_list
 
-    def __init__(self, seed: int):
-        super().__init__(torch.nn.MSELoss(), None, training_dtype=torch.float32)
-        self.seed, self.loss = seed, float("nan")
+    class _ProbeSampler(TrainSampler):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                   disable_pbar=False):
+            model_wrap.conds = process_cond_list(model_wrap.conds)
+            self.loss = _probe_loss(self, model_wrap, sigmas, extra_args, latent_image)
+            return torch.zeros_like(latent_image)
 
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
-        model_wrap.conds = process_cond_list(model_wrap.conds)
-        n, g = sigmas.size(0), torch.Generator().manual_seed(self.seed)
-        total = 0.0
-        with torch.no_grad():
-            for p in PROBE_PERCENTS:
-                sigma = model_wrap.inner_model.model_sampling.percent_to_sigma(p)
-                batch_sigmas = torch.full((n,), float(sigma), device=latent_image.device)
-                batch_noise = torch.randn(latent_image.shape, generator=g).to(latent_image)
-                total += float(self.fwd_bwd(model_wrap, batch_sigmas, batch_noise, latent_image,
-                                            model_wrap.conds["positive"], list(range(n)), extra_args, n, bwd=False))
-        self.loss = total / len(PROBE_PERCENTS)
-        return torch.zeros_like(latent_image)
+    sampler = _ProbeSampler(torch.nn.MSELoss(), None, training_dtype=torch.float32)
+    sampler.seed, sampler.loss = seed, float("nan")
+    return sampler
+
+
+def _probe_loss(sampler, model_wrap, sigmas, extra_args, latent_image) -> float:
+    """The mean x0-prediction loss over PROBE_PERCENTS of the schedule, seeded noise, no backward."""
+    n, g = sigmas.size(0), torch.Generator().manual_seed(sampler.seed)
+    total = 0.0
+    with torch.no_grad():
+        for p in PROBE_PERCENTS:
+            sigma = model_wrap.inner_model.model_sampling.percent_to_sigma(p)
+            batch_sigmas = torch.full((n,), float(sigma), device=latent_image.device)
+            batch_noise = torch.randn(latent_image.shape, generator=g).to(latent_image)
+            total += float(sampler.fwd_bwd(model_wrap, batch_sigmas, batch_noise, latent_image,
+                                           model_wrap.conds["positive"], list(range(n)), extra_args, n, bwd=False))
+    return total / len(PROBE_PERCENTS)
 
 
 def _run(mp, positive, latents: torch.Tensor, sampler) -> None:
@@ -129,11 +140,14 @@ def _run(mp, positive, latents: torch.Tensor, sampler) -> None:
     guider.set_conds(positive)
     sigmas = torch.arange(latents.shape[0])  # TrainSampler reads the dataset size from here
     noise = torch.zeros_like(latents)
-    guider.sample(noise, latents, sampler, sigmas, seed=0)
+    with differentiable_rope():  # the host's comfy-kitchen RoPE (0.8+) has no gradient; no checkpointing here
+        guider.sample(noise, latents, sampler, sigmas, seed=0)
 
 
 def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> TrainResult:
     """Train an adapter on a clone of `model`; returns the file tensors (our format) and the loss figures."""
+    host_features.require_train_sampler(NODE)  # before any work: a clear message on hosts older than 0.3.76
+    from comfy_extras.nodes_train import TrainSampler
     if len(positive) == 1 and latents.shape[0] > 1:
         positive = positive * latents.shape[0]
     elif len(positive) != latents.shape[0]:
@@ -157,7 +171,7 @@ def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> Tra
             result.losses.append(loss)
 
         comfy.model_management.load_models_gpu([mp], memory_required=1e20, force_full_load=True)
-        probe = _ProbeSampler(s.seed + 1)
+        probe = _probe_sampler(s.seed + 1)
         _run(mp, positive, latents, probe)
         result.probe_before = probe.loss
         random.seed(s.seed)

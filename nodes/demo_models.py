@@ -7,14 +7,14 @@ SD1.5 LoRA (LoraLoader).
 The weights are random: the models are for exercising samplers, patches and decoders end to end, not for making
 pictures.
 
-Self-contained on purpose (torch, safetensors and comfy only): `tools/demo_models.py` loads this file by path,
-without importing the pack.
+Self-contained on purpose (torch, safetensors, comfy and the sibling host_features.py only): `tools/demo_models.py`
+loads this file by path, without importing the pack.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -32,6 +32,13 @@ import comfy.supported_models
 import comfy.taesd.taesd
 import torch
 from safetensors.torch import save
+
+if __package__:
+    from . import host_features
+else:  # loaded by file path (tools/demo_models.py): host_features.py imports nothing of the pack either
+    _spec = importlib.util.spec_from_file_location("_pyra_host_features", Path(__file__).with_name("host_features.py"))
+    host_features = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(host_features)
 
 _SD15_TINY = {
     "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
@@ -154,15 +161,11 @@ def init_random_(module: torch.nn.Module, seed: int, std: float = 0.02, fan_in: 
 
 
 def _host_config(family: str):
-    """The host's model-config class for TINY_CONFIGS[family], with what this host's model class requires added.
-
-    Host probe (this file is loaded without the pack, so it probes here rather than in nodes/host_features.py):
-    FluxParams gained `txt_ids_dims` without a default (Flux 2, 0.8.1+); model_detection gives Flux 1 files [].
-    """
+    """The host's model-config class for TINY_CONFIGS[family], with what this host's model class requires added
+    (host_features.flux_unet_config: FluxParams' `txt_ids_dims`, required from 0.8.1)."""
     unet_config = copy.deepcopy(TINY_CONFIGS[family])
-    flux_fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
-    if unet_config.get("image_model") == "flux" and "txt_ids_dims" in flux_fields:
-        unet_config.setdefault("txt_ids_dims", [])
+    if unet_config.get("image_model") == "flux":
+        unet_config = host_features.flux_unet_config(unet_config)
     return getattr(comfy.supported_models, _CONFIG_CLASSES[family])(unet_config)
 
 

@@ -23,6 +23,7 @@ from ..core.dfm.lora import CoreLoRA
 from ..core.dfm.train import DFMTrainer, TrainConfig
 from . import dfm_model
 from .adapter_training import _autograd_conds, _autograd_copy
+from .training_rope import differentiable_rope
 
 CORE_MODES = ("lora", "frozen")
 PROBE_SIZE = 8  # samples (the first latents, repeated) of the fixed-noise loss in the report
@@ -135,7 +136,7 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
 
         def guidance(n: int):
             return torch.full((n,), strength, device=device) if strength is not None else None
-        trainer = DFMTrainer(arch, layers, config, timestep, lora=lora)
+        trainer = DFMTrainer(arch, layers, config, timestep, lora=lora, autograd_context=differentiable_rope)
         if state is not None:
             trainer.load_optimizer_state(state["optimizer"])
             trainer.step_count = int(state["step"])

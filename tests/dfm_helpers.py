@@ -16,6 +16,10 @@ arch_mod = importlib.import_module("pyra_pack.core.dfm.arch")
 sampler = importlib.import_module("pyra_pack.core.dfm.sampler")
 train = importlib.import_module("pyra_pack.core.dfm.train")
 ckpt = importlib.import_module("pyra_pack.core.dfm.checkpoint")
+def differentiable_rope():
+    """The host glue's training context (PyraDFMTrain passes it): the host's comfy-kitchen RoPE ops get a gradient
+    there. Imported when first entered: nodes/ needs the host on sys.path (tiny_model puts it there)."""
+    return importlib.import_module("pyra_pack.nodes.training_rope").differentiable_rope()
 
 
 def tiny_model(family: str, seed: int = 0, std: float = 0.05, random_biases: bool = True):

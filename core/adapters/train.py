@@ -84,8 +84,14 @@ class SaraOptimizer:
         self.steps = 0
         self.rank_losses: list[float] = []
 
-    def zero_grad(self) -> None:
-        self.inner.zero_grad()
+    @property
+    def param_groups(self) -> list[dict]:
+        """The inner AdamW's groups (the deltas), as torch optimizers expose them: trainers read them (the host's
+        TrainSampler casts each gradient to its parameter's dtype there since ComfyUI 0.11)."""
+        return self.inner.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
     def step(self) -> None:

@@ -83,7 +83,8 @@ class MMDiTArch:
         return head(tokens, c)
 
     def core(self, tokens: Tensor, c: Tensor, hw: tuple[int, int], context, y, options: dict,
-             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             checkpoint: bool = False, guidance: Tensor | None = None, autograd_context=None
+             ) -> tuple[Tensor, Tensor]:
         """The base forward between patch embedding and final layer (MMDiT.forward, forward_core_with_concat).
 
         Returns the output tokens and the conditioning vector c (the time sum plus the pooled-vector embedding).
@@ -101,12 +102,12 @@ class MMDiTArch:
         context = dit.context_embedder(context)
         if dit.register_length > 0:
             context = torch.cat((dit.register.expand(context.shape[0], -1, -1).to(context), context), 1)
+        run = _within(autograd_context, self._block)
         for block in dit.joint_blocks:
             if checkpoint and torch.is_grad_enabled():
-                context, tokens = grad_checkpoint(self._block, block, context, tokens, c, options,
-                                                  use_reentrant=False)
+                context, tokens = grad_checkpoint(run, block, context, tokens, c, options, use_reentrant=False)
             else:
-                context, tokens = self._block(block, context, tokens, c, options)
+                context, tokens = run(block, context, tokens, c, options)
         return tokens, c
 
     @staticmethod
@@ -169,7 +170,8 @@ class FluxArch:
         return head(tokens, c)
 
     def core(self, tokens: Tensor, c: Tensor, hw: tuple[int, int], context, y, options: dict,
-             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             checkpoint: bool = False, guidance: Tensor | None = None, autograd_context=None
+             ) -> tuple[Tensor, Tensor]:
         """Flux.forward_orig between img_in and final_layer (no ControlNet, no block replacement patches).
 
         Returns the image tokens and vec (time sum + guidance + pooled-vector embeddings).
@@ -190,21 +192,22 @@ class FluxArch:
         pe = dit.pe_embedder(torch.cat((txt_ids, img_ids), dim=1))
         img = tokens
         ckpt = checkpoint and torch.is_grad_enabled()
+        double, single = _within(autograd_context, self._double), _within(autograd_context, self._single)
         for i, block in enumerate(dit.double_blocks):
             options.update(total_blocks=len(dit.double_blocks), block_type="double", block_index=i)
             if ckpt:  # reentrant: its recompute is plain autograd, where _saved_inputs_copied applies
-                img, txt = grad_checkpoint(self._double, block, img, txt, c, pe, options, use_reentrant=True)
+                img, txt = grad_checkpoint(double, block, img, txt, c, pe, options, use_reentrant=True)
             else:
-                img, txt = self._double(block, img, txt, c, pe, options)
+                img, txt = double(block, img, txt, c, pe, options)
         if img.dtype == torch.float16:
             img = torch.nan_to_num(img, nan=0.0, posinf=65504, neginf=-65504)
         img = torch.cat((txt, img), 1)
         for i, block in enumerate(dit.single_blocks):
             options.update(total_blocks=len(dit.single_blocks), block_type="single", block_index=i)
             if ckpt:
-                img = grad_checkpoint(self._single, block, img, c, pe, options, use_reentrant=True)
+                img = grad_checkpoint(single, block, img, c, pe, options, use_reentrant=True)
             else:
-                img = self._single(block, img, c, pe, options)
+                img = single(block, img, c, pe, options)
         return img[:, txt.shape[1]:, ...], c
 
     @staticmethod
@@ -218,6 +221,17 @@ class FluxArch:
         img = _own(img)
         with _saved_inputs_copied(img):
             return block(img, vec=vec, pe=pe, attn_mask=None, transformer_options=options)
+
+
+def _within(context, fn):
+    """`fn`, run inside `context()` when a context is given (a checkpoint's recompute runs the wrapper too)."""
+    if context is None:
+        return fn
+
+    def run(*args):
+        with context():
+            return fn(*args)
+    return run
 
 
 def _own(x: Tensor) -> Tensor:
@@ -309,7 +323,8 @@ class WanArch:
         return head(tokens, c)
 
     def core(self, tokens: Tensor, c: Tensor, size: tuple[int, int, int], context, y, options: dict,
-             checkpoint: bool = False, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             checkpoint: bool = False, guidance: Tensor | None = None, autograd_context=None
+             ) -> tuple[Tensor, Tensor]:
         """WanModel._forward / forward_orig between patch_embedding and head (no block replacement patches).
 
         size: the full latent's (T, H, W). Returns the output tokens and the summed time embedding e (the head's
@@ -322,12 +337,12 @@ class WanArch:
         if context is None:
             context = tokens.new_zeros(tokens.shape[0], 1, dit.text_dim)
         context = dit.text_embedding(context)
+        run = _within(autograd_context, self._block)
         for block in dit.blocks:
             if checkpoint and torch.is_grad_enabled():
-                tokens = grad_checkpoint(self._block, block, tokens, e0, freqs, context, options,
-                                         use_reentrant=False)
+                tokens = grad_checkpoint(run, block, tokens, e0, freqs, context, options, use_reentrant=False)
             else:
-                tokens = self._block(block, tokens, e0, freqs, context, options)
+                tokens = run(block, tokens, e0, freqs, context, options)
         return tokens, c
 
     @staticmethod

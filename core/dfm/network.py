@@ -61,6 +61,7 @@ class DFMLayers(nn.Module):
         self.embed = nn.ModuleList(self._embed(arch, i) for i in range(levels))
         self.time = nn.ModuleList(self._time(base_time) for _ in range(levels))
         self.head = nn.ModuleList(self._head(arch, base_head, i) for i in range(levels))
+        self.requires_grad_(True)  # new layers: copies of a host model's frozen ones (0.33 freezes them) train too
 
     def _embed(self, arch, i: int) -> nn.Module:
         w, b = arch.embed_kernel()
@@ -103,12 +104,14 @@ def unpatchify(tokens: Tensor, grid: tuple[int, ...], q: int, channels: int, ord
 
 
 def dfm_forward(arch, layers: DFMLayers, parts: list[Tensor], timesteps: Tensor, mask: Tensor, context=None,
-                y=None, transformer_options=None, checkpoint: bool = False, guidance: Tensor | None = None
-                ) -> list[Tensor]:
+                y=None, transformer_options=None, checkpoint: bool = False, guidance: Tensor | None = None,
+                autograd_context=None) -> list[Tensor]:
     """Per-level model outputs for levels `parts` (coarse first, (B, C, h_i, w_i), or (B, C, T, h_i, w_i) video).
 
     timesteps: (B, S) in the host model's timestep units; mask: (B, S), 1 where a level is active;
     guidance: (B,) distilled-guidance strength for models that embed it (Flux-dev), else ignored.
+    autograd_context: None, or a zero-argument callable giving a context manager that every host block call runs
+    in, its recompute under `checkpoint` included (training: the host glue's differentiable ops).
     """
     dtype = parts[-1].dtype
     level_sizes(*parts[-1].shape[-2:], layers.levels, layers.patch)  # a clear error for sizes off the patch grid
@@ -117,7 +120,8 @@ def dfm_forward(arch, layers: DFMLayers, parts: list[Tensor], timesteps: Tensor,
     c = sum(arch.embed_time(layers.time[i], timesteps[:, i], dtype) for i in range(len(parts)))
     size = tuple(parts[-1].shape[2:])  # (H, W), or (T, H, W) for video
     grid = (*size[:-2], size[-2] // layers.patch, size[-1] // layers.patch)
-    out, c = arch.core(tokens, c, size, context, y, transformer_options or {}, checkpoint, guidance)
+    out, c = arch.core(tokens, c, size, context, y, transformer_options or {}, checkpoint, guidance,
+                       autograd_context)
     heads = []
     for i, head in enumerate(layers.head):
         q = level_patch(i, layers.levels, layers.patch)

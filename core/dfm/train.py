@@ -103,10 +103,15 @@ class DFMTrainer:
     """Trains DFMLayers (fully) and the core (LoRA, frozen or full) of a host flow DiT adapter `arch`.
 
     timestep(sigmas) converts noise levels to the model's timestep units (host: model_sampling.timestep).
+    autograd_context() is entered around every host block call of a training forward, and of its recompute under
+    gradient checkpointing: the host glue's way to make the host's ops differentiable there
+    (nodes/training_rope.differentiable_rope); default none.
     """
 
-    def __init__(self, arch, layers: DFMLayers, config: TrainConfig, timestep, lora: CoreLoRA | None = None):
+    def __init__(self, arch, layers: DFMLayers, config: TrainConfig, timestep, lora: CoreLoRA | None = None,
+                 autograd_context=None):
         self.arch, self.layers, self.config, self.timestep = arch, layers, config, timestep
+        self.autograd_context = autograd_context
         self.dist = TimeDistribution.default(layers.levels, config.threshold)
         self.device = next(layers.parameters()).device
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
@@ -157,7 +162,8 @@ class DFMTrainer:
             t = self.timestep(sigmas.to(device)).float()
             with autocast:
                 return dfm_forward(self.arch, self.layers, parts, t, mask.to(device), context, y,
-                                   checkpoint=self.config.checkpointing, guidance=guidance)
+                                   checkpoint=self.config.checkpointing, guidance=guidance,
+                                   autograd_context=self.autograd_context)
         return fn
 
     def loss(self, latents: Tensor, context=None, y=None, guidance: Tensor | None = None) -> tuple[Tensor, Tensor]:

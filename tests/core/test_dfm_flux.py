@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dfm_helpers import arch_mod, checkpoint_round_trip, levels, network, same_state, sampler, tiny_model, train
+from dfm_helpers import (
+    arch_mod,
+    checkpoint_round_trip,
+    differentiable_rope,
+    levels,
+    network,
+    same_state,
+    sampler,
+    tiny_model,
+    train,
+)
 
 
 def tiny_flux(seed: int = 0, std: float = 0.05):
@@ -100,7 +110,7 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch():
     base = tiny_flux(seed=3)
     arch = arch_mod.adapter_for(base.diffusion_model)
     trainer = train.DFMTrainer(arch, network.DFMLayers(arch, 2), train.TrainConfig(levels=2, lr=5e-3, rank=4),
-                               lambda s: s)
+                               lambda s: s, autograd_context=differentiable_rope)
     assert {n.split(".")[0] for n in trainer.lora.names} == {"single_blocks", "double_blocks"}
     x, ctx, y = inputs(batch=4, seed=4)
     guidance = torch.full((4,), 3.5)
@@ -121,7 +131,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(base):
         layers = network.DFMLayers(arch, 2)
         with torch.enable_grad():
             out = network.dfm_forward(arch, layers, levels.split(x, 2), torch.full((2, 2), 0.5), torch.ones(2, 2),
-                                      ctx, y, checkpoint=flag, guidance=torch.full((2,), 3.5))
+                                      ctx, y, checkpoint=flag, guidance=torch.full((2,), 3.5),
+                                      autograd_context=differentiable_rope)
             sum(o.square().mean() for o in out).backward()
         grads.append(torch.cat([p.grad.flatten() for p in layers.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5) and grads[0].abs().max() > 0
@@ -138,13 +149,15 @@ def test_gradients_through_the_in_place_flux_blocks_are_right():
     weight = layers.embed[0].weight
 
     def loss():
-        out = network.dfm_forward(arch, layers, parts, t, torch.ones(2, 2), ctx, y, guidance=g)
+        out = network.dfm_forward(arch, layers, parts, t, torch.ones(2, 2), ctx, y, guidance=g,
+                                  autograd_context=differentiable_rope)
         return sum(o.square().mean() for o in out)
 
     with torch.enable_grad():
         loss().backward()
     ours, weight.grad = weight.grad, None
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda v: v.clone(), lambda v: v):
+    copy_saved = torch.autograd.graph.saved_tensors_hooks(lambda v: v.clone(), lambda v: v)
+    with torch.enable_grad(), copy_saved:
         loss().backward()
     assert torch.equal(ours, weight.grad) and ours.abs().max() > 1e-4
     d = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -164,3 +177,11 @@ def test_checkpoint_round_trip_records_the_family(tmp_path, base):
     assert meta["family"] == "flux" and not lora
     fresh.load_state_dict(sd)
     assert same_state(fresh, layers)
+
+
+def test_new_layers_train_even_where_the_host_froze_the_base():
+    """0.33 builds diffusion models with requires_grad off; the per-level layers start as copies of its layers."""
+    dit = tiny_flux(seed=7).diffusion_model.requires_grad_(False)
+    layers = network.DFMLayers(arch_mod.adapter_for(dit), 2)
+    assert all(p.requires_grad for p in layers.parameters())
+    assert not any(p.requires_grad for p in dit.parameters())  # the base stays as it was

@@ -10,7 +10,17 @@ import itertools
 
 import pytest
 import torch
-from dfm_helpers import arch_mod, checkpoint_round_trip, levels, network, same_state, sampler, tiny_model, train
+from dfm_helpers import (
+    arch_mod,
+    checkpoint_round_trip,
+    differentiable_rope,
+    levels,
+    network,
+    same_state,
+    sampler,
+    tiny_model,
+    train,
+)
 
 
 def tiny_wan(seed: int = 0, std: float = 0.05):
@@ -172,7 +182,7 @@ def test_training_step_lowers_the_loss_on_a_fixed_batch():
     base = tiny_wan(seed=3)
     arch = arch_mod.adapter_for(base.diffusion_model)
     trainer = train.DFMTrainer(arch, network.DFMLayers(arch, 2), train.TrainConfig(levels=2, lr=5e-3, rank=4),
-                               lambda s: s * 1000)
+                               lambda s: s * 1000, autograd_context=differentiable_rope)
     assert {n.split(".")[0] for n in trainer.lora.names} == {"blocks"}
     x, ctx = inputs(batch=4, frames=2, seed=4)
     before_w = base.diffusion_model.blocks[0].self_attn.q.weight.clone()
@@ -192,7 +202,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(base):
         layers = network.DFMLayers(arch, 2)
         with torch.enable_grad():
             out = network.dfm_forward(arch, layers, levels.split(x, 2), torch.full((2, 2), 500.0),
-                                      torch.ones(2, 2), ctx, checkpoint=flag)
+                                      torch.ones(2, 2), ctx, checkpoint=flag, autograd_context=differentiable_rope)
             sum(o.square().mean() for o in out).backward()
         grads.append(torch.cat([p.grad.flatten() for p in layers.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5) and grads[0].abs().max() > 0

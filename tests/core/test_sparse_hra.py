@@ -219,6 +219,8 @@ def test_sparse_trainable_and_sara_optimizer():
     target = w.flatten().index_add(0, a.idx, 0.01 * torch.randn(a.idx.shape, generator=g)).view(w.shape)
     opt = train.SaraOptimizer([a], 5e-3, lr=1e-3, lambda_rank=1e-5, reselect_step=30, seed=0)
     assert opt.matrices == [a]
+    # the host's TrainSampler (0.11+) reads the groups before each step
+    assert [id(p) for g in opt.param_groups for p in g["params"]] == [id(a.delta)]
     losses = []
     for _ in range(60):
         loss = (a(w) - target).square().sum()
