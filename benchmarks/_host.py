@@ -63,8 +63,11 @@ def memory_mode() -> str:
 def model_patcher(model, load_device, offload_device):
     """The patcher the host's own loaders use (CoreModelPatcher: ModelPatcherDynamic under dynamic VRAM)."""
     import comfy.model_patcher
+    import torch
 
     cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    if load_device.type == "cuda" and load_device.index is None:   # dynamic VRAM's buffers need the index
+        load_device = torch.device("cuda", torch.cuda.current_device())
     return cls(model, load_device=load_device, offload_device=offload_device)
 
 

@@ -77,7 +77,8 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
         cfg = pack_module("nodes.host_features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
     mc = cls(dict(cfg))
     mc.set_inference_dtype(torch.bfloat16, None)
-    model = mc.get_model({}, device=device)
+    with pack_module("nodes.host_features").materialised_weights():  # dynamic VRAM builds layers empty
+        model = mc.get_model({}, device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)

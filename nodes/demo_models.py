@@ -179,7 +179,8 @@ def build_tiny_model(
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, manual_cast)
-    model = config.get_model({})
+    with host_features.materialised_weights():  # dynamic VRAM would build the layers without weights
+        model = config.get_model({})
     init_random_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device, comfy.model_management.unet_offload_device())
 

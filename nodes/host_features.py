@@ -6,6 +6,7 @@ and any COMFYUI_PATH host) is handled in one module. The version is only reporte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -161,3 +162,26 @@ def require_train_sampler(node: str, nodes_train=None) -> None:
     message = train_sampler_refusal(node, nodes_train)
     if message:
         raise HostFeatureMissing(message)
+
+
+# --- Building models in-process under dynamic VRAM (0.16+) ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def materialised_weights():
+    """Within this block the host's comfy.ops layers are built with their weights, as without dynamic VRAM.
+
+    Under dynamic VRAM (`comfy.memory_management.aimdo_enabled`) the host builds layers without weights and creates
+    them when a state dict loads; a model that Pyra builds and fills itself (tiny demo models, real-size random
+    benchmarks) would keep `weight=None`. Its patcher still streams it as the host's loaders' models are streamed."""
+    try:
+        import comfy.memory_management as memory_management
+    except ImportError:  # hosts before dynamic VRAM
+        yield
+        return
+    enabled = getattr(memory_management, "aimdo_enabled", False)
+    memory_management.aimdo_enabled = False
+    try:
+        yield
+    finally:
+        memory_management.aimdo_enabled = enabled
