@@ -191,6 +191,8 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
         times[key] = timed(pyramid(ladder), args.repeats)
         times[f"{key}_eager"] = timed(pyramid(ladder, graphs=False), args.repeats)
         graphed, eager = pyramid(ladder)().float(), pyramid(ladder, graphs=False)().float()
+        store = graph_store._store  # the graphs this ladder's runs captured (none where the host refuses them)
+        result[f"graphs_captured_{key}"] = sum(1 for g in store.graphs.values() if g) if store else 0
         result[f"graph_vs_eager_rel_diff_{key}"] = float((graphed - eager).norm() / eager.norm())
         result[f"graph_vs_eager_bitwise_{key}"] = bool(torch.equal(graphed, eager))
         stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
@@ -217,6 +219,12 @@ def headline(out: dict) -> dict:
         for key in LADDERS:
             figures[f"pyramid_speedup_{family}{res['size']}_{key}"] = round(res[f"speedup_{key}"], 3)
             figures[f"pyramid_predicted_{family}{res['size']}_{key}"] = round(res[f"predicted_{key}"], 3)
+            figures[f"graphs_captured_{family}_{key}"] = res[f"graphs_captured_{key}"]
+        figures[f"graphs_bitwise_equal_eager_{family}"] = all(res[f"graph_vs_eager_bitwise_{key}"] for key in LADDERS)
+    if "flux" in out["results"]:   # graphs refused (dynamic VRAM) make this eager against eager: read beside it
+        figures["graphs_bitwise_equal_eager"] = figures["graphs_bitwise_equal_eager_flux"]
+        figures["graphs_used"] = figures["graphs_captured_flux_b"] > 0
+    figures["host"] = [out["device"].get("comfyui"), out["device"].get("memory_mode")]
     return figures
 
 

@@ -2,7 +2,10 @@
 dense vs PyraSparsify with every eligible linear layer sparsified (no speed check, no low-rank term).
 Memory: the dense model is unloaded before the sparse run (as the host does when the user switches models);
 steady_* is torch.cuda.memory_allocated() with the model loaded and its ops built, peak_*_sampling the peak of
-a further run on the loaded model; the peak_gib_*_run keys (first run, including the load) are kept.
+a further run on the loaded model; the peak_gib_*_run keys (first run, including the load) are kept. Under dynamic
+VRAM the host's weight buffers come from comfy-aimdo's allocator, which torch's counters do not see, so the
+device's own used memory (cudaMemGetInfo, after emptying torch's cache) is recorded beside them: weight_memory_ratio
+is what the loaded sparse model holds on the device over what the loaded dense model holds.
 Run through benchmarks/sparse24.py (--parts e2e or e2e_wanda); needs the host on PYTHONPATH (benchmarks/device_env.sh).
 """
 
@@ -33,6 +36,16 @@ def sampling_step_seconds(patcher, cond, side: int, steps: int) -> float:
     return statistics.median(timed(run, 3)) / steps
 
 
+def device_used() -> int:
+    """Bytes in use on the device by every allocator (torch's cache emptied first)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
 def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     """score "wanda": calibrated on the first step of the warm-up run, so the timed runs are fully sparse."""
     import_host()
@@ -42,17 +55,20 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
 
     sparsify = pack_module("nodes.sparsify_apply")
     # offload to the CPU, as a user's host does: unloading then really frees the GPU
+    used = {"before": device_used()}
     patcher, cond, *_ = build("flux", torch.device("cuda"), offload_device=torch.device("cpu"))
     torch.cuda.reset_peak_memory_stats()
     dense = sampling_step_seconds(patcher, cond, side, steps)
     dense_peak = torch.cuda.max_memory_allocated()
     steady = {"dense": torch.cuda.memory_allocated()}  # after the runs: the loaded model, what a user keeps
+    used["dense"] = device_used()
     torch.cuda.reset_peak_memory_stats()
     sampling_step_seconds(patcher, cond, side, steps)
     peak = {"dense": torch.cuda.max_memory_allocated()}  # a run on the loaded model, as the sparse one below
     mm.unload_all_models()  # what a user sees: the dense model leaves the GPU before the sparse one loads
     mm.soft_empty_cache()
     idle = torch.cuda.memory_allocated()
+    used["idle"] = device_used()
     t0 = time.perf_counter()
     sparse_patcher, results = sparsify.sparsify_model(patcher, "all", rank=0, check_tokens=0, score=score,
                                                       calibration_steps=1)
@@ -61,6 +77,7 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     sparse = sampling_step_seconds(sparse_patcher, cond, side, steps)
     sparse_peak = torch.cuda.max_memory_allocated()
     steady["sparse"] = torch.cuda.memory_allocated()  # loaded, every op built (the warm-up built them)
+    used["sparse"] = device_used()
     torch.cuda.reset_peak_memory_stats()
     sampling_step_seconds(sparse_patcher, cond, side, steps)
     peak["sparse"] = torch.cuda.max_memory_allocated()
@@ -77,6 +94,8 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
         "sparse_model_added_gib": (steady["sparse"] - idle) / 2**30,  # what loading the sparse model added
         "steady_gib_dense_loaded": steady["dense"] / 2**30, "steady_gib_sparse_loaded": steady["sparse"] / 2**30,
         "peak_gib_dense_sampling": peak["dense"] / 2**30, "peak_gib_sparse_sampling": peak["sparse"] / 2**30,
+        "device_used_gib": {k: v / 2**30 for k, v in used.items()},
+        "weight_memory_ratio": (used["sparse"] - used["idle"]) / (used["dense"] - used["before"]),
         "all_pruned_2_4": all(m.norms is None and bool((m.weight != 0).reshape(-1, 4).sum(-1).le(2).all())
                               for m in mods),
     }
