@@ -56,10 +56,13 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     sparsify = pack_module("nodes.sparsify_apply")
     # offload to the CPU, as a user's host does: unloading then really frees the GPU
     used = {"before": device_used()}
+    t_start = time.perf_counter()
     patcher, cond, *_ = build("flux", torch.device("cuda"), offload_device=torch.device("cpu"))
+    print(f"e2e: built in {time.perf_counter() - t_start:.1f} s", flush=True)
     torch.cuda.reset_peak_memory_stats()
     dense = sampling_step_seconds(patcher, cond, side, steps)
     dense_peak = torch.cuda.max_memory_allocated()
+    print(f"e2e: dense step {dense:.3f} s ({time.perf_counter() - t_start:.1f} s)", flush=True)
     steady = {"dense": torch.cuda.memory_allocated()}  # after the runs: the loaded model, what a user keeps
     used["dense"] = device_used()
     torch.cuda.reset_peak_memory_stats()
@@ -73,6 +76,7 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude") -> dict:
     sparse_patcher, results = sparsify.sparsify_model(patcher, "all", rank=0, check_tokens=0, score=score,
                                                       calibration_steps=1)
     prepare = time.perf_counter() - t0
+    print(f"e2e: sparsified in {prepare:.1f} s ({time.perf_counter() - t_start:.1f} s)", flush=True)
     torch.cuda.reset_peak_memory_stats()
     sparse = sampling_step_seconds(sparse_patcher, cond, side, steps)
     sparse_peak = torch.cuda.max_memory_allocated()

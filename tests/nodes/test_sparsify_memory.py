@@ -4,6 +4,9 @@ the compressed op (it keeps its own copy of the weight, as cuSPARSELt does); the
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 import torch
 from sparse_helpers import kohya_lora
@@ -21,10 +24,18 @@ def gpu_env(gpu_host):
     return tuple(gpu_host(name) for name in MODULES)
 
 
+def materialised_weights():
+    """The pack's host_features.materialised_weights, from the package the fixture loaded (dynamic VRAM, the GPU
+    default of 0.16+, builds comfy.ops layers without weights)."""
+    pack = next(n for n in sys.modules if n.endswith(".nodes.sparsify_apply")).rsplit(".", 1)[0]
+    return importlib.import_module(f"{pack}.host_features").materialised_weights()
+
+
 def linear(out_f: int, in_f: int, dtype=torch.float32, seed=0):
     import comfy.ops
 
-    src = comfy.ops.disable_weight_init.Linear(in_f, out_f, dtype=dtype)
+    with materialised_weights():
+        src = comfy.ops.disable_weight_init.Linear(in_f, out_f, dtype=dtype)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         src.weight.copy_(torch.randn(out_f, in_f, generator=g) / in_f**0.5)
