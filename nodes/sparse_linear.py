@@ -192,7 +192,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         compute dtype, `*_lowvram_function`, then `*_function`), masked. The host's vbar copy is never made."""
         w, b = self.weight, self.bias
         fw, fb = cast_time_patches(self), cast_time_patches(self, "bias")
-        key = (x.device, x.dtype, w, _version(w), b, _version(b), tuple(map(id, fw)), tuple(map(id, fb)))
+        key = (x.device, x.dtype, w, _version(w), b, _version(b), *map(_cast_source, fw), None, *map(_cast_source, fb))
         if self._op is None or self._stream_key is None or not _same_key(self._stream_key, key):
             self._op = None  # the previous compressed weight goes before the next is made
             with torch.no_grad():
@@ -232,8 +232,28 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         return None
 
 
+def _cast_source(f) -> tuple:
+    """What a cast-time function computes from. The host makes a new LowVramPatch at every dynamic-VRAM load (every
+    prompt) over the same patch entries: it is known by its key's entries, so an unchanged LoRA keeps its compressed
+    op across prompts and a changed one (new entries) rebuilds it. Any other function is known by itself."""
+    patches, key = getattr(f, "patches", None), getattr(f, "key", None)
+    if getattr(f, "is_lowvram_patch", False) or type(f).__name__ == "LowVramPatch":
+        if isinstance(patches, dict) and key in patches:
+            return (type(f), key, *patches[key])
+    return (f,)
+
+
 def _same_key(a: tuple, b: tuple) -> bool:
-    """Element-wise identity/equality of two _streamed_op keys (tensors compared by identity)."""
+    """Element-wise equality of two _streamed_op keys: devices, dtypes and versions by value, every other object
+    (tensors, patch entries, functions) by identity (nested one level, as _cast_source returns them)."""
     if len(a) != len(b):
         return False
-    return all(x is y if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b, strict=True))
+    return all(_same_item(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _same_item(x, y) -> bool:
+    if isinstance(x, tuple) and isinstance(y, tuple):
+        return len(x) == len(y) and all(u is v for u, v in zip(x, y, strict=True))
+    if isinstance(x, (int, float, str, torch.device, torch.dtype, type(None))):
+        return type(x) is type(y) and x == y
+    return x is y

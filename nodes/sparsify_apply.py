@@ -168,8 +168,12 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
 
     def on_load(patcher, *_args, **_kwargs):
         streamed = patcher_is_dynamic(patcher)
-        for mod in modules:  # weights may have been rewritten in place during a load
-            mod.invalidate()
+        for mod in modules:
+            # A legacy load may rewrite weights in place (`.data`, which keeps the version): ops are rebuilt. A
+            # dynamic-VRAM load, which the host runs at every prompt, writes no weight of these layers: their
+            # compressed ops stay while the weight and cast-time functions they were built from do (_streamed_op).
+            if not streamed:
+                mod.invalidate()
             mod.streamed = streamed
         if not streamed:  # dynamic VRAM moves no module: the replaced Linears are not on the GPU
             offload_replaced(patcher, modules)

@@ -248,6 +248,7 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     """Dynamic VRAM sets comfy_cast_weights on every module, which sent the layer down the masked-dense path.
     Where the kernel applies, the layer now builds the compressed op once from the weight as the host would cast
     it (LoRA applied, masked) and never asks the host to stream the dense weight."""
+    import comfy.model_patcher
     import comfy.ops
     import comfy.patcher_extension
 
@@ -274,8 +275,20 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     assert rel(mod(x), expect) < 1e-6 and rel(mod(x), expect) < 1e-6
     assert len(CompressedStandIn.built) == 1 and sp.is_nm_sparse(CompressedStandIn.built[0])
     assert torch.equal(mod.weight, before), "the stored weight is not patched in place"
+    # The next prompt: the host loads the model again and makes a new LowVramPatch over the same patch entries.
+    on_load(type("DynamicPatcher", (), {"is_dynamic": lambda self: True})())
+    mod.weight_lowvram_function = comfy.model_patcher.LowVramPatch(lowvram.key, lowvram.patches)
+    assert rel(mod(x), expect) < 1e-6 and len(CompressedStandIn.built) == 1, "an unchanged LoRA keeps its op"
+    entries = lowvram.patches[lowvram.key]
+    lowvram.patches[lowvram.key] = [(2 * e[0], *e[1:]) for e in entries]  # the LoRA's strength changed
+    assert len(CompressedStandIn.built) == 1
+    mod(x)
+    assert len(CompressedStandIn.built) == 2, "new patch entries rebuild the op"
+    lowvram.patches[lowvram.key] = entries
+    mod.weight_lowvram_function = lowvram
+    assert rel(mod(x), expect) < 1e-6 and len(CompressedStandIn.built) == 3
     mod.weight_lowvram_function = None  # another load without the LoRA: rebuilt from the plain weight
     plain = F.linear(x, mod.weight, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
-    assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 2
+    assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 4
     monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: "no kernel here")
     assert mod.path(x) == "cast", "without a kernel the host streams the masked dense weight"
