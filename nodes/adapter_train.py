@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 from ..core.adapters.lora_file import save_lora
 from . import host_features, lora_host
 from .adapter_training import TrainSettings, train
+from .validation import refuse_non_finite, schema_refusal
 
 ADAPTER_TYPES = ("sparse", "householder")
 
@@ -68,17 +69,22 @@ class PyraTrainSparseAdapter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, adapter_type: str = "sparse", reflections: int = 8, **_) -> bool | str:
+    def validate_inputs(cls, reflections: int = 8) -> bool | str:
+        """Only `reflections` (the host checks every other input against the schema): the host's TrainSampler,
+        the schema bounds the host leaves to a validator, and an even count."""
         refusal = host_features.train_sampler_refusal("PyraTrainSparseAdapter")
+        refusal = refusal or schema_refusal(cls, reflections=reflections)
         if refusal:
             return refusal
-        if adapter_type == "householder" and reflections % 2:
+        if reflections % 2:
             return f"reflections must be even (identical pairs start as the identity), got {reflections}"
         return True
 
     @classmethod
     def execute(cls, model, latents, positive, adapter_type, steps, learning_rate, batch_size, seed, threshold,
                 lambda_rank, reselect_at, reflections, filename_prefix) -> io.NodeOutput:
+        refuse_non_finite(learning_rate=learning_rate, threshold=threshold, lambda_rank=lambda_rank,
+                          reselect_at=reselect_at)
         settings = TrainSettings(adapter_type, steps, learning_rate, batch_size, seed, threshold, lambda_rank,
                                  reselect_at, reflections)
         result = train(model, latents["samples"], positive, settings)

@@ -15,6 +15,7 @@ from comfy_api.latest import io
 from ..core.dfm.sampler import SOLVERS, parse_plan
 from . import dfm_model
 from .dfm_sampling import sample_dfm_host
+from .validation import refuse_non_finite
 
 FOLDER = dfm_model.FOLDER
 dfm_model.register_folder()
@@ -120,17 +121,9 @@ class PyraDFMSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, stage_steps: str, thresholds: str, **_) -> bool | str:
-        try:
-            steps = [s for s in stage_steps.replace(";", ",").split(",") if s.strip()]
-            parse_plan(stage_steps, thresholds, max(1, len(steps)))
-        except ValueError as err:
-            return str(err)
-        return True
-
-    @classmethod
     def execute(cls, model, seed, stage_steps, thresholds, solver, cfg, scheduler, positive, negative,
                 latent_image, sigmas=None) -> io.NodeOutput:
+        refuse_non_finite(cfg=cfg)
         runner = dfm_model.runner_of(model)
         plan = parse_plan(stage_steps, thresholds, runner.levels)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..core.samplers.highres import parse_per_stage, parse_scales
 from .highres_sampling import GUIDANCE_MODES, UPSCALE_METHODS, HighResError, HighResSettings, highres_sample
 from .previews import coarse_callback
+from .validation import refuse_non_finite
 
 
 class PyraDiffuseHigh(io.ComfyNode):
@@ -75,9 +76,11 @@ class PyraDiffuseHigh(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, scales: str = "2", cfg: str = "7.0", **_) -> bool | str:
+    def validate_inputs(cls, scales: str = "2") -> bool | str:
+        """Only `scales` (nodes/validation.py: the host checks every input a validator does not name); cfg,
+        which has one value per stage, is parsed first thing in execute."""
         try:
-            parse_per_stage(cfg, len(parse_scales(scales)), "cfg")
+            parse_scales(scales)
         except ValueError as err:
             return str(err)
         return True
@@ -86,6 +89,7 @@ class PyraDiffuseHigh(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, scales, steps, denoise, cfg, sampler_name,
                 scheduler, guidance_steps, guidance_mode, wavelet, guidance_strength, sharpen, renoise,
                 upscale_method, vae=None, upscale_model=None) -> io.NodeOutput:
+        refuse_non_finite(denoise=denoise, guidance_strength=guidance_strength, sharpen=sharpen, renoise=renoise)
         stage_scales = parse_scales(scales)
         settings = HighResSettings(
             scales=stage_scales, cfgs=parse_per_stage(cfg, len(stage_scales), "cfg"), steps=steps,

@@ -11,6 +11,7 @@ from ..core.adapters.rank import MODES, RankRule
 from ..core.adapters.resize import MERGE_MODES, merge_loras, resize_lora
 from ..core.adapters.svd import METHODS
 from . import lora_host
+from .validation import refuse_non_finite, schema_refusal
 
 MODE_TOOLTIP = (
     "How each layer's rank is chosen. energy: keep this fraction of the layer's squared singular values "
@@ -40,12 +41,10 @@ def _common_inputs(prefix: str) -> list:
     ]
 
 
-def _validate_rule(mode: str, value: float) -> bool | str:
-    try:
-        RankRule(mode, value)
-    except ValueError as err:
-        return str(err)
-    return True
+def _validate_value(node, value: float) -> bool | str:
+    """Only `value`, against the schema (the host skips the inputs a validator names, and lets NaN through); what
+    it means depends on `mode`, so RankRule(mode, value) is checked first thing in execute."""
+    return schema_refusal(node, value=value) or True
 
 
 def _budget(rule: RankRule, fixed: dict[str, torch.Tensor], keys: list[str]) -> float | None:
@@ -100,8 +99,8 @@ class PyraExtractLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode: str, value: float, **_) -> bool | str:
-        return _validate_rule(mode, value)
+    def validate_inputs(cls, value: float) -> bool | str:
+        return _validate_value(cls, value)
 
     @classmethod
     def execute(cls, model_a, mode, value, max_rank, method, device, bias_diff, dtype, filename_prefix,
@@ -169,8 +168,8 @@ class PyraResizeLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode: str, value: float, **_) -> bool | str:
-        return _validate_rule(mode, value)
+    def validate_inputs(cls, value: float) -> bool | str:
+        return _validate_value(cls, value)
 
     @classmethod
     def execute(cls, lora_name, mode, value, dtype, filename_prefix, model=None) -> io.NodeOutput:
@@ -219,11 +218,12 @@ class PyraMergeLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode: str, value: float, **_) -> bool | str:
-        return _validate_rule(mode, value)
+    def validate_inputs(cls, value: float) -> bool | str:
+        return _validate_value(cls, value)
 
     @classmethod
     def execute(cls, merge, density, seed, mode, value, dtype, filename_prefix, model=None, **slots) -> io.NodeOutput:
+        refuse_non_finite(density=density, **{k: v for k, v in slots.items() if k.startswith("weight_")})
         rule = RankRule(mode, value)
         chosen = [(slots[f"lora_{i}"], slots[f"weight_{i}"]) for i in range(1, MERGE_SLOTS + 1)
                   if slots[f"lora_{i}"] != "None"]

@@ -6,7 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from ..core.pyramids import KINDS, Pyramid, decompose, max_levels, mix, reconstruct, upsample
-from ..core.text_lists import split_items
+from ..core.text_lists import parse_numbers
 
 PyramidType = io.Custom("PYRA_PYRAMID")
 
@@ -132,13 +132,14 @@ class PyraPyramidEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, pyramid: Pyramid, weights, level, offset, image=None, latent=None) -> io.NodeOutput:
+        scales = parse_numbers(weights, "weights", example="1, 1.5, 1")
         out = pyramid
         if image is not None or latent is not None:
             value, _ = _split(image, latent)
             if image is not None and level < pyramid.levels:
                 value = value - offset
             out = out.with_band(level, value)
-        return io.NodeOutput(out.scaled(_numbers(weights)))
+        return io.NodeOutput(out.scaled(scales))
 
 
 class PyraPyramidMix(io.ComfyNode):
@@ -161,7 +162,7 @@ class PyraPyramidMix(io.ComfyNode):
 
     @classmethod
     def execute(cls, a: Pyramid, b: Pyramid, weights) -> io.NodeOutput:
-        return io.NodeOutput(mix(a, b, _numbers(weights)))
+        return io.NodeOutput(mix(a, b, parse_numbers(weights, "weights", example="1, 1.5, 1")))
 
 
 class PyraPyramidMerge(io.ComfyNode):
@@ -186,8 +187,3 @@ class PyraPyramidMerge(io.ComfyNode):
         return io.NodeOutput(image, latent)
 
 
-def _numbers(text: str) -> list[float]:
-    try:
-        return [float(v) for v in split_items(text)]
-    except ValueError:
-        raise ValueError(f"weights {text!r}: write numbers separated by commas, e.g. '1, 1.5, 1'") from None

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..core.samplers.pyramid import parse_ladder
 from .previews import coarse_callback
 from .pyramid_sampling import UPSAMPLERS, PyramidGuider, pyramid_sample
+from .validation import refuse_non_finite
 
 LADDER_TOOLTIP = (
     "Coarse-to-fine levels as factor:fraction of the steps, e.g. '2:0.4' runs the first 40% of steps at 1/2 "
@@ -69,7 +70,7 @@ class PyraPyramidGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ladder: str, **_) -> bool | str:
+    def validate_inputs(cls, ladder: str) -> bool | str:
         return _validate_ladder(ladder)
 
     @classmethod
@@ -109,12 +110,13 @@ class PyraPyramidSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ladder: str, **_) -> bool | str:
+    def validate_inputs(cls, ladder: str) -> bool | str:
         return _validate_ladder(ladder)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                 ladder, upsample, cuda_graphs=True) -> io.NodeOutput:
+        refuse_non_finite(cfg=cfg, denoise=denoise)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         ms = model.get_model_object("model_sampling")
         total = steps if denoise >= 1.0 else int(steps / max(denoise, 1e-4))

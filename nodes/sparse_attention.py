@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .sparse_attention_hooks import FAMILIES, SparseSettings, detect_family, install
+from .validation import refuse_non_finite
 
 
 class PyraSparseAttention(io.ComfyNode):
@@ -48,14 +49,13 @@ class PyraSparseAttention(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent: float, end_percent: float, **_) -> bool | str:
-        if start_percent >= end_percent:
-            return "start_percent must be below end_percent: the window of sparse steps would be empty"
-        return True
-
-    @classmethod
     def execute(cls, model, keep_mass: float, keep_ratio: float, block_size: str, start_percent: float,
                 end_percent: float, text_tokens: int, fastest_dense_backend: bool) -> io.NodeOutput:
+        refuse_non_finite(keep_mass=keep_mass, keep_ratio=keep_ratio, start_percent=start_percent,
+                          end_percent=end_percent)
+        if start_percent >= end_percent:
+            raise ValueError(f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the window "
+                             "of sparse steps would be empty")
         family = detect_family(model)
         sampling = model.get_model_object("model_sampling")
         settings = SparseSettings(keep_mass, keep_ratio, int(block_size), sampling.percent_to_sigma(start_percent),

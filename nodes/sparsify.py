@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.sparse import FILTERS, compile_filter
+from ..core.sparse import FILTERS
 from .sparsify_apply import backend_note, format_report, sparsify_model
 
 
@@ -53,14 +53,6 @@ class PyraSparsify(io.ComfyNode):
                                                    "and each layer's relative output error on random inputs."),
             ],
         )
-
-    @classmethod
-    def validate_inputs(cls, layers: str = "mlp", name_regex: str = "", **_) -> bool | str:
-        try:
-            compile_filter(layers, name_regex)
-        except ValueError as err:
-            return str(err)
-        return True
 
     @classmethod
     def execute(cls, model, layers: str, name_regex: str, score: str, calibration_steps: int, lowrank_rank: int,

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core.cache import PRESETS
 from .step_cache_hooks import StepCacheError, detect_family, install
+from .validation import refuse_non_finite
 
 FAMILIES = ["auto", *PRESETS]
 
@@ -62,15 +63,13 @@ class PyraStepCache(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent: float, end_percent: float, **_) -> bool | str:
-        if start_percent >= end_percent:
-            return "start_percent must be below end_percent: the window of steps that may reuse would be empty"
-        return True
-
-    @classmethod
     def execute(cls, model, preset: str, threshold: float, start_percent: float, end_percent: float,
                 cache_on_cpu: bool, max_reused_in_a_row: int = 0, extrapolate: bool = False,
                 unet_shallow_blocks: int = -1) -> io.NodeOutput:
+        refuse_non_finite(threshold=threshold, start_percent=start_percent, end_percent=end_percent)
+        if start_percent >= end_percent:
+            raise StepCacheError(f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the "
+                                 "window of steps that may reuse would be empty")
         family = detect_family(model)
         if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
             raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..text_lists import parse_numbers
 from .levels import partial_merge
 
 SOLVERS = ("euler", "heun")
@@ -50,18 +51,10 @@ class StagePlan:
         return out
 
 
-def _numbers(text: str, kind: type) -> list:
-    items = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    try:
-        return [kind(p) for p in items]
-    except ValueError as err:
-        raise ValueError(f"{text!r} is not a comma-separated list of numbers (e.g. '20, 8')") from err
-
-
 def parse_plan(steps: str, thresholds: str, levels: int) -> StagePlan:
     """'20, 8' and '0.3' -> StagePlan for `levels` levels; one value repeats for every stage."""
-    st = _numbers(steps, int)
-    th = _numbers(thresholds, float) if levels > 1 else []
+    st = parse_numbers(steps, "stage_steps", int, example="20, 8")
+    th = parse_numbers(thresholds, "thresholds", example="0.3") if levels > 1 else []
     if len(st) == 1:
         st = st * levels
     if levels > 1 and len(th) == 1:

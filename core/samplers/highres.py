@@ -21,20 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from ..pyramids import upsample
-from ..text_lists import split_items
+from ..text_lists import parse_numbers
 from ..wavelet import low_band, replace_low_band
 
 
 def parse_scales(text: str) -> list[float]:
     """'2' or '1.5, 2, 3': target sizes as multiples of the base size, strictly increasing, each above 1."""
-    try:
-        scales = [float(part) for part in split_items(text)]
-    except ValueError:
-        raise ValueError(f"scales {text!r}: write multiples of the base size separated by commas, e.g. '2' or "
-                         "'1.5, 2'") from None
+    scales = parse_numbers(text, "scales", example="1.5, 2")
     if not scales:
         raise ValueError("scales is empty: give at least one target size, e.g. '2' for twice the base size")
-    if any(not math.isfinite(s) or s <= 1 for s in scales):
+    if any(s <= 1 for s in scales):
         raise ValueError(f"scales {text!r}: every target must be larger than the base (above 1)")
     if any(b <= a for a, b in itertools.pairwise(scales)):
         raise ValueError(f"scales {text!r}: targets must increase from stage to stage")
@@ -43,10 +39,7 @@ def parse_scales(text: str) -> list[float]:
 
 def parse_per_stage(text: str, stages: int, name: str) -> list[float]:
     """'10' or '10, 7': one number per stage; the last one repeats."""
-    try:
-        values = [float(part) for part in split_items(text)]
-    except ValueError:
-        raise ValueError(f"{name} {text!r}: write numbers separated by commas, one per stage") from None
+    values = parse_numbers(text, name, example="7, 5")
     if not values:
         raise ValueError(f"{name} is empty: give one number, or one per stage")
     return (values + [values[-1]] * stages)[:stages]

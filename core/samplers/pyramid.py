@@ -57,6 +57,8 @@ def parse_ladder(text: str) -> list[tuple[int, float]]:
             levels.append((int(factor), float(frac)))
         except ValueError as err:
             raise ValueError(f"ladder item {item!r} is not 'factor:fraction' (e.g. '2:0.4')") from err
+        if not math.isfinite(levels[-1][1]):
+            raise ValueError(f"ladder item {item!r}: the fraction must be a finite number (e.g. '2:0.4')")
     factors = [f for f, _ in levels]
     if any(f < 2 for f in factors) or factors != sorted(factors, reverse=True) or len(set(factors)) != len(factors):
         raise ValueError(f"ladder factors must be integers >= 2, coarse to fine, each once: got {factors}")

@@ -92,9 +92,14 @@ def test_bad_requests_are_clear_errors(comfy_host, hr):
 
 def test_node_validation_names_the_problem(comfy_host):
     node = comfy_host.node("PyraDiffuseHigh")
-    assert node.validate_inputs(scales="2", cfg="7") is True
-    assert "larger than the base" in node.validate_inputs(scales="0.5", cfg="7")
-    assert "numbers" in node.validate_inputs(scales="2", cfg="high")
+    assert node.validate_inputs(scales="2") is True
+    assert "larger than the base" in node.validate_inputs(scales="0.5")
+    assert "finite" in node.validate_inputs(scales="2, inf")
+    hr_core = comfy_host.module("core.samplers.highres")
+    with pytest.raises(ValueError, match="numbers"):
+        hr_core.parse_per_stage("high", 1, "cfg")
+    with pytest.raises(ValueError, match="nan is not a finite number"):
+        hr_core.parse_per_stage("7, nan", 2, "cfg")
 
 
 def test_concat_models_get_their_latent_at_every_stage(comfy_host, hr):

@@ -106,4 +106,5 @@ def test_unsupported_family_names_the_supported_ones(mods):
     demo, _, node, hooks = mods
     with pytest.raises(hooks.SparseAttentionError, match="SD3, Flux, Wan"):
         patch(node, demo.build_tiny_model("sd15"))
-    assert node.validate_inputs(start_percent=0.5, end_percent=0.5) != True  # noqa: E712
+    with pytest.raises(ValueError, match="must be below end_percent"):
+        patch(node, demo.build_tiny_model("flux"), start=0.5, end=0.5)

@@ -120,9 +120,11 @@ def test_unsupported_layers_are_skipped_with_a_reason(env):
 
 def test_bad_regex_is_rejected_before_running(comfy_host):
     node = comfy_host.node("PyraSparsify")
-    assert "invalid layer regex" in node.validate_inputs(layers="regex", name_regex="(")
-    assert "needs a pattern" in node.validate_inputs(layers="regex", name_regex="")
-    assert node.validate_inputs(layers="mlp", name_regex="(") is True
+    assert not hasattr(node, "VALIDATE_INPUTS") and "validate_inputs" not in vars(node), "the host checks all"
+    with pytest.raises(ValueError, match="invalid layer regex"):
+        node.execute(None, "regex", "(", "magnitude", 1, 0, 0)
+    with pytest.raises(ValueError, match="needs a pattern"):
+        node.execute(None, "regex", "", "magnitude", 1, 0, 0)
 
 
 @pytest.mark.parametrize(("family", "shape"), [("flux", (1, 16, 8, 8)), ("wan21", (1, 16, 1, 8, 8))])

@@ -222,7 +222,8 @@ def test_node_clones_and_rejects_unsupported(mods, comfy_host, monkeypatch):
     assert out.model_options["transformer_options"]["patches_replace"]["dit"]
     with pytest.raises(hooks.StepCacheError, match="preset 'sdxl'"):
         node.execute(base, "sdxl", -1.0, 0.15, 0.95, False)
-    assert "start_percent" in str(node.validate_inputs(start_percent=0.9, end_percent=0.5))
+    with pytest.raises(hooks.StepCacheError, match="start_percent"):
+        node.execute(base, "auto", -1.0, 0.9, 0.5, False)
     analytic = comfy_host.module("nodes.analytic")
     model = analytic.analytic_model_patcher(comfy_host.module("core.analytic").NaturalImagePrior(), "flow")
     with pytest.raises(hooks.StepCacheError, match=r"supports SD1\.5, SDXL, SD3, Flux and Wan"):

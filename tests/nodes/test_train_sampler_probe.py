@@ -44,9 +44,9 @@ def test_an_older_train_sampler_is_named_with_the_version_and_the_upgrade(featur
 
 def test_the_node_refuses_at_validation_and_before_any_work(comfy_host, features, monkeypatch):
     node = comfy_host.node("PyraTrainSparseAdapter")
-    assert node.validate_inputs(adapter_type="sparse") is True
+    assert node.validate_inputs(reflections=8) is True
     monkeypatch.setattr(features, "train_sampler_missing", lambda nodes_train=None: ["TrainSampler.fwd_bwd"])
-    msg = node.validate_inputs(adapter_type="sparse")
+    msg = node.validate_inputs(reflections=8)
     assert isinstance(msg, str) and "update ComfyUI to 0.3.76 or newer" in msg
     training = comfy_host.module("nodes.adapter_training")
     settings = training.TrainSettings("sparse", 1, 1e-3, 1, 0)
