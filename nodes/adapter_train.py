@@ -85,6 +85,7 @@ class PyraTrainSparseAdapter(io.ComfyNode):
                 lambda_rank, reselect_at, reflections, filename_prefix) -> io.NodeOutput:
         refuse_non_finite(learning_rate=learning_rate, threshold=threshold, lambda_rank=lambda_rank,
                           reselect_at=reselect_at)
+        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before training
         settings = TrainSettings(adapter_type, steps, learning_rate, batch_size, seed, threshold, lambda_rank,
                                  reselect_at, reflections)
         result = train(model, latents["samples"], positive, settings)

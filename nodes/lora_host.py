@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import comfy.lora
@@ -110,9 +111,15 @@ def match_model(name: str, sd: dict, lora: LoraFile, model) -> tuple[LoraFile, s
 
 
 def output_path(filename_prefix: str) -> tuple[Path, str]:
-    """Next free <output>/<prefix>_NNNNN_.safetensors, as the host's LoraSave names it; (path, display name)."""
-    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-        filename_prefix, folder_paths.get_output_directory())
+    """Next free <output>/<prefix>_NNNNN_.safetensors, as the host's LoraSave names it; (path, display name).
+    A prefix that leaves the output folder is refused in Pyra's words (the host's message shows server paths)."""
+    output = folder_paths.get_output_directory()
+    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+    root = os.path.abspath(output)
+    if os.path.commonpath([root, os.path.abspath(os.path.join(root, subfolder))]) != root:
+        raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder: give a name "
+                         "inside it, e.g. 'loras/my_lora'")
+    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
     name = f"{filename}_{counter:05}_.safetensors"
     return Path(folder) / name, str(Path(subfolder) / name)
 

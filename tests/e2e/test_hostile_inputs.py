@@ -106,6 +106,12 @@ REFUSED = [
     ("extract-rule", lora_extract, "PyraExtractLoRA", {"mode": "energy", "value": 2.0}, "energy must be in"),
     ("merge-weight-nan", merge_lora, "PyraMergeLoRA", {"weight_1": NAN}, "weight_1 is nan"),
     ("train-lr-nan", train_adapter, "PyraTrainSparseAdapter", {"learning_rate": NAN}, "learning_rate is nan"),
+    *[(f"{name}-prefix-escapes", build, cls, {"filename_prefix": "../../evil", **extra}, "outside the output folder")
+      for name, build, cls, extra in (
+          ("train", train_adapter, "PyraTrainSparseAdapter", {"steps": 40}),
+          ("extract", lora_extract, "PyraExtractLoRA", {}),
+          ("resize", resize_lora, "PyraResizeLoRA", {}),
+          ("merge", merge_lora, "PyraMergeLoRA", {}))],
 ]
 
 
