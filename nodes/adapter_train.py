@@ -85,6 +85,8 @@ class PyraTrainSparseAdapter(io.ComfyNode):
                 lambda_rank, reselect_at, reflections, filename_prefix) -> io.NodeOutput:
         refuse_non_finite(learning_rate=learning_rate, threshold=threshold, lambda_rank=lambda_rank,
                           reselect_at=reselect_at)
+        if adapter_type not in ADAPTER_TYPES:  # hosts before 0.8 do not check V3 combo values
+            raise ValueError(f"adapter_type {adapter_type!r} is not one of {', '.join(ADAPTER_TYPES)}")
         lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before training
         settings = TrainSettings(adapter_type, steps, learning_rate, batch_size, seed, threshold, lambda_rank,
                                  reselect_at, reflections)
