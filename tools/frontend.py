@@ -26,7 +26,9 @@ BENIGN_CONSOLE = (
     "Connecting to 'https://api.comfy.org/",
 )
 # first-run dialogs that would cover the canvas in screenshots
-QUIET_SETTINGS = {"Comfy.TutorialCompleted": True}
+# The frontend settings a test page runs with: no tutorial, and workflow schema validation on (frontends of 2026,
+# e.g. 1.49 with ComfyUI 0.33.0, turn it off by default, so a schema-invalid workflow would load without a word).
+QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": True}
 APP_READY_TIMEOUT_MS = 90_000
 
 
