@@ -87,7 +87,7 @@ class PyraTrainSparseAdapter(io.ComfyNode):
                           reselect_at=reselect_at)
         if adapter_type not in ADAPTER_TYPES:  # hosts before 0.8 do not check V3 combo values
             raise ValueError(f"adapter_type {adapter_type!r} is not one of {', '.join(ADAPTER_TYPES)}")
-        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before training
+        lora_host.refuse_outside_output(filename_prefix)
         settings = TrainSettings(adapter_type, steps, learning_rate, batch_size, seed, threshold, lambda_rank,
                                  reselect_at, reflections)
         result = train(model, latents["samples"], positive, settings)

@@ -110,16 +110,21 @@ def match_model(name: str, sd: dict, lora: LoraFile, model) -> tuple[LoraFile, s
                         else "")
 
 
-def output_path(filename_prefix: str) -> tuple[Path, str]:
-    """Next free <output>/<prefix>_NNNNN_.safetensors, as the host's LoraSave names it; (path, display name).
-    A prefix that leaves the output folder is refused in Pyra's words (the host's message shows server paths)."""
-    output = folder_paths.get_output_directory()
-    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
-    root = os.path.abspath(output)
-    if os.path.commonpath([root, os.path.abspath(os.path.join(root, subfolder))]) != root:
+def refuse_outside_output(filename_prefix: str) -> None:
+    """Refuse, in Pyra's words and before any work, a prefix that leaves the output folder (the host's own
+    message shows the server's paths)."""
+    root = os.path.abspath(folder_paths.get_output_directory())
+    target = os.path.abspath(os.path.join(root, os.path.dirname(os.path.normpath(filename_prefix))))
+    if os.path.commonpath([root, target]) != root:
         raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder: give a name "
                          "inside it, e.g. 'loras/my_lora'")
-    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
+
+
+def output_path(filename_prefix: str) -> tuple[Path, str]:
+    """Next free <output>/<prefix>_NNNNN_.safetensors, as the host's LoraSave names it; (path, display name)."""
+    refuse_outside_output(filename_prefix)
+    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+        filename_prefix, folder_paths.get_output_directory())
     name = f"{filename}_{counter:05}_.safetensors"
     return Path(folder) / name, str(Path(subfolder) / name)
 

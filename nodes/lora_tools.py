@@ -106,7 +106,7 @@ class PyraExtractLoRA(io.ComfyNode):
     def execute(cls, model_a, mode, value, max_rank, method, device, bias_diff, dtype, filename_prefix,
                 model_b=None) -> io.NodeOutput:
         rule, store = RankRule(mode, value), lora_host.DTYPES[dtype]
-        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before any work
+        lora_host.refuse_outside_output(filename_prefix)
         dev = lora_host.compute_device(device)
         layers, vectors = lora_host.model_differences(model_a, model_b, dev)
         fixed = {}
@@ -175,7 +175,7 @@ class PyraResizeLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, lora_name, mode, value, dtype, filename_prefix, model=None) -> io.NodeOutput:
         rule = RankRule(mode, value)
-        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before any work
+        lora_host.refuse_outside_output(filename_prefix)
         lora, notes = _read(lora_name, model)
         budget = _budget(rule, {**lora.additive, **lora.other}, list(lora.modules))
         ex = resize_lora(lora, rule, lora_host.DTYPES[dtype], budget, lora_host.progress(len(lora.modules)))
@@ -227,7 +227,7 @@ class PyraMergeLoRA(io.ComfyNode):
     def execute(cls, merge, density, seed, mode, value, dtype, filename_prefix, model=None, **slots) -> io.NodeOutput:
         refuse_non_finite(density=density, **{k: v for k, v in slots.items() if k.startswith("weight_")})
         rule = RankRule(mode, value)
-        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before any work
+        lora_host.refuse_outside_output(filename_prefix)
         chosen = [(slots[f"lora_{i}"], slots[f"weight_{i}"]) for i in range(1, MERGE_SLOTS + 1)
                   if slots[f"lora_{i}"] != "None"]
         loras, notes = [], []

@@ -132,7 +132,7 @@ class PyraPyramidEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, pyramid: Pyramid, weights, level, offset, image=None, latent=None) -> io.NodeOutput:
-        scales = parse_numbers(weights, "weights", example="1, 1.5, 1")
+        scales = _weights(weights)
         out = pyramid
         if image is not None or latent is not None:
             value, _ = _split(image, latent)
@@ -162,7 +162,7 @@ class PyraPyramidMix(io.ComfyNode):
 
     @classmethod
     def execute(cls, a: Pyramid, b: Pyramid, weights) -> io.NodeOutput:
-        return io.NodeOutput(mix(a, b, parse_numbers(weights, "weights", example="1, 1.5, 1")))
+        return io.NodeOutput(mix(a, b, _weights(weights)))
 
 
 class PyraPyramidMerge(io.ComfyNode):
@@ -187,3 +187,6 @@ class PyraPyramidMerge(io.ComfyNode):
         return io.NodeOutput(image, latent)
 
 
+def _weights(text: str) -> list[float]:
+    """The per-level weights of Pyramid Edit and Pyramid Mix (finite numbers, finest level first)."""
+    return parse_numbers(text, "weights", example="1, 1.5, 1")

@@ -77,7 +77,7 @@ class PyraConvertSaRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, sara_file, dtype, filename_prefix) -> io.NodeOutput:
-        lora_host.output_path(filename_prefix)  # a prefix outside the output folder is refused before any work
+        lora_host.refuse_outside_output(filename_prefix)
         path = folder_paths.get_full_path("loras", sara_file)
         if path is None:
             raise LoraFileError(f"{sara_file!r} is not in the loras folders: refresh the node list")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .sparse_attention_hooks import FAMILIES, SparseSettings, detect_family, install
-from .validation import refuse_non_finite
+from .validation import refuse_empty_window, refuse_non_finite
 
 
 class PyraSparseAttention(io.ComfyNode):
@@ -53,9 +53,7 @@ class PyraSparseAttention(io.ComfyNode):
                 end_percent: float, text_tokens: int, fastest_dense_backend: bool) -> io.NodeOutput:
         refuse_non_finite(keep_mass=keep_mass, keep_ratio=keep_ratio, start_percent=start_percent,
                           end_percent=end_percent)
-        if start_percent >= end_percent:
-            raise ValueError(f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the window "
-                             "of sparse steps would be empty")
+        refuse_empty_window(start_percent, end_percent, "sparse steps")
         family = detect_family(model)
         sampling = model.get_model_object("model_sampling")
         settings = SparseSettings(keep_mass, keep_ratio, int(block_size), sampling.percent_to_sigma(start_percent),

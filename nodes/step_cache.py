@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..core.cache import PRESETS
 from .step_cache_hooks import StepCacheError, detect_family, install
-from .validation import refuse_non_finite
+from .validation import refuse_empty_window, refuse_non_finite
 
 FAMILIES = ["auto", *PRESETS]
 
@@ -67,9 +67,7 @@ class PyraStepCache(io.ComfyNode):
                 cache_on_cpu: bool, max_reused_in_a_row: int = 0, extrapolate: bool = False,
                 unet_shallow_blocks: int = -1) -> io.NodeOutput:
         refuse_non_finite(threshold=threshold, start_percent=start_percent, end_percent=end_percent)
-        if start_percent >= end_percent:
-            raise StepCacheError(f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the "
-                                 "window of steps that may reuse would be empty")
+        refuse_empty_window(start_percent, end_percent, "steps that may reuse", StepCacheError)
         family = detect_family(model)
         if preset != "auto" and PRESETS[preset].kind != PRESETS[family].kind:
             raise StepCacheError(f"preset {preset!r} is for a {PRESETS[preset].kind} but this is a {family} "

@@ -39,6 +39,14 @@ def schema_refusal(node, **values) -> str | None:
     return None
 
 
+def refuse_empty_window(start_percent: float, end_percent: float, what: str, error: type = ValueError) -> None:
+    """Raise `error` before any work when a start/end window of the schedule holds no step (`what`: what it
+    selects)."""
+    if start_percent >= end_percent:
+        raise error(f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the window "
+                         f"of {what} would be empty")
+
+
 def refuse_non_finite(**values: float) -> None:
     """Raise before any work when a number input is NaN or infinite (the host's bounds let NaN through)."""
     for name, value in values.items():
