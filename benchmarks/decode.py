@@ -131,7 +131,7 @@ def run_case(vae, z, rows_list, repeats, cuda, tiled=True, ref32=None, tile=(64,
     with torch.no_grad():
         full, t_full, p_full = measure(lambda: model.decode(z), repeats, cuda)
     full = full.float().cpu()
-    full_img = vae.process_output(full)
+    full_img = vae.process_output(full.clone())  # 0.33.0's process_output works in place
     res = {"shape": list(z.shape), "dtype": str(z.dtype).removeprefix("torch."), "full_s": t_full, "full_peak": p_full,
            "out_absmax": full.abs().max().item(), "ours": []}
     if tiled:
@@ -148,7 +148,7 @@ def run_case(vae, z, rows_list, repeats, cuda, tiled=True, ref32=None, tile=(64,
         out, t, p = measure(run, repeats, cuda)
         out = out.float().cpu()
         res["ours"].append({"rows": rows, "fast": fast, "s": t, "peak": p, "err": (out - full).abs().max().item(),
-                            "err_img": (vae.process_output(out) - full_img).abs().max().item()})
+                            "err_img": (vae.process_output(out.clone()) - full_img).abs().max().item()})
         if ref32 is not None:
             res["ours"][-1]["err_vs_fp32"] = (out - ref32).abs().max().item()
         del out

@@ -178,8 +178,11 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
         if not streamed:  # dynamic VRAM moves no module: the replaced Linears are not on the GPU
             offload_replaced(patcher, modules)
 
-    def on_detach(patcher, *_args, **_kwargs):
-        if patcher_is_dynamic(patcher):  # nothing moves the modules, so their compressed weights go here
+    def on_detach(patcher, unpatch_all=True, *_args, **_kwargs):
+        # Dynamic VRAM moves no module, so the compressed weights go here, on an unload (model_unload detaches with
+        # unpatch_all). load_models_gpu also detaches, without it, a model it is about to load again (every
+        # prompt), and a clone's __del__ does too: those keep the ops, as the host keeps its own vbar weights.
+        if patcher_is_dynamic(patcher) and unpatch_all:
             for mod in modules:
                 mod.invalidate()
 

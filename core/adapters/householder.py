@@ -11,9 +11,11 @@ A zero column defines no reflection and is rejected.
 Init (the paper's): r/2 random vectors each repeated twice (`repeat_interleave`), so H_{2k-1} H_{2k} = I and the
 adapter starts as the identity; training moves the pairs apart.
 
-Tolerance rule: `apply_hra` (r rank-1 updates, O(r out d)) and `hra_linear` (reflect the activations, never
-forming W') against the reference `householder_matrix` (H formed in fp64, then W H): relative error of the result
-<= 2e-5 (fp32), 2e-2 (bf16), 4e-3 (fp16) of its norm (HRA_RTOL), i.e. r+1 roundings of the working dtype.
+Fast path: the compact WY form H_1 ... H_r = I - V T V^T (`compact_wy`), so `apply_hra` is three matmuls through
+(out, r), O(r out d), and training keeps (out, r) tensors per layer instead of r copies of W.
+Tolerance rule: `apply_hra` and `hra_linear` (reflect the activations, never forming W') against the reference
+`householder_matrix` (H formed in fp64 by r rank-1 updates, then W H): relative error of the result <= 2e-5 (fp32),
+2e-2 (bf16), 4e-3 (fp16) of its norm (HRA_RTOL).
 """
 
 from __future__ import annotations
@@ -71,11 +73,23 @@ def _unit(u: Tensor, dtype: torch.dtype) -> Tensor:
     return F.normalize(u.to(dtype), dim=0)
 
 
+def compact_wy(u: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(V, T) with H_1 ... H_r = I - V T V^T (compact WY form; Schreiber & Van Loan 1989): V the unit vectors
+    (d, r), T upper triangular (r, r), T^-1 = diag(1/2) + striu(V^T V) (Joffrain et al. 2006, for tau = 2).
+    T^-1 always has the diagonal 1/2, so it is invertible for any vectors. Built in at least fp32, returned in
+    `dtype`; differentiable in u."""
+    work = torch.promote_types(dtype, torch.float32)
+    v = _unit(u, work)
+    eye = torch.eye(v.shape[1], dtype=work, device=v.device)
+    t = torch.linalg.solve_triangular(torch.triu(v.mT @ v, 1) + 0.5 * eye, eye, upper=True)
+    return v.to(dtype), t.to(dtype)
+
+
 def reflect_rows(w: Tensor, u: Tensor) -> Tensor:
-    """W H_1 ... H_r for W (out, d), by r rank-1 updates (differentiable; no d x d matrix is formed)."""
-    for v in _unit(u, w.dtype).unbind(1):
-        w = w - 2.0 * torch.outer(w @ v, v)
-    return w
+    """W H_1 ... H_r = W - ((W V) T) V^T for W (out, d): three matmuls through (out, r). Differentiable, and what
+    autograd keeps is W and (out, r) tensors, not one copy of W per reflection; no d x d matrix is formed."""
+    v, t = compact_wy(u, w.dtype)
+    return w - ((w @ v) @ t) @ v.mT
 
 
 def apply_hra(weight: Tensor, u: Tensor, strength: float = 1.0) -> Tensor:
@@ -88,11 +102,10 @@ def apply_hra(weight: Tensor, u: Tensor, strength: float = 1.0) -> Tensor:
 
 
 def reflect_inputs(x: Tensor, u: Tensor) -> Tensor:
-    """H x = H_1 (... (H_r x)) for x (..., d), row-wise (so x H^T: a Linear with weight W H sees W (H x))."""
-    z = x
-    for v in reversed(_unit(u, x.dtype).unbind(1)):
-        z = z - 2.0 * (z @ v).unsqueeze(-1) * v
-    return z
+    """H x = H_1 (... (H_r x)) for x (..., d), row-wise: x H^T = x - ((x V) T^T) V^T (so a Linear with weight W H
+    sees W (H x))."""
+    v, t = compact_wy(u, x.dtype)
+    return x - ((x @ v) @ t.mT) @ v.mT
 
 
 def hra_linear(x: Tensor, weight: Tensor, bias: Tensor | None, u: Tensor, strength: float = 1.0) -> Tensor:

@@ -277,8 +277,12 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     assert rel(mod(x), expect) < 1e-6 and rel(mod(x), expect) < 1e-6
     assert len(CompressedStandIn.built) == 1 and sp.is_nm_sparse(CompressedStandIn.built[0])
     assert torch.equal(mod.weight, before), "the stored weight is not patched in place"
-    # The next prompt: the host loads the model again and makes a new LowVramPatch over the same patch entries.
-    on_load(type("DynamicPatcher", (), {"is_dynamic": lambda self: True})())
+    # The next prompt: load_models_gpu detaches the loaded model (without unpatching), loads it again and makes a
+    # new LowVramPatch over the same patch entries.
+    dynamic = type("DynamicPatcher", (), {"is_dynamic": lambda self: True})()
+    (on_detach,) = patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)
+    on_detach(dynamic, False)
+    on_load(dynamic)
     mod.weight_lowvram_function = comfy.model_patcher.LowVramPatch(lowvram.key, lowvram.patches)
     assert rel(mod(x), expect) < 1e-6 and len(CompressedStandIn.built) == 1, "an unchanged LoRA keeps its op"
     entries = lowvram.patches[lowvram.key]
@@ -292,5 +296,8 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     mod.weight_lowvram_function = None  # another load without the LoRA: rebuilt from the plain weight
     plain = F.linear(x, mod.weight, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
     assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 4
+    on_detach(dynamic, True)  # an unload (model_unload): the compressed weight leaves the GPU
+    assert mod._op is None
+    assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 5
     monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: "no kernel here")
     assert mod.path(x) == "cast", "without a kernel the host streams the masked dense weight"
