@@ -128,6 +128,9 @@ def headline(out: dict) -> dict:
         head[f"speedup_vs_torch_stock_min_{family}"] = min(stock) if stock else None
     if "e2e" in out:
         head["e2e_step_speedup_flux1024"] = head["sparse24_e2e_step_speedup_flux1024"] = out["e2e"].get("speedup")
+        head["sparse24_e2e_marginal_step_speedup_flux1024"] = out["e2e"].get("marginal_step_speedup")
+        head["sparse24_e2e_all_on_kernel_speedup_flux1024"] = out["e2e"].get("all_on_kernel_speedup")
+        head["sparse24_e2e_all_on_kernel_marginal_speedup_flux1024"] = out["e2e"].get("all_on_kernel_marginal_speedup")
         head["sparse24_weight_memory_ratio_vs_dense"] = out["e2e"].get("weight_memory_ratio")
         head["sparse24_layers_on_cusparselt"] = out["e2e"].get("layers_on_cusparselt")
         head["host"] = out["device"].get("comfyui"), out["device"].get("memory_mode")

@@ -54,7 +54,7 @@ def main() -> int:
 
     dm = patcher.get_model_object("diffusion_model")
     hooks = [m.register_forward_pre_hook(record) for m in dm.modules() if isinstance(m, torch.nn.Linear)]
-    step_s = sampling_step_seconds(patcher, cond, args.side, steps=1)  # warm-up + 3 timed 1-step runs
+    step_s = sampling_step_seconds(patcher, cond, args.side, steps=1)  # warm-up + 5 timed 1-step runs
     for h in hooks:
         h.remove()
     runs = 4  # the warm-up and the three timed runs all recorded

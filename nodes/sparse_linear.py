@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.sparse import ActivationNorms, PackedMask, lowrank_compensation, prune_nm
-from ..kernels.sparse24_linear import Sparse24Linear, cusparselt
+from ..kernels.sparse24_linear import Sparse24Linear, cusparselt, dense_is_faster
 from .host_features import cast_time_patches
 
 log = logging.getLogger("pyra.sparsify")
@@ -118,18 +118,31 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
         self._op, self._op_source = None, (None, None, None)
         self._stream_key = None
 
-    def _sparse_op(self, device: torch.device) -> Sparse24Linear:
-        """The prepared op on `device` (the input's) for the current weight; rebuilt when the host swaps or patches
-        the weight. The weight may sit on the offload device (a model the host counts as loaded does not move
-        modules swapped in later): it is then masked and compressed on `device`, one layer at a time."""
+    def _new_op(self, work: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> Sparse24Linear:
+        """The op for the weight `work` on x's device, chosen at x's token count: compressed on the 2:4 kernel, or,
+        where the dense matmul is faster there (one-token modulation layers, short text streams), the masked
+        weight kept dense on that device. Either way the layer computes x S^T with the same 2:4 matrix S."""
+        masked, lowrank = self._masked(work), self._lowrank_for(work)
+        tokens = x.numel() // max(x.shape[-1], 1)
+        if dense_is_faster(*masked.shape, tokens, masked.device, masked.dtype):
+            _log_once(f"a {masked.shape[0]}x{masked.shape[1]} layer at {tokens} tokens keeps its 2:4 weight dense: "
+                      "the dense matmul is faster than the sparse kernel there on this GPU")
+            return Sparse24Linear(masked.contiguous(), bias, lowrank, backend="reference")
+        return Sparse24Linear(masked, bias, lowrank, keep_dense=False)
+
+    def _sparse_op(self, x: torch.Tensor) -> Sparse24Linear:
+        """The prepared op on x's device for the current weight; rebuilt when the host swaps or patches the weight.
+        The weight may sit on the offload device (a model the host counts as loaded does not move modules swapped
+        in later): it is then masked and compressed on x's device, one layer at a time."""
         w, b = self.weight, self.bias
+        device = x.device
         seen = self._op_source
         version = (_version(w), _version(b))
         if (self._op is None or self._op.device != device or seen[0] is not w or seen[1] is not b
                 or seen[2] != version):
             work = w.detach().to(device)
             bias = None if b is None else b.detach().to(device)
-            self._op = Sparse24Linear(self._masked(work), bias, self._lowrank_for(work), keep_dense=False)
+            self._op = self._new_op(work, bias, x)
             self._op_source, self._stream_key = (w, b, version), None
             if self._op.weight is None:  # compressed: the dense format goes back to the offload device
                 self._release_dense()
@@ -184,7 +197,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
             return self._streamed_op(x)(x)
         if path == "cast":
             return self._forward_cast(x)
-        return self._sparse_op(x.device)(x, dense=self.weight)
+        return self._sparse_op(x)(x, dense=self.weight)
 
     def _streamed_op(self, x: torch.Tensor) -> Sparse24Linear:
         """Dynamic VRAM: the compressed op in x's device and dtype, built once per weight and set of cast-time
@@ -202,7 +215,7 @@ class PyraSparseLinear(comfy.ops.disable_weight_init.Linear):
                 bias = None if b is None else b.detach().to(x.device, x.dtype, copy=True)
                 for f in fb if bias is not None else ():
                     bias = f(bias)
-                self._op = Sparse24Linear(self._masked(work), bias, self._lowrank_for(work), keep_dense=False)
+                self._op = self._new_op(work, bias, x)
             self._stream_key, self._op_source = key, (None, None, None)
         return self._op
 

@@ -21,8 +21,9 @@ class PyraSparsify(io.ComfyNode):
                 "sparse tensor cores (cuSPARSELt, sm80+ GPUs, bf16 weights); elsewhere the masked weights run "
                 "densely. Per-clone patch: the input model is untouched, LoRAs and low-VRAM loading keep working. "
                 "One-shot pruning without retraining changes the output: check the report's per-layer error. "
-                "On the GPU it currently keeps the dense, masked and compressed weights resident (about 3x the "
-                "linear layers' memory)."
+                "On the GPU a layer on the kernel keeps only its compressed weight; a layer whose token count "
+                "makes the dense matmul faster (timed once per shape, e.g. one-token modulations) keeps its "
+                "2:4-masked weight dense."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to sparsify (a patched clone is returned)."),

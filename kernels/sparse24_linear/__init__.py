@@ -10,12 +10,14 @@ import logging
 
 import torch
 
+from ..timing import cuda_median_ms
 from . import cusparselt
 from .reference import sparse24_linear
 
 log = logging.getLogger("pyra.sparse24")
 _logged: set[str] = set()
 BACKENDS = ("cusparselt", "reference")
+REQUESTED = "reference backend requested"  # the reason of an op made with backend="reference" (not logged)
 
 
 def _log_once(reason: str) -> None:
@@ -27,6 +29,37 @@ def _log_once(reason: str) -> None:
 def fast_backend_reason(weight: torch.Tensor) -> str | None:
     """Why `weight` (out, in) cannot use the cuSPARSELt backend, or None when it can."""
     return cusparselt.unavailable_reason(weight.device, weight.dtype) or cusparselt.shape_reason(*weight.shape)
+
+
+_dense_faster: dict[tuple, bool] = {}
+
+
+def dense_is_faster(out_features: int, in_features: int, tokens: int, device: torch.device,
+                    dtype: torch.dtype) -> bool:
+    """Whether the dense matmul beats the cuSPARSELt kernel for (tokens, in) x (in, out) on this GPU. Timed once
+    per shape on random operands (CUDA events, after the kernel's algorithm search) and remembered. The kernel
+    has a floor of about 80 us on an H200 (benchmarks/results/sparse24-layers-h200.md): a Flux modulation layer,
+    one token, runs 2.4-3.4x slower on it than dense. False where the kernel cannot run, and while a CUDA graph
+    is being captured (no timing is possible there)."""
+    rows = -(-tokens // 8) * 8  # the kernel runs ragged counts padded to a multiple of 8
+    key = (out_features, in_features, rows, device, dtype)
+    if key in _dense_faster:
+        return _dense_faster[key]
+    if (device.type != "cuda" or cusparselt.unavailable_reason(device, dtype)
+            or cusparselt.shape_reason(out_features, in_features) or torch.cuda.is_current_stream_capturing()):
+        return False
+    with torch.no_grad():
+        w = torch.randn(out_features, in_features, device=device, dtype=dtype)
+        w.view(-1, 4)[:, :2] = 0  # any 2:4 pattern: the kernel's time does not depend on the values
+        x = torch.randn(rows, in_features, device=device, dtype=dtype)
+        try:
+            fast = cusparselt.CusparseLtLinear(w)
+            sparse_ms = cuda_median_ms(lambda: fast(x))
+        except cusparselt.CusparseLtError:
+            return False
+        dense_ms = cuda_median_ms(lambda: torch.nn.functional.linear(x, w))
+    _dense_faster[key] = dense_ms < sparse_ms
+    return _dense_faster[key]
 
 
 class Sparse24Linear:
@@ -45,7 +78,7 @@ class Sparse24Linear:
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"unknown backend {backend!r}: use auto or one of {BACKENDS}")
         self.weight, self.bias, self.lowrank = weight, bias, lowrank
-        self.reason = "reference backend requested" if backend == "reference" else fast_backend_reason(weight)
+        self.reason = REQUESTED if backend == "reference" else fast_backend_reason(weight)
         self.fast = None
         if self.reason is None:
             try:
@@ -76,7 +109,7 @@ class Sparse24Linear:
                 _log_once(f"{tokens} tokens: the library rejected this token count")
         elif self.fast is not None:
             _log_once(f"input is {x.dtype} on {x.device}, the sparse weight {self.dtype} on {self.device}")
-        else:
+        elif self.reason != REQUESTED:
             _log_once(self.reason)
         weight = self.weight if self.weight is not None else dense
         if weight is None:
@@ -94,4 +127,4 @@ def _padded(flat: torch.Tensor) -> torch.Tensor:
     return out
 
 
-__all__ = ["BACKENDS", "Sparse24Linear", "fast_backend_reason", "sparse24_linear"]
+__all__ = ["BACKENDS", "Sparse24Linear", "dense_is_faster", "fast_backend_reason", "sparse24_linear"]

@@ -91,3 +91,21 @@ def test_cusparselt_matches_reference(tokens, in_f, out_f, rank, dtype):
             assert rel(ours, x.float() @ w.cuda().T + bias.float()) > 0.05
     fast = dtype == torch.bfloat16 and in_f % 64 == 0 and out_f % 32 == 0
     assert op.backend == ("cusparselt" if fast else "reference"), op.reason
+
+
+def test_dense_is_never_chosen_where_the_kernel_cannot_run():
+    assert not k24.dense_is_faster(3072, 3072, 1, torch.device("cpu"), torch.bfloat16)
+
+
+@pytest.mark.gpu
+def test_dense_is_chosen_for_one_token_and_the_kernel_for_a_full_image():
+    """The layer table (benchmarks/results/sparse24-layers-h200.md): a Flux modulation layer at one token is 2.4x
+    slower on the 2:4 kernel, a single-block linear at 4608 tokens 1.5x faster; wide margins, so the timed
+    decision must come out this way on an H200. It is remembered: the second ask times nothing."""
+    dev = torch.device("cuda", torch.cuda.current_device())
+    assert k24.dense_is_faster(18432, 3072, 1, dev, torch.bfloat16)
+    assert not k24.dense_is_faster(21504, 3072, 4608, dev, torch.bfloat16)
+    assert not k24.dense_is_faster(18432, 3072, 1, dev, torch.float16), "fp16 has no kernel: nothing to choose"
+    cached = dict(k24._dense_faster)
+    assert k24.dense_is_faster(18432, 3072, 3, dev, torch.bfloat16)  # 3 tokens run padded to 8: the same entry
+    assert k24._dense_faster == cached

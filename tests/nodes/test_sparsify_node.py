@@ -152,7 +152,7 @@ def test_a_weight_written_without_set_weight_is_masked_again(env):
     x = torch.randn(5, mod.in_features)
     before = mod(x)
     mod.weight = torch.nn.Parameter(mod.weight + 0.5, requires_grad=False)  # dense now
-    assert sp.is_nm_sparse(mod._sparse_op(x.device).weight)
+    assert sp.is_nm_sparse(mod._sparse_op(x).weight)
     assert torch.allclose(mod(x), before + x @ (0.5 * mod.sparse_mask.float()).T, atol=1e-5)
 
 
@@ -301,3 +301,42 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     assert rel(mod(x), plain) < 1e-6 and len(CompressedStandIn.built) == 5
     monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: "no kernel here")
     assert mod.path(x) == "cast", "without a kernel the host streams the masked dense weight"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_layer_where_the_dense_matmul_is_faster_keeps_its_masked_weight_dense(env, comfy_host, monkeypatch,
+                                                                                  streamed):
+    """The 2:4 kernel has a floor of ~80 us: a one-token modulation layer ran 2.4-3.4x slower on it than dense.
+    The op is chosen at the first call's token count: dense with the same masked weight where that is faster
+    (asked of the kernel module with the layer's shape and tokens), compressed elsewhere."""
+    sl = comfy_host.module("nodes.sparse_linear")
+    sparsify, demo, _, sp = env
+    patched, _ = sparsify.sparsify_model(demo.build_tiny_model("sd15"), "mlp", rank=4)
+    mod = next(iter(sparse_modules(patched, sparsify.PyraSparseLinear).values()))
+    asked = []
+
+    def dense_faster(out_f, in_f, tokens, device, dtype):
+        asked.append((out_f, in_f, tokens))
+        return tokens < 8
+
+    monkeypatch.setattr(sl, "dense_is_faster", dense_faster)
+    monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: None)
+    monkeypatch.setattr(sl.Sparse24Linear, "__init__", _stand_in_unless_reference(sl.Sparse24Linear.__init__))
+    mod.streamed = streamed
+    for tokens, kind in ((2, "reference"), (16, "stand-in")):
+        mod.invalidate()
+        x = torch.randn(1, tokens, mod.in_features)
+        expect = F.linear(x, mod.weight * mod.sparse_mask, mod.bias) + (x @ mod.lowrank_a) @ mod.lowrank_b
+        assert rel(mod(x), expect) < 1e-6
+        assert mod._op.backend == kind and asked[-1] == (mod.out_features, mod.in_features, tokens)
+        if kind == "reference":
+            assert sp.is_nm_sparse(mod._op.weight), "the dense-run op holds the 2:4 matrix"
+
+
+def _stand_in_unless_reference(init):
+    """Sparse24Linear.__init__ that makes a CompressedStandIn-like op unless backend="reference" is asked for."""
+    def wrapped(self, weight, bias=None, lowrank=None, backend="auto", order="row", keep_dense=True):
+        init(self, weight, bias, lowrank, backend="reference", order=order, keep_dense=True)
+        if backend != "reference":
+            self.backend = "stand-in"
+    return wrapped
