@@ -21,6 +21,7 @@ import torch
 
 from ..core.adapters import householder, sparse
 from ..core.adapters.train import HouseholderTrainable, SaraOptimizer, SparseTrainable
+from ..core.saved_on_write import copy_saved_on_write
 from . import host_features
 from .training_rope import differentiable_rope
 
@@ -140,7 +141,9 @@ def _run(mp, positive, latents: torch.Tensor, sampler) -> None:
     guider.set_conds(positive)
     sigmas = torch.arange(latents.shape[0])  # TrainSampler reads the dataset size from here
     noise = torch.zeros_like(latents)
-    with differentiable_rope():  # the host's comfy-kitchen RoPE (0.8+) has no gradient; no checkpointing here
+    # The host's comfy-kitchen RoPE (0.8+) has no gradient, and its Flux-type blocks add into saved activations in
+    # place; no checkpointing here.
+    with differentiable_rope(), copy_saved_on_write():
         guider.sample(noise, latents, sampler, sigmas, seed=0)
 
 

@@ -8,12 +8,13 @@ adapts, and runs the core between patch embedding and output head.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
+
+from ..saved_on_write import copy_saved_on_write
 
 
 class UnsupportedModel(TypeError):
@@ -195,7 +196,7 @@ class FluxArch:
         double, single = _within(autograd_context, self._double), _within(autograd_context, self._single)
         for i, block in enumerate(dit.double_blocks):
             options.update(total_blocks=len(dit.double_blocks), block_type="double", block_index=i)
-            if ckpt:  # reentrant: its recompute is plain autograd, where _saved_inputs_copied applies
+            if ckpt:  # reentrant: its recompute is plain autograd, where copy_saved_on_write applies
                 img, txt = grad_checkpoint(double, block, img, txt, c, pe, options, use_reentrant=True)
             else:
                 img, txt = double(block, img, txt, c, pe, options)
@@ -213,13 +214,13 @@ class FluxArch:
     @staticmethod
     def _double(block, img, txt, vec, pe, options):
         img, txt = _own(img), _own(txt)
-        with _saved_inputs_copied(img, txt):
+        with copy_saved_on_write():
             return block(img=img, txt=txt, vec=vec, pe=pe, attn_mask=None, transformer_options=options)
 
     @staticmethod
     def _single(block, img, vec, pe, options):
         img = _own(img)
-        with _saved_inputs_copied(img):
+        with copy_saved_on_write():
             return block(img, vec=vec, pe=pe, attn_mask=None, transformer_options=options)
 
 
@@ -238,19 +239,6 @@ def _own(x: Tensor) -> Tensor:
     """A block's own copy of its input when training: the in-place adds must not reach a checkpoint's saved
     input or a leaf. Sampling passes the tensor through, as the host does."""
     return x.clone() if x.requires_grad or torch.is_grad_enabled() else x
-
-
-@contextlib.contextmanager
-def _saved_inputs_copied(*inputs: Tensor):
-    """Let autograd run through the host's Flux blocks, which add into their input tensors in place
-    (`img += ...`) after a LayerNorm saved them for backward: a tensor saved while it is one of `inputs` is saved
-    as a copy. No effect without grad (sampling)."""
-    if not torch.is_grad_enabled():
-        yield
-        return
-    ptrs = {t.data_ptr() for t in inputs}
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone() if t.data_ptr() in ptrs else t, lambda t: t):
-        yield
 
 
 class WanArch:

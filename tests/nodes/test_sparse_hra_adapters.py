@@ -285,18 +285,22 @@ def sparse_adapter(core, shape):
     delta = core["sparse"].SparseDelta(torch.tensor([1, 3]), torch.tensor([0.5, -0.5]), shape)
     return cls(set(), delta)
 
-def test_trainer_on_wan_backpropagates_through_the_host_rope(comfy_host):
-    """The host's Wan RoPE runs comfy-kitchen ops without a gradient on 0.8+: training must still learn, and the
-    base model (sampled outside training, on the host's fast path) keeps its output."""
+@pytest.mark.parametrize("family, shape, adapter_type", [
+    ("wan21", (1, 16, 2, 8, 8), "householder"),  # the host's RoPE: comfy-kitchen ops without a gradient on 0.8+
+    ("flux", (1, 16, 8, 8), "sparse"),  # the host's Flux blocks add into saved activations in place (`img += ...`)
+    ("flux", (1, 16, 8, 8), "householder"),
+])
+def test_trainer_backpropagates_through_the_hosts_dit_blocks(comfy_host, family, shape, adapter_type):
+    """Training must learn through the host's own DiT forward, and the base model (sampled outside training, on the
+    host's fast path) keeps its output."""
     demo = comfy_host.module("nodes.demo_models")
-    base = demo.build_tiny_model("wan21", torch.float32, seed=0)
+    base = demo.build_tiny_model(family, torch.float32, seed=0)
     demo.init_random_(base.model.diffusion_model, 0, std=0.05)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("wan21", seed=1)
-    shape = (1, 16, 2, 8, 8)
+    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, seed=1)
     latents = {"samples": torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(4))}
     y_base = denoise(base, cond, shape)
-    out = comfy_host.node("PyraTrainSparseAdapter").execute(base, latents, cond, "householder", 6, 3e-4, 2, 0, 5e-3,
-                                                            5e-4, 0.5, 2, "loras/pyra_test_train_wan")
+    out = comfy_host.node("PyraTrainSparseAdapter").execute(base, latents, cond, adapter_type, 6, 3e-4, 2, 0, 5e-2,
+                                                            5e-4, 0.5, 2, f"loras/pyra_test_train_{family}")
     model, _, loss, report = out.args
     before, after = (float(x) for x in report.split("fixed-batch loss ")[1].split("\n")[0].split(" -> "))
     assert after < before, report
