@@ -30,6 +30,7 @@ import comfy.patcher_extension
 import torch
 
 from . import cuda_graph_store as store
+from . import multigpu_guard
 from .host_features import patcher_is_dynamic
 
 log = logging.getLogger("pyra")
@@ -120,6 +121,8 @@ class GraphedForward:
     def ineligible(self, tensors: list[torch.Tensor]) -> str | None:
         if patcher_is_dynamic(self.model_patcher):
             return DYNAMIC_VRAM
+        if multigpu_guard.has_split(self.model_patcher):
+            return "the MultiGPU CFG split runs the model in threads on several GPUs"
         if not tensors or not tensors[0].is_cuda:
             return "not on a CUDA device"
         if torch.is_grad_enabled():

@@ -19,6 +19,7 @@ from ..core.dfm.arch import adapter_for
 from ..core.dfm.checkpoint import fingerprint, load_dfm, save_dfm
 from ..core.dfm.levels import pack, unpack
 from ..core.dfm.network import DFMLayers, dfm_forward
+from . import multigpu_guard
 
 log = logging.getLogger("pyra")
 
@@ -84,6 +85,7 @@ def runner_of(model) -> DFMRunner:
 def make_dfm_model(model, layers: DFMLayers, lora: dict | None = None):
     """Clone of `model` sampling through `layers` (+ the core LoRA as host weight patches)."""
     m = model.clone()
+    multigpu_guard.guard(m, "A DFM model (PyraDFMConvert, PyraDFMLoader, PyraDFMTrain)")
     m.set_model_unet_function_wrapper(DFMRunner(layers, fingerprint(model.model.diffusion_model)))
     if lora:
         key_map = comfy.lora.model_lora_keys_unet(model.model, {})

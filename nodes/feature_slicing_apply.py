@@ -17,6 +17,7 @@ import comfy.ldm.wan.model as wan
 
 from ..core.slicing import token_sliced
 from ..core.wan_grouping import grouped_block
+from . import multigpu_guard
 
 # Attribute names of token-wise feed-forward modules inside transformer blocks: UNet BasicTransformerBlock.ff,
 # SD3 DismantledBlock.mlp, Flux DoubleStreamBlock.img_mlp / txt_mlp, Wan WanAttentionBlock.ffn.
@@ -73,6 +74,7 @@ def slice_features(model, slice_tokens: int):
         raise ValueError(f"no transformer feed-forward modules found in {type(dm).__name__}: feature slicing "
                          "supports SD1.5, SDXL, SD3, Flux and Wan 2.1 / 2.2 models")
     clone = model.clone()
+    multigpu_guard.guard(clone, "PyraFeatureSlicing")
     for path, block in grouped.items():
         twin = grouped_block(block, slice_tokens, _host_attention, wan.apply_rope1)
         clone.add_object_patch(f"diffusion_model.{path}", twin)

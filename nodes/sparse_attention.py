@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import multigpu_guard
 from .sparse_attention_hooks import FAMILIES, SparseSettings, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -59,5 +60,6 @@ class PyraSparseAttention(io.ComfyNode):
         settings = SparseSettings(keep_mass, keep_ratio, int(block_size), sampling.percent_to_sigma(start_percent),
                                   sampling.percent_to_sigma(end_percent), text_tokens, fastest_dense_backend)
         patched = model.clone()
+        multigpu_guard.guard(patched, "PyraSparseAttention")
         install(patched, family, settings)
         return io.NodeOutput(patched)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..core.sparse import compile_filter, lowrank_compensation, prune_nm
 from ..kernels.sparse24_linear import Sparse24Linear, fast_backend_reason, sparse24_linear
 from ..kernels.timing import cuda_median_ms
+from . import multigpu_guard
 from .host_features import patcher_is_dynamic
 from .sparse_linear import PyraSparseLinear
 
@@ -148,6 +149,7 @@ def sparsify_model(model, layers: str = "all", name_regex: str = "", rank: int =
         raise ValueError(f"unknown score {score!r}: use magnitude or wanda")
     keep = compile_filter(layers, name_regex)
     patched = model.clone()
+    multigpu_guard.guard(patched, "PyraSparsify")
     device = comfy.model_management.get_torch_device()
     results, modules = [], []
     for name, base in model.get_model_object("diffusion_model").named_modules():

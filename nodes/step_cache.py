@@ -7,6 +7,7 @@ import dataclasses
 from comfy_api.latest import io
 
 from ..core.cache import PRESETS
+from . import multigpu_guard
 from .step_cache_hooks import StepCacheError, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -79,5 +80,6 @@ class PyraStepCache(io.ComfyNode):
             chosen = dataclasses.replace(chosen, extrapolate=True)
         value = chosen.threshold if threshold < 0 else threshold
         patched = model.clone()
+        multigpu_guard.guard(patched, "PyraStepCache")
         install(patched, family, value, start_percent, end_percent, cache_on_cpu, chosen, max_reused_in_a_row)
         return io.NodeOutput(patched)
