@@ -36,6 +36,8 @@ DEMO_FAMILIES = {
                "inputs": {"width": 64, "height": 64, "length": 5, "batch_size": 1}}),
 }
 
+DEMO_LORA = "pyra-demo-sd15-lora.safetensors"  # a LoRA of the demo SD1.5 (nodes/demo_models.py)
+
 
 def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:
     """A stock text-to-image graph on a demo model: UNETLoader + VAELoader from the host's model folders."""
@@ -258,13 +260,15 @@ def searched_sigmas(family: str = "sd15", sampler="dpmpp_2m", steps=6, prefix=No
     return prompt
 
 
-def train_adapter(adapter_type: str = "sparse", steps: int = 2, prefix: str = "loras/pyra_e2e_train") -> dict:
-    """PyraTrainSparseAdapter on the SD1.5 demo model with two empty latents (it is an output node)."""
-    unet = DEMO_FAMILIES["sd15"][0]
+def train_adapter(adapter_type: str = "sparse", steps: int = 2, prefix: str = "loras/pyra_e2e_train",
+                  family: str = "sd15") -> dict:
+    """PyraTrainSparseAdapter on a demo model with two empty latents (it is an output node)."""
+    unet, _, latent = copy.deepcopy(DEMO_FAMILIES[family])
+    latent["inputs"]["batch_size"] = 2
     return {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
-        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": "sd15", "seed": 1, "scale": 1.0}},
-        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+        "2": {"class_type": "PyraDemoConditioning", "inputs": {"family": family, "seed": 1, "scale": 1.0}},
+        "3": latent,
         "5": {"class_type": "PyraTrainSparseAdapter", "inputs": {
             "model": ["1", 0], "latents": ["3", 0], "positive": ["2", 0], "adapter_type": adapter_type,
             "steps": steps, "learning_rate": 3e-4, "batch_size": 2, "seed": 0, "threshold": 5e-3,
@@ -282,9 +286,10 @@ def step_cache(family: str, threshold=-1.0, steps=6, prefix=None, **options) -> 
     return prompt
 
 
-def dfm_convert_sample(levels: int = 2, stage_steps: str = "3, 2", prefix: str = "pyra_test_dfm") -> dict:
-    """The demo SD3 model converted by PyraDFMConvert and sampled stage by stage with PyraDFMSampler."""
-    prompt = demo_model("sd3", prefix=prefix)
+def dfm_convert_sample(levels: int = 2, stage_steps: str = "3, 2", prefix: str = "pyra_test_dfm",
+                       family: str = "sd3") -> dict:
+    """A demo model (SD3 by default) converted by PyraDFMConvert and sampled stage by stage with PyraDFMSampler."""
+    prompt = demo_model(family, prefix=prefix)
     prompt["4"]["inputs"].update(width=128, height=128)
     prompt["9"] = {"class_type": "PyraDFMConvert", "inputs": {"model": ["1", 0], "levels": levels}}
     prompt["5"] = {"class_type": "PyraDFMSampler", "inputs": {
@@ -294,10 +299,11 @@ def dfm_convert_sample(levels: int = 2, stage_steps: str = "3, 2", prefix: str =
 
 
 def dfm_train_sample(steps: int = 6, resume: bool = False, name: str = "pyra_test_dfm_train",
-                     prefix: str = "pyra_test_dfm_train") -> dict:
+                     prefix: str = "pyra_test_dfm_train", family: str = "sd3") -> dict:
     """dfm_convert_sample with PyraDFMTrain between convert and sampler, on 2 latents the base model sampled."""
-    prompt = dfm_convert_sample(prefix=prefix)
-    prompt["10"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}}
+    prompt = dfm_convert_sample(prefix=prefix, family=family)
+    prompt["10"] = copy.deepcopy(prompt["4"])
+    prompt["10"]["inputs"]["batch_size"] = 2
     prompt["11"] = {"class_type": "KSampler", "inputs": {
         "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["10", 0], "seed": 4,
         "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
