@@ -173,12 +173,13 @@ def headline(cases: dict) -> dict:
 
 
 def markdown(out: dict) -> str:
-    sweep = out["kernel_variants_32k_s80"]
+    sweep = out.get("kernel_variants_32k_s80")
+    swept = ("Kernel alone by kernel_options (32k tokens, 80 % sparsity): " + ", ".join(
+        f"{name} {r['ms']:.2f} ms" if "ms" in r else f"{name} failed" for name, r in sweep.items())
+        if sweep else "Kernel variant given (--kernel), no sweep.")
     lines = ["# Block-sparse attention (FlexAttention + predicted mask) vs dense SDPA", "",
              f"Device: {json.dumps(out['device'])}", "", f"Command: `{out['command']}`", "",
-             "Kernel alone by kernel_options (32k tokens, 80 % sparsity): " + ", ".join(
-                 f"{name} {r['ms']:.2f} ms" if "ms" in r else f"{name} failed" for name, r in sweep.items()),
-             "", f"Cases run with `{out['kernel_config']['name']}`: "
+             swept, "", f"Cases run with `{out['kernel_config']['name']}`: "
              f"{json.dumps(out['kernel_config']['kernel_options'])}", "",
              "Single call (one call between CUDA events) and queued (10 back-to-back calls, the GPU queue full, "
              "as in a model). Sparse total = predictor (the faster one, named) + BlockMask from the plan + kernel; "
@@ -206,15 +207,26 @@ def markdown(out: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="full results (a .md beside it)")
+    parser.add_argument("--cases", default="", help="comma-separated case keys (e.g. 75k_s90); default all")
+    parser.add_argument("--kernel", choices=list(KERNEL_VARIANTS),
+                        help="use this kernel variant and skip the sweep (the node's is tma_m128n128s2w8)")
     args = parser.parse_args()
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
     attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
-    out["kernel_variants_32k_s80"] = sweep = sweep_kernels(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
-    best = min((name for name in sweep if "ms" in sweep[name]), key=lambda name: sweep[name]["ms"])
+    if args.kernel:
+        best = args.kernel
+    else:
+        out["kernel_variants_32k_s80"] = sweep = sweep_kernels(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
+        best = min((name for name in sweep if "ms" in sweep[name]), key=lambda name: sweep[name]["ms"])
     out["kernel_config"] = {"name": best, "kernel_options": KERNEL_VARIANTS[best]}
     for tkey, n in TOKENS.items():
+        skeys = [k for k in SPARSITY if not wanted or f"{tkey}_{k}" in wanted]
+        if not skeys:
+            continue
         dense_row = bench_dense(n)
-        for skey, s in SPARSITY.items():
+        for skey in skeys:
+            s = SPARSITY[skey]
             row = bench_case(attn, sparse_mod, n, s, KERNEL_VARIANTS[best], dense_row)
             out["cases"][f"{tkey}_{skey}"] = row
             print(f"{tkey}_{skey}", json.dumps(row), flush=True)
