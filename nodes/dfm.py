@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -55,14 +53,18 @@ class PyraDFMSave(io.ComfyNode):
             node_id="PyraDFMSave", display_name="DFM Save (Pyra)", category="Pyra/sampling", is_output_node=True,
             description="Saves a DFM model's per-level layers (not the base weights) to output/dfm/ as safetensors.",
             inputs=[io.Model.Input("model", tooltip="A DFM model (PyraDFMConvert or PyraDFMLoader)."),
-                    io.String.Input("filename", default="pyra-dfm", tooltip="File name in output/dfm/.")],
+                    io.String.Input("filename", default="pyra-dfm", tooltip="File name in output/dfm/."),
+                    io.Boolean.Input("overwrite", default=False, optional=True,
+                                     tooltip="Replace a file of this name; off: an existing file is refused.")],
             outputs=[],
         )
 
     @classmethod
-    def execute(cls, model, filename: str) -> io.NodeOutput:
-        name = Path(filename).name.removesuffix(".safetensors") + ".safetensors"
-        dfm_model.save(model, Path(folder_paths.get_output_directory()) / "dfm" / name)
+    def execute(cls, model, filename: str, overwrite: bool = False) -> io.NodeOutput:
+        path = dfm_model.output_file(filename)
+        if not overwrite:
+            dfm_model.refuse_existing(path, "choose another filename, or turn overwrite on to replace it")
+        dfm_model.save(model, path)
         return io.NodeOutput()
 
 

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import comfy.lora
+import comfy.utils
 import folder_paths
 import torch
 
@@ -89,11 +90,42 @@ def make_dfm_model(model, layers: DFMLayers, lora: dict | None = None):
     m.set_model_unet_function_wrapper(DFMRunner(layers, fingerprint(model.model.diffusion_model)))
     if lora:
         key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-        patches = comfy.lora.load_lora(lora, key_map)
-        if not patches:
-            raise DFMError("the checkpoint's core LoRA matches no layer of this model: load the base it was made for")
-        m.add_patches(patches, 1.0)
+        _refuse_unfit_lora(lora, key_map, model.model)
+        m.add_patches(comfy.lora.load_lora(lora, key_map), 1.0)
     return m
+
+
+def _refuse_unfit_lora(lora: dict, key_map: dict, base) -> None:
+    """Every core-LoRA pair must match a weight of this model, with its shape (the host would skip it, logged)."""
+    for key, up in lora.items():
+        if not key.endswith(".lora_up.weight"):
+            continue
+        module = key.removesuffix(".lora_up.weight")
+        down = lora.get(module + ".lora_down.weight")
+        target = key_map.get(module)
+        if down is None or target is None:
+            raise DFMError(f"the checkpoint's core LoRA tensor {key} has no "
+                           f"{'lora_down partner' if down is None else 'matching layer in this model'}: load the "
+                           "base model it was trained on")
+        shape = tuple(comfy.utils.get_attr(base, target).shape)
+        if shape[:2] != (up.shape[0], down.shape[1]):
+            raise DFMError(f"the checkpoint's core LoRA {module} is {up.shape[0]}x{down.shape[1]}, but this model's "
+                           f"{target} is {shape[0]}x{shape[1]}: load the base model it was trained on")
+
+
+def output_file(save_name: str) -> Path:
+    """output/dfm/<save_name>.safetensors for a plain file name: a name with folders, an empty or a hidden name
+    is refused (a changed name would be a silent surprise)."""
+    stem = save_name.strip().removesuffix(".safetensors")
+    if not stem or stem.startswith(".") or any(sep in stem for sep in "/\\"):
+        raise DFMError(f"the name {save_name!r} is not a plain file name: give a name without folders that does not "
+                       "start with '.' (it is saved as output/dfm/<name>.safetensors)")
+    return Path(folder_paths.get_output_directory()) / "dfm" / f"{stem}.safetensors"
+
+
+def refuse_existing(path: Path, what_to_do: str) -> None:
+    if path.exists():
+        raise DFMError(f"dfm/{path.name} exists already: {what_to_do}")
 
 
 def convert(model, levels: int):
@@ -126,13 +158,31 @@ def register_folder() -> None:
 
 
 def load(model, path):
+    name = Path(path).name
     meta, layer_sd, lora = load_dfm(path)
     arch = adapter_for(model.model.diffusion_model)
-    layers = DFMLayers(arch, int(meta["levels"])).float().cpu()
-    try:
-        layers.load_state_dict(layer_sd)
-    except RuntimeError as err:
-        raise DFMError(f"{path} was made for another base model ({meta.get('family')}): load its base first") from err
+    layers = DFMLayers(arch, meta["levels"]).float().cpu()
+    refuse_unfit_layers(name, meta, arch, layers.state_dict(), layer_sd)
+    layers.load_state_dict(layer_sd)
     if meta.get("base") != fingerprint(model.model.diffusion_model):
-        log.warning("Pyra DFM: %s was made from a different base model checkpoint; using it anyway", path)
+        log.warning("Pyra DFM: %s was made from a different base model checkpoint; using it anyway", name)
     return make_dfm_model(model, layers, lora)
+
+
+def refuse_unfit_layers(name: str, meta: dict, arch, wanted: dict, found: dict) -> None:
+    """Which tensor of a DFM file does not fit the base model, and why, before load_state_dict's raw text."""
+    family = meta.get("family")
+    if family is not None and family != arch.family:
+        raise DFMError(f"{name} was made for a {family} model, this is a {arch.family} model: load its base model")
+    for key, tensor in wanted.items():
+        if key not in found:
+            raise DFMError(f"{name} lacks the tensor dfm.{key} that a {meta['levels']}-level {arch.family} DFM model "
+                           "has: re-save it with PyraDFMSave")
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            raise DFMError(f"{name}: tensor dfm.{key} has shape {tuple(found[key].shape)}, this {arch.family} model "
+                           f"needs {tuple(tensor.shape)}: it was made for a model of another size; load its base "
+                           "model")
+    extra = sorted(set(found) - set(wanted))
+    if extra:
+        raise DFMError(f"{name} has the tensor dfm.{extra[0]} that this {arch.family} DFM model does not: load the "
+                       "base model it was made for")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import comfy.model_management
 import comfy.utils
-import folder_paths
 from comfy_api.latest import io, ui
 
 from ..core.dfm.train import TrainConfig
@@ -45,7 +42,11 @@ class PyraDFMTrain(io.ComfyNode):
                                 tooltip="File name in output/dfm/ (.safetensors, plus .optimizer.pt for resume)."),
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the run saved under save_name (its layers, LoRA, optimizer and "
-                                         "step count) instead of starting from the input model's layers."),
+                                         "step count) instead of starting from the input model's layers. Its "
+                                         "core, lora_rank and learning_rate must be the saved run's."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="resume off: start a new run over a saved one of this name; off: an "
+                                         "existing save_name is refused."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The trained DFM model (a new copy); sample it with "
@@ -59,9 +60,12 @@ class PyraDFMTrain(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latents, positive, steps, learning_rate, batch_size, core, lora_rank, seed,
-                gradient_checkpointing, bf16, save_name, resume) -> io.NodeOutput:
-        name = Path(save_name).name.removesuffix(".safetensors") + ".safetensors"
-        path = Path(folder_paths.get_output_directory()) / "dfm" / name
+                gradient_checkpointing, bf16, save_name, resume, overwrite: bool = False) -> io.NodeOutput:
+        path = dfm_model.output_file(save_name)
+        name = path.name
+        if not resume and not overwrite:
+            dfm_model.refuse_existing(path, "turn resume on to continue that run, choose another save_name, or turn "
+                                            "overwrite on to start over under this name")
         config = TrainConfig(levels=dfm_model.runner_of(model).levels, lr=learning_rate, core=core, rank=lora_rank,
                              checkpointing=gradient_checkpointing, bf16=bf16, seed=seed)
         bar = comfy.utils.ProgressBar(steps)

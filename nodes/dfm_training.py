@@ -18,7 +18,7 @@ import comfy.model_management
 import torch
 
 from ..core.dfm.arch import adapter_for
-from ..core.dfm.checkpoint import load_dfm, load_optimizer, save_optimizer
+from ..core.dfm.checkpoint import load_dfm, load_optimizer, read_meta, save_optimizer
 from ..core.dfm.lora import CoreLoRA
 from ..core.dfm.train import DFMTrainer, TrainConfig
 from . import dfm_model
@@ -87,25 +87,39 @@ def _training_patcher(model):
     return mp
 
 
-def _resume(path: Path, layers, arch, config: TrainConfig):
-    """(layers, lora, optimizer state) of a saved run; the layers/LoRA replace the input model's."""
+def check_resume(path: Path, levels: int, config: TrainConfig) -> None:
+    """Before any work: the saved run exists and has this run's settings (a resume that changed one would keep
+    the saved value without a word: the LoRA its rank, the optimizer state its learning rate)."""
     opt = optimizer_path(path)
     if not path.is_file() or not opt.is_file():
-        raise dfm_model.DFMError(f"nothing to resume: {path.name} and {opt.name} must both exist in {path.parent}; "
-                                 "turn resume off to start a new run under this name")
+        raise dfm_model.DFMError(f"nothing to resume: dfm/{path.name} and dfm/{opt.name} must both exist; turn resume "
+                                 "off to start a new run under this name")
+    meta = read_meta(path)
+    if meta["levels"] != levels:
+        raise dfm_model.DFMError(f"{path.name} has {meta['levels']} levels, the model {levels}: convert the base with "
+                                 "the saved level count")
+    saved = {"core": meta.get("core"), "lora_rank": meta.get("rank"), "learning_rate": meta.get("learning_rate")}
+    given = {"core": config.core, "lora_rank": config.rank, "learning_rate": config.lr}
+    if config.core != "lora":
+        saved.pop("lora_rank"), given.pop("lora_rank")
+    changed = [f"{k} {given[k]} (saved: {saved[k]})" for k in given if saved[k] is not None and saved[k] != given[k]]
+    if changed:
+        raise dfm_model.DFMError(f"resume changes the settings of the run saved as {path.name}: {', '.join(changed)}. "
+                                 "Resume with the saved values, or turn resume off to start a new run")
+
+
+def _resume(path: Path, layers, arch, config: TrainConfig):
+    """(lora, optimizer state) of a saved run (checked by check_resume); its layers replace the input model's."""
     meta, layer_sd, lora_sd = load_dfm(path)
-    if int(meta["levels"]) != layers.levels:
-        raise dfm_model.DFMError(f"{path.name} has {meta['levels']} levels, the model {layers.levels}: convert the "
-                                 "base with the saved level count")
+    dfm_model.refuse_unfit_layers(path.name, meta, arch, layers.state_dict(), layer_sd)
     layers.load_state_dict(layer_sd)
     if bool(lora_sd) != (config.core == "lora"):
         raise dfm_model.DFMError(f"{path.name} was trained with core mode {meta.get('core')!r}: resume with the same")
     lora = None
     if lora_sd:
-        rank = next(v for k, v in lora_sd.items() if k.endswith(".lora_down.weight")).shape[0]
-        lora = CoreLoRA(arch.dit, rank, scopes=arch.lora_scopes, seed=config.seed)
+        lora = CoreLoRA(arch.dit, config.rank, scopes=arch.lora_scopes, seed=config.seed)
         lora.load_host_tensors(lora_sd)
-    return lora, load_optimizer(opt)
+    return lora, load_optimizer(optimizer_path(path))
 
 
 def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig, steps: int, batch_size: int,
@@ -117,6 +131,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
     tensor, so a callback that only shows progress does not wait for the device.
     """
     runner = dfm_model.runner_of(model)
+    if resume:
+        check_resume(Path(path), runner.levels, config)
     contexts, pooled = split_conditioning(positive, latents.shape[0])
     start = time.perf_counter()
     with torch.inference_mode(False):
@@ -165,7 +181,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         trained = copy.deepcopy(layers).float().cpu().requires_grad_(False)
         result.model = dfm_model.make_dfm_model(model, trained, lora_tensors)
         dfm_model.save(result.model, path, lora_tensors,
-                       {"step": trainer.step_count, "core": config.core, "rank": config.rank})
+                       {"step": trainer.step_count, "core": config.core, "rank": config.rank,
+                                                        "learning_rate": config.lr})
         save_optimizer(optimizer_path(Path(path)), trainer.optimizer, trainer.step_count)
     result.seconds = time.perf_counter() - start
     return result

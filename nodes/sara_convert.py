@@ -41,6 +41,9 @@ def convert(model, path: str, dtype: torch.dtype) -> tuple[dict[str, torch.Tenso
     """Tensors of our format, SaRA's threshold and the number of adapted parameters."""
     threshold, values = sara.read_checkpoint(path)
     deltas = sara.to_sparse(values, threshold, base_parameters(model), source=Path(path).name)
+    if not deltas:
+        raise LoraFileError(f"{Path(path).name}: its values select no entry of this model's weights (|w| < "
+                            f"{threshold}), so the adapter would be empty: load the base model it was trained on")
     tensors = {}
     for key, delta in deltas.items():
         tensors.update(sparse.to_tensors(sparse.module_key(key), delta, dtype))

@@ -20,6 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..plain_load import load_plain, refuse_non_finite_tensors
+
 # (up suffix, down suffix, mid suffix or None): the naming variants the host's LoRA adapter reads.
 FACTOR_NAMES = (
     (".lora_up.weight", ".lora_down.weight", ".lora_mid.weight"),
@@ -71,15 +73,16 @@ class LoraFile:
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a .safetensors (or pickle-free torch) file; a corrupt or truncated file raises LoraFileError."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
-        raise LoraFileError(f"{path.name} is corrupt or truncated ({err}); re-download or re-export it") from err
+        except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
+            raise LoraFileError(f"{path.name} is corrupt or truncated ({err}); re-download or re-export it") from err
+    else:
+        sd = load_plain(path, LoraFileError)
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise LoraFileError(f"{path.name} is not a flat dict of tensors, so it is no LoRA file")
+    refuse_non_finite_tensors(sd, path.name, LoraFileError)
     return sd
 
 

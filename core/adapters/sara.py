@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
+from ..plain_load import load_plain, refuse_non_finite_tensors
 from .lora_file import LoraFileError
 from .sparse import SparseDelta, select_small
 
@@ -57,11 +57,7 @@ def diffusers_order(names: list[str]) -> list[str]:
 def read_checkpoint(path: str | Path) -> tuple[float, dict[int, Tensor]]:
     """(threshold, {parameter index: values}) of a SaRA file, loaded with weights_only (no pickle code runs)."""
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle and zip errors have many types; each means "unusable file"
-        raise LoraFileError(f"{path.name} is corrupt, truncated or holds more than tensors ({err}); "
-                            "re-download it") from err
+    data = load_plain(path, LoraFileError)
     if not isinstance(data, dict) or "threshold" not in data:
         raise LoraFileError(f"{path.name} has no 'threshold' entry, so it is not a SaRA checkpoint "
                             "(optimizer.save_params() writes {'threshold': t, 0: values, 1: values, ...})")
@@ -69,6 +65,10 @@ def read_checkpoint(path: str | Path) -> tuple[float, dict[int, Tensor]]:
     bad = [k for k, v in values.items() if not isinstance(k, int) or not isinstance(v, Tensor) or v.ndim != 1]
     if bad:
         raise LoraFileError(f"{path.name}: entry {bad[0]!r} is not 'integer index -> 1-D tensor' as SaRA writes")
+    if not values:
+        raise LoraFileError(f"{path.name} holds a threshold but no trained values, so its adapter would be empty: "
+                            "use the file SaRA saved after training")
+    refuse_non_finite_tensors({f"parameter {k}": v for k, v in values.items()}, path.name, LoraFileError)
     return float(data["threshold"]), values
 
 

@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..plain_load import load_plain, refuse_non_finite_tensors
+
 FORMAT = "pyra-dfm/1"
 PREFIX = "dfm."
 
@@ -43,17 +45,34 @@ def save_dfm(path: str | Path, layers: nn.Module, meta: dict, lora: dict[str, Te
     return path
 
 
-def load_dfm(path: str | Path) -> tuple[dict, dict[str, Tensor], dict[str, Tensor]]:
-    """(metadata, per-level layer state dict, LoRA tensors) of a DFM checkpoint."""
-    from safetensors import safe_open
+def read_meta(path: str | Path) -> dict:
+    """The JSON metadata of a DFM checkpoint (the header only: no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("pyra_dfm")
+    name = Path(path).name
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("pyra_dfm")
+    except (SafetensorError, OSError) as err:
+        raise DFMCheckpointError(f"{name} is not a readable safetensors file ({err}): re-save or re-download it"
+                                 ) from None
     if raw is None:
-        raise DFMCheckpointError(f"{Path(path).name} is not a Pyra DFM checkpoint (no 'pyra_dfm' metadata): make "
+        raise DFMCheckpointError(f"{name} is not a Pyra DFM checkpoint (no 'pyra_dfm' metadata): make "
                                  "one with PyraDFMConvert + PyraDFMSave or PyraDFMTrain")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+        meta["levels"] = int(meta["levels"])
+    except (ValueError, TypeError, KeyError):
+        raise DFMCheckpointError(f"{name}: its 'pyra_dfm' metadata is damaged (not JSON with an integer 'levels'): "
+                                 "re-save the model with PyraDFMSave") from None
+    return meta
+
+
+def load_dfm(path: str | Path) -> tuple[dict, dict[str, Tensor], dict[str, Tensor]]:
+    """(metadata, per-level layer state dict, LoRA tensors) of a DFM checkpoint; NaN or inf values are refused."""
+    meta = read_meta(path)
     tensors = load_file(str(path))
+    refuse_non_finite_tensors(tensors, Path(path).name, DFMCheckpointError)
     layers = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
     lora = {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
     return meta, layers, lora
@@ -64,4 +83,8 @@ def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, step: int
 
 
 def load_optimizer(path: str | Path) -> dict:
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    state = load_plain(path, DFMCheckpointError)
+    if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
+        raise DFMCheckpointError(f"{Path(path).name} is not a Pyra DFM optimizer state (no optimizer and step): "
+                                 "turn resume off to start a new run")
+    return state

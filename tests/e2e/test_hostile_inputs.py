@@ -18,6 +18,7 @@ import math
 import pytest
 from prompts import (
     dfm_convert_sample,
+    dfm_train_sample,
     diffusehigh,
     lora_extract,
     pyramid_guider_masked_area,
@@ -28,6 +29,13 @@ from prompts import (
 )
 
 PROBE_LORA = "pyra_hostile_probe.safetensors"
+CODE_LORA = "pyra_hostile_code.pt"  # a torch pickle that would run code on an unsafe load
+TAKEN_DFM = "pyra_hostile_taken"  # output/dfm/<this>.safetensors exists
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("the pickle's code ran",))
 
 
 def merge_lora(**overrides) -> dict:
@@ -42,6 +50,13 @@ def resize_lora() -> dict:
     return {"1": {"class_type": "PyraResizeLoRA", "inputs": {
         "lora_name": PROBE_LORA, "mode": "rank", "value": 2.0, "dtype": "fp16",
         "filename_prefix": "loras/pyra_hostile_resize"}}}
+
+
+def dfm_save(filename: str = "pyra_hostile_dfm") -> dict:
+    """Loader -> PyraDFMConvert -> PyraDFMSave, nothing else that writes."""
+    prompt = dfm_convert_sample()
+    return {"1": prompt["1"], "9": prompt["9"],
+            "10": {"class_type": "PyraDFMSave", "inputs": {"model": ["9", 0], "filename": filename}}}
 
 
 def sparse_attention() -> dict:
@@ -106,6 +121,13 @@ REFUSED = [
     ("extract-rule", lora_extract, "PyraExtractLoRA", {"mode": "energy", "value": 2.0}, "energy must be in"),
     ("merge-weight-nan", merge_lora, "PyraMergeLoRA", {"weight_1": NAN}, "weight_1 is nan"),
     ("train-lr-nan", train_adapter, "PyraTrainSparseAdapter", {"learning_rate": NAN}, "learning_rate is nan"),
+    ("lora-pickle-code", resize_lora, "PyraResizeLoRA", {"lora_name": CODE_LORA},
+     f"{CODE_LORA} holds Python code or objects besides tensors, so it was not loaded"),
+    ("dfm-save-taken", dfm_save, "PyraDFMSave", {"filename": TAKEN_DFM},
+     f"dfm/{TAKEN_DFM}.safetensors exists already: choose another filename, or turn overwrite on"),
+    ("dfm-save-folder", dfm_save, "PyraDFMSave", {"filename": "../evil"}, "is not a plain file name"),
+    ("dfm-train-hidden", lambda: dfm_train_sample(steps=1), "PyraDFMTrain", {"save_name": ".hidden"},
+     "is not a plain file name"),
     *[(f"{name}-prefix-escapes", build, cls, {"filename_prefix": "../../evil", **extra}, "outside the output folder")
       for name, build, cls, extra in (
           ("train", train_adapter, "PyraTrainSparseAdapter", {"steps": 40}),
@@ -126,6 +148,9 @@ def probe_lora(server):
     prefix = "lora_unet_input_blocks_1_1_proj_in"
     save_file({f"{prefix}.lora_down.weight": torch.randn(4, 32), f"{prefix}.lora_up.weight": torch.randn(32, 4),
                f"{prefix}.alpha": torch.tensor(4.0)}, str(folder / PROBE_LORA))
+    torch.save({f"{prefix}.lora_down.weight": Payload()}, folder / CODE_LORA)
+    (server.base / "output" / "dfm").mkdir(parents=True, exist_ok=True)
+    (server.base / "output" / "dfm" / f"{TAKEN_DFM}.safetensors").write_bytes(b"taken")
     return PROBE_LORA
 
 

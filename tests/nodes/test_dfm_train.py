@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,10 +22,11 @@ def setup(comfy_host):
     return comfy_host, patcher, cond, latents
 
 
-def _train(comfy_host, model, cond, latents, steps, name, resume=False, core="lora", lr=3e-3):
+def _train(comfy_host, model, cond, latents, steps, name, resume=False, core="lora", lr=3e-3, rank=4,
+           overwrite=False):
     with torch.inference_mode():  # as the server runs nodes
-        return comfy_host.node("PyraDFMTrain").execute(model, latents, cond, steps, lr, 2, core, 4, 0, False,
-                                                       False, name, resume).result
+        return comfy_host.node("PyraDFMTrain").execute(model, latents, cond, steps, lr, 2, core, rank, 0, False,
+                                                       False, name, resume, overwrite).result
 
 
 def test_train_lowers_the_loss_saves_loads_and_samples(setup):
@@ -70,10 +73,33 @@ def test_resume_continues_the_step_count(setup):
     _train(comfy_host, dfm, cond, latents, 3, "t-resume", core="frozen")
     _, loss_map, text = _train(comfy_host, dfm, cond, latents, 2, "t-resume", resume=True, core="frozen")
     assert "3 -> 5" in text and len(loss_map["loss"]) == 2
-    with pytest.raises(Exception, match="core mode"):
+    with pytest.raises(Exception, match=r"core lora \(saved: frozen\)"):
         _train(comfy_host, dfm, cond, latents, 1, "t-resume", resume=True, core="lora")
     with pytest.raises(Exception, match="nothing to resume"):
         _train(comfy_host, dfm, cond, latents, 1, "t-missing", resume=True)
+
+
+def test_a_saved_run_is_neither_overwritten_nor_resumed_with_other_settings(setup):
+    """Before issue 16 a run without resume replaced a saved one without a word, and a resume with another
+    lora_rank or learning_rate kept the saved values silently."""
+    import folder_paths
+
+    comfy_host, patcher, cond, latents = setup
+    with torch.inference_mode():
+        dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    _train(comfy_host, dfm, cond, latents, 1, "t-guarded")
+    saved = Path(folder_paths.get_output_directory()) / "dfm" / "t-guarded.safetensors"
+    stamp = saved.stat().st_mtime_ns
+    with pytest.raises(Exception, match="exists already: turn resume on"):
+        _train(comfy_host, dfm, cond, latents, 1, "t-guarded")
+    with pytest.raises(Exception, match=r"lora_rank 8 \(saved: 4\), learning_rate 0.001 \(saved: 0.003\)"):
+        _train(comfy_host, dfm, cond, latents, 1, "t-guarded", resume=True, rank=8, lr=1e-3)
+    assert saved.stat().st_mtime_ns == stamp  # refused before any work: the file is as it was
+    _train(comfy_host, dfm, cond, latents, 1, "t-guarded", overwrite=True)
+    assert saved.stat().st_mtime_ns != stamp
+    for name in ("", ".", "../t-escape", "sub/t-name", ".hidden"):
+        with pytest.raises(Exception, match="not a plain file name"):
+            _train(comfy_host, dfm, cond, latents, 1, name)
 
 
 def test_a_model_with_weight_patches_is_refused(setup, tmp_path):
