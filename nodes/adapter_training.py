@@ -22,7 +22,7 @@ import torch
 from ..core.adapters import householder, sparse
 from ..core.adapters.train import HouseholderTrainable, SaraOptimizer, SparseTrainable
 from ..core.saved_on_write import copy_saved_on_write
-from . import host_features
+from . import host_features, memory_budget
 from .training_rope import differentiable_rope
 
 NODE = "PyraTrainSparseAdapter"
@@ -71,29 +71,53 @@ def _autograd_conds(value):
     return value
 
 
-def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
-    """One trainable adapter per diffusion-model weight (and bias, for sparse) of a comfy op, as weight wrappers."""
-    g = torch.Generator().manual_seed(s.seed)
-    adapters, raw = {}, mp.get_key_patches("diffusion_model.")  # unpatched weights, even if the model is loaded
+def _adaptable(mp):
+    """(key, parameter name, fp32 weight) of every diffusion-model weight and bias of a comfy op, one at a time."""
+    raw = mp.get_key_patches("diffusion_model.")  # unpatched weights, even if the model is loaded
     for name, module in mp.model.named_modules():
         if not name.startswith("diffusion_model.") or not hasattr(module, "weight_function"):
             continue
         for pname in ("weight", "bias"):
             key = f"{name}.{pname}"
-            if getattr(module, pname, None) is None or key not in raw:
+            if getattr(module, pname, None) is not None and key in raw:
+                weight, convert = raw[key][0]
+                yield key, pname, convert(weight.float(), inplace=False), weight.element_size()
+
+
+SPARSE_ENTRY_BYTES = 29  # index 8, base value 4, frozen flag 1, delta 4, its gradient 4, two AdamW states 8
+HRA_VALUE_BYTES = 16  # a reflection vector entry, its gradient and two AdamW states, fp32
+
+
+def memory_parts(mp, s: TrainSettings) -> dict[str, int]:
+    """What training allocates, by what needs it (bytes), activations left out: on the demo SD1.5 at the schema's
+    maxima 1.01x (sparse) and 0.61x (householder) of the measured peak (benchmarks/train_memory.py)."""
+    adapter = copies = 0
+    for _, pname, p, element in _adaptable(mp):
+        if s.adapter_type == "sparse":
+            entries = int((p.abs() < s.threshold).sum())
+            adapter += entries * SPARSE_ENTRY_BYTES
+            copies += p.numel() * element if entries else 0  # the adapted weight is a new tensor per forward
+        elif pname == "weight" and p.ndim >= 2:
+            adapter += s.reflections * (p[0].numel() * HRA_VALUE_BYTES + p.shape[0] * 8)  # + (out, r) WY terms
+            copies += p.numel() * element
+    return {"adapter and optimizer state": adapter, "adapted weights kept for the backward pass": copies}
+
+
+def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
+    """One trainable adapter per diffusion-model weight (and bias, for sparse) of a comfy op, as weight wrappers."""
+    g = torch.Generator().manual_seed(s.seed)
+    adapters = {}
+    for key, pname, p, _ in _adaptable(mp):
+        if s.adapter_type == "sparse":
+            adapter = SparseTrainable(p, s.threshold)
+            if adapter.idx.numel() == 0:
                 continue
-            weight, convert = raw[key][0]
-            p = convert(weight.float(), inplace=False)
-            if s.adapter_type == "sparse":
-                adapter = SparseTrainable(p, s.threshold)
-                if adapter.idx.numel() == 0:
-                    continue
-            elif pname == "weight" and p.ndim >= 2:
-                adapter = HouseholderTrainable(p, s.reflections, g)
-            else:
-                continue
-            mp.add_weight_wrapper(key, adapter)
-            adapters[key] = adapter
+        elif pname == "weight" and p.ndim >= 2:
+            adapter = HouseholderTrainable(p, s.reflections, g)
+        else:
+            continue
+        mp.add_weight_wrapper(key, adapter)
+        adapters[key] = adapter
     for name, module in mp.model.named_modules():
         for pname in ("weight", "bias"):
             key = f"{name}.{pname}"
@@ -158,6 +182,8 @@ def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> Tra
                          "or one per latent")
     with torch.inference_mode(False):
         mp = model.clone()
+        memory_budget.refuse_over(memory_parts(mp, s), mp.load_device, NODE,
+                                  "lower threshold (sparse) or reflections (householder)")
         latents = latents.float().clone()
         positive = _autograd_conds(positive)
         adapters = _attach(mp, s)

@@ -244,6 +244,26 @@ def test_trainer_lowers_the_loss_and_saves_a_loadable_file(comfy_host, base, con
     assert not base.patches and torch.equal(denoise(base, cond), y_base)  # training left the base untouched
 
 
+@pytest.mark.parametrize("adapter_type, threshold, reflections", [("sparse", 1.0, 2), ("householder", 5e-3, 256)])
+def test_the_largest_schema_values_are_refused_under_a_memory_cap(comfy_host, base, cond, loras_dir, monkeypatch,
+                                                                   adapter_type, threshold, reflections):
+    """The schema's maxima (threshold 1.0 trains every weight; 256 reflections) on a device with less free memory
+    than the estimate: a refusal with the figures before any training, never a kill (issue 16)."""
+    training, budget = comfy_host.module("nodes.adapter_training"), comfy_host.module("nodes.memory_budget")
+    settings = training.TrainSettings(adapter_type, 1, 1e-4, 1, 0, threshold=threshold, reflections=reflections)
+    parts = training.memory_parts(base, settings)
+    params = sum(p.numel() for p in base.model.diffusion_model.parameters())
+    if adapter_type == "sparse":  # nearly every weight is selected: the adapter alone is about 29 bytes a weight
+        assert parts["adapter and optimizer state"] > 0.9 * training.SPARSE_ENTRY_BYTES * params
+    monkeypatch.setattr(budget, "free_bytes", lambda device: sum(parts.values()) // 2)
+    before = sorted(loras_dir.glob("*"))
+    latents = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))}
+    with pytest.raises(budget.NotEnoughMemory, match=r"needs at least .* GiB on cpu .* lower threshold"):
+        comfy_host.node("PyraTrainSparseAdapter").execute(base, latents, cond, adapter_type, 1, 1e-4, 1, 0, threshold,
+                                                          5e-4, 0.5, reflections, "loras/pyra_test_capped")
+    assert sorted(loras_dir.glob("*")) == before and not base.patches and not base.wrappers
+
+
 @pytest.mark.parametrize("kind", ["sparse", "hra"])
 def test_the_hosts_bypass_loader_applies_the_adapter(comfy_host, base, cond, files, kind):
     """0.33.0's LoraLoaderBypass applies adapters in the forward (h(x), or bypass_forward) and leaves the weights
