@@ -62,6 +62,10 @@ def check(delta: SparseDelta, key: str, shape: tuple[int, ...] | None = None) ->
                                 f"weight is {tuple(shape)}: the file was made for another model")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= delta.numel):
         raise SparseFormatError(f"{key}{IDX}: indices outside [0, {delta.numel}): the file is corrupt")
+    bad = int((~torch.isfinite(val)).sum())
+    if bad:
+        raise SparseFormatError(f"{key}{VAL}: {bad} non-finite values (NaN or inf): the file is damaged or its "
+                                "training diverged")
     return delta
 
 

@@ -185,6 +185,10 @@ def test_bad_files_are_rejected_and_name_the_key(comfy_host, core, base, cond, f
     too_small = dict(sd, **{key: torch.tensor([3, 3], dtype=torch.int64)})  # caught by the loader itself
     with pytest.raises(Exception, match="indices outside"):
         comfy.sd.load_lora_for_models(base, None, too_small, 1.0, 0)
+    values = key.replace(".sparse_shape", ".sparse_val")
+    nan = dict(sd, **{values: sd[values].clone().index_fill_(0, torch.tensor([0]), float("nan"))})
+    with pytest.raises(Exception, match=r"sparse_val: 1 non-finite values"):
+        comfy.sd.load_lora_for_models(base, None, nan, 1.0, 0)
     truncated = loras_dir / "pyra_test_truncated.safetensors"
     truncated.write_bytes((loras_dir / files["sparse"]).read_bytes()[:5000])
     y_base = denoise(base, cond)
