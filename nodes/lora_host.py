@@ -130,7 +130,11 @@ def output_path(filename_prefix: str) -> tuple[Path, str]:
 
 
 def save(tensors: dict[str, torch.Tensor], filename_prefix: str, settings: dict) -> str:
-    """Save atomically under the output folder; returns a line naming the file and its size."""
+    """Save atomically under the output folder; returns a line naming the file and its size. An adapter without
+    tensors is refused: the loaders would apply nothing, without a word."""
+    if not tensors:
+        raise LoraFileError(f"nothing to save under {filename_prefix}: every layer came out empty (rank 0 or no "
+                            "matching module); raise the rank rule's value or check the inputs")
     path, shown = output_path(filename_prefix)
     size = save_lora(tensors, path, metadata={"pyra": json.dumps(settings, sort_keys=True)})
     return f"saved {shown} ({size / 1e6:.2f} MB, {len(tensors)} tensors)"

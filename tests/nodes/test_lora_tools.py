@@ -168,6 +168,13 @@ def test_bad_files_are_rejected_without_output(comfy_host, tools, extracted, lor
                                                  loras_dir / "pyra_wrong_shape.safetensors"}
 
 
+def test_an_empty_adapter_is_not_saved(comfy_host, loras_dir):
+    before = set(loras_dir.iterdir())
+    with pytest.raises(ValueError, match="nothing to save under loras/pyra_empty"):
+        comfy_host.module("nodes.lora_host").save({}, "loras/pyra_empty", {})
+    assert set(loras_dir.iterdir()) == before
+
+
 def test_extract_needs_a_difference(tools, sd15):
     with pytest.raises(ValueError, match="connect the base model"):
         tools.PyraExtractLoRA.execute(sd15[0], "energy", 0.9, 8, "exact", "cpu", True, "fp16", "loras/pyra_none")
