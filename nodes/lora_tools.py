@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..core.adapters.extract import extract_lora
+from ..core.adapters.extract import extract_lora, memory_needed
 from ..core.adapters.lora_file import LoraFile
 from ..core.adapters.rank import MODES, RankRule
 from ..core.adapters.resize import MERGE_MODES, merge_loras, resize_lora
 from ..core.adapters.svd import METHODS
-from . import lora_host
+from . import lora_host, memory_budget
 from .validation import refuse_non_finite, schema_refusal
 
 MODE_TOOLTIP = (
@@ -116,6 +116,13 @@ class PyraExtractLoRA(io.ComfyNode):
                 if torch.any(d):
                     fixed[key] = d.to(store).cpu()
         budget = _budget(rule, fixed, [k for k, _, _ in layers])
+        held = memory_needed(layers, rule, max_rank)
+        lower = "lower value (rank mode) or max_rank, or extract on the other device"
+        if rule.per_layer and dev.type != "cpu":  # each layer's triplets move to the CPU once its rank is chosen
+            memory_budget.refuse_over({"kept singular triplets": held["kept singular triplets"]}, torch.device("cpu"),
+                                      "PyraExtractLoRA", lower)
+            held.pop("kept singular triplets")
+        memory_budget.refuse_over(held, dev, "PyraExtractLoRA", lower)
         ex = extract_lora(layers, rule, max_rank, method, dev, store, budget, lora_host.progress(len(layers)))
         tensors = {**ex.tensors, **fixed}
         settings = {"tool": "extract", "mode": mode, "value": value, "max_rank": max_rank, "method": method}

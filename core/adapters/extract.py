@@ -86,6 +86,20 @@ def _capped(rule: RankRule, rank: int, max_rank: int, full: int, spec: Spectrum)
     return rule.mode != "rank" or rule.value > max_rank
 
 
+def memory_needed(layers: Sequence[Layer], rule: RankRule, max_rank: int) -> dict[str, int]:
+    """Bytes extract_lora holds at least, by what holds them: the fp32 triplets it keeps (per-layer rules keep
+    each layer's chosen rank, exact for mode rank and at least 1 otherwise; size_mb keeps max_rank per layer until
+    the budget is shared out) and the working set of the largest layer (its difference and the SVD's factors)."""
+    kept = largest = 0
+    for _, shape, _ in layers:
+        rows, cols = flat_shape(shape)
+        full = min(max_rank, rows, cols)
+        rank = min(int(rule.value), full) if rule.mode == "rank" else 1 if rule.per_layer else full
+        kept += rank * (rows + cols + 1) * 4
+        largest = max(largest, (rows * cols + full * (rows + cols)) * 4)
+    return {"kept singular triplets": kept, "largest layer's SVD": largest}
+
+
 @torch.no_grad()
 def extract_lora(layers: Sequence[Layer], rule: RankRule, max_rank: int = 256, method: str = "randomized",
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float16,

@@ -168,6 +168,28 @@ def test_bad_files_are_rejected_without_output(comfy_host, tools, extracted, lor
                                                  loras_dir / "pyra_wrong_shape.safetensors"}
 
 
+def test_extraction_memory_is_refused_under_a_cap_and_the_rank_estimate_is_exact(comfy_host, tools, sd15, loras_dir,
+                                                                                  monkeypatch):
+    """Mode rank at max_rank 8192 keeps full-rank factors of every layer (about twice the model for square
+    layers): over the free memory it is refused before any SVD; the estimate of what it keeps is exact."""
+    base, ft = sd15
+    extract, lora_host = comfy_host.module("core.adapters.extract"), comfy_host.module("nodes.lora_host")
+    rule = comfy_host.module("core.adapters.rank").RankRule("rank", 3.0)
+    layers, _ = lora_host.model_differences(ft, base, torch.device("cpu"))
+    kept = extract.memory_needed(layers, rule, 8)["kept singular triplets"]
+    ex = extract.extract_lora(layers, rule, 8, "exact", "cpu", torch.float32)
+    factors = sum(t.numel() * 4 for k, t in ex.tensors.items() if k.endswith(("lora_up.weight", "lora_down.weight")))
+    ranks = sum(t.shape[0] for k, t in ex.tensors.items() if k.endswith("lora_down.weight"))
+    assert kept == factors + 4 * ranks  # the factors plus one singular value per kept triplet
+    budget = comfy_host.module("nodes.memory_budget")
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 1 << 20)
+    before = set(loras_dir.iterdir())
+    with pytest.raises(budget.NotEnoughMemory, match=r"PyraExtractLoRA needs at least .* lower value"):
+        tools.PyraExtractLoRA.execute(ft, "rank", 8192.0, 8192, "exact", "cpu", True, "fp16", "loras/pyra_capped",
+                                      model_b=base)
+    assert set(loras_dir.iterdir()) == before
+
+
 def test_an_empty_adapter_is_not_saved(comfy_host, loras_dir):
     before = set(loras_dir.iterdir())
     with pytest.raises(ValueError, match="nothing to save under loras/pyra_empty"):
