@@ -21,7 +21,7 @@ from ..core.dfm.arch import adapter_for
 from ..core.dfm.checkpoint import load_dfm, load_optimizer, read_meta, save_optimizer
 from ..core.dfm.lora import CoreLoRA
 from ..core.dfm.train import DFMTrainer, TrainConfig
-from . import dfm_model
+from . import dfm_model, memory_budget
 from .adapter_training import _autograd_conds, _autograd_copy
 from .training_rope import differentiable_rope
 
@@ -108,6 +108,22 @@ def check_resume(path: Path, levels: int, config: TrainConfig) -> None:
                                  "Resume with the saved values, or turn resume off to start a new run")
 
 
+TRAINED_VALUE_BYTES = 16  # fp32 value, its gradient and two AdamW states
+
+
+def memory_parts(layers, arch, config: TrainConfig) -> dict[str, int]:
+    """What training allocates beyond the loaded model (bytes by what needs it), activations left out."""
+    parts = {"per-level layers and their optimizer state": sum(p.numel() for p in layers.parameters())
+             * TRAINED_VALUE_BYTES}
+    if config.core == "lora":
+        parts["core LoRA and its optimizer state"] = (CoreLoRA.parameter_count(arch.dit, config.rank, arch.lora_scopes)
+                                                      * TRAINED_VALUE_BYTES)
+    weights = list(arch.dit.parameters())
+    if not config.checkpointing and any(p.is_inference() for p in weights):  # each forward copies them (above)
+        parts["base weights copied for the backward pass"] = sum(p.numel() * p.element_size() for p in weights)
+    return parts
+
+
 def _resume(path: Path, layers, arch, config: TrainConfig):
     """(lora, optimizer state) of a saved run (checked by check_resume); its layers replace the input model's."""
     meta, layer_sd, lora_sd = load_dfm(path)
@@ -140,6 +156,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         comfy.model_management.load_models_gpu([mp], force_full_load=True)
         device = mp.load_device
         arch = adapter_for(mp.model.diffusion_model)
+        memory_budget.refuse_over(memory_parts(runner.layers, arch, config), device, "PyraDFMTrain",
+                                  "lower lora_rank, turn gradient_checkpointing on, or train with core frozen")
         layers = copy.deepcopy(runner.layers).float().to(device)  # the input model keeps its own layers
         latents = mp.model.process_latent_in(latents.float().clone()).to(device)  # the model's latent space
         contexts = [_autograd_conds(c).to(device) for c in contexts]

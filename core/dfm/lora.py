@@ -27,6 +27,12 @@ class CoreLoRA(nn.Module):
         if not self.names:
             raise ValueError(f"no Linear layer under {scopes} to adapt")
 
+    @staticmethod
+    def parameter_count(root: nn.Module, rank: int, scopes: tuple[str, ...] = ("joint_blocks",)) -> int:
+        """How many values a CoreLoRA(root, rank, scopes) would train, without making it."""
+        return sum(rank * (mod.in_features + mod.out_features) for name, mod in root.named_modules()
+                   if isinstance(mod, nn.Linear) and any(s in name for s in scopes))
+
     def attach(self) -> CoreLoRA:
         modules = dict(self._root[0].named_modules())
         for k, name in enumerate(self.names):

@@ -132,3 +132,25 @@ def test_train_on_wan_video_latents_saves_a_lora_that_loads_and_samples(comfy_ho
         b = sample.execute(loaded, 3, "3, 2", "0.3", "euler", 2.0, "simple", cond, cond, latent).result[0]["samples"]
         c = sample.execute(dfm, 3, "3, 2", "0.3", "euler", 2.0, "simple", cond, cond, latent).result[0]["samples"]
     assert a.shape == latent["samples"].shape and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_training_memory_is_estimated_and_refused_under_a_cap(setup, monkeypatch):
+    """The estimate counts exactly the values the run trains (16 bytes each with AdamW); over the free memory of
+    the device the run is refused before the layers are copied, and nothing is written."""
+    import folder_paths
+
+    comfy_host, patcher, cond, latents = setup
+    training, budget = comfy_host.module("nodes.dfm_training"), comfy_host.module("nodes.memory_budget")
+    with torch.inference_mode():
+        dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
+    text = _train(comfy_host, dfm, cond, latents, 1, "t-memory")[2]
+    arch = comfy_host.module("core.dfm.arch").adapter_for(patcher.model.diffusion_model)
+    config = training.TrainConfig(levels=2, lr=3e-3, core="lora", rank=4)
+    parts = training.memory_parts(comfy_host.module("nodes.dfm_model").runner_of(dfm).layers, arch, config)
+    trained = (parts["per-level layers and their optimizer state"] + parts["core LoRA and its optimizer state"]) // 16
+    assert f"{trained} trainable values" in text
+    assert "base weights copied for the backward pass" in parts  # inference weights, no checkpointing
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 1 << 10)
+    with pytest.raises(budget.NotEnoughMemory, match=r"PyraDFMTrain needs at least .* lower lora_rank"):
+        _train(comfy_host, dfm, cond, latents, 1, "t-memory-capped")
+    assert not (Path(folder_paths.get_output_directory()) / "dfm" / "t-memory-capped.safetensors").exists()
