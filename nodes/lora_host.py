@@ -17,6 +17,13 @@ from ..core.adapters.extract import Layer, Progress
 from ..core.adapters.lora_file import LoraFile, LoraFileError, guess_family, load_state_dict, parse_lora, save_lora
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def store_dtype(name: str) -> torch.dtype:
+    """The file dtype of a `dtype` input (a host that does not check V3 combo values passes any string)."""
+    if name not in DTYPES:
+        raise LoraFileError(f"dtype {name!r} is not one of {', '.join(DTYPES)}: choose one of those")
+    return DTYPES[name]
 PREFIX = "diffusion_model."
 
 

@@ -105,7 +105,7 @@ class PyraExtractLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model_a, mode, value, max_rank, method, device, bias_diff, dtype, filename_prefix,
                 model_b=None) -> io.NodeOutput:
-        rule, store = RankRule(mode, value), lora_host.DTYPES[dtype]
+        rule, store = RankRule(mode, value), lora_host.store_dtype(dtype)
         lora_host.refuse_outside_output(filename_prefix)
         dev = lora_host.compute_device(device)
         layers, vectors = lora_host.model_differences(model_a, model_b, dev)
@@ -185,7 +185,7 @@ class PyraResizeLoRA(io.ComfyNode):
         lora_host.refuse_outside_output(filename_prefix)
         lora, notes = _read(lora_name, model)
         budget = _budget(rule, {**lora.additive, **lora.other}, list(lora.modules))
-        ex = resize_lora(lora, rule, lora_host.DTYPES[dtype], budget, lora_host.progress(len(lora.modules)))
+        ex = resize_lora(lora, rule, lora_host.store_dtype(dtype), budget, lora_host.progress(len(lora.modules)))
         saved = lora_host.save(ex.tensors, filename_prefix, {"tool": "resize", "source": lora_name, "mode": mode,
                                                              "value": value})
         text = _report_text(f"PyraResizeLoRA: {lora_name}, {mode} {value}", saved,
@@ -244,7 +244,7 @@ class PyraMergeLoRA(io.ComfyNode):
             notes += note
         keys = list(dict.fromkeys(k for lora in loras for k in lora.modules))
         budget = _budget(rule, {k: t for lora in loras for k, t in lora.additive.items()}, keys)
-        ex = merge_loras(loras, [w for _, w in chosen], rule, merge, density, lora_host.DTYPES[dtype],
+        ex = merge_loras(loras, [w for _, w in chosen], rule, merge, density, lora_host.store_dtype(dtype),
                          budget_bytes=budget, on_layer=lora_host.progress(len(keys)), seed=seed)
         settings = {"tool": "merge", "sources": chosen, "merge": merge, "density": density, "mode": mode,
                     "value": value}

@@ -84,7 +84,7 @@ class PyraConvertSaRA(io.ComfyNode):
         path = folder_paths.get_full_path("loras", sara_file)
         if path is None:
             raise LoraFileError(f"{sara_file!r} is not in the loras folders: refresh the node list")
-        tensors, threshold, count = convert(model, path, lora_host.DTYPES[dtype])
+        tensors, threshold, count = convert(model, path, lora_host.store_dtype(dtype))
         out, shown = lora_host.output_path(filename_prefix)
         size = save_lora(tensors, out, metadata={"pyra": json.dumps({"tool": "sara", "source": sara_file,
                                                                       "threshold": threshold})})

@@ -173,8 +173,8 @@ def test_the_host_rejects_with_one_message(server, probe_lora, prompt_of, class_
     from harness import PromptRejected
 
     if kind == "value_not_in_list" and not host_checks_v3_combos():
-        pytest.skip("this host does not check V3 combo values (0.3.76-dev); see test_the_trainer_refuses_an_"
-                    "unknown_adapter_type")
+        pytest.skip("this host does not check V3 combo values (0.3.76-dev); see "
+                    "test_an_unknown_combo_value_is_refused_on_every_host")
     prompt = prompt_of()
     node = node_id(prompt, class_type)
     prompt[node]["inputs"][name] = value
@@ -204,10 +204,15 @@ def test_the_node_refuses_before_any_work(server, probe_lora, prompt_of, class_t
     assert after == before, "a refused prompt wrote files"
 
 
-def test_the_trainer_refuses_an_unknown_adapter_type(server):
-    """On every host, also where the host lets any V3 combo value through: nothing is trained or written."""
-    prompt = train_adapter()
-    prompt["5"]["inputs"]["adapter_type"] = "evil"
+@pytest.mark.parametrize(("prompt_of", "class_type", "name", "value", "text"), [
+    (train_adapter, "PyraTrainSparseAdapter", "adapter_type", "evil", "adapter_type 'evil'"),
+    (lora_extract, "PyraExtractLoRA", "dtype", "fp64", "dtype 'fp64' is not one of fp16, bf16, fp32"),
+], ids=["train-type", "extract-dtype"])
+def test_an_unknown_combo_value_is_refused_on_every_host(server, prompt_of, class_type, name, value, text):
+    """Also where the host lets any V3 combo value through (0.3.76-dev): the node refuses it itself, and nothing
+    is trained or written."""
+    prompt = prompt_of()
+    prompt[node_id(prompt, class_type)]["inputs"][name] = value
     before = sorted((server.base / "output").rglob("*.safetensors"))
     if host_checks_v3_combos():
         from harness import PromptRejected
@@ -217,5 +222,5 @@ def test_the_trainer_refuses_an_unknown_adapter_type(server):
     else:
         entry = server.wait(server.queue(prompt), timeout=300, allow_error=True)
         errors = [m[1]["exception_message"] for m in entry["status"]["messages"] if m[0] == "execution_error"]
-        assert errors and "adapter_type 'evil'" in errors[0], entry["status"]
+        assert errors and text in errors[0], entry["status"]
     assert sorted((server.base / "output").rglob("*.safetensors")) == before
