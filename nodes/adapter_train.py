@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 from ..core.adapters.lora_file import save_lora
 from . import host_features, lora_host
 from .adapter_training import TrainSettings, train
+from .host_features import search_aliases
 from .validation import refuse_non_finite, schema_refusal
 
 ADAPTER_TYPES = ("sparse", "householder")
@@ -20,6 +21,7 @@ class PyraTrainSparseAdapter(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraTrainSparseAdapter",
+            **search_aliases("train lora", "sara", "householder", "hra adapter"), is_experimental=True,
             display_name="Train Sparse / Householder Adapter (Pyra)",
             category="Pyra/adapters",
             description=(

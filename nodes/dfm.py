@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from ..core.dfm.sampler import SOLVERS, parse_plan
 from . import dfm_model
 from .dfm_sampling import sample_dfm_host
+from .host_features import search_aliases
 from .validation import refuse_non_finite
 
 FOLDER = dfm_model.FOLDER
@@ -29,6 +30,7 @@ class PyraDFMConvert(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMConvert", display_name="DFM Convert (Pyra)", category="Pyra/sampling",
+            **search_aliases("decomposable flow matching", "dfm"), is_experimental=True,
             description=("Turns a flow model (SD3 family, Flux.1 or Wan 2.1 text-to-video) into a Decomposable Flow "
                          "Matching model: a Laplacian pyramid of the latent (spatial only for video: every level "
                          "keeps all frames) with a patch embedding, time embedding and output head per level, "
@@ -51,6 +53,7 @@ class PyraDFMSave(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMSave", display_name="DFM Save (Pyra)", category="Pyra/sampling", is_output_node=True,
+            is_experimental=True,
             description="Saves a DFM model's per-level layers (not the base weights) to output/dfm/ as safetensors.",
             inputs=[io.Model.Input("model", tooltip="A DFM model (PyraDFMConvert or PyraDFMLoader)."),
                     io.String.Input("filename", default="pyra-dfm", tooltip="File name in output/dfm/."),
@@ -73,6 +76,7 @@ class PyraDFMLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMLoader", display_name="DFM Loader (Pyra)", category="Pyra/sampling",
+            is_experimental=True,
             description=("Loads a DFM checkpoint (models/dfm or output/dfm) onto its base model: per-level layers "
                          "plus the core LoRA, if the file has one."),
             inputs=[io.Model.Input("model", tooltip="The base flow model the checkpoint was made from."),
@@ -95,6 +99,7 @@ class PyraDFMSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMSampler", display_name="DFM Stage-wise Sampler (Pyra)", category="Pyra/sampling",
+            **search_aliases("decomposable flow matching", "dfm", "stage-wise sampler"), is_experimental=True,
             description=("Samples a DFM model stage by stage: the coarse level alone down to its threshold, then "
                          "each finer level starts from noise while the coarser ones continue; all reach clean "
                          "together. CFG on every level; previews show the partial reconstruction."),

@@ -9,6 +9,7 @@ from comfy_api.latest import io, ui
 from ..core.dfm.train import TrainConfig
 from . import dfm_model
 from .dfm_training import CORE_MODES, train_dfm
+from .host_features import search_aliases
 
 
 class PyraDFMTrain(io.ComfyNode):
@@ -16,6 +17,7 @@ class PyraDFMTrain(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDFMTrain", display_name="DFM Train (Pyra)", category="Pyra/sampling", is_output_node=True,
+            **search_aliases("decomposable flow matching", "dfm", "finetune"), is_experimental=True,
             description=("Finetunes a DFM model (PyraDFMConvert) on training latents with the DFM objective: per "
                          "level flow matching, the current stage's noise level logit-normal, earlier levels nearly "
                          "clean, later ones pure noise. The per-level layers train fully, the core through a LoRA "

@@ -7,6 +7,7 @@ import logging
 from comfy_api.latest import io
 
 from .feature_slicing_apply import slice_features
+from .host_features import search_aliases
 
 log = logging.getLogger("pyra")
 
@@ -16,6 +17,7 @@ class PyraFeatureSlicing(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraFeatureSlicing",
+            **search_aliases("low memory", "chunked feed forward", "streamlined inference"),
             display_name="Feature Slicing (Pyra)",
             category="Pyra/sparse",
             description="Runs the token-wise parts of the model's transformer blocks over slices of the tokens, "

@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..core.samplers.highres import parse_per_stage, parse_scales
 from .highres_sampling import GUIDANCE_MODES, UPSCALE_METHODS, HighResError, HighResSettings, highres_sample
+from .host_features import search_aliases
 from .previews import coarse_callback
 from .validation import refuse_non_finite
 
@@ -19,6 +20,7 @@ class PyraDiffuseHigh(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraDiffuseHigh",
+            **search_aliases("hires fix", "high resolution", "upscale", "diffusehigh"),
             display_name="Structure-Guided High-Res (Pyra)",
             category="Pyra/sampling",
             description=(

@@ -185,3 +185,15 @@ def materialised_weights():
         yield
     finally:
         memory_management.aimdo_enabled = enabled
+
+
+# --- The node layer: io.Schema fields that newer frontends read ---
+
+
+def search_aliases(*aliases: str) -> dict:
+    """{"search_aliases": [...]} for io.Schema where this host's Schema has the field (0.33.0; not 0.8.1 or
+    0.3.76-dev), else {}: the words users type in the node search (e.g. "teacache" finds the step cache)."""
+    from comfy_api.latest import io
+
+    fields = getattr(io.Schema, "__dataclass_fields__", {})
+    return {"search_aliases": list(aliases)} if "search_aliases" in fields else {}

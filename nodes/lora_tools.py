@@ -11,6 +11,7 @@ from ..core.adapters.rank import MODES, RankRule
 from ..core.adapters.resize import MERGE_MODES, merge_loras, resize_lora
 from ..core.adapters.svd import METHODS
 from . import lora_host, memory_budget
+from .host_features import search_aliases
 from .validation import refuse_non_finite, schema_refusal
 
 MODE_TOOLTIP = (
@@ -69,6 +70,7 @@ class PyraExtractLoRA(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraExtractLoRA",
+            **search_aliases("lora extract", "welore", "svd"),
             display_name="Extract LoRA, adaptive rank (Pyra)",
             category="Pyra/adapters",
             description=(
@@ -159,6 +161,7 @@ class PyraResizeLoRA(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraResizeLoRA",
+            **search_aliases("lora resize", "lora rank"),
             display_name="Resize LoRA (Pyra)",
             category="Pyra/adapters",
             description=(
@@ -203,6 +206,7 @@ class PyraMergeLoRA(io.ComfyNode):
                                      tooltip=f"Multiplier of LoRA {i}'s delta (its alpha is applied as well).")]
         return io.Schema(
             node_id="PyraMergeLoRA",
+            **search_aliases("lora merge", "ties", "dare"),
             display_name="Merge LoRAs (Pyra)",
             category="Pyra/adapters",
             description=(

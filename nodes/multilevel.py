@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..core.pyramids import KINDS, Pyramid, decompose, max_levels, mix, reconstruct, upsample
 from ..core.text_lists import parse_numbers
+from .host_features import search_aliases
 
 PyramidType = io.Custom("PYRA_PYRAMID")
 
@@ -47,6 +48,7 @@ class PyraPyramidSplit(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraPyramidSplit",
+            **search_aliases("laplacian pyramid", "wavelet", "frequency split"),
             display_name="Pyramid Split (Pyra)",
             category="Pyra/decoding",
             description="Splits an image or a latent into frequency levels (finest first, then a low-pass "

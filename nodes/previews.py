@@ -16,6 +16,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 
 from ..core.pyramids import pool2, upsample
+from .host_features import search_aliases
 
 LATENT_SCALE = 8  # pixels per latent pixel of the image VAEs the previewers stand for
 
@@ -67,6 +68,7 @@ class PyraCoarsePreviewGuider(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraCoarsePreviewGuider",
+            **search_aliases("preview", "low resolution preview"),
             display_name="Coarse Previews (Pyra)",
             category="Pyra/decoding",
             description="Wraps a GUIDER so that sampling previews decode a coarse level of the latent: the same "
@@ -89,6 +91,7 @@ class PyraMultiLevelDecode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraMultiLevelDecode",
+            **search_aliases("progressive preview", "laplacian pyramid"),
             display_name="Multi-Level Decode (Pyra)",
             category="Pyra/decoding",
             description="Decodes a latent at several levels in one go: the 2x2-mean levels 1/2^k of the latent, "

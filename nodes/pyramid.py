@@ -10,6 +10,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..core.samplers.pyramid import parse_ladder
+from .host_features import search_aliases
 from .previews import coarse_callback
 from .pyramid_sampling import UPSAMPLERS, PyramidGuider, pyramid_sample
 from .validation import refuse_non_finite
@@ -53,6 +54,7 @@ class PyraPyramidGuider(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraPyramidGuider",
+            **search_aliases("pyramid sampling", "coarse to fine", "fast sampling"),
             display_name="Pyramid Guider (Pyra)",
             category="Pyra/sampling",
             description=(
@@ -83,6 +85,7 @@ class PyraPyramidSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraPyramidSampler",
+            **search_aliases("pyramid sampling", "coarse to fine", "fast sampling", "ksampler"),
             display_name="Pyramid KSampler (Pyra)",
             category="Pyra/sampling",
             description="KSampler with coarse-to-fine pyramid sampling: early steps at reduced resolution.",

@@ -13,6 +13,7 @@ from comfy_api.latest import io, ui
 from ..core.adapters import sara, sparse
 from ..core.adapters.lora_file import LoraFileError, save_lora
 from . import lora_host
+from .host_features import search_aliases
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -56,6 +57,7 @@ class PyraConvertSaRA(io.ComfyNode):
         files = [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(PICKLE_SUFFIXES)]
         return io.Schema(
             node_id="PyraConvertSaRA",
+            **search_aliases("sara", "sparse adapter"), is_experimental=True,
             display_name="Convert SaRA Checkpoint (Pyra)",
             category="Pyra/adapters",
             description=(

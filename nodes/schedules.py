@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..core.samplers.schedule_families import FAMILIES
 from ..core.samplers.searched_schedules import load_store, searched_fractions, stored_steps
+from .host_features import search_aliases
 
 # config class (or an ancestor) -> family; the first match walking the config's MRO wins
 CONFIG_FAMILIES = {
@@ -113,6 +114,7 @@ class PyraSearchedSigmas(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraSearchedSigmas",
+            **search_aliases("align your steps", "schedule", "sigmas"),
             display_name="Searched Sigmas (Pyra)",
             category="Pyra/sampling",
             description=(

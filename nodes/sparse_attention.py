@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import multigpu_guard
+from .host_features import search_aliases
 from .sparse_attention_hooks import FAMILIES, SparseSettings, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -14,6 +15,7 @@ class PyraSparseAttention(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraSparseAttention",
+            **search_aliases("sparse attention", "block sparse attention", "radial attention"),
             display_name="Block-Sparse Attention (Pyra)",
             category="Pyra/sparse",
             description=(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core.sparse import FILTERS
+from .host_features import search_aliases
 from .sparsify_apply import backend_note, format_report, sparsify_model
 
 
@@ -13,6 +14,7 @@ class PyraSparsify(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraSparsify",
+            **search_aliases("2:4 sparsity", "pruning", "wanda", "sparse weights"),
             display_name="Sparsify 2:4 (Pyra)",
             category="Pyra/sparse",
             description=(

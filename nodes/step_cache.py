@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core.cache import PRESETS
 from . import multigpu_guard
+from .host_features import search_aliases
 from .step_cache_hooks import StepCacheError, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -19,6 +20,7 @@ class PyraStepCache(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraStepCache",
+            **search_aliases("teacache", "easycache", "deepcache", "magcache", "step cache"),
             display_name="Step Cache (Pyra)",
             category="Pyra/sparse",
             description=(

@@ -10,6 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
+from .host_features import search_aliases
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class PyraExactVAEDecode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraExactVAEDecode",
+            **search_aliases("tiled decode", "vae decode", "low memory decode"),
             display_name="Exact VAE Decode (Pyra)",
             category="Pyra/decoding",
             description=(

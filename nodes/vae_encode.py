@@ -11,6 +11,7 @@ from comfy_api.latest import io
 
 from ..core.vae import SliceUnsupported, auto_slice_rows
 from ..core.vae.kl_encode import can_encode, kl_encode
+from .host_features import search_aliases
 from .vae_decode import run_in_bands
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PyraExactVAEEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PyraExactVAEEncode",
+            **search_aliases("tiled encode", "vae encode", "low memory encode"),
             display_name="Exact VAE Encode (Pyra)",
             category="Pyra/decoding",
             description=(

@@ -78,6 +78,18 @@ def test_pack_is_served(server):
     assert all(tooltips), "every input needs a tooltip"
 
 
+def test_the_node_search_finds_pyra_by_the_words_users_type(server):
+    """Search aliases reach the frontend on hosts whose schema has them (0.33.0); experimental nodes say so."""
+    from harness import comfyui_dir
+
+    info = server.get("/object_info")
+    if "search_aliases" in (comfyui_dir() / "comfy_api" / "latest" / "_io.py").read_text():
+        assert "teacache" in info["PyraStepCache"]["search_aliases"]
+        assert "hires fix" in info["PyraDiffuseHigh"]["search_aliases"]
+    assert info["PyraDFMTrain"]["experimental"] and info["PyraTrainSparseAdapter"]["experimental"]
+    assert not info["PyraPyramidSampler"].get("experimental")
+
+
 def test_analytic_textures_with_progress_and_previews(server):
     ws = WsListener(server)
     try:
