@@ -6,6 +6,8 @@ deliberately no NODE_CLASS_MAPPINGS: the host would take that branch and never c
 
 from __future__ import annotations
 
+WEB_DIRECTORY = "./web"  # the node help pages (web/docs/<NodeId>.md, written by tools/node_docs.py); no scripts
+
 
 async def comfy_entrypoint():
     from .nodes import PyraExtension, register_adapter_types

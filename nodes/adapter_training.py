@@ -88,6 +88,7 @@ SPARSE_ENTRY_BYTES = 29  # index 8, base value 4, frozen flag 1, delta 4, its gr
 HRA_VALUE_BYTES = 16  # a reflection vector entry, its gradient and two AdamW states, fp32
 
 
+@torch.no_grad()  # counting only (a loaded model's weights require grad; the server runs outside no_grad)
 def memory_parts(mp, s: TrainSettings) -> dict[str, int]:
     """What training allocates, by what needs it (bytes), activations left out: on the demo SD1.5 at the schema's
     maxima 1.01x (sparse) and 0.61x (householder) of the measured peak (benchmarks/train_memory.py)."""

@@ -78,6 +78,17 @@ def test_pack_is_served(server):
     assert all(tooltips), "every input needs a tooltip"
 
 
+def test_the_help_panel_finds_each_nodes_page(server):
+    """The frontend fetches /extensions/<module>/docs/<NodeId>.md, <module> from the node's python_module."""
+    from harness import REPO
+
+    info = server.get("/object_info")
+    for node in ("PyraStepCache", "PyraExactVAEDecode"):
+        module = info[node]["python_module"].split(".", 1)[1]
+        page = server.get_bytes(f"/extensions/{module}/docs/{node}.md").decode()
+        assert page == (REPO / "web" / "docs" / f"{node}.md").read_text()
+
+
 def test_the_node_search_finds_pyra_by_the_words_users_type(server):
     """Search aliases reach the frontend on hosts whose schema has them (0.33.0); experimental nodes say so."""
     from harness import comfyui_dir
