@@ -67,25 +67,27 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-FILE_FOLDERS = ("loras", "vae", "pyra_dfm")  # the host's model folders whose files Pyra's combos list
+FILE_COMBOS = {  # inputs whose options are the user's files: named, not listed (the list differs per machine)
+    "lora_name": "the LoRA files in the `loras` folders",
+    "lora_1": "the LoRA files in the `loras` folders",
+    **{f"lora_{i}": "`None` or the LoRA files in the `loras` folders" for i in range(2, 5)},
+    "sara_file": "the SaRA checkpoints (.pt, .pth, .bin, .ckpt) in the `loras` folders",
+    "dfm_name": "the DFM checkpoints in `models/dfm` and `output/dfm`",
+}
 
 
 def _host_lists() -> dict[tuple, str]:
-    """Option lists that come from the host or the user's files, so a page names them instead of listing them."""
+    """Option lists that come from the host, so a page names them instead of listing them."""
     import comfy.samplers
-    import folder_paths
 
-    lists = {tuple(comfy.samplers.KSampler.SAMPLERS): "the host's samplers",
-             tuple(comfy.samplers.KSampler.SCHEDULERS): "the host's schedulers"}
-    for folder in (f for f in FILE_FOLDERS if f in folder_paths.folder_names_and_paths):
-        files = tuple(folder_paths.get_filename_list(folder))
-        lists.setdefault(files, f"the files in the `{folder}` model folders")
-        lists.setdefault(("None", *files), f"`None` or the files in the `{folder}` model folders")
-    return lists
+    return {tuple(comfy.samplers.KSampler.SAMPLERS): "the host's samplers",
+            tuple(comfy.samplers.KSampler.SCHEDULERS): "the host's schedulers"}
 
 
 def _range(inp, host_lists: dict) -> str:
     options = getattr(inp, "options", None)
+    if inp.id in FILE_COMBOS:
+        return FILE_COMBOS[inp.id]
     if options is not None and tuple(options) in host_lists:
         return host_lists[tuple(options)]
     if options:

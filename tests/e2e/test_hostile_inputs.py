@@ -31,6 +31,8 @@ from prompts import (
 PROBE_LORA = "pyra_hostile_probe.safetensors"
 CODE_LORA = "pyra_hostile_code.pt"  # a torch pickle that would run code on an unsafe load
 TAKEN_DFM = "pyra_hostile_taken"  # output/dfm/<this>.safetensors exists
+SARA_FILE = "pyra_hostile_sara.pt"  # a SaRA checkpoint with a threshold and one value
+EMPTY_SARA = "pyra_hostile_empty_sara.pt"  # a threshold and no values
 
 
 class Payload:
@@ -50,6 +52,13 @@ def resize_lora() -> dict:
     return {"1": {"class_type": "PyraResizeLoRA", "inputs": {
         "lora_name": PROBE_LORA, "mode": "rank", "value": 2.0, "dtype": "fp16",
         "filename_prefix": "loras/pyra_hostile_resize"}}}
+
+
+def convert_sara() -> dict:
+    return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "pyra-demo-sd15.safetensors",
+                                                         "weight_dtype": "default"}},
+            "2": {"class_type": "PyraConvertSaRA", "inputs": {"model": ["1", 0], "sara_file": SARA_FILE,
+                                                              "dtype": "fp32", "filename_prefix": "loras/pyra_sara"}}}
 
 
 def dfm_save(filename: str = "pyra_hostile_dfm") -> dict:
@@ -123,6 +132,9 @@ REFUSED = [
     ("train-lr-nan", train_adapter, "PyraTrainSparseAdapter", {"learning_rate": NAN}, "learning_rate is nan"),
     ("lora-pickle-code", resize_lora, "PyraResizeLoRA", {"lora_name": CODE_LORA},
      f"{CODE_LORA} holds Python code or objects besides tensors, so it was not loaded"),
+    ("sara-empty", convert_sara, "PyraConvertSaRA", {"sara_file": EMPTY_SARA},
+     f"{EMPTY_SARA} holds a threshold but no trained values"),
+    ("sara-code", convert_sara, "PyraConvertSaRA", {"sara_file": CODE_LORA}, "holds Python code"),
     ("dfm-save-taken", dfm_save, "PyraDFMSave", {"filename": TAKEN_DFM},
      f"dfm/{TAKEN_DFM}.safetensors exists already: choose another filename, or turn overwrite on"),
     ("dfm-save-folder", dfm_save, "PyraDFMSave", {"filename": "../evil"}, "is not a plain file name"),
@@ -133,7 +145,8 @@ REFUSED = [
           ("train", train_adapter, "PyraTrainSparseAdapter", {"steps": 40}),
           ("extract", lora_extract, "PyraExtractLoRA", {}),
           ("resize", resize_lora, "PyraResizeLoRA", {}),
-          ("merge", merge_lora, "PyraMergeLoRA", {}))],
+          ("merge", merge_lora, "PyraMergeLoRA", {}),
+          ("sara", convert_sara, "PyraConvertSaRA", {}))],
 ]
 
 
@@ -149,6 +162,8 @@ def probe_lora(server):
     save_file({f"{prefix}.lora_down.weight": torch.randn(4, 32), f"{prefix}.lora_up.weight": torch.randn(32, 4),
                f"{prefix}.alpha": torch.tensor(4.0)}, str(folder / PROBE_LORA))
     torch.save({f"{prefix}.lora_down.weight": Payload()}, folder / CODE_LORA)
+    torch.save({"threshold": 2e-3, 0: torch.zeros(1)}, folder / SARA_FILE)
+    torch.save({"threshold": 2e-3}, folder / EMPTY_SARA)
     (server.base / "output" / "dfm").mkdir(parents=True, exist_ok=True)
     (server.base / "output" / "dfm" / f"{TAKEN_DFM}.safetensors").write_bytes(b"taken")
     return PROBE_LORA
