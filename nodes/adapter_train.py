@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 from ..core.adapters.lora_file import save_lora
 from . import host_features, lora_host
 from .adapter_training import TrainSettings, train
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .validation import refuse_non_finite, schema_refusal
 
 ADAPTER_TYPES = ("sparse", "householder")
@@ -45,10 +45,10 @@ class PyraTrainSparseAdapter(io.ComfyNode):
                              tooltip="Seed of timesteps, noise, batches and the Householder init."),
                 io.Float.Input("threshold", default=2e-3, min=1e-6, max=1.0, step=1e-4,
                                tooltip="sparse: entries with |w| below this train (SaRA default 2e-3)."),
-                io.Float.Input("lambda_rank", default=5e-4, min=0.0, max=1.0, step=1e-4,
+                io.Float.Input("lambda_rank", **advanced(), default=5e-4, min=0.0, max=1.0, step=1e-4,
                                tooltip="sparse: weight of the nuclear-norm (low-rank) term on one random large "
                                        "matrix per step; 0 turns it off."),
-                io.Float.Input("reselect_at", default=0.5, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("reselect_at", **advanced(), default=0.5, min=0.0, max=1.0, step=0.05,
                                tooltip="sparse: fraction of the steps after which entries that grew past the "
                                        "threshold are frozen (SaRA: 2500 of 5005 steps)."),
                 io.Int.Input("reflections", default=8, min=2, max=256, step=2,

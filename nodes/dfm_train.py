@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 from ..core.dfm.train import TrainConfig
 from . import dfm_model
 from .dfm_training import CORE_MODES, train_dfm
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 
 
 class PyraDFMTrain(io.ComfyNode):
@@ -46,7 +46,7 @@ class PyraDFMTrain(io.ComfyNode):
                                  tooltip="Continue the run saved under save_name (its layers, LoRA, optimizer and "
                                          "step count) instead of starting from the input model's layers. Its "
                                          "core, lora_rank and learning_rate must be the saved run's."),
-                io.Boolean.Input("overwrite", default=False, optional=True,
+                io.Boolean.Input("overwrite", **advanced(), default=False, optional=True,
                                  tooltip="resume off: start a new run over a saved one of this name; off: an "
                                          "existing save_name is refused."),
             ],

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..core.samplers.highres import parse_per_stage, parse_scales
 from .highres_sampling import GUIDANCE_MODES, UPSCALE_METHODS, HighResError, HighResSettings, highres_sample
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .previews import coarse_callback
 from .validation import refuse_non_finite
 
@@ -55,16 +55,16 @@ class PyraDiffuseHigh(io.ComfyNode):
                                tooltip="latent: swap the band on the latent (no VAE work, the default). pixel: "
                                        "decode, swap in pixels, encode, at each guided step (needs the VAE; "
                                        "slower)."),
-                io.Combo.Input("wavelet", options=["db4", "haar"], default="db4",
+                io.Combo.Input("wavelet", **advanced(), options=["db4", "haar"], default="db4",
                                tooltip="The wavelet whose low band is kept. db4 (DiffuseHigh's) is smooth. haar on "
                                        "a 2x stage keeps the base's 2x2 block means exactly during guided steps "
                                        "(pair it with more guided steps, e.g. 10 of 15)."),
-                io.Float.Input("guidance_strength", default=1.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("guidance_strength", **advanced(), default=1.0, min=0.0, max=1.0, step=0.05,
                                tooltip="1 replaces the low band; below 1 blends toward it."),
-                io.Float.Input("sharpen", default=1.0, min=0.0, max=4.0, step=0.05,
+                io.Float.Input("sharpen", **advanced(), default=1.0, min=0.0, max=4.0, step=0.05,
                                tooltip="Unsharp-mask strength on the upscaled reference; counters the blur and "
                                        "grey that plain upscaling leaves (DiffuseHigh: 1.0)."),
-                io.Float.Input("renoise", default=1.0, min=0.5, max=1.5, step=0.01,
+                io.Float.Input("renoise", **advanced(), default=1.0, min=0.5, max=1.5, step=0.01,
                                tooltip="Noise multiplier at the re-noise; slightly above 1 (1.02) adds detail."),
                 io.Combo.Input("upscale_method", options=list(UPSCALE_METHODS), default="latent",
                                tooltip="latent: bicubic on the latent. pixels: decode, bicubic, encode (needs "

@@ -197,3 +197,14 @@ def search_aliases(*aliases: str) -> dict:
 
     fields = getattr(io.Schema, "__dataclass_fields__", {})
     return {"search_aliases": list(aliases)} if "search_aliases" in fields else {}
+
+
+@functools.cache
+def advanced() -> dict:
+    """{"advanced": True} for an io input where this host's inputs take the flag (0.33.0: the frontend folds such
+    inputs into an "advanced inputs" section), else {}: for inputs that most users leave at their default."""
+    import inspect
+
+    from comfy_api.latest import io
+
+    return {"advanced": True} if "advanced" in inspect.signature(io.Float.Input.__init__).parameters else {}

@@ -11,7 +11,7 @@ from ..core.adapters.rank import MODES, RankRule
 from ..core.adapters.resize import MERGE_MODES, merge_loras, resize_lora
 from ..core.adapters.svd import METHODS
 from . import lora_host, memory_budget
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .validation import refuse_non_finite, schema_refusal
 
 MODE_TOOLTIP = (
@@ -85,12 +85,12 @@ class PyraExtractLoRA(io.ComfyNode):
                 io.Int.Input("max_rank", default=256, min=1, max=8192,
                              tooltip="Largest rank any layer may get; singular triplets beyond it are never "
                                      "computed. Layers that hit it are marked * in the report."),
-                io.Combo.Input("method", options=list(METHODS), default="randomized",
+                io.Combo.Input("method", **advanced(), options=list(METHODS), default="randomized",
                                tooltip="randomized: Halko-Martinsson-Tropp SVD with 2 power iterations, much "
                                        "faster on large layers; exact: full SVD (the reference)."),
-                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                io.Combo.Input("device", **advanced(), options=["auto", "cpu"], default="auto",
                                tooltip="Where the SVDs run: auto = the host's compute device (GPU if present)."),
-                io.Boolean.Input("bias_diff", default=True,
+                io.Boolean.Input("bias_diff", **advanced(), default=True,
                                  tooltip="Also store bias and norm differences in full (.diff_b / .diff), as "
                                          "LoraSave's bias_diff does."),
                 *_common_inputs("loras/pyra_extracted_lora"),
@@ -219,9 +219,10 @@ class PyraMergeLoRA(io.ComfyNode):
                 io.Combo.Input("merge", options=list(MERGE_MODES), default="sum",
                                tooltip="sum: exact weighted sum. ties: trim to the largest entries, elect signs, "
                                        "average agreeing entries. dare: randomly keep entries, rescale."),
-                io.Float.Input("density", default=1.0, min=0.01, max=1.0, step=0.01,
+                io.Float.Input("density", **advanced(), default=1.0, min=0.01, max=1.0, step=0.01,
                                tooltip="ties/dare: fraction of each delta's entries kept (sum ignores it)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="dare: the drop pattern's seed."),
+                io.Int.Input("seed", **advanced(), default=0, min=0, max=2**31 - 1,
+                             tooltip="dare: the drop pattern's seed."),
                 *_rule_inputs("energy", 0.999),
                 *_common_inputs("loras/pyra_merged_lora"),
                 _model_check_input(),

@@ -10,7 +10,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..core.samplers.pyramid import parse_ladder
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .previews import coarse_callback
 from .pyramid_sampling import UPSAMPLERS, PyramidGuider, pyramid_sample
 from .validation import refuse_non_finite
@@ -26,13 +26,13 @@ def _ladder_input(default: str = "2:0.4") -> io.String.Input:
 
 
 def _upsample_input() -> io.Combo.Input:
-    return io.Combo.Input("upsample", options=list(UPSAMPLERS), default="bicubic",
+    return io.Combo.Input("upsample", **advanced(), options=list(UPSAMPLERS), default="bicubic",
                           tooltip="How the clean estimate's detail is upsampled at a level change. The coarse "
                                   "part and the noise statistics are exact whatever you choose.")
 
 
 def _graphs_input() -> io.Boolean.Input:
-    return io.Boolean.Input("cuda_graphs", default=True, optional=True,
+    return io.Boolean.Input("cuda_graphs", **advanced(), default=True, optional=True,
                             tooltip="Replay the model from CUDA graphs in the low-resolution stages, where a "
                                     "forward is bound by kernel launches (same result, faster). Runs eagerly "
                                     "where a graph cannot (CPU, low VRAM, attention patches). The graphs (and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import multigpu_guard
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .sparse_attention_hooks import FAMILIES, SparseSettings, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -33,18 +33,18 @@ class PyraSparseAttention(io.ComfyNode):
                 io.Float.Input("keep_ratio", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="If above 0, keep exactly this fraction of key blocks per query block "
                                        "instead of using keep_mass (0.2 = 80% block sparsity)."),
-                io.Combo.Input("block_size", options=["128", "64"], default="128",
+                io.Combo.Input("block_size", **advanced(), options=["128", "64"], default="128",
                                tooltip="Tokens per block of the mask; 128 suits FlexAttention on the GPU."),
                 io.Float.Input("start_percent", default=0.2, min=0.0, max=1.0, step=0.01,
                                tooltip="Attention stays dense before this fraction of the schedule (the early "
                                        "steps set the layout)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Attention is dense again after this fraction of the schedule."),
-                io.Int.Input("text_tokens", default=-1, min=-1, max=4096,
+                io.Int.Input("text_tokens", **advanced(), default=-1, min=-1, max=4096,
                              tooltip="Leading text tokens always kept (SD3, Flux joint attention); -1 takes "
                                      "the conditioning's token count, 0 keeps none. Wan's self-attention "
                                      "has no text tokens."),
-                io.Boolean.Input("fastest_dense_backend", default=True,
+                io.Boolean.Input("fastest_dense_backend", **advanced(), default=True,
                                  tooltip="Run dense attention (outside the window, cross-attention) on the "
                                          "fastest SDPA backend on CUDA: cuDNN, then flash. Exact."),
             ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core.sparse import FILTERS
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .sparsify_apply import backend_note, format_report, sparsify_model
 
 
@@ -39,13 +39,13 @@ class PyraSparsify(io.ComfyNode):
                                tooltip="Which 2 of every 4 weights to keep: largest magnitude, or Wanda (magnitude "
                                        "times the input channel's activation norm, calibrated on the first sampling "
                                        "steps of your own prompt; measured closer to the dense model)."),
-                io.Int.Input("calibration_steps", default=2, min=1, max=100,
+                io.Int.Input("calibration_steps", **advanced(), default=2, min=1, max=100,
                              tooltip="Wanda only: how many steps of the first sampling run stay dense while the "
                                      "activation norms are recorded; the rest of that run and later runs are sparse."),
                 io.Int.Input("lowrank_rank", default=0, min=0, max=1024,
                              tooltip="Rank of the correction of the pruning residual (truncated SVD); 0 = none. "
                                      "Higher is closer to the dense model and slower."),
-                io.Int.Input("speed_check_tokens", default=4096, min=0, max=1_000_000,
+                io.Int.Input("speed_check_tokens", **advanced(), default=4096, min=0, max=1_000_000,
                              tooltip="On a GPU, time each layer dense vs sparse at this many tokens (e.g. 4096 + "
                                      "512 for Flux at 1024x1024) and keep it dense where sparse is not faster or "
                                      "has no kernel; 0 skips the check (every selected layer is pruned)."),

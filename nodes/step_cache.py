@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..core.cache import PRESETS
 from . import multigpu_guard
-from .host_features import search_aliases
+from .host_features import advanced, search_aliases
 from .step_cache_hooks import StepCacheError, detect_family, install
 from .validation import refuse_empty_window, refuse_non_finite
 
@@ -44,19 +44,19 @@ class PyraStepCache(io.ComfyNode):
                 io.Float.Input("end_percent", default=0.95, min=0.0, max=1.0, step=0.01,
                                tooltip="No reuse after this fraction of the schedule (the last steps set fine "
                                        "detail)."),
-                io.Boolean.Input("cache_on_cpu", default=False,
+                io.Boolean.Input("cache_on_cpu", **advanced(), default=False,
                                  tooltip="Keep the cached features in CPU memory: less GPU memory, a copy per "
                                          "step."),
-                io.Int.Input("max_reused_in_a_row", default=0, min=0, max=100, optional=True,
+                io.Int.Input("max_reused_in_a_row", **advanced(), default=0, min=0, max=100, optional=True,
                              tooltip="At most this many consecutive reused steps, then a full one (0: no "
                                      "limit). A guard for models whose early feature barely moves while the "
                                      "output does."),
-                io.Boolean.Input("extrapolate", default=False, optional=True,
+                io.Boolean.Input("extrapolate", **advanced(), default=False, optional=True,
                                  tooltip="On a reused step, extend the cached features along the line through "
                                          "their last two computed values (first order in sigma) instead of "
                                          "repeating the last ones: closer to the uncached result when features "
                                          "drift steadily, at the same number of reused steps."),
-                io.Int.Input("unet_shallow_blocks", default=-1, min=-1, max=12, optional=True,
+                io.Int.Input("unet_shallow_blocks", **advanced(), default=-1, min=-1, max=12, optional=True,
                              tooltip="SD1.5/SDXL: input blocks still computed on a reused step (their output "
                                      "blocks too). -1 uses the preset (2: the input convolution and the first "
                                      "ResBlock), 0 everything above the first downsampling (Step Rehash's split: "

@@ -101,6 +101,18 @@ def test_the_node_search_finds_pyra_by_the_words_users_type(server):
     assert not info["PyraPyramidSampler"].get("experimental")
 
 
+def test_rarely_changed_inputs_are_marked_advanced(server):
+    """Where the host's inputs take the flag (0.33.0) the frontend folds them into its advanced section."""
+    from harness import comfyui_dir
+
+    inputs = server.get("/object_info/PyraDiffuseHigh")["PyraDiffuseHigh"]["input"]["required"]
+    flags = {name: spec[1].get("advanced", False) for name, spec in inputs.items() if len(spec) > 1}
+    if "advanced: bool=None" in (comfyui_dir() / "comfy_api" / "latest" / "_io.py").read_text():
+        assert flags["sharpen"] and flags["wavelet"] and not flags["steps"] and not flags["scales"], flags
+    else:
+        assert not any(flags.values()), flags
+
+
 def test_analytic_textures_with_progress_and_previews(server):
     ws = WsListener(server)
     try:
