@@ -89,6 +89,11 @@ def test_the_help_panel_finds_each_nodes_page(server):
         assert page == (REPO / "web" / "docs" / f"{node}.md").read_text()
 
 
+def test_the_chinese_locale_reaches_the_frontend(server):
+    translations = server.get("/i18n")
+    assert translations["zh"]["nodeDefs"]["PyraStepCache"]["display_name"] == "步骤缓存 (Pyra)"
+
+
 def test_the_node_search_finds_pyra_by_the_words_users_type(server):
     """Search aliases reach the frontend on hosts whose schema has them (0.33.0); experimental nodes say so."""
     from harness import comfyui_dir
