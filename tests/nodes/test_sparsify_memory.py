@@ -24,6 +24,14 @@ def gpu_env(gpu_host):
     return tuple(gpu_host(name) for name in MODULES)
 
 
+@pytest.fixture
+def on_the_kernel(gpu_env, monkeypatch):
+    """Every layer on cuSPARSELt: these small test layers are ones where the dense matmul is faster, so the node
+    would keep them dense. The GPU tests here check the kernel path's memory and results; the choice itself is
+    tested in tests/kernels/test_sparse24_linear.py."""
+    monkeypatch.setattr(gpu_env[1], "dense_is_faster", lambda *args, **kwargs: False)
+
+
 def materialised_weights():
     """The pack's host_features.materialised_weights, from the package the fixture loaded (dynamic VRAM, the GPU
     default of 0.16+, builds comfy.ops layers without weights)."""
@@ -139,7 +147,7 @@ def test_replaced_base_linears_go_to_the_offload_device_on_load(env):
 
 
 @pytest.mark.gpu
-def test_gpu_steady_state_holds_only_the_compressed_weights(gpu_env):
+def test_gpu_steady_state_holds_only_the_compressed_weights(gpu_env, on_the_kernel):
     """Four 4096x4096 bf16 layers: after the first call the GPU holds the compressed weights, biases and the
     plans' workspaces; before this fix it held the dense 2:4 weight and a bool mask too (3x the compressed)."""
     torch.cuda.empty_cache()
@@ -168,7 +176,7 @@ def test_gpu_steady_state_holds_only_the_compressed_weights(gpu_env):
 
 
 @pytest.mark.gpu
-def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(gpu_env):
+def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(gpu_env, on_the_kernel):
     mod, sparse, mask = sparse_layer(gpu_env, linear(1024, 2048, torch.bfloat16))
     mod.to("cuda")
     x = torch.randn(333, 2048, device="cuda", dtype=torch.bfloat16)  # ragged: padded onto the fast op
@@ -186,7 +194,7 @@ def test_gpu_outputs_and_a_patched_weight_match_the_masked_reference(gpu_env):
 
 
 @pytest.mark.gpu
-def test_gpu_input_with_the_weight_left_on_the_offload_device_runs_the_fast_op(gpu_env):
+def test_gpu_input_with_the_weight_left_on_the_offload_device_runs_the_fast_op(gpu_env, on_the_kernel):
     """A model the host counts as loaded does not move modules swapped in later: their weight stays on the
     offload device, and the op is still built (and kept) on the input's GPU."""
     mod, sparse, _ = sparse_layer(gpu_env, linear(1024, 2048, torch.bfloat16))
@@ -202,7 +210,7 @@ def test_gpu_input_with_the_weight_left_on_the_offload_device_runs_the_fast_op(g
 
 
 @pytest.mark.gpu
-def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env, gpu_host):
+def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env, on_the_kernel, gpu_host):
     """Dynamic VRAM (0.16+: ModelPatcherDynamic, the host's default on NVIDIA) sets comfy_cast_weights on every
     module. The sparsified layers must still run cuSPARSELt, built from the weight as the host casts it (with a
     stock LoRA's delta, masked), and leave the stored weight on the offload device."""
@@ -245,4 +253,6 @@ def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env,
     mod(x)
     assert mod._op is op, "one compressed op per load"
     with_lora.detach(unpatch_all=False)
-    assert mod._op is None, "detaching a dynamic-VRAM model drops its compressed weights"
+    assert mod._op is op, "the detach load_models_gpu makes before every load keeps the compressed weights"
+    with_lora.detach(unpatch_all=True)
+    assert mod._op is None, "an unload (detach with unpatch_all) drops the compressed weights"
