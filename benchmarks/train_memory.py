@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from _host import write_report
+
 CASES = {"sparse_threshold_1.0": ("sparse", 1.0, 2), "householder_256": ("householder", 5e-3, 256)}
 
 
@@ -79,9 +81,7 @@ def main() -> int:
         run = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True, check=True)
         out["cases"][case] = json.loads(run.stdout.strip().splitlines()[-1])
         print(case, json.dumps(out["cases"][case]), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-        args.json.with_suffix(".md").write_text(markdown(out))
+    write_report(args.json, out, markdown(out))
     return 0
 
 

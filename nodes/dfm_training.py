@@ -100,9 +100,8 @@ def check_resume(path: Path, levels: int, config: TrainConfig) -> None:
                                  "the saved level count")
     saved = {"core": meta.get("core"), "lora_rank": meta.get("rank"), "learning_rate": meta.get("learning_rate")}
     given = {"core": config.core, "lora_rank": config.rank, "learning_rate": config.lr}
-    if config.core != "lora":
-        saved.pop("lora_rank"), given.pop("lora_rank")
-    changed = [f"{k} {given[k]} (saved: {saved[k]})" for k in given if saved[k] is not None and saved[k] != given[k]]
+    checked = [k for k in given if saved[k] is not None and (k != "lora_rank" or config.core == "lora")]
+    changed = [f"{k} {given[k]} (saved: {saved[k]})" for k in checked if saved[k] != given[k]]
     if changed:
         raise dfm_model.DFMError(f"resume changes the settings of the run saved as {path.name}: {', '.join(changed)}. "
                                  "Resume with the saved values, or turn resume off to start a new run")
@@ -133,7 +132,8 @@ def _resume(path: Path, layers, arch, config: TrainConfig):
         raise dfm_model.DFMError(f"{path.name} was trained with core mode {meta.get('core')!r}: resume with the same")
     lora = None
     if lora_sd:
-        lora = CoreLoRA(arch.dit, config.rank, scopes=arch.lora_scopes, seed=config.seed)
+        rank = next(v for k, v in lora_sd.items() if k.endswith(".lora_down.weight")).shape[0]  # = config.rank
+        lora = CoreLoRA(arch.dit, rank, scopes=arch.lora_scopes, seed=config.seed)
         lora.load_host_tensors(lora_sd)
     return lora, load_optimizer(optimizer_path(path))
 
@@ -198,9 +198,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
         lora_tensors = trainer.lora.host_tensors() if trainer.lora is not None else None
         trained = copy.deepcopy(layers).float().cpu().requires_grad_(False)
         result.model = dfm_model.make_dfm_model(model, trained, lora_tensors)
-        dfm_model.save(result.model, path, lora_tensors,
-                       {"step": trainer.step_count, "core": config.core, "rank": config.rank,
-                                                        "learning_rate": config.lr})
+        settings = {"step": trainer.step_count, "core": config.core, "rank": config.rank, "learning_rate": config.lr}
+        dfm_model.save(result.model, path, lora_tensors, settings)
         save_optimizer(optimizer_path(Path(path)), trainer.optimizer, trainer.step_count)
     result.seconds = time.perf_counter() - start
     return result
