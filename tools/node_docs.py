@@ -23,36 +23,41 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 FIGURES = {  # node id -> measured figures, each with its result file (H200 unless it says otherwise)
     "PyraPyramidSampler": [
-        "Flux-size DiT at 2048x2048, ladder `4:0.35, 2:0.25`: 2.10x faster than direct sampling on ComfyUI 0.33.0 "
-        "(`benchmarks/results/progressive-h200-comfy0330.json`).",
+        "Flux-size DiT with random weights at 2048x2048, ladder `4:0.35, 2:0.25`: 2.10x faster than direct "
+        "sampling on ComfyUI 0.33.0 (`benchmarks/results/progressive-h200-comfy0330.json`).",
     ],
     "PyraPyramidGuider": [
-        "The same sampling as PyraPyramidSampler: 2.10x at Flux size 2048x2048 "
+        "The same sampling as PyraPyramidSampler: 2.10x on a random-weight Flux-size DiT at 2048x2048 "
         "(`benchmarks/results/progressive-h200-comfy0330.json`).",
     ],
     "PyraExactVAEDecode": [
-        "SDXL VAE at 2048x2048, 16-row bands: 0.21x the peak memory of the full decode at 1.13x its time, and "
-        "the same pixels within bf16 rounding (`benchmarks/results/decode-h200-comfy0330.md`).",
+        "Real-size SDXL VAE with random weights at 2048x2048, 16-row bands: 0.21x the peak memory of the full "
+        "decode at 1.13x its time, and the same pixels within bf16 rounding "
+        "(`benchmarks/results/decode-h200-comfy0330.md`).",
     ],
     "PyraSparsify": [
-        "Flux-size DiT at 1024x1024 on ComfyUI 0.33.0 (dynamic VRAM): one sampling step 1.13x faster than dense, "
-        "device memory 0.84 of the dense model's (`benchmarks/results/sparse24-h200-comfy0330.md`).",
+        "Flux-size DiT with random weights at 1024x1024 on ComfyUI 0.33.0 (dynamic VRAM): one sampling step 1.13x"
+        " faster than dense, device memory 0.84 of the dense model's "
+        "(`benchmarks/results/sparse24-h200-comfy0330.md`).",
     ],
     "PyraStepCache": [
-        "SDXL: 2.06x at the host EasyCache's deviation, where EasyCache gives 1.59x "
-        "(`benchmarks/results/step-cache-sdxl-h200-comfy0330.json`).",
+        "Real-size SDXL UNet with random weights: 2.06x at the host EasyCache's deviation, where EasyCache gives "
+        "1.59x (`benchmarks/results/step-cache-sdxl-h200-comfy0330.json`).",
     ],
     "PyraSparseAttention": [
-        "Attention alone against cuDNN, 24 heads: 32,760 tokens 3.37x at 80% block sparsity, 5.56x at 90%; "
-        "75,600 tokens 3.58x and 7.04x (`benchmarks/results/sparse-attention-h200-comfy0330-75k.md`).",
+        "Attention alone against cuDNN, 24 heads, synthetic structured q/k, ComfyUI 0.33.0's device: 32,760 "
+        "tokens 3.37x at 80% block sparsity and 5.56x at 90% "
+        "(`benchmarks/results/sparse-attention-h200-comfy0330-partial.log`); 75,600 tokens 3.58x and 7.04x "
+        "(`benchmarks/results/sparse-attention-h200-comfy0330-75k.md`).",
     ],
     "PyraTrainSparseAdapter": [
         "Its memory estimate against the measured peak at the schema's maxima on the demo SD1.5 (CPU): 1.01x for "
         "sparse, 0.61x for householder (`benchmarks/results/train-memory-cpu.md`).",
     ],
     "PyraDFMTrain": [
-        "Flux-size model at 1024x1024, 2 levels, rank-16 core LoRA, gradient checkpointing: 0.81 s a step at "
-        "26.3 GiB peak on ComfyUI 0.33.0 (`benchmarks/results/dfm-flux-train-h200-comfy0330.json`).",
+        "Flux-size model with random weights at 1024x1024, 2 levels, rank-16 core LoRA, gradient checkpointing: "
+        "0.81 s a step at 26.3 GiB peak on ComfyUI 0.33.0 (`benchmarks/results/dfm-flux-"
+        "train-h200-comfy0330.json`).",
     ],
 }
 
