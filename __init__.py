@@ -10,7 +10,7 @@ WEB_DIRECTORY = "./web"  # the node help pages (web/docs/<NodeId>.md, written by
 
 
 async def comfy_entrypoint():
-    from .nodes import PyraExtension, register_adapter_types
+    from .nodes import PyraExtension, register_with_host
 
-    register_adapter_types()  # here, not at import: every host calls the entrypoint (0.33.0 alone calls on_load)
+    register_with_host()  # here, not at import: every host calls the entrypoint (0.33.0 alone calls on_load)
     return PyraExtension()

@@ -81,7 +81,7 @@ def host_info() -> dict:
 
 
 def pack_module(dotted: str) -> types.ModuleType:
-    """`pack_module("nodes.pyramid_sampling")` without running the pack's or nodes/ __init__."""
+    """`pack_module("host.pyramid")` without running the pack's or nodes/ __init__."""
     for name, path in (("pyra_pack", REPO), ("pyra_pack.nodes", REPO / "nodes")):
         pkg = types.ModuleType(name)
         pkg.__path__ = [str(path)]

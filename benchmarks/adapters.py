@@ -49,7 +49,7 @@ def layer_shapes(family: str) -> collections.Counter:
 
     cls, cfg = FAMILIES[family]
     if cls == "Flux":
-        cfg = pack_module("nodes.host_features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
+        cfg = pack_module("host.features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
     mc = getattr(sm, cls)(dict(cfg))
     mc.set_inference_dtype(torch.float16, None)
     model = mc.get_model({}, device=torch.device("meta"))

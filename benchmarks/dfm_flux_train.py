@@ -36,7 +36,7 @@ def main() -> None:
     import_host(cpu=device.type == "cpu")
     arch_mod, network, train = (pack_module(f"core.dfm.{m}") for m in ("arch", "network", "train"))
     if args.tiny:
-        demo = pack_module("nodes.demo_models")
+        demo = pack_module("host.demo_models")
         patcher = demo.build_tiny_model("flux")
         args.size, args.steps, args.warmup, args.rank = 256, 2, 1, 4
         tokens, ctx_dim = 8, 4096
@@ -51,7 +51,7 @@ def main() -> None:
     cfg = train.TrainConfig(levels=2, lr=1e-4, core="lora", rank=args.rank, bf16=device.type == "cuda",
                             checkpointing=not args.no_checkpointing)
     trainer = train.DFMTrainer(arch, layers, cfg, patcher.model.model_sampling.timestep,  # as PyraDFMTrain does
-                               autograd_context=pack_module("nodes.training_rope").differentiable_rope)
+                               autograd_context=pack_module("host.rope").differentiable_rope)
     g = torch.Generator().manual_seed(0)
     latent = args.size // 8
     x = torch.randn(args.batch, 16, latent, latent, generator=g).to(device)

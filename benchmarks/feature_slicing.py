@@ -7,7 +7,7 @@
 A Wan 2.1 model with one transformer block at the 14B sizes (dim 5120, FFN 13824, 40 heads), random bf16
 weights, built from the host's class; a 720p 81-frame latent (21 x 90 x 160, 75,600 tokens after the 1x2x2
 patch). One forward (no CFG) through the host's apply_model with and without PyraFeatureSlicing (its Wan blocks
-get Operator Grouping, core/wan_grouping.py, whose docstring has the paper estimate: 0.49 at 4096-token slices):
+get Operator Grouping, core/slicing/wan_grouping.py, whose docstring has the paper estimate: 0.49 at 4096-token slices):
 peak of torch.cuda.max_memory_allocated above the weights, median time of --repeats, and the max abs difference.
 Imports nothing from comfy_api (the device has no `av`).
 """
@@ -100,7 +100,7 @@ def main() -> int:
     args = parser.parse_args()
     import_host(cpu=args.tiny)
 
-    slicing = pack_module("nodes.feature_slicing_apply")
+    slicing = pack_module("host.feature_slicing")
     cuda = not args.tiny
     device, dtype, x, t, context, tokens = wan_inputs(args.tiny, args.latent)
     slice_tokens = 16 if args.tiny else args.slice_tokens

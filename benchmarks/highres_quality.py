@@ -31,7 +31,7 @@ STEPS, SAMPLER = 15, "dpmpp_2m"
 
 
 def setup(shift: float):
-    analytic = pack_module("nodes.analytic")
+    analytic = pack_module("host.analytic")
     prior = analytic.NaturalImagePrior()
     patcher = analytic.analytic_model_patcher(prior, "flow")
     patcher.get_model_object("model_sampling").set_parameters(shift=shift)
@@ -50,7 +50,7 @@ def measure(core, prior, out: torch.Tensor, base: torch.Tensor) -> dict:
 def run(samples: int, size: int, seed: int) -> dict:
     import comfy.samplers
 
-    highres = pack_module("nodes.highres_sampling")
+    highres = pack_module("host.highres")
     core = pack_module("core.analytic")
     prior, patcher = setup(3.0)
     cond = [[torch.zeros(1, 1, 8), {}]]

@@ -49,7 +49,7 @@ def main() -> int:
     import comfy.utils
     import torch
 
-    highres = pack_module("nodes.highres_sampling")
+    highres = pack_module("host.highres")
     device = torch.device("cuda")
     patcher, cond, cfg, _, channels = build("sdxl", device)
     vae = build_vae()

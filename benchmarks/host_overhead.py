@@ -31,7 +31,7 @@ def main() -> int:
     import comfy.samplers
     import torch
 
-    patcher = pack_module("nodes.demo_models").build_tiny_model("sdxl").clone()
+    patcher = pack_module("host.demo_models").build_tiny_model("sdxl").clone()
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "null",
                                  lambda executor, x, *a, **k: torch.zeros_like(x))
     g = torch.Generator().manual_seed(0)

@@ -31,7 +31,7 @@ def main() -> int:
     import comfy.utils
     import latent_preview
 
-    previews = pack_module("nodes.previews")
+    previews = pack_module("host.previews")
     taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
     path = comfyui_dir() / "models" / "vae" / "pyra-demo-taesd.safetensors"
     taesd.load_state_dict(comfy.utils.load_torch_file(str(path)), strict=False)

@@ -28,7 +28,7 @@ N_BANDS = 8
 def setup(shift: float):
     import comfy.samplers
 
-    analytic = pack_module("nodes.analytic")
+    analytic = pack_module("host.analytic")
     prior = analytic.NaturalImagePrior()
     patcher = analytic.analytic_model_patcher(prior, "flow")
     patcher.get_model_object("model_sampling").set_parameters(shift=shift)
@@ -63,7 +63,7 @@ def run(args) -> dict:
     import comfy.samplers
 
     core = pack_module("core.analytic")
-    pyr, pyr_sampling = pack_module("core.samplers.pyramid"), pack_module("nodes.pyramid_sampling")
+    pyr, pyr_sampling = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     prior, patcher, guider = setup(args.shift)
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", args.steps).cpu()
     noise = torch.randn(args.samples, 3, args.size, args.size, generator=torch.Generator().manual_seed(args.seed))

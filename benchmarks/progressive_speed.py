@@ -9,7 +9,7 @@ level makes at its end) and the measured one (median wall time of whole `guider.
 full resolution vs pyramid, same sampler, schedule and noise). Weights are random: speed does not depend
 on their values. The pyramid runs with its low-resolution stages replayed from CUDA graphs (the default) and
 eagerly (`cuda_graphs=False`), with the relative difference of the two results. Graphs are kept across
-runs (nodes/cuda_graph_store.py), so the timed pyramid runs replay them; `{ladder}_first` times the run that
+runs (kernels/cuda_graphs/store.py), so the timed pyramid runs replay them; `{ladder}_first` times the run that
 captures them (after releasing kept graphs; the once-per-process warm-up was paid before).
 
 `--timeline` adds, per model, synchronised timelines (benchmarks/pyramid_timeline.py) of one direct run and
@@ -74,10 +74,10 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False):
 
     cls, cfg = {"flux": (sm.Flux, FLUX), "sdxl": (sm.SDXL, SDXL)}[family]
     if family == "flux":
-        cfg = pack_module("nodes.host_features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
+        cfg = pack_module("host.features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
     mc = cls(dict(cfg))
     mc.set_inference_dtype(torch.bfloat16, None)
-    with pack_module("nodes.host_features").materialised_weights():  # dynamic VRAM builds layers empty
+    with pack_module("host.features").materialised_weights():  # dynamic VRAM builds layers empty
         model = mc.get_model({}, device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -141,7 +141,7 @@ def timelines(guider, direct, pyramid_b, family: str, size: int) -> dict:
     """Synchronised timelines: direct, ladder b first graphed run, replaying kept graphs, after releasing them."""
     from pyramid_timeline import traced
 
-    graphs, graph_store = pack_module("nodes.cuda_graphs"), pack_module("nodes.cuda_graph_store")
+    graphs, graph_store = pack_module("host.cuda_graphs"), pack_module("kernels.cuda_graphs.store")
     out = {}
     for name, run in (("direct", direct), ("b first graphed run", pyramid_b), ("b kept graphs", pyramid_b),
                       ("b after release", pyramid_b)):
@@ -158,7 +158,7 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
     import comfy.samplers
     import torch
 
-    graph_store = pack_module("nodes.cuda_graph_store")
+    graph_store = pack_module("kernels.cuda_graphs.store")
     device = torch.device("cuda")
     patcher, cond, cfg, scheduler, channels = build(family, device)
     guider = comfy.samplers.CFGGuider(patcher)
@@ -261,7 +261,7 @@ def main() -> int:
     import_host()
     import torch
 
-    pyr_sampling, pyr = pack_module("nodes.pyramid_sampling"), pack_module("core.samplers.pyramid")
+    pyr_sampling, pyr = pack_module("host.pyramid"), pack_module("core.samplers.pyramid")
     out = {"device": device_info(), "command": " ".join(sys.argv), "results": {}}
     for family in args.models.split(","):
         res = bench_model(family, args, pyr_sampling, pyr)

@@ -4,7 +4,7 @@
 
 For every family with stored searched schedules (sd15, sdxl: eps with the SD discrete schedule; sd3: flow,
 shift 3; flux: ModelSamplingFlux at 1024²; wan21: flow, shift 8), sampler (euler, dpmpp_2m) and stored step
-count, the HOST's own sampler runs the analytic model (a real MODEL in the host, nodes/analytic.py) through
+count, the HOST's own sampler runs the analytic model (a real MODEL in the host, nodes/demo.py) through
 CFGGuider.sample with the sigmas of: the host's schedulers normal, simple, karras, beta (calculate_sigmas),
 AlignYourSteps (the host node's values; SD1 / SDXL only) and ours (PyraSearchedSigmas' mapping). The noise
 uses a held-out seed (the search used seed 0). Error: mean over the 3 opponent channels and 8 radial bands
@@ -55,7 +55,7 @@ def schedules(patcher, family, sampler: str, steps: int) -> dict[str, torch.Tens
     out = {name: comfy.samplers.calculate_sigmas(ms, name, steps).cpu() for name in SCHEDULERS}
     if family.name in AYS:
         out["ays"] = AlignYourStepsScheduler.execute(AYS[family.name], steps, 1.0)[0]
-    out["searched"] = pack_module("nodes.schedules").searched_sigmas(patcher, family.name, sampler, steps, 1.0)
+    out["searched"] = pack_module("host.schedules").searched_sigmas(patcher, family.name, sampler, steps, 1.0)
     return out
 
 
@@ -68,7 +68,7 @@ def errors(core, prior, samples, truth) -> dict[str, float]:
 def run_family(args, family, store) -> dict:
     import comfy.samplers
 
-    core, analytic = pack_module("core.analytic"), pack_module("nodes.analytic")
+    core, analytic = pack_module("core.analytic"), pack_module("host.analytic")
     prior, patcher = family_model(analytic, family)
     guider = comfy.samplers.CFGGuider(patcher)
     cond = [[torch.zeros(1, 1, 8), {}]]

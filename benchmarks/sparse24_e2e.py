@@ -71,7 +71,7 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude", long_ste
     import torch
     from progressive_speed import build
 
-    sparsify = pack_module("nodes.sparsify_apply")
+    sparsify = pack_module("host.sparsify")
     k24 = pack_module("kernels.sparse24_linear")
     # offload to the CPU, as a user's host does: unloading then really frees the GPU
     used = {"before": device_used()}
@@ -140,7 +140,7 @@ def run_e2e(side: int = 1024, steps: int = 4, score: str = "magnitude", long_ste
 def all_on_kernel(patcher, mods: list, cond, side: int, steps: int, long_steps: int) -> tuple[float, float]:
     """marginal_step_seconds with every layer on the 2:4 kernel (no dense choice); the ops are rebuilt before and
     after, so the caller's model is left as it was."""
-    sparse_linear = pack_module("nodes.sparse_linear")
+    sparse_linear = pack_module("host.sparse_linear")
     choose = sparse_linear.dense_is_faster
     for m in mods:
         m.invalidate()

@@ -19,7 +19,7 @@ First, the kernel alone on a few kernel_options variants (32k tokens, 80 % spars
 configurations of the earlier sweep, and TMA with ROWS_GUARANTEED_SAFE, which holds here: every query block
 keeps its diagonal block, so no query row is fully masked; TMA with 128x128 tiles; TMA with PRESCALE_QK); the
 cases then run with the fastest, which is the
-one to set as core/attention/block_sparse.py KERNEL_OPTIONS. Medians of CUDA-event timings after warm-up.
+one to set as kernels/block_sparse_attention/flex.py KERNEL_OPTIONS. Medians of CUDA-event timings after warm-up.
 benchmarks/summaries.py gathers the headline keys with the other issue-7 figures.
 """
 
@@ -84,18 +84,18 @@ KERNEL_VARIANTS = {  # name: flex_attention kernel_options; the first two were t
 }
 
 
-def sweep_kernels(attn, sparse_mod, n: int, sparsity: float) -> dict:
+def sweep_kernels(attn, bsa, n: int, sparsity: float) -> dict:
     """Kernel-alone ms per kernel_options variant on one predicted mask (a failed compile is recorded)."""
     import torch
 
     q, k, v = structured_qkv(n)
     plan = attn.predict_block_plan(q, k, BLOCK, keep_ratio=1.0 - sparsity)
-    flex_mask = sparse_mod.plan_to_flex_block_mask(plan, n, n)
-    ref = sparse_mod.SparseAttentionBackend(None).kernel(q)(q, k, v, flex_mask)
+    flex_mask = bsa.plan_to_flex_block_mask(plan, n, n)
+    ref = bsa.SparseAttentionBackend(None).kernel(q)(q, k, v, flex_mask)
     times = {}
     for name, options in KERNEL_VARIANTS.items():
         try:
-            kernel = sparse_mod.SparseAttentionBackend(options).kernel(q)
+            kernel = bsa.SparseAttentionBackend(options).kernel(q)
             err = ((kernel(q, k, v, flex_mask).float() - ref.float()).norm() / ref.float().norm()).item()
             times[name] = {"ms": median_ms(lambda kernel=kernel: kernel(q, k, v, flex_mask)), "diff_vs_default": err}
         except Exception as exc:  # a variant the compiler rejects is a result of the sweep
@@ -114,14 +114,14 @@ def bench_dense(n: int) -> dict:
     return row
 
 
-def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None, dense_row: dict) -> dict:
+def bench_case(attn, bsa, n: int, sparsity: float, options: dict | None, dense_row: dict) -> dict:
     import torch
 
     torch.cuda.empty_cache()  # the previous case's tensors are gone with its frame
     q, k, v = structured_qkv(n)
     row = {"tokens": n, "target_sparsity": sparsity} | dense_row
     ref = dense("cudnn")(q, k, v)
-    backend = sparse_mod.SparseAttentionBackend(options)
+    backend = bsa.SparseAttentionBackend(options)
     keep = 1.0 - sparsity
 
     def predict(compiled):
@@ -143,12 +143,12 @@ def bench_case(attn, sparse_mod, n: int, sparsity: float, options: dict | None, 
     row["predict_eager_ms"] = median_ms(lambda: predict(False))
     row["predict_compiled_ms"] = median_ms(lambda: predict(True))
     mask = plan.mask.expand(1, HEADS, -1, -1)
-    row["build_ref_ms"] = median_ms(lambda: sparse_mod.to_flex_block_mask(mask, BLOCK, n, n))
-    row["build_plan_ms"] = median_ms(lambda: sparse_mod.plan_to_flex_block_mask(plan, n, n))
-    kernel, flex_mask = backend.kernel(q), sparse_mod.plan_to_flex_block_mask(plan, n, n)
+    row["build_ref_ms"] = median_ms(lambda: bsa.to_flex_block_mask(mask, BLOCK, n, n))
+    row["build_plan_ms"] = median_ms(lambda: bsa.plan_to_flex_block_mask(plan, n, n))
+    kernel, flex_mask = backend.kernel(q), bsa.plan_to_flex_block_mask(plan, n, n)
     row["kernel_ms"] = median_ms(lambda: kernel(q, k, v, flex_mask))
     row["kernel_queued_ms"] = queued_ms(lambda: kernel(q, k, v, flex_mask))
-    ascending = sparse_mod.to_flex_block_mask(mask, BLOCK, n, n)  # same blocks, listed in index order
+    ascending = bsa.to_flex_block_mask(mask, BLOCK, n, n)  # same blocks, listed in index order
     row["kernel_ascending_queued_ms"] = queued_ms(lambda: kernel(q, k, v, ascending))
     compiled = row["predict_compiled_ms"] < row["predict_eager_ms"]
     row["predictor"] = "compiled" if compiled else "eager"
@@ -212,12 +212,12 @@ def main() -> int:
                         help="use this kernel variant and skip the sweep (the node's is tma_m128n128s2w8)")
     args = parser.parse_args()
     wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
-    attn, sparse_mod = pack_module("core.attention"), pack_module("core.attention.block_sparse")
+    attn, bsa = pack_module("core.attention"), pack_module("kernels.block_sparse_attention")
     out = {"device": device_info(), "command": " ".join(["python3", *sys.argv]), "cases": {}}
     if args.kernel:
         best = args.kernel
     else:
-        out["kernel_variants_32k_s80"] = sweep = sweep_kernels(attn, sparse_mod, TOKENS["32k"], SPARSITY["s80"])
+        out["kernel_variants_32k_s80"] = sweep = sweep_kernels(attn, bsa, TOKENS["32k"], SPARSITY["s80"])
         best = min((name for name in sweep if "ms" in sweep[name]), key=lambda name: sweep[name]["ms"])
     out["kernel_config"] = {"name": best, "kernel_options": KERNEL_VARIANTS[best]}
     for tkey, n in TOKENS.items():
@@ -227,7 +227,7 @@ def main() -> int:
         dense_row = bench_dense(n)
         for skey in skeys:
             s = SPARSITY[skey]
-            row = bench_case(attn, sparse_mod, n, s, KERNEL_VARIANTS[best], dense_row)
+            row = bench_case(attn, bsa, n, s, KERNEL_VARIANTS[best], dense_row)
             out["cases"][f"{tkey}_{skey}"] = row
             print(f"{tkey}_{skey}", json.dumps(row), flush=True)
     out["headline"] = headline(out["cases"])

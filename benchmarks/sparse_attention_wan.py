@@ -40,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     import_host(cpu=args.tiny)
 
-    hooks = pack_module("nodes.sparse_attention_hooks")
+    hooks = pack_module("host.sparse_attention")
     cuda = not args.tiny
     device, dtype, x, t, context, tokens = wan_inputs(args.tiny, args.latent)
     block = 16 if args.tiny else 128

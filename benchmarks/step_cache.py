@@ -52,7 +52,7 @@ def _sync(device):
 
 
 def build_cpu(family: str):
-    demo, cond = pack_module("nodes.demo_models"), pack_module("nodes.demo_conditioning")
+    demo, cond = pack_module("host.demo_models"), pack_module("host.demo_models")
     channels, side, overrides = CPU_MODELS[family]
     demo.TINY_CONFIGS[family] = {**demo.TINY_CONFIGS[family], **overrides}
     shape = (1, channels, 1, side, side) if family == "wan21" else (1, channels, side, side)
@@ -208,7 +208,7 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
     over all settings instead of favouring the ones timed in a fast spell); see score_rounds."""
     import comfy.model_management
 
-    hooks = pack_module("nodes.step_cache_hooks")
+    hooks = pack_module("host.step_cache")
     core = pack_module("core.cache")
     built = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
     base, cond, cfg, scheduler, shape = built

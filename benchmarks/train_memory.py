@@ -31,10 +31,10 @@ def measure(case: str) -> dict:
 
     import_host(cpu=True)
     kind, threshold, reflections = CASES[case]
-    demo, training = pack_module("nodes.demo_models"), pack_module("nodes.adapter_training")
+    demo, training = pack_module("host.demo_models"), pack_module("host.training")
     base = demo.build_tiny_model("sd15_detectable", torch.float32, seed=0)
     demo.init_random_(base.model.diffusion_model, 0, std=0.05)
-    cond = pack_module("nodes.demo_conditioning").demo_conditioning("sd15", seed=1)
+    cond = pack_module("host.demo_models").demo_conditioning("sd15", seed=1)
     settings = training.TrainSettings(kind, 2, 1e-4, 1, 0, threshold=threshold, reflections=reflections)
     parts = training.memory_parts(base, settings)
     proc, peak, done = psutil.Process(), [0], threading.Event()

@@ -1,8 +1,9 @@
-"""Thin V3 ComfyNode classes, one file per capability: the only part of the pack that imports the host.
+"""The node layer: V3 ComfyNode classes, one module per UI category, and the extension that lists them.
 
-Each capability's module is imported on its own: where a host lacks something one of them needs, that
-capability's nodes are left out with one log line naming the host version and the missing piece, and the
-other nodes still load.
+Node classes import comfy_api and nothing else of the host: what they do to a model goes through host/. Each
+category's module is imported on its own: where a host lacks something one of them needs, that module's nodes
+are left out with one log line per capability naming the host version and the missing piece, and the other
+categories still load.
 """
 
 from __future__ import annotations
@@ -13,31 +14,31 @@ import logging
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from .host_features import comfyui_version
+from ..host.features import comfyui_version
 
 log = logging.getLogger("pyra")
 
-# (capability, module, node class names): one entry per file of nodes.
+# (capability, module, node class names): the nodes of each UI category live in one module of nodes/.
 CAPABILITIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("analytic model", "analytic", ("PyraAnalyticModel",)),
-    ("demo conditioning", "demo_conditioning", ("PyraDemoConditioning",)),
-    ("pyramid sampling", "pyramid", ("PyraPyramidGuider", "PyraPyramidSampler")),
-    ("DiffuseHigh", "highres", ("PyraDiffuseHigh",)),
-    ("exact VAE decode", "vae_decode", ("PyraExactVAEDecode",)),
-    ("exact VAE encode", "vae_encode", ("PyraExactVAEEncode",)),
-    ("multi-level previews", "previews", ("PyraMultiLevelDecode", "PyraCoarsePreviewGuider")),
-    ("pyramid decomposition", "multilevel",
+    ("analytic model", "demo", ("PyraAnalyticModel",)),
+    ("demo conditioning", "demo", ("PyraDemoConditioning",)),
+    ("pyramid sampling", "sampling", ("PyraPyramidGuider", "PyraPyramidSampler")),
+    ("DiffuseHigh", "sampling", ("PyraDiffuseHigh",)),
+    ("searched schedules", "sampling", ("PyraSearchedSigmas",)),
+    ("exact VAE decode", "decoding", ("PyraExactVAEDecode",)),
+    ("exact VAE encode", "decoding", ("PyraExactVAEEncode",)),
+    ("multi-level previews", "decoding", ("PyraMultiLevelDecode", "PyraCoarsePreviewGuider")),
+    ("pyramid decomposition", "decoding",
      ("PyraPyramidSplit", "PyraPyramidLevel", "PyraPyramidEdit", "PyraPyramidMix", "PyraPyramidMerge")),
-    ("LoRA tools", "lora_tools", ("PyraExtractLoRA", "PyraResizeLoRA", "PyraMergeLoRA")),
-    ("2:4 sparsity", "sparsify", ("PyraSparsify",)),
-    ("feature slicing", "feature_slicing", ("PyraFeatureSlicing",)),
-    ("adapter training", "adapter_train", ("PyraTrainSparseAdapter",)),
-    ("SaRA conversion", "sara_convert", ("PyraConvertSaRA",)),
-    ("searched schedules", "schedules", ("PyraSearchedSigmas",)),
+    ("LoRA tools", "adapters", ("PyraExtractLoRA", "PyraResizeLoRA", "PyraMergeLoRA")),
+    ("adapter training", "adapters", ("PyraTrainSparseAdapter",)),
+    ("SaRA conversion", "adapters", ("PyraConvertSaRA",)),
+    ("2:4 sparsity", "sparse", ("PyraSparsify",)),
+    ("feature slicing", "sparse", ("PyraFeatureSlicing",)),
+    ("step cache", "sparse", ("PyraStepCache",)),
+    ("block-sparse attention", "sparse", ("PyraSparseAttention",)),
     ("DFM", "dfm", ("PyraDFMConvert", "PyraDFMSave", "PyraDFMLoader", "PyraDFMSampler")),
-    ("DFM training", "dfm_train", ("PyraDFMTrain",)),
-    ("step cache", "step_cache", ("PyraStepCache",)),
-    ("block-sparse attention", "sparse_attention", ("PyraSparseAttention",)),
+    ("DFM training", "dfm", ("PyraDFMTrain",)),
 )
 
 
@@ -54,10 +55,14 @@ def load_capabilities(table=CAPABILITIES) -> tuple[list[type[io.ComfyNode]], lis
     return nodes, disabled
 
 
-def register_adapter_types() -> None:
-    """The stock LoRA loaders read Pyra's sparse and Householder adapter files once these are registered."""
+def register_with_host() -> None:
+    """What the pack registers with the host, once, from the entrypoint: the DFM model folders (models/dfm and
+    output/dfm), and the sparse and Householder adapter types that let the stock LoRA loaders read Pyra's files."""
+    from ..host import dfm
+
+    dfm.register_folder()
     try:
-        from . import adapter_types
+        from ..host import adapter_types
     except Exception as err:
         log.warning("Pyra: sparse and Householder adapter files cannot be loaded by the stock LoRA loaders on "
                     "ComfyUI %s: %s: %s", comfyui_version(), type(err).__name__, err)

@@ -2,7 +2,7 @@
 
 - `packload.load_pack_package()`: the repository as package `pyra_pack` for host-free tests.
 - `comfy_host` (session): ComfyUI imported in this process on the CPU, the pack loaded by the host's own
-  loader from a temp custom_nodes folder; `.module("nodes.analytic")`, `.node("PyraX")`, `.run(prompt)`.
+  loader from a temp custom_nodes folder; `.module("host.analytic")`, `.node("PyraX")`, `.run(prompt)`.
 - `server` (session): `tools/harness.ComfyServer`, the real `main.py` on 127.0.0.1 with latent2rgb previews.
 """
 
@@ -62,7 +62,7 @@ class InProcessHost:
         self.pack_name = pack_module_name
 
     def module(self, dotted: str) -> types.ModuleType:
-        """A pack submodule as the host loaded it, e.g. `module("nodes.analytic")`."""
+        """A pack submodule as the host loaded it, e.g. `module("host.analytic")`."""
         return importlib.import_module(f"{self.pack_name}.{dotted}")
 
     def node(self, node_id: str):

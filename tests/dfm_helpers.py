@@ -6,8 +6,9 @@ import importlib
 import sys
 
 import torch
-from host import comfyui_dir
 from packload import load_pack_package
+
+from host import comfyui_dir
 
 load_pack_package()
 levels = importlib.import_module("pyra_pack.core.dfm.levels")
@@ -19,7 +20,7 @@ ckpt = importlib.import_module("pyra_pack.core.dfm.checkpoint")
 def differentiable_rope():
     """The host glue's training context (PyraDFMTrain passes it): the host's comfy-kitchen RoPE ops get a gradient
     there. Imported when first entered: nodes/ needs the host on sys.path (tiny_model puts it there)."""
-    return importlib.import_module("pyra_pack.nodes.training_rope").differentiable_rope()
+    return importlib.import_module("pyra_pack.host.rope").differentiable_rope()
 
 
 def tiny_model(family: str, seed: int = 0, std: float = 0.05, random_biases: bool = True):
@@ -30,7 +31,7 @@ def tiny_model(family: str, seed: int = 0, std: float = 0.05, random_biases: boo
 
     args.cpu = True
     args.use_pytorch_cross_attention = True
-    demo = importlib.import_module("pyra_pack.nodes.demo_models")
+    demo = importlib.import_module("pyra_pack.host.demo_models")
     patcher = demo.build_tiny_model(family, seed=seed)
     dit = demo.init_random_(patcher.model.diffusion_model, seed, std=std)
     if random_biases:

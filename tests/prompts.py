@@ -36,7 +36,7 @@ DEMO_FAMILIES = {
                "inputs": {"width": 64, "height": 64, "length": 5, "batch_size": 1}}),
 }
 
-DEMO_LORA = "pyra-demo-sd15-lora.safetensors"  # a LoRA of the demo SD1.5 (nodes/demo_models.py)
+DEMO_LORA = "pyra-demo-sd15-lora.safetensors"  # a LoRA of the demo SD1.5 (host/demo_models.py)
 
 
 def demo_model(family: str, steps=2, cfg=2.0, prefix=None) -> dict:

@@ -2,7 +2,7 @@
 
     python tools/demo_models.py --comfyui /path/to/ComfyUI [--force]
 
-Run with the host's python. Loads nodes/demo_models.py by file path, so neither the pack's __init__.py nor
+Run with the host's python. Loads host/demo_models.py by file path, so neither the pack's __init__.py nor
 nodes/__init__.py (which need the whole host) is imported, and the host's own `nodes` and `utils` stay unshadowed.
 """
 
@@ -18,7 +18,7 @@ MODULE_PATH = Path(__file__).resolve().parent.parent / "nodes" / "demo_models.py
 
 
 def load_demo_models(comfyui: Path):
-    """The nodes/demo_models.py module, imported under a private name with the host at `comfyui` on sys.path."""
+    """The host/demo_models.py module, imported under a private name with the host at `comfyui` on sys.path."""
     sys.path.insert(0, str(comfyui))
     from comfy.cli_args import args
 

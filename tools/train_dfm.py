@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     import_host(cpu=args.cpu)
     import comfy.sd
 
-    dfm_model = pack_module("nodes.dfm_model")
-    training = pack_module("nodes.dfm_training")
+    dfm_model = pack_module("host.dfm")
+    training = pack_module("host.dfm_training")
     config_cls = pack_module("core.dfm.train").TrainConfig
     latents = load_data(args.data, args.vae)
     base = comfy.sd.load_diffusion_model(args.base)

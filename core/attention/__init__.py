@@ -1,23 +1,6 @@
-"""Block-sparse attention: a training-free block mask predictor, the dense masked reference, FlexAttention."""
+"""Block-sparse attention: the training-free block mask predictor (block_mask.py); the attention over a block
+mask is the kernel kernels/block_sparse_attention/, dense attention kernels/sdpa/."""
 
-from .block_mask import (
-    BlockPlan,
-    block_sparsity,
-    expand_block_mask,
-    pool_blocks,
-    predict_block_mask,
-    predict_block_plan,
-)
-from .block_sparse import (
-    SparseAttentionBackend,
-    block_sparse_attention,
-    dense_masked_attention,
-    fastest_sdpa,
-    flex_block_sparse_attention,
-    plan_to_flex_block_mask,
-    to_flex_block_mask,
-)
+from .block_mask import block_sparsity, pool_blocks, predict_block_mask, predict_block_plan
 
-__all__ = ["BlockPlan", "SparseAttentionBackend", "block_sparse_attention", "block_sparsity",
-           "dense_masked_attention", "expand_block_mask", "fastest_sdpa", "flex_block_sparse_attention",
-           "plan_to_flex_block_mask", "pool_blocks", "predict_block_mask", "predict_block_plan", "to_flex_block_mask"]
+__all__ = ["block_sparsity", "pool_blocks", "predict_block_mask", "predict_block_plan"]

@@ -8,9 +8,10 @@ fixed count of blocks (keep ratio).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from ...kernels.block_sparse_attention import BlockPlan
 
 
 def pool_blocks(x: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -39,18 +40,6 @@ def _text_blocks(tokens: int, text_tokens: int, text_at_end: bool, block_size: i
     if text_at_end:
         return idx >= (tokens - text_tokens) // block_size
     return idx < math.ceil(text_tokens / block_size)
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """A predicted block mask in two forms: `mask` bool (B, H, nq, nk), and per query block the key blocks
-    ranked with the kept ones first, `order` (B, H, nq, nk) int32, of which the first `counts` (B, H, nq)
-    int32 are kept. `mask` and `order[..., :counts]` hold the same blocks."""
-
-    mask: torch.Tensor
-    order: torch.Tensor
-    counts: torch.Tensor
-    block_size: int
 
 
 def _plan(q: torch.Tensor, k: torch.Tensor, block_size: int, keep_mass: float, keep_ratio: float, text_tokens: int,
@@ -120,9 +109,3 @@ def predict_block_mask(q: torch.Tensor, k: torch.Tensor, block_size: int = 128, 
 def block_sparsity(block_mask: torch.Tensor) -> float:
     """Fraction of skipped blocks (0 = dense)."""
     return 1.0 - block_mask.float().mean().item()
-
-
-def expand_block_mask(block_mask: torch.Tensor, block_size: int, q_len: int, k_len: int) -> torch.Tensor:
-    """Block mask (..., nq, nk) -> element mask (..., q_len, k_len) (True = attend)."""
-    rows = block_mask.repeat_interleave(block_size, dim=-2)[..., :q_len, :]
-    return rows.repeat_interleave(block_size, dim=-1)[..., :k_len]

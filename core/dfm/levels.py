@@ -1,7 +1,7 @@
 """DFM levels: an S-level Laplacian pyramid of a latent, coarse first, and the per-level patch geometry.
 
 Level 0 is the coarsest (stage 1 of the paper), at 1/2^(S-1) of the full size; level S-1 is the finest
-Laplacian band at full size. Split and merge are core.pyramids' decompose / reconstruct (exact to float
+Laplacian band at full size. Split and merge are core.multilevel.pyramids' decompose / reconstruct (exact to float
 rounding). Levels are spatial only: a video latent (B, C, T, H, W) is split frame by frame (every level keeps
 all T frames), which is what Wan's 1 x 2 x 2 patch allows: a temporal level would need a temporal patch > 1 to
 land on the same token grid. Every level lands on the base model's token grid: the finest level keeps the base
@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..pyramids import Pyramid, decompose, reconstruct
+from ..multilevel.pyramids import Pyramid, decompose, reconstruct
 from ..samplers.pyramid import pool, unpool
 
 
@@ -59,7 +59,7 @@ def level_sizes(height: int, width: int, levels: int, patch: int) -> list[tuple[
 
 
 def split(x: Tensor, levels: int) -> list[Tensor]:
-    """(B, C, H, W) -> levels coarse first: [low, band_{S-2}, ..., band_0] of core.pyramids."""
+    """(B, C, H, W) -> levels coarse first: [low, band_{S-2}, ..., band_0] of core.multilevel.pyramids."""
     if levels == 1:
         return [x]
     p = decompose(x, levels - 1)

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..pyramids import upsample
+from ..multilevel.pyramids import upsample
+from ..multilevel.wavelet import low_band, replace_low_band
 from ..text_lists import parse_numbers
-from ..wavelet import low_band, replace_low_band
 
 
 def parse_scales(text: str) -> list[float]:

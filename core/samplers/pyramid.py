@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..pyramids import upsample
+from ..multilevel.pyramids import upsample
 from ..text_lists import split_items
 
 PARAMETRISATIONS = ("ve", "flow")
@@ -144,7 +144,7 @@ def detail(x: Tensor, factor: int) -> Tensor:
 
 
 def smooth_upsample(x: Tensor, factor: int, mode: str = "bicubic") -> Tensor:
-    """x resized by an integer `factor` (core.pyramids.upsample), in x's dtype."""
+    """x resized by an integer `factor` (core.multilevel.pyramids.upsample), in x's dtype."""
     return upsample(x, (x.shape[-2] * factor, x.shape[-1] * factor), mode).to(x.dtype)
 
 

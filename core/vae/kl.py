@@ -43,10 +43,9 @@ the measured code), weights included: 4.62 / 5.06 / 5.93 GiB at 8 / 16 / 32-row 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ...kernels.sdpa import chunked_sdpa, fused_sdpa
 from .rowops import AddSkip, Conv, Elementwise, GroupNormAct, RowOp, Save, UpConv2x, Upsample2x
 from .stream import Program, Rows, run_program
 
@@ -121,25 +120,11 @@ def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor
     # (B, 1, hw, c) with the channels contiguous, as the fused kernels require (the host makes the same copy)
     q, k, v = (conv(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous() for conv in (blk.q, blk.k, blk.v))
     del y
-    out = _fused_sdpa(q, k, v) if q.is_cuda else None
+    out = fused_sdpa(q, k, v) if q.is_cuda else None
     if out is None:
-        n = h * w
-        chunk = max(1, min(n, budget_bytes // (3 * n * x.element_size())))
-        out = torch.empty_like(q)
-        for i in range(0, n, chunk):
-            out[:, :, i:i + chunk] = F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+        out = chunked_sdpa(q, k, v, budget_bytes)
     del q, k, v
     return x + blk.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
-
-
-def _fused_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
-    """SDPA restricted to the kernels without a score matrix; None when none of them takes these inputs."""
-    fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
-    try:
-        with sdpa_kernel(fused):
-            return F.scaled_dot_product_attention(q, k, v)
-    except RuntimeError:   # "no available kernel" (or out of memory): the chunked path bounds the memory
-        return None
 
 
 def up_steps(model: nn.Module) -> list[nn.Module]:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...kernels.group_norm import group_norm_batch_norm, group_norm_reference, per_channel
+
 
 class RowOp:
     """Identity on rows: elementwise operators use this geometry."""
@@ -167,62 +169,30 @@ class GroupNormAct(RowOp):
     """GroupNorm with whole-tensor statistics (set in `stats` before use), then an optional SiLU.
 
     The affine normalisation runs in fp32 and is rounded to the input dtype before the activation, as the host's
-    `GroupNorm` followed by `SiLU` does. `fused=False` is the reference: fp32 arithmetic in chunks of groups, five
-    elementwise passes. `fused=True` (the fast path) hands the same per-(sample, channel) mean, variance, weight
-    and bias to one `batch_norm` kernel in inference mode, which reads the band once and writes it once (fp32
-    arithmetic inside, the input dtype out): about a seventh of the reference's memory traffic.
+    `GroupNorm` followed by `SiLU` does. `fused=True` runs the kernel kernels/group_norm/batch_norm.py,
+    `fused=False` its reference.
     """
 
     def __init__(self, norm: nn.GroupNorm, silu: bool, fused: bool = True):
         self.norm, self.silu, self.fused = norm, silu, fused
         self.stats: tuple[Tensor, Tensor] | None = None   # mean, rstd: (B, G) fp32
-        self._bn: tuple | None = None   # (stats, (batch, device), batch_norm's per-channel tensors)
-
-    GROUPS_PER_CHUNK = 8  # fp32 work in chunks of groups: a bf16 band never has a whole fp32 twin
+        self._bn: tuple | None = None   # (stats, device, batch_norm's per-channel tensors)
 
     def __call__(self, x, r0, a, b, h_in, stack):
         if self.stats is None:
             raise RuntimeError("GroupNormAct used before its whole-tensor statistics were measured")
-        out = self._fused(x) if self.fused else self._reference(x)
+        if self.fused:
+            out = group_norm_batch_norm(x, self._per_channel(x.shape[1], x.device), self.norm.eps)
+        else:
+            out = group_norm_reference(x, *self.stats, self.norm.weight, self.norm.bias, self.norm.num_groups)
         return F.silu(out, inplace=True) if self.silu else out
 
-    def _reference(self, x: Tensor) -> Tensor:
-        mean, rstd = self.stats
-        g = self.norm.num_groups
-        out = x.new_empty(x.shape)  # contiguous, so its grouped view below is a view
-        xg, og = x.reshape(x.shape[0], g, -1), out.reshape(x.shape[0], g, -1)
-        per = x.shape[1] // g
-        for g0 in range(0, g, self.GROUPS_PER_CHUNK):
-            g1 = min(g, g0 + self.GROUPS_PER_CHUNK)
-            y = (xg[:, g0:g1].float() - mean[:, g0:g1, None]).mul_(rstd[:, g0:g1, None])
-            if self.norm.weight is not None:
-                channels = slice(g0 * per, g1 * per)
-                shape = (1, g1 - g0, per, 1)
-                wgt = self.norm.weight[channels].to(device=x.device, dtype=torch.float32).reshape(shape)
-                bias = self.norm.bias[channels].to(device=x.device, dtype=torch.float32).reshape(shape)
-                y = y.reshape(x.shape[0], g1 - g0, per, -1).mul_(wgt).add_(bias)
-            og[:, g0:g1] = y.reshape(x.shape[0], g1 - g0, -1)
-        return out
-
-    def _fused(self, x: Tensor) -> Tensor:
-        bsz, c = x.shape[:2]
-        mean_c, var_c, wgt, bias = self._per_channel(bsz, c, x.device)
-        y = F.batch_norm(x.reshape(1, bsz * c, *x.shape[2:]), mean_c, var_c, wgt, bias, False, 0.0, self.norm.eps)
-        return y.reshape(x.shape)
-
-    def _per_channel(self, bsz: int, c: int, device) -> tuple[Tensor, ...]:
-        """batch_norm's (B * C,) fp32 mean, variance, weight and bias; made once per measured `stats`."""
-        bn = self._bn
-        if bn is None or bn[0] is not self.stats or bn[1] != (bsz, device):
+    def _per_channel(self, c: int, device) -> tuple[Tensor, ...]:
+        """batch_norm's per-channel tensors, made once per measured `stats` and device."""
+        if self._bn is None or self._bn[0] is not self.stats or self._bn[1] != device:
             mean, rstd = self.stats
-            per = c // self.norm.num_groups
-            var = (rstd.double().square().reciprocal() - self.norm.eps).float()   # batch_norm adds eps back
-            mean_c, var_c = (t.to(device).repeat_interleave(per, dim=1).reshape(-1) for t in (mean, var))
-            wgt = bias = None
-            if self.norm.weight is not None:
-                wgt = self.norm.weight.to(device=device, dtype=torch.float32).repeat(bsz)
-                bias = self.norm.bias.to(device=device, dtype=torch.float32).repeat(bsz)
-            self._bn = (self.stats, (bsz, device), (mean_c, var_c, wgt, bias))
+            self._bn = (self.stats, device, per_channel(mean, rstd, self.norm.weight, self.norm.bias, self.norm.eps,
+                                                        c, device))
         return self._bn[2]
 
 

@@ -6,24 +6,17 @@ logged once.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
+from ..bounded import BoundedCache
+from ..fallback import fall_back
 from ..timing import cuda_median_ms
 from . import cusparselt
 from .reference import sparse24_linear
 
-log = logging.getLogger("pyra.sparse24")
-_logged: set[str] = set()
+OP = "2:4 sparse linear"
 BACKENDS = ("cusparselt", "reference")
 REQUESTED = "reference backend requested"  # the reason of an op made with backend="reference" (not logged)
-
-
-def _log_once(reason: str) -> None:
-    if reason not in _logged:
-        _logged.add(reason)
-        log.warning("2:4 sparse linear: reference path (%s)", reason)
 
 
 def fast_backend_reason(weight: torch.Tensor) -> str | None:
@@ -31,7 +24,7 @@ def fast_backend_reason(weight: torch.Tensor) -> str | None:
     return cusparselt.unavailable_reason(weight.device, weight.dtype) or cusparselt.shape_reason(*weight.shape)
 
 
-_dense_faster: dict[tuple, bool] = {}
+_dense_faster = BoundedCache(256)  # (shape, token rows, device, dtype) -> the dense matmul is faster
 
 
 def dense_is_faster(out_features: int, in_features: int, tokens: int, device: torch.device,
@@ -44,7 +37,7 @@ def dense_is_faster(out_features: int, in_features: int, tokens: int, device: to
     rows = -(-tokens // 8) * 8  # the kernel runs ragged counts padded to a multiple of 8
     key = (out_features, in_features, rows, device, dtype)
     if key in _dense_faster:
-        return _dense_faster[key]
+        return _dense_faster.get(key, bool)
     if (device.type != "cuda" or cusparselt.unavailable_reason(device, dtype)
             or cusparselt.shape_reason(out_features, in_features) or torch.cuda.is_current_stream_capturing()):
         return False
@@ -58,8 +51,7 @@ def dense_is_faster(out_features: int, in_features: int, tokens: int, device: to
         except cusparselt.CusparseLtError:
             return False
         dense_ms = cuda_median_ms(lambda: torch.nn.functional.linear(x, w))
-    _dense_faster[key] = dense_ms < sparse_ms
-    return _dense_faster[key]
+    return _dense_faster.get(key, lambda: dense_ms < sparse_ms)
 
 
 class Sparse24Linear:
@@ -104,13 +96,13 @@ class Sparse24Linear:
                 try:
                     return self.fast(flat)[:tokens].reshape(*x.shape[:-1], -1)
                 except cusparselt.CusparseLtError as err:
-                    _log_once(str(err))
+                    fall_back(OP, str(err))
             else:
-                _log_once(f"{tokens} tokens: the library rejected this token count")
+                fall_back(OP, f"{tokens} tokens: the library rejected this token count")
         elif self.fast is not None:
-            _log_once(f"input is {x.dtype} on {x.device}, the sparse weight {self.dtype} on {self.device}")
+            fall_back(OP, f"input is {x.dtype} on {x.device}, the sparse weight {self.dtype} on {self.device}")
         elif self.reason != REQUESTED:
-            _log_once(self.reason)
+            fall_back(OP, self.reason)
         weight = self.weight if self.weight is not None else dense
         if weight is None:
             raise ValueError("this 2:4 op dropped its dense weight (keep_dense=False): pass it as `dense` so "

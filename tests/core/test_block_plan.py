@@ -12,6 +12,7 @@ from packload import load_pack_package
 
 load_pack_package()
 attn = importlib.import_module("pyra_pack.core.attention")
+bsa = importlib.import_module("pyra_pack.kernels.block_sparse_attention")
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 SETTINGS = [  # keep_mass, keep_ratio, text_tokens, text_at_end
@@ -78,7 +79,7 @@ def test_plan_builder_equals_reference_builder(n, setting):
     q, k, _ = qkv(n)
     plan = attn.predict_block_plan(q, k, 64, *setting)
     blocks = plan.mask.shape[-1]
-    fast_mask, ref_mask = attn.plan_to_flex_block_mask(plan, n, n), attn.to_flex_block_mask(plan.mask, 64, n, n)
+    fast_mask, ref_mask = bsa.plan_to_flex_block_mask(plan, n, n), bsa.to_flex_block_mask(plan.mask, 64, n, n)
     for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
         # the compiled kernel reads these with dense strides (an expanded count tensor gave wrong output on the GPU)
         mine, theirs = getattr(fast_mask, name), getattr(ref_mask, name)
@@ -97,7 +98,7 @@ def test_comparison_detects_a_ragged_block_left_in_the_full_list():
     naive = BlockMask.from_kv_blocks(torch.zeros_like(plan.counts), plan.order[..., :1], plan.counts, plan.order,
                                      BLOCK_SIZE=64, seq_lengths=(300, 300), compute_q_blocks=False)
     blocks = plan.mask.shape[-1]
-    ref = lists(attn.to_flex_block_mask(plan.mask, 64, 300, 300), blocks)
+    ref = lists(bsa.to_flex_block_mask(plan.mask, 64, 300, 300), blocks)
     assert not torch.equal(lists(naive, blocks)[1], ref[1])
 
 
@@ -105,8 +106,8 @@ def test_comparison_detects_a_ragged_block_left_in_the_full_list():
 def test_flex_with_plan_equals_dense_masked_reference(n):
     q, k, v = qkv(n)
     plan = attn.predict_block_plan(q, k, 64, keep_mass=0.5, text_tokens=20)
-    ref = attn.dense_masked_attention(q, k, v, plan.mask, 64)
-    torch.testing.assert_close(attn.flex_block_sparse_attention(q, k, v, plan, 64), ref, atol=2e-5, rtol=1e-4)
-    assert torch.equal(attn.SparseAttentionBackend()(q, k, v, plan, 64), ref)  # CPU: the reference itself
+    ref = bsa.dense_masked_attention(q, k, v, plan.mask, 64)
+    torch.testing.assert_close(bsa.flex_block_sparse_attention(q, k, v, plan, 64), ref, atol=2e-5, rtol=1e-4)
+    assert torch.equal(bsa.SparseAttentionBackend()(q, k, v, plan, 64), ref)  # CPU: the reference itself
     with pytest.raises(ValueError, match="128-token blocks"):
-        attn.flex_block_sparse_attention(q, k, v, attn.predict_block_plan(q, k, 128), 64)
+        bsa.flex_block_sparse_attention(q, k, v, attn.predict_block_plan(q, k, 128), 64)

@@ -32,7 +32,7 @@ def test_split_merge_is_exact(n):
     x = torch.randn(2, 4, 16, 24)
     parts = levels.split(x, n)
     assert [tuple(p.shape[-2:]) for p in parts] == [(16 // 2 ** (n - 1 - i), 24 // 2 ** (n - 1 - i)) for i in range(n)]
-    assert torch.allclose(levels.merge(parts), x, atol=1e-5, rtol=0)  # core.pyramids works in fp32
+    assert torch.allclose(levels.merge(parts), x, atol=1e-5, rtol=0)  # core.multilevel.pyramids works in fp32
     assert all(torch.equal(a, b) for a, b in zip(levels.unpack(levels.pack(parts), [p.shape[-2:] for p in parts]),
                                                  parts, strict=True))
     if n > 1:  # the check can fail: a dropped band does not reconstruct

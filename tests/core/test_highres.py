@@ -10,7 +10,7 @@ from packload import load_pack_package
 
 load_pack_package()
 hr = importlib.import_module("pyra_pack.core.samplers.highres")
-wavelet = importlib.import_module("pyra_pack.core.wavelet")
+wavelet = importlib.import_module("pyra_pack.core.multilevel.wavelet")
 
 
 def test_scales_and_per_stage_values():

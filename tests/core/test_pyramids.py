@@ -1,4 +1,4 @@
-"""core/pyramids.py: Laplacian and wavelet pyramids reconstruct exactly; level edits, mixes and bad input."""
+"""core/multilevel/pyramids.py: Laplacian and wavelet pyramids reconstruct exactly; level edits, mixes and bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from packload import load_pack_package
 
 load_pack_package()
-pyramids = importlib.import_module("pyra_pack.core.pyramids")
+pyramids = importlib.import_module("pyra_pack.core.multilevel.pyramids")
 
 
 @pytest.mark.parametrize("kind", pyramids.KINDS)

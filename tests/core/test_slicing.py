@@ -1,4 +1,4 @@
-"""core/slicing.py: a token-sliced module equals the whole call and shares the original's parameters."""
+"""core/slicing/tokens.py: a token-sliced module equals the whole call and shares the original's parameters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from packload import load_pack_package
 from torch import nn
 
 load_pack_package()
-slicing = importlib.import_module("pyra_pack.core.slicing")
+slicing = importlib.import_module("pyra_pack.core.slicing.tokens")
 
 
 def ffn() -> nn.Sequential:

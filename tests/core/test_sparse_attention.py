@@ -12,6 +12,7 @@ from packload import load_pack_package
 
 load_pack_package()
 attn = importlib.import_module("pyra_pack.core.attention")
+bsa = importlib.import_module("pyra_pack.kernels.block_sparse_attention")
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 
@@ -64,7 +65,7 @@ def test_predictor_keeps_the_structured_blocks():
 
 def test_expand_block_mask_ragged():
     bm = torch.tensor([[True, False], [False, True]])
-    el = attn.expand_block_mask(bm, 4, 6, 5)
+    el = bsa.expand_block_mask(bm, 4, 6, 5)
     assert el.shape == (6, 5) and el[:4, :4].all() and not el[:4, 4].any() and el[4:, 4].all()
 
 
@@ -72,8 +73,8 @@ def test_expand_block_mask_ragged():
 def test_flex_equals_dense_masked_reference(n, block):
     q, k, v = qkv(n, batch=2)
     mask = attn.predict_block_mask(q, k, block, keep_mass=0.5, text_tokens=20)
-    ref = attn.dense_masked_attention(q, k, v, mask, block)
-    fast = attn.flex_block_sparse_attention(q, k, v, mask, block)
+    ref = bsa.dense_masked_attention(q, k, v, mask, block)
+    fast = bsa.flex_block_sparse_attention(q, k, v, mask, block)
     torch.testing.assert_close(fast, ref, atol=2e-5, rtol=1e-4)
     dense = F.scaled_dot_product_attention(q, k, v)
     assert (ref - dense).abs().max() > 1e-3  # the mask changes the result: the comparison is not vacuous
@@ -84,45 +85,40 @@ def test_keep_all_equals_dense_sdpa(n):
     q, k, v = qkv(n)
     mask = attn.predict_block_mask(q, k, 64, keep_mass=1.0)
     dense = F.scaled_dot_product_attention(q, k, v)
-    torch.testing.assert_close(attn.flex_block_sparse_attention(q, k, v, mask, 64), dense, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(attn.dense_masked_attention(q, k, v, mask, 64), dense, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(bsa.flex_block_sparse_attention(q, k, v, mask, 64), dense, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(bsa.dense_masked_attention(q, k, v, mask, 64), dense, atol=2e-6, rtol=1e-5)
 
 
 def test_reference_against_float64_softmax():
     q, k, v = qkv(200)
     mask = attn.predict_block_mask(q, k, 64, keep_mass=0.4)
-    el = attn.expand_block_mask(mask, 64, 200, 200)
+    el = bsa.expand_block_mask(mask, 64, 200, 200)
     scores = (q.double() @ k.double().transpose(-1, -2) / 4).masked_fill(~el, float("-inf"))
     exact = torch.softmax(scores, -1) @ v.double()
-    torch.testing.assert_close(attn.dense_masked_attention(q, k, v, mask, 64).double(), exact, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bsa.dense_masked_attention(q, k, v, mask, 64).double(), exact, atol=1e-5, rtol=1e-5)
 
 
 def test_wrong_mask_is_detected():
     q, k, v = qkv(256)
     mask = attn.predict_block_mask(q, k, 64, keep_mass=0.5)
-    ref = attn.dense_masked_attention(q, k, v, mask, 64)
+    ref = bsa.dense_masked_attention(q, k, v, mask, 64)
     broken = mask.clone()
     broken[0, 0, 1, :] = ~broken[0, 0, 1, :]
     broken[0, 0, 1, 1] = True
-    fast = attn.flex_block_sparse_attention(q, k, v, broken, 64)
+    fast = bsa.flex_block_sparse_attention(q, k, v, broken, 64)
     assert not torch.allclose(fast, ref, atol=2e-5, rtol=1e-4)
 
 
 def test_backend_falls_back_on_cpu_with_one_reason(caplog):
     q, k, v = qkv(256)
     mask = attn.predict_block_mask(q, k, 64, keep_mass=0.5)
-    backend = attn.SparseAttentionBackend()
+    backend = bsa.SparseAttentionBackend()
     with caplog.at_level("WARNING"):
         out1 = backend(q, k, v, mask, 64)
         out2 = backend(q, k, v, mask, 64)
-    assert torch.equal(out1, attn.dense_masked_attention(q, k, v, mask, 64)) and torch.equal(out1, out2)
+    assert torch.equal(out1, bsa.dense_masked_attention(q, k, v, mask, 64)) and torch.equal(out1, out2)
     reasons = [r for r in caplog.records if "dense masked reference" in r.getMessage()]
     assert len(reasons) == 1 and "cpu" in backend.fallback_reason
-
-
-def test_fastest_sdpa_is_plain_sdpa_on_cpu():
-    q, k, v = qkv(100)
-    assert torch.equal(attn.fastest_sdpa(q, k, v), F.scaled_dot_product_attention(q, k, v))
 
 
 def test_bad_input_errors():

@@ -11,7 +11,7 @@ from packload import load_pack_package
 
 load_pack_package()
 attn = importlib.import_module("pyra_pack.core.attention")
-sparse = importlib.import_module("pyra_pack.core.attention.block_sparse")
+bsa = importlib.import_module("pyra_pack.kernels.block_sparse_attention")
 
 pytestmark = pytest.mark.gpu
 
@@ -25,8 +25,8 @@ def qkv(n: int, heads: int = 4, dim: int = 64, seed: int = 0):
 def test_compiled_flex_matches_dense_masked_reference(n):
     q, k, v = qkv(n)
     plan = attn.predict_block_plan(q, k, 128, keep_ratio=0.3, text_tokens=77)
-    ref = sparse.dense_masked_attention(q.float(), k.float(), v.float(), plan.mask, 128)
-    out = sparse.SparseAttentionBackend()(q, k, v, plan, 128)
+    ref = bsa.dense_masked_attention(q.float(), k.float(), v.float(), plan.mask, 128)
+    out = bsa.SparseAttentionBackend()(q, k, v, plan, 128)
     assert out.shape == q.shape and out.dtype == q.dtype
     err = float((out.float() - ref).norm() / ref.norm())
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # bf16 error scale of the plain kernel
@@ -34,7 +34,7 @@ def test_compiled_flex_matches_dense_masked_reference(n):
         q.float(), k.float(), v.float())).norm() / ref.norm())
     assert err <= 2 * dense_err + 1e-3, (err, dense_err)
     # a different mask gives a different result: the comparison can fail
-    other = sparse.dense_masked_attention(q.float(), k.float(), v.float(), plan.mask.roll(1, -1), 128)
+    other = bsa.dense_masked_attention(q.float(), k.float(), v.float(), plan.mask.roll(1, -1), 128)
     assert float((out.float() - other).norm() / other.norm()) > 10 * err
 
 

@@ -11,9 +11,10 @@ import weakref
 
 import pytest
 import torch
-from host import comfyui_dir
 from packload import load_pack_package
 from vae_helpers import seeded_
+
+from host import comfyui_dir
 
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")
@@ -408,14 +409,3 @@ def test_fast_decode_bf16_within_twice_the_precision_gap(host):
     for fast in (True, False):
         out = kl.kl_decode(model16, z.bfloat16(), 2, fast=fast)
         assert (out - ref32).abs().max().item() <= 2 * gap
-
-
-def test_fused_sdpa_equals_chunked_attention():
-    """The GPU's one-call attention (tried here with the CPU's flash kernel) equals the chunked reference."""
-    q, k, v = (latent((1, 1, 50, 16), seed) for seed in (1, 2, 3))
-    fused = kl._fused_sdpa(q, k, v)
-    assert fused is not None
-    chunked = torch.cat([torch.nn.functional.scaled_dot_product_attention(q[:, :, i:i + 7], k, v)
-                         for i in range(0, 50, 7)], dim=2)
-    assert (fused - chunked).abs().max().item() <= 1e-5
-    assert (fused - chunked.flip(2)).abs().max().item() > 1e-2   # the check can fail

@@ -1,4 +1,4 @@
-"""core/wavelet.py: exact reconstruction, energy, band replacement, and that the checks catch a bad filter."""
+"""core/multilevel/wavelet.py: exact reconstruction, energy, band replacement; the checks catch a bad filter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from packload import load_pack_package
 
 load_pack_package()
-wavelet = importlib.import_module("pyra_pack.core.wavelet")
+wavelet = importlib.import_module("pyra_pack.core.multilevel.wavelet")
 
 
 @pytest.mark.parametrize("wave", ["haar", "db4"])

@@ -1,4 +1,4 @@
-"""Where CUDA graphs live between stages and runs (nodes/cuda_graph_store.py): the fingerprint that says when a
+"""Where CUDA graphs live between stages and runs (kernels/cuda_graphs/store.py): the fingerprint that says when a
 kept graph is still valid, the store's release rules, the once-per-process warm-up, cond UUIDs in signatures."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch
 
 @pytest.fixture(scope="module")
 def store(comfy_host):
-    return comfy_host.module("nodes.cuda_graph_store")
+    return comfy_host.module("kernels.cuda_graphs.store")
 
 
 @pytest.fixture
 def unet(comfy_host):
-    return comfy_host.module("nodes.demo_models").build_tiny_model("sd15").model.diffusion_model
+    return comfy_host.module("host.demo_models").build_tiny_model("sd15").model.diffusion_model
 
 
 def test_fingerprint_holds_for_values_written_in_place(store, unet):
@@ -50,13 +50,13 @@ def test_store_is_kept_while_the_fingerprint_holds(store, comfy_host, unet):
     fresh = store.store_for(unet)
     assert fresh is not kept and fresh.graphs == {} and kept.graphs == {}, "stale graphs are released"
     fresh.graphs["sig"] = "graph"
-    other = comfy_host.module("nodes.demo_models").build_tiny_model("sd15").model.diffusion_model
+    other = comfy_host.module("host.demo_models").build_tiny_model("sd15").model.diffusion_model
     assert store.store_for(other) is not fresh and fresh.graphs == {}, "one model's graphs at a time"
     store.release_kept_graphs()
 
 
 def test_kept_graphs_do_not_keep_the_model_alive(store, comfy_host):
-    module = comfy_host.module("nodes.demo_models").build_tiny_model("sd15").model.diffusion_model
+    module = comfy_host.module("host.demo_models").build_tiny_model("sd15").model.diffusion_model
     store.store_for(module)
     store.mark_warmed(module, ("sig",))
     assert store.was_warmed(module, ("sig",)) and not store.was_warmed(module, ("other",))
@@ -96,11 +96,11 @@ def test_pool_bytes_counts_only_the_kept_pools(store):
 
 
 def test_cond_uuids_enter_the_signature_by_order_of_appearance(comfy_host):
-    graphs = comfy_host.module("nodes.cuda_graphs")
+    graphs = comfy_host.module("host.cuda_graphs")
     a, b, c, d = (uuid.uuid4() for _ in range(4))
 
     def sig(uuids):
-        return graphs._flatten(({"uuids": uuids},), [], None)
+        return graphs._signature(({"uuids": uuids},), [], None)
 
     assert sig([a, b]) == sig([c, d]), "a new guider's UUIDs give the same signature"
     assert sig([a, a]) != sig([a, b]), "which conds are the same still counts"

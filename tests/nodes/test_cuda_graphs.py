@@ -1,4 +1,4 @@
-"""CUDA-graph replay of the diffusion model (nodes/cuda_graphs.py): signatures, fallbacks, and on a GPU the
+"""CUDA-graph replay of the diffusion model (host/cuda_graphs.py): signatures, fallbacks, and on a GPU the
 graphed pyramid against the eager one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def graphs(comfy_host):
-    return comfy_host.module("nodes.cuda_graphs")
+    return comfy_host.module("host.cuda_graphs")
 
 
 def options_with(graphs, **extra):
@@ -25,7 +25,7 @@ def test_signature_follows_shapes_and_plain_arguments_not_values(graphs):
 
     def sig(*args, **kwargs):
         tensors = []
-        return graphs._flatten((args, kwargs), tensors, opts), tensors
+        return graphs._signature((args, kwargs), tensors, opts), tensors
 
     a, ta = sig(torch.zeros(2, 4, 8, 8), torch.ones(2), opts, y=None)
     b, tb = sig(torch.randn(2, 4, 8, 8), torch.zeros(2), opts, y=None)
@@ -33,25 +33,25 @@ def test_signature_follows_shapes_and_plain_arguments_not_values(graphs):
     assert sig(torch.zeros(2, 4, 8, 16), torch.ones(2), opts)[0] != a
     assert sig(torch.zeros(2, 4, 8, 8), torch.ones(2), opts, y=3)[0] != a
     other = options_with(graphs, cond_or_uncond=[0], sigmas=torch.ones(2))
-    assert graphs._flatten(((torch.zeros(2, 4, 8, 8), torch.ones(2), other), {"y": None}), [], other) != a
+    assert graphs._signature(((torch.zeros(2, 4, 8, 8), torch.ones(2), other), {"y": None}), [], other) != a
 
 
 @pytest.mark.parametrize("blocking", ["patches", "patches_replace"])
 def test_patches_and_unknown_objects_are_not_captured(graphs, blocking):
     opts = options_with(graphs, **{blocking: {"attn1": [lambda *a: a]}})
-    with pytest.raises(graphs._Uncapturable, match=blocking):
-        graphs._flatten((torch.zeros(1), opts), [], opts)
-    with pytest.raises(graphs._Uncapturable, match="object"):
-        graphs._flatten((torch.zeros(1), object()), [], None)
+    with pytest.raises(graphs.Uncapturable, match=blocking):
+        graphs._signature((torch.zeros(1), opts), [], opts)
+    with pytest.raises(graphs.Uncapturable, match="object"):
+        graphs._signature((torch.zeros(1), object()), [], None)
     assert graphs._find_options((torch.zeros(1), opts), {}) is opts
     assert graphs._find_options((torch.zeros(1), {"wrappers": {}}), {}) is None
 
 
-def test_swap_replaces_by_identity_and_rebuilds_containers(graphs):
+def test_swap_replaces_by_identity_and_rebuilds_containers(comfy_host):
     x, ctx, other = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
     sx, sctx = torch.zeros(1), torch.ones(1)
     args = (x, {"c": [ctx, other], "n": 3})
-    swapped = graphs._swap(args, {id(x): sx, id(ctx): sctx})
+    swapped = comfy_host.module("kernels.cuda_graphs.capture").swap(args, {id(x): sx, id(ctx): sctx})
     assert swapped[0] is sx and swapped[1]["c"][0] is sctx and swapped[1]["c"][1] is other
     assert args[1]["c"][0] is ctx, "the caller's containers are not modified"
 
@@ -59,7 +59,7 @@ def test_swap_replaces_by_identity_and_rebuilds_containers(graphs):
 def test_cpu_runs_eagerly_with_the_reason(comfy_host, graphs):
     import comfy.patcher_extension
 
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
     forward = graphs.GraphedForward(patcher)
     opts = options_with(graphs)
     calls = []
@@ -82,8 +82,8 @@ def _pyramid(load, cuda_graphs: bool, steps: int = 6, patcher=None):
     """A tiny SD1.5 pyramid run, CFG 3 with a random context: `load` imports pack modules."""
     import comfy.samplers
 
-    pyr_sampling, pyr = load("nodes.pyramid_sampling"), load("core.samplers.pyramid")
-    patcher = patcher or load("nodes.demo_models").build_tiny_model("sd15")
+    pyr_sampling, pyr = load("host.pyramid"), load("core.samplers.pyramid")
+    patcher = patcher or load("host.demo_models").build_tiny_model("sd15")
     g = torch.Generator().manual_seed(0)
     cond = [[torch.randn(1, 77, 768, generator=g), {}]]
     uncond = [[torch.randn(1, 77, 768, generator=g), {}]]
@@ -103,7 +103,7 @@ def test_pyramid_on_cpu_is_unchanged_by_the_option(comfy_host):
 
 
 def test_a_run_without_graphs_releases_the_kept_ones(comfy_host):
-    store = comfy_host.module("nodes.cuda_graph_store")
+    store = comfy_host.module("kernels.cuda_graphs.store")
     module = torch.nn.Linear(2, 2)
     store.store_for(module).pools.add((0, 1))
     _pyramid(comfy_host.module, False)
@@ -118,13 +118,13 @@ def _stage_logs(caplog) -> list[str]:
 def test_graphed_pyramid_matches_eager_on_the_gpu(gpu_host, caplog):
     """Low-resolution stages captured, then (next run, a new guider: new cond UUIDs) replayed from the kept
     graphs with no warm-up or capture; every result bit-identical to the eager run's."""
-    patcher = gpu_host("nodes.demo_models").build_tiny_model("sd15")
-    gpu_host("nodes.cuda_graph_store").release_kept_graphs()
+    patcher = gpu_host("host.demo_models").build_tiny_model("sd15")
+    gpu_host("kernels.cuda_graphs.store").release_kept_graphs()
     with caplog.at_level("INFO", logger="pyra"):
         first = _pyramid(gpu_host, True, steps=12, patcher=patcher)
         caplog.clear()
         kept = _pyramid(gpu_host, True, steps=12, patcher=patcher)
-    assert gpu_host("nodes.cuda_graph_store").kept_pool_bytes() > 0, "the kept graphs' pools are measured"
+    assert gpu_host("kernels.cuda_graphs.store").kept_pool_bytes() > 0, "the kept graphs' pools are measured"
     eager = _pyramid(gpu_host, False, steps=12, patcher=patcher)
     logs = _stage_logs(caplog)
     assert len(logs) == 2 and all("replayed" in m and "captured" not in m and "warm-up" not in m for m in logs), logs
@@ -135,7 +135,7 @@ def test_graphed_pyramid_matches_eager_on_the_gpu(gpu_host, caplog):
 def test_moved_weights_are_captured_again_on_the_gpu(gpu_host, caplog):
     """A weight replaced by a new tensor (new address, other values) makes the kept graphs stale: they are
     released and captured again, and the result follows the new weight as the eager run does."""
-    patcher = gpu_host("nodes.demo_models").build_tiny_model("sd15")
+    patcher = gpu_host("host.demo_models").build_tiny_model("sd15")
     before = _pyramid(gpu_host, True, steps=12, patcher=patcher)
     layer = patcher.model.diffusion_model.out[2]
     layer.weight = torch.nn.Parameter(layer.weight.detach() * 1.5, requires_grad=False)
@@ -149,7 +149,7 @@ def test_moved_weights_are_captured_again_on_the_gpu(gpu_host, caplog):
 def test_a_dynamic_vram_model_runs_eagerly_with_one_log_line(comfy_host, graphs, caplog):
     """Dynamic VRAM (0.16+) streams every layer's weight through cast buffers per call: the check of
     `model_lowvram` alone let such a model be captured. It now runs eagerly, counted, with one warning."""
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
     dynamic = patcher.clone()
     dynamic.is_dynamic = lambda: True  # what ModelPatcherDynamic answers (it needs a GPU and comfy-aimdo)
     forward = graphs.GraphedForward(dynamic)
@@ -170,9 +170,9 @@ def test_gpu_dynamic_vram_pyramid_is_not_captured_and_matches_eager(gpu_host, ca
     the eager one."""
     from _host import model_patcher
 
-    tiny = gpu_host("nodes.demo_models").build_tiny_model("sd15")
+    tiny = gpu_host("host.demo_models").build_tiny_model("sd15")
     patcher = model_patcher(tiny.model, tiny.load_device, tiny.offload_device)
-    if not gpu_host("nodes.host_features").patcher_is_dynamic(patcher):
+    if not gpu_host("host.features").patcher_is_dynamic(patcher):
         pytest.skip("this host or device runs without dynamic VRAM (ModelPatcherDynamic)")
     with caplog.at_level("INFO", logger="pyra"):
         graphed = _pyramid(gpu_host, True, steps=6, patcher=patcher)

@@ -36,12 +36,12 @@ FILE_VAES = {
 
 @pytest.fixture(scope="module")
 def demo(comfy_host):
-    return comfy_host.module("nodes.demo_models")
+    return comfy_host.module("host.demo_models")
 
 
 @pytest.fixture(scope="module")
 def conditioning(comfy_host):
-    return comfy_host.module("nodes.demo_conditioning").demo_conditioning
+    return comfy_host.module("host.demo_models").demo_conditioning
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,7 @@ def test_real_format_files_load_with_the_stock_loaders(demo):
     as DEMO_FILES; writing them here would cost 600 MB per test run.)"""
     import comfy.sd
     import comfy.utils
+
     from host import comfyui_dir
 
     models = comfyui_dir() / "models"

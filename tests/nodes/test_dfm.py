@@ -8,10 +8,10 @@ import torch
 
 @pytest.fixture(scope="module")
 def setup(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     patcher = demo.build_tiny_model("sd3")
     demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd3", 1)
     return comfy_host, patcher, cond
 
 
@@ -41,7 +41,7 @@ def test_one_level_equals_the_stock_euler_sampler(setup):
 
 def test_two_levels_sample_save_and_load(setup, tmp_path):
     comfy_host, patcher, cond = setup
-    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm_model = comfy_host.module("host.dfm")
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     out = _run(comfy_host, dfm, cond, "3, 2")
     assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
@@ -65,10 +65,10 @@ def test_stock_sampler_on_a_dfm_model_is_a_clear_error(setup):
 
 @pytest.fixture(scope="module")
 def flux(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     patcher = demo.build_tiny_model("flux")
     demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("flux", 1)  # guidance 3.5, pooled
+    cond = comfy_host.module("host.demo_models").demo_conditioning("flux", 1)  # guidance 3.5, pooled
     return comfy_host, patcher, cond
 
 
@@ -86,7 +86,7 @@ def test_flux_two_levels_sample_save_and_load_record_the_family(flux, tmp_path):
     from safetensors import safe_open
 
     comfy_host, patcher, cond = flux
-    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm_model = comfy_host.module("host.dfm")
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     out = _run(comfy_host, dfm, cond, "3, 2")
     assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
@@ -97,17 +97,17 @@ def test_flux_two_levels_sample_save_and_load_record_the_family(flux, tmp_path):
 
 
 def test_convert_names_the_supported_families(comfy_host):
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
     with pytest.raises(Exception, match=r"MMDiT, Flux\.1 .*and Wan 2\.1"):
         comfy_host.node("PyraDFMConvert").execute(patcher, 2)
 
 
 @pytest.fixture(scope="module")
 def wan(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     patcher = demo.build_tiny_model("wan21")
     demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("wan21", 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("wan21", 1)
     return comfy_host, patcher, cond
 
 
@@ -135,7 +135,7 @@ def test_wan_two_levels_sample_save_and_load_record_the_family(wan, tmp_path):
     from safetensors import safe_open
 
     comfy_host, patcher, cond = wan
-    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm_model = comfy_host.module("host.dfm")
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     out = _run_video(comfy_host, dfm, cond, "3, 2")
     assert out.shape == (1, 16, 3, 8, 8) and torch.isfinite(out).all()

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 @pytest.fixture(scope="module")
 def sd3(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     patcher = demo.build_tiny_model("sd3")
     demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
     return comfy_host, patcher
@@ -26,7 +26,7 @@ def saved(comfy_host, patcher, path, lora: bool = False):
     """A 2-level DFM file of `patcher` (with a rank-2 core LoRA on one layer), and its tensors and metadata."""
     from safetensors import safe_open
 
-    dfm_model = comfy_host.module("nodes.dfm_model")
+    dfm_model = comfy_host.module("host.dfm")
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     tensors = None
     if lora:
@@ -41,7 +41,7 @@ def saved(comfy_host, patcher, path, lora: bool = False):
 
 def refusal(comfy_host, patcher, path) -> str:
     with pytest.raises(Exception) as err:
-        comfy_host.module("nodes.dfm_model").load(patcher, path)
+        comfy_host.module("host.dfm").load(patcher, path)
     text = str(err.value)
     assert str(path.parent) not in text, text  # the file's name only
     return text
@@ -80,7 +80,7 @@ def test_a_tensor_of_another_size_is_named_with_both_shapes(sd3, tmp_path):
 
 def test_a_file_of_another_family_says_which(sd3, tmp_path):
     comfy_host, patcher = sd3
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     path = tmp_path / "family.safetensors"
     saved(comfy_host, patcher, path)
     flux = demo.build_tiny_model("flux")
@@ -91,7 +91,7 @@ def test_a_core_lora_of_the_wrong_shape_is_refused(sd3, tmp_path):
     comfy_host, patcher = sd3
     path = tmp_path / "lora.safetensors"
     tensors, meta = saved(comfy_host, patcher, path, lora=True)
-    comfy_host.module("nodes.dfm_model").load(patcher, path)  # the fitting LoRA loads
+    comfy_host.module("host.dfm").load(patcher, path)  # the fitting LoRA loads
     key = next(k for k in tensors if k.endswith(".lora_down.weight"))
     tensors[key] = torch.randn(2, tensors[key].shape[1] + 3)
     save_file(tensors, str(path), metadata=meta)
@@ -105,7 +105,7 @@ def test_save_refuses_an_existing_file_unless_overwrite(sd3):
     dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     node = comfy_host.node("PyraDFMSave")
     node.execute(dfm, "t-save-guard")
-    path = comfy_host.module("nodes.dfm_model").output_file("t-save-guard")
+    path = comfy_host.module("host.dfm").output_file("t-save-guard")
     assert path.is_file() and path.parent == Path(folder_paths.get_output_directory()) / "dfm"
     stamp = path.stat().st_mtime_ns
     with pytest.raises(Exception, match=r"dfm/t-save-guard\.safetensors exists already: choose another filename"):

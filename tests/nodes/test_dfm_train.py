@@ -10,12 +10,12 @@ import torch
 
 @pytest.fixture(scope="module")
 def setup(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     with torch.inference_mode():  # the weights are inference tensors, as in a model the server loaded
         patcher = demo.build_tiny_model("sd3")
         demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
     assert patcher.model.diffusion_model.x_embedder.proj.weight.is_inference()
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd3", 1)
     g = torch.Generator().manual_seed(5)
     fmt = patcher.model.latent_format  # raw VAE-side latents that are unit-variance in the model's space
     latents = {"samples": torch.randn(2, 16, 16, 16, generator=g) / fmt.scale_factor + fmt.shift_factor}
@@ -35,7 +35,7 @@ def test_train_lowers_the_loss_saves_loads_and_samples(setup):
     comfy_host, patcher, cond, latents = setup
     with torch.inference_mode():
         dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
-    runner = comfy_host.module("nodes.dfm_model").runner_of(dfm)
+    runner = comfy_host.module("host.dfm").runner_of(dfm)
     before = {k: v.clone() for k, v in runner.layers.state_dict().items()}
     base_before = {k: v.clone() for k, v in patcher.model.diffusion_model.state_dict().items()}
     trained, loss_map, text = _train(comfy_host, dfm, cond, latents, 30, "t-train")
@@ -47,7 +47,7 @@ def test_train_lowers_the_loss_saves_loads_and_samples(setup):
     # the input model (layers and base weights) is untouched; the output is a new clone with new layers
     assert all(torch.equal(v, runner.layers.state_dict()[k]) for k, v in before.items())
     assert all(torch.equal(v, patcher.model.diffusion_model.state_dict()[k]) for k, v in base_before.items())
-    new_runner = comfy_host.module("nodes.dfm_model").runner_of(trained)
+    new_runner = comfy_host.module("host.dfm").runner_of(trained)
     assert new_runner is not runner and trained is not dfm
     assert any(not torch.equal(v, new_runner.layers.state_dict()[k]) for k, v in before.items())
     assert trained.patches and not dfm.patches  # the core LoRA is a weight patch on the new clone only
@@ -112,12 +112,12 @@ def test_a_model_with_weight_patches_is_refused(setup, tmp_path):
 
 
 def test_train_on_wan_video_latents_saves_a_lora_that_loads_and_samples(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     with torch.inference_mode():
         patcher = demo.build_tiny_model("wan21")
         demo.init_random_(patcher.model.diffusion_model, 0, std=0.05)
         dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("wan21", 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("wan21", 1)
     g = torch.Generator().manual_seed(6)
     latents = {"samples": torch.randn(2, 16, 2, 8, 8, generator=g)}
     trained, _, text = _train(comfy_host, dfm, cond, latents, 20, "t-train-wan", lr=5e-3)
@@ -140,13 +140,13 @@ def test_training_memory_is_estimated_and_refused_under_a_cap(setup, monkeypatch
     import folder_paths
 
     comfy_host, patcher, cond, latents = setup
-    training, budget = comfy_host.module("nodes.dfm_training"), comfy_host.module("nodes.memory_budget")
+    training, budget = comfy_host.module("host.dfm_training"), comfy_host.module("host.memory")
     with torch.inference_mode():
         dfm = comfy_host.node("PyraDFMConvert").execute(patcher, 2).result[0]
     text = _train(comfy_host, dfm, cond, latents, 1, "t-memory")[2]
     arch = comfy_host.module("core.dfm.arch").adapter_for(patcher.model.diffusion_model)
     config = training.TrainConfig(levels=2, lr=3e-3, core="lora", rank=4)
-    parts = training.memory_parts(comfy_host.module("nodes.dfm_model").runner_of(dfm).layers, arch, config)
+    parts = training.memory_parts(comfy_host.module("host.dfm").runner_of(dfm).layers, arch, config)
     trained = (parts["per-level layers and their optimizer state"] + parts["core LoRA and its optimizer state"]) // 16
     assert f"{trained} trainable values" in text
     assert "base weights copied for the backward pass" in parts  # inference weights, no checkpointing

@@ -13,7 +13,7 @@ SHAPES = {"sd15": (1, 4, 16, 16), "sdxl": (1, 4, 16, 16), "sd3": (1, 16, 16, 16)
 def predict(comfy_host, patcher, family, shape):
     import comfy.sample
 
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning(family, 1)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     return comfy.sample.sample(patcher, noise, 2, 2.0, "euler", "simple", cond, cond, torch.zeros(shape),
                                disable_pbar=True, seed=0)
@@ -21,8 +21,8 @@ def predict(comfy_host, patcher, family, shape):
 
 @pytest.mark.parametrize("family", list(SHAPES))
 def test_sliced_model_matches_and_base_is_untouched(comfy_host, family):
-    slicing = comfy_host.module("nodes.feature_slicing_apply")
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
+    slicing = comfy_host.module("host.feature_slicing")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model(family)
     base_out = predict(comfy_host, patcher, family, SHAPES[family])
     sliced, report = slicing.slice_features(patcher, 8)
     assert bool(report.grouped) == (family == "wan21") and bool(report.ffn_sliced) == (family != "wan21")
@@ -41,8 +41,8 @@ def test_sliced_model_matches_and_base_is_untouched(comfy_host, family):
 
 
 def test_weight_patches_reach_the_sliced_modules(comfy_host):
-    slicing = comfy_host.module("nodes.feature_slicing_apply")
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd3")
+    slicing = comfy_host.module("host.feature_slicing")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd3")
     path = slicing.feed_forward_paths(patcher.model.diffusion_model)[0]
     key = next(k for k in patcher.model.state_dict() if k.startswith(f"diffusion_model.{path}.")
                and k.endswith("weight"))
@@ -56,8 +56,8 @@ def test_weight_patches_reach_the_sliced_modules(comfy_host):
 
 
 def test_a_model_without_transformer_blocks_is_a_clear_error(comfy_host):
-    slicing = comfy_host.module("nodes.feature_slicing_apply")
-    analytic = comfy_host.module("nodes.analytic")
+    slicing = comfy_host.module("host.feature_slicing")
+    analytic = comfy_host.module("host.analytic")
     patcher = analytic.analytic_model_patcher(analytic.NaturalImagePrior(), "flow")
     with pytest.raises(ValueError, match=r"supports SD1\.5, SDXL, SD3, Flux and Wan"):
         slicing.slice_features(patcher, 64)

@@ -8,7 +8,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def hr(comfy_host):
-    return comfy_host.module("nodes.highres_sampling")
+    return comfy_host.module("host.highres")
 
 
 def settings(hr, **kw):
@@ -18,7 +18,7 @@ def settings(hr, **kw):
 
 def test_guidance_keeps_the_base_structure_on_the_analytic_model(comfy_host, hr):
     """Same seeds: the guided result's 2x2 means stay closer to the base than the hires fix's (no guidance)."""
-    analytic = comfy_host.module("nodes.analytic")
+    analytic = comfy_host.module("host.analytic")
     prior = analytic.NaturalImagePrior()
     patcher = analytic.analytic_model_patcher(prior, "flow")
     cond = [[torch.zeros(1, 1, 8), {}]]
@@ -37,7 +37,7 @@ def test_guidance_keeps_the_base_structure_on_the_analytic_model(comfy_host, hr)
 
 def test_haar_guidance_keeps_the_block_means_exactly(comfy_host, hr):
     """Haar on a 2x stage, every step guided: the result's 2x2 means ARE the base (dpmpp_2m ends on x0)."""
-    analytic = comfy_host.module("nodes.analytic")
+    analytic = comfy_host.module("host.analytic")
     prior = analytic.NaturalImagePrior()
     patcher = analytic.analytic_model_patcher(prior, "eps")
     cond = [[torch.zeros(1, 1, 8), {}]]
@@ -52,8 +52,8 @@ def test_haar_guidance_keeps_the_block_means_exactly(comfy_host, hr):
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "wan21"])
 def test_every_family_runs_in_latent_mode(comfy_host, hr, family):
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, 1)
+    patcher = comfy_host.module("host.demo_models").build_tiny_model(family)
+    cond = comfy_host.module("host.demo_models").demo_conditioning(family, 1)
     shape = (1, 16, 2, 8, 8) if family == "wan21" else (1, patcher.model.latent_format.latent_channels, 8, 8)
     out = hr.highres_sample(patcher, cond, cond, {"samples": torch.randn(shape)}, 0,
                             settings(hr, steps=2, guidance_steps=1, cfgs=[2.0]), disable_pbar=True)
@@ -65,8 +65,8 @@ def test_pixel_mode_through_the_demo_vae_and_a_mask(comfy_host, hr):
     import comfy.utils
     import folder_paths
 
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", 1)
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd15", 1)
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(folder_paths.get_full_path("vae", "pyra-demo-taesd.safetensors")))
     base = torch.randn(1, 4, 8, 8)
     mask = torch.zeros(1, 8, 8)
@@ -79,8 +79,8 @@ def test_pixel_mode_through_the_demo_vae_and_a_mask(comfy_host, hr):
 
 
 def test_bad_requests_are_clear_errors(comfy_host, hr):
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", 1)
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd15", 1)
     latent = {"samples": torch.randn(1, 4, 8, 8)}
     with pytest.raises(hr.HighResError, match="needs a VAE"):
         hr.highres_sample(patcher, cond, cond, latent, 0, settings(hr, guidance_mode="pixel"))
@@ -106,10 +106,10 @@ def test_concat_models_get_their_latent_at_every_stage(comfy_host, hr):
     """An edit/inpainting model concatenates a latent: it is resized per stage, and it matters."""
     import comfy.samplers
 
-    pyramid = comfy_host.module("nodes.pyramid_sampling")
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15_inpaint")
+    pyramid = comfy_host.module("host.pyramid")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15_inpaint")
     assert patcher.model.concat_keys, "the tiny inpainting model should concatenate a latent"
-    base = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", 1)
+    base = comfy_host.module("host.demo_models").demo_conditioning("sd15", 1)
     mask = torch.ones(1, 1, 8, 8)
 
     def conds(seed: int):

@@ -25,7 +25,7 @@ def loras_dir(comfy_host) -> Path:
 
 @pytest.fixture(scope="module")
 def tools(comfy_host):
-    return comfy_host.module("nodes.lora_tools")
+    return comfy_host.module("nodes.adapters")
 
 
 def finetune(base, seed: int = 1, scale: float = 0.3):
@@ -52,7 +52,7 @@ def newest(folder: Path, stem: str) -> Path:
 
 @pytest.fixture(scope="module")
 def sd15(comfy_host):
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     base = demo.build_tiny_model("sd15_detectable", torch.float32, seed=0)
     return base, finetune(base)
 
@@ -76,7 +76,7 @@ def test_extract_loads_through_the_stock_loader_and_matches_the_finetune(comfy_h
     ups = [k for k in sd if k.endswith(".lora_up.weight")]
     assert ups and all(sd[k].shape[1] == RANK for k in ups)  # the energy rule found the planted rank
     (patched,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, f"{path.name}", 1.0)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", seed=1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd15", seed=1)
     y_base, y_ft, y_lora = denoise(base, cond), denoise(ft, cond), denoise(patched, cond)
     gap = (y_ft - y_base).norm()
     assert gap > 1e-2 * y_base.norm(), "the finetune does not change the output: the test would be vacuous"
@@ -93,7 +93,7 @@ def test_save_load_round_trip_is_bit_exact(comfy_host, sd15, extracted):
     in_memory = load_file(str(path))
     (from_file,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, path.name, 1.0)
     direct, _ = comfy.sd.load_lora_for_models(base, None, {k: v.clone() for k, v in in_memory.items()}, 1.0, 0)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", seed=3)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd15", seed=3)
     assert torch.equal(denoise(from_file, cond), denoise(direct, cond))
 
 
@@ -107,7 +107,7 @@ def test_keys_load_for_every_family(comfy_host, tools, loras_dir, family):
     import comfy.lora
     import comfy.sd
 
-    base = comfy_host.module("nodes.demo_models").build_tiny_model(family, torch.float32, seed=0)
+    base = comfy_host.module("host.demo_models").build_tiny_model(family, torch.float32, seed=0)
     ft = finetune(base, seed=2)
     tools.PyraExtractLoRA.execute(ft, "rank", RANK, 8, "exact", "cpu", True, "fp32", f"loras/pyra_fam_{family}",
                                   model_b=base)
@@ -173,7 +173,7 @@ def test_extraction_memory_is_refused_under_a_cap_and_the_rank_estimate_is_exact
     """Mode rank at max_rank 8192 keeps full-rank factors of every layer (about twice the model for square
     layers): over the free memory it is refused before any SVD; the estimate of what it keeps is exact."""
     base, ft = sd15
-    extract, lora_host = comfy_host.module("core.adapters.extract"), comfy_host.module("nodes.lora_host")
+    extract, lora_host = comfy_host.module("core.adapters.extract"), comfy_host.module("host.lora")
     rule = comfy_host.module("core.adapters.rank").RankRule("rank", 3.0)
     layers, _ = lora_host.model_differences(ft, base, torch.device("cpu"))
     kept = extract.memory_needed(layers, rule, 8)["kept singular triplets"]
@@ -181,7 +181,7 @@ def test_extraction_memory_is_refused_under_a_cap_and_the_rank_estimate_is_exact
     factors = sum(t.numel() * 4 for k, t in ex.tensors.items() if k.endswith(("lora_up.weight", "lora_down.weight")))
     ranks = sum(t.shape[0] for k, t in ex.tensors.items() if k.endswith("lora_down.weight"))
     assert kept == factors + 4 * ranks  # the factors plus one singular value per kept triplet
-    budget = comfy_host.module("nodes.memory_budget")
+    budget = comfy_host.module("host.memory")
     monkeypatch.setattr(budget, "free_bytes", lambda device: 1 << 20)
     before = set(loras_dir.iterdir())
     with pytest.raises(budget.NotEnoughMemory, match=r"PyraExtractLoRA needs at least .* lower value"):
@@ -193,7 +193,7 @@ def test_extraction_memory_is_refused_under_a_cap_and_the_rank_estimate_is_exact
 def test_an_empty_adapter_is_not_saved(comfy_host, loras_dir):
     before = set(loras_dir.iterdir())
     with pytest.raises(ValueError, match="nothing to save under loras/pyra_empty"):
-        comfy_host.module("nodes.lora_host").save({}, "loras/pyra_empty", {})
+        comfy_host.module("host.lora").save({}, "loras/pyra_empty", {})
     assert set(loras_dir.iterdir()) == before
 
 
@@ -205,7 +205,7 @@ def test_extract_needs_a_difference(tools, sd15):
 def test_interrupt_stops_extraction_without_output(comfy_host, tools, loras_dir):
     import comfy.model_management as mm
 
-    base = comfy_host.module("nodes.demo_models").build_tiny_model("sd15", torch.float32, seed=0)
+    base = comfy_host.module("host.demo_models").build_tiny_model("sd15", torch.float32, seed=0)
     before = set(loras_dir.iterdir())
     mm.interrupt_current_processing(True)
     try:

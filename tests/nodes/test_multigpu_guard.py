@@ -21,10 +21,10 @@ SHAPE = (1, 16, 16, 16)
 
 @pytest.fixture(scope="module")
 def host(comfy_host):
-    demo, cond = comfy_host.module("nodes.demo_models"), comfy_host.module("nodes.demo_conditioning")
+    demo, cond = comfy_host.module("host.demo_models"), comfy_host.module("host.demo_models")
     base = demo.build_tiny_model("sd3", torch.float32, seed=0)
     demo.init_random_(base.model.diffusion_model, 0, std=0.05)
-    return comfy_host.module("nodes.multigpu_guard"), base, cond.demo_conditioning("sd3", seed=1)
+    return comfy_host.module("host.multigpu"), base, cond.demo_conditioning("sd3", seed=1)
 
 
 def with_split(model):

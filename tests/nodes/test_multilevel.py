@@ -49,7 +49,7 @@ def test_edit_and_mix_nodes(comfy_host):
 
 
 def test_coarse_previews_shrink_all_but_the_last_step(comfy_host):
-    previews = comfy_host.module("nodes.previews")
+    previews = comfy_host.module("host.previews")
     seen = []
     cb = previews.coarse_callback(lambda step, x0, x, total: seen.append(tuple(x0.shape)), preview_size=256)
     x0 = torch.randn(1, 4, 128, 96)
@@ -62,9 +62,9 @@ def test_coarse_previews_shrink_all_but_the_last_step(comfy_host):
 def test_coarse_preview_guider_leaves_the_result_unchanged(comfy_host):
     import comfy.samplers
 
-    previews = comfy_host.module("nodes.previews")
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd15")
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", 1)
+    previews = comfy_host.module("host.previews")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd15")
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd15", 1)
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(cond, cond)
     guider.set_cfg(2.0)

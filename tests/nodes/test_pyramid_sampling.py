@@ -8,8 +8,8 @@ import torch
 
 @pytest.fixture(scope="module")
 def mods(comfy_host):
-    return (comfy_host.module("nodes.pyramid_sampling"), comfy_host.module("core.samplers.pyramid"),
-            comfy_host.module("core.analytic"), comfy_host.module("nodes.analytic"))
+    return (comfy_host.module("host.pyramid"), comfy_host.module("core.samplers.pyramid"),
+            comfy_host.module("core.analytic"), comfy_host.module("host.analytic"))
 
 
 def analytic_guider(analytic_node, parametrisation: str, shift: float = 3.0):
@@ -53,9 +53,9 @@ def test_inpainting_keeps_the_unmasked_latent(comfy_host, mods):
     import comfy.samplers
 
     pyr_sampling, pyr, _, _ = mods
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("sd3")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("sd3")
     guider = comfy.samplers.CFGGuider(patcher)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd3", 1)
     guider.set_conds(cond, cond)
     guider.set_cfg(1.0)
     latent = torch.randn(2, 16, 16, 24, generator=torch.Generator().manual_seed(1))
@@ -111,10 +111,10 @@ def test_in_process_models(comfy_host, mods, family):
     import comfy.samplers
 
     pyr_sampling, pyr, _, _ = mods
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model(family)
+    patcher = comfy_host.module("host.demo_models").build_tiny_model(family)
     guider = comfy.samplers.CFGGuider(patcher)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, 1)
-    guider.set_conds(cond, comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, 2, 0.0))
+    cond = comfy_host.module("host.demo_models").demo_conditioning(family, 1)
+    guider.set_conds(cond, comfy_host.module("host.demo_models").demo_conditioning(family, 2, 0.0))
     guider.set_cfg(2.0)
     channels = 4 if family == "sdxl" else 16
     noise = torch.randn(2, channels, 32, 32, generator=torch.Generator().manual_seed(4))

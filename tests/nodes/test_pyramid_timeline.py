@@ -21,8 +21,8 @@ def test_timeline_of_a_tiny_pyramid(comfy_host):
     finally:
         sys.path.remove(str(BENCHMARKS))
     load = comfy_host.module
-    pyr_sampling, pyr = load("nodes.pyramid_sampling"), load("core.samplers.pyramid")
-    patcher = load("nodes.demo_models").build_tiny_model("sd15")
+    pyr_sampling, pyr = load("host.pyramid"), load("core.samplers.pyramid")
+    patcher = load("host.demo_models").build_tiny_model("sd15")
     g = torch.Generator().manual_seed(0)
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds([[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]])
@@ -37,7 +37,7 @@ def test_timeline_of_a_tiny_pyramid(comfy_host):
             pyr_sampling.pyramid_sample(guider, noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"),
                                         sigmas, pyr.parse_ladder("4:0.3, 2:0.3"), seed=0, disable_pbar=True)
 
-    timeline = traced(guider, run, load("nodes.cuda_graphs"))
+    timeline = traced(guider, run, load("host.cuda_graphs"))
     segments = timeline.segments()
     assert {s for s, _, _ in segments} == {0, 1, 2}
     calls = [(stage, seg) for stage, seg, _ in segments if seg.startswith("model call")]

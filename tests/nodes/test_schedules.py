@@ -11,8 +11,8 @@ import torch
 
 @pytest.fixture(scope="module")
 def mods(comfy_host):
-    return (comfy_host.module("nodes.schedules"), comfy_host.module("core.samplers.schedule_families"),
-            comfy_host.module("core.samplers.searched_schedules"), comfy_host.module("nodes.demo_models"))
+    return (comfy_host.module("host.schedules"), comfy_host.module("core.samplers.schedule_families"),
+            comfy_host.module("core.samplers.searched_schedules"), comfy_host.module("host.demo_models"))
 
 
 def node_sigmas(comfy_host, model, family="auto", sampler="dpmpp_2m", steps=8, denoise=1.0):
@@ -39,7 +39,7 @@ def test_the_family_check_errors_clearly(comfy_host, mods):
         node_sigmas(comfy_host, sd3, "sd15")
     with pytest.raises(schedules.FamilyMismatch, match="sd15, sdxl"):
         node_sigmas(comfy_host, demo.build_tiny_model("sd15"), "flux")
-    analytic = comfy_host.module("nodes.analytic")
+    analytic = comfy_host.module("host.analytic")
     eps = analytic.analytic_model_patcher(analytic.NaturalImagePrior(), "eps")
     with pytest.raises(schedules.FamilyMismatch, match="cannot tell the family"):
         node_sigmas(comfy_host, eps, "auto")
@@ -94,7 +94,7 @@ def test_proxy_equals_the_host_sampling_the_analytic_model(comfy_host, mods, fam
     import comfy.samplers
 
     fam = mods[1].get_family(family)
-    analytic, core = comfy_host.module("nodes.analytic"), comfy_host.module("core.analytic")
+    analytic, core = comfy_host.module("host.analytic"), comfy_host.module("core.analytic")
     proxy_mod = comfy_host.module("core.samplers.schedule_proxy")
     bench = _benchmark_module(comfy_host)
     prior, patcher = bench.family_model(analytic, fam)
@@ -127,7 +127,7 @@ def _benchmark_module(comfy_host):
 
 def test_the_flux_model_sampling_matches_the_family(comfy_host, mods):
     fam = mods[1].get_family("flux")
-    _, patcher = _benchmark_module(comfy_host).family_model(comfy_host.module("nodes.analytic"), fam)
+    _, patcher = _benchmark_module(comfy_host).family_model(comfy_host.module("host.analytic"), fam)
     ms = patcher.get_model_object("model_sampling")
     u = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     host = torch.tensor([ms.percent_to_sigma(1 - float(x)) for x in u], dtype=torch.float64)

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without to
 
 @pytest.fixture(scope="module")
 def mods(comfy_host):
-    return (comfy_host.module("nodes.demo_models"), comfy_host.module("nodes.demo_conditioning"),
-            comfy_host.node("PyraSparseAttention"), comfy_host.module("nodes.sparse_attention_hooks"))
+    return (comfy_host.module("host.demo_models"), comfy_host.module("host.demo_models"),
+            comfy_host.node("PyraSparseAttention"), comfy_host.module("host.sparse_attention"))
 
 
 def sample(patcher, cond_mod, cond_family, shape):

@@ -28,12 +28,12 @@ def loras_dir(comfy_host) -> Path:
 
 @pytest.fixture(scope="module")
 def base(comfy_host):
-    return comfy_host.module("nodes.demo_models").build_tiny_model("sd15_detectable", torch.float32, seed=0)
+    return comfy_host.module("host.demo_models").build_tiny_model("sd15_detectable", torch.float32, seed=0)
 
 
 @pytest.fixture(scope="module")
 def cond(comfy_host):
-    return comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd15", seed=1)
+    return comfy_host.module("host.demo_models").demo_conditioning("sd15", seed=1)
 
 
 def weights(base):
@@ -201,7 +201,7 @@ def test_sara_checkpoint_converts_and_loads(comfy_host, core, base, cond, loras_
     """A file in SaRA's layout (values by diffusers parameter index) -> our format -> the stock loader."""
     import comfy.lora
 
-    convert = comfy_host.module("nodes.sara_convert")
+    convert = comfy_host.module("host.sara")
     params = convert.base_parameters(base)
     assert params[0][0] == "diffusion_model.input_blocks.0.0.weight"  # diffusers conv_in.weight
     assert params[2][0] == "diffusion_model.time_embed.0.weight"  # time_embedding.linear_1.weight
@@ -253,7 +253,7 @@ def test_the_largest_schema_values_are_refused_under_a_memory_cap(comfy_host, ba
                                                                    adapter_type, threshold, reflections):
     """The schema's maxima (threshold 1.0 trains every weight; 256 reflections) on a device with less free memory
     than the estimate: a refusal with the figures before any training, never a kill (issue 16)."""
-    training, budget = comfy_host.module("nodes.adapter_training"), comfy_host.module("nodes.memory_budget")
+    training, budget = comfy_host.module("host.training"), comfy_host.module("host.memory")
     settings = training.TrainSettings(adapter_type, 1, 1e-4, 1, 0, threshold=threshold, reflections=reflections)
     parts = training.memory_parts(base, settings)
     params = sum(p.numel() for p in base.model.diffusion_model.parameters())
@@ -317,10 +317,10 @@ def sparse_adapter(core, shape):
 def test_trainer_backpropagates_through_the_hosts_dit_blocks(comfy_host, family, shape, adapter_type):
     """Training must learn through the host's own DiT forward, and the base model (sampled outside training, on the
     host's fast path) keeps its output."""
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     base = demo.build_tiny_model(family, torch.float32, seed=0)
     demo.init_random_(base.model.diffusion_model, 0, std=0.05)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning(family, seed=1)
+    cond = comfy_host.module("host.demo_models").demo_conditioning(family, seed=1)
     latents = {"samples": torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(4))}
     y_base = denoise(base, cond, shape)
     out = comfy_host.node("PyraTrainSparseAdapter").execute(base, latents, cond, adapter_type, 6, 3e-4, 2, 0, 5e-2,

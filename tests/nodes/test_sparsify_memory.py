@@ -11,7 +11,7 @@ import pytest
 import torch
 from sparse_helpers import kohya_lora
 
-MODULES = ("nodes.sparsify_apply", "nodes.sparse_linear", "nodes.demo_models", "core.sparse", "kernels.sparse24_linear")
+MODULES = ("host.sparsify", "host.sparse_linear", "host.demo_models", "core.sparse", "kernels.sparse24_linear")
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_gpu_dynamic_vram_runs_the_compressed_op_and_keeps_a_loras_mask(gpu_env,
     import comfy.sd
 
     sparsify, sl, demo, sp, _ = gpu_env
-    hf = gpu_host("nodes.host_features")
+    hf = gpu_host("host.features")
     from _host import model_patcher
 
     tiny = demo.build_tiny_model("flux", torch.bfloat16)

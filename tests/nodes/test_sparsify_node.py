@@ -14,8 +14,8 @@ SHAPE = (1, 4, 8, 8)
 
 @pytest.fixture(scope="module")
 def env(comfy_host):
-    return (comfy_host.module("nodes.sparsify_apply"), comfy_host.module("nodes.demo_models"),
-            comfy_host.module("nodes.demo_conditioning").demo_conditioning, comfy_host.module("core.sparse"))
+    return (comfy_host.module("host.sparsify"), comfy_host.module("host.demo_models"),
+            comfy_host.module("host.demo_models").demo_conditioning, comfy_host.module("core.sparse"))
 
 
 def denoised(patcher, cond) -> torch.Tensor:
@@ -254,7 +254,7 @@ def test_dynamic_vram_layers_run_one_compressed_op_built_from_the_cast_weight(en
     import comfy.ops
     import comfy.patcher_extension
 
-    sl = comfy_host.module("nodes.sparse_linear")
+    sl = comfy_host.module("host.sparse_linear")
     sp = env[3]
     mod, lowvram, patched = lora_layer(env)
     monkeypatch.setattr(sl, "fast_kernel_reason", lambda *a: None)
@@ -309,7 +309,7 @@ def test_a_layer_where_the_dense_matmul_is_faster_keeps_its_masked_weight_dense(
     """The 2:4 kernel has a floor of ~80 us: a one-token modulation layer ran 2.4-3.4x slower on it than dense.
     The op is chosen at the first call's token count: dense with the same masked weight where that is faster
     (asked of the kernel module with the layer's shape and tokens), compressed elsewhere."""
-    sl = comfy_host.module("nodes.sparse_linear")
+    sl = comfy_host.module("host.sparse_linear")
     sparsify, demo, _, sp = env
     patched, _ = sparsify.sparsify_model(demo.build_tiny_model("sd15"), "mlp", rank=4)
     mod = next(iter(sparse_modules(patched, sparsify.PyraSparseLinear).values()))

@@ -19,8 +19,8 @@ STEPS = 8
 
 @pytest.fixture(scope="module")
 def mods(comfy_host):
-    return (comfy_host.module("nodes.demo_models"), comfy_host.module("nodes.demo_conditioning"),
-            comfy_host.module("nodes.step_cache_hooks"))
+    return (comfy_host.module("host.demo_models"), comfy_host.module("host.demo_models"),
+            comfy_host.module("host.step_cache"))
 
 
 def tiny(demo, family, overrides, monkeypatch):
@@ -180,7 +180,7 @@ def test_pyramid_sampler_resets_per_level(mods, comfy_host, monkeypatch):
     import comfy.samplers
 
     demo, cond, hooks = mods
-    pyramid = comfy_host.module("nodes.pyramid_sampling")
+    pyramid = comfy_host.module("host.pyramid")
     base = tiny(demo, "sd3", {}, monkeypatch)
     shape = (1, 16, 32, 32)
 
@@ -224,7 +224,7 @@ def test_node_clones_and_rejects_unsupported(mods, comfy_host, monkeypatch):
         node.execute(base, "sdxl", -1.0, 0.15, 0.95, False)
     with pytest.raises(hooks.StepCacheError, match="start_percent"):
         node.execute(base, "auto", -1.0, 0.9, 0.5, False)
-    analytic = comfy_host.module("nodes.analytic")
+    analytic = comfy_host.module("host.analytic")
     model = analytic.analytic_model_patcher(comfy_host.module("core.analytic").NaturalImagePrior(), "flow")
     with pytest.raises(hooks.StepCacheError, match=r"supports SD1\.5, SDXL, SD3, Flux and Wan"):
         node.execute(model, "auto", -1.0, 0.15, 0.95, False)

@@ -44,8 +44,8 @@ def test_cli_trains_resumes_and_writes_a_loadable_checkpoint(comfy_host, tmp_pat
     meta, _, lora = comfy_host.module("core.dfm.checkpoint").load_dfm(out)
     assert meta["step"] == 5 and meta["levels"] == 2 and lora
     base = comfy.sd.load_diffusion_model(base_file)
-    dfm = comfy_host.module("nodes.dfm_model").load(base, out)
-    cond = comfy_host.module("nodes.demo_conditioning").demo_conditioning("sd3", 1)
+    dfm = comfy_host.module("host.dfm").load(base, out)
+    cond = comfy_host.module("host.demo_models").demo_conditioning("sd3", 1)
     latent = {"samples": torch.zeros(1, 16, 16, 16)}
     with torch.inference_mode():
         x = comfy_host.node("PyraDFMSampler").execute(dfm, 3, "2, 2", "0.3", "euler", 2.0, "simple", cond, cond,

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def features(comfy_host):
-    return comfy_host.module("nodes.host_features")
+    return comfy_host.module("host.features")
 
 
 def _host_like_0_3_75():
@@ -48,7 +48,7 @@ def test_the_node_refuses_at_validation_and_before_any_work(comfy_host, features
     monkeypatch.setattr(features, "train_sampler_missing", lambda nodes_train=None: ["TrainSampler.fwd_bwd"])
     msg = node.validate_inputs(reflections=8)
     assert isinstance(msg, str) and "update ComfyUI to 0.3.76 or newer" in msg
-    training = comfy_host.module("nodes.adapter_training")
+    training = comfy_host.module("host.training")
     settings = training.TrainSettings("sparse", 1, 1e-3, 1, 0)
     with pytest.raises(features.HostFeatureMissing, match="fwd_bwd"):  # model None: nothing else was touched
         training.train(None, None, [None], settings)

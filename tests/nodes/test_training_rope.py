@@ -15,7 +15,7 @@ import torch
 def mods(comfy_host):
     import comfy.ldm.flux.math as host_math
 
-    return comfy_host.module("nodes.training_rope"), comfy_host.module("nodes.host_features"), host_math
+    return comfy_host.module("host.rope"), comfy_host.module("host.features"), host_math
 
 
 def _inputs(seed=0, dtype=torch.float32):

@@ -12,7 +12,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def mod(comfy_host):
-    return comfy_host.module("nodes.vae_decode")
+    return comfy_host.module("host.vae")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def demo_vaes(comfy_host, tmp_path_factory):
     import comfy.sd
     import comfy.utils
 
-    demo = comfy_host.module("nodes.demo_models")
+    demo = comfy_host.module("host.demo_models")
     root = tmp_path_factory.mktemp("models")
     demo.write_demo_models(root)
     load = {}

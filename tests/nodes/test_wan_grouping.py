@@ -1,4 +1,4 @@
-"""Operator Grouping of Wan blocks (core/wan_grouping.py through nodes/feature_slicing_apply.py) against the host."""
+"""Operator Grouping of Wan blocks (core/slicing/wan_grouping.py through host/feature_slicing.py) against the host."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def run_block(block, x, e, freqs, context, img_tokens=0):
 def twin(comfy_host, block, tokens):
     import comfy.ldm.wan.model as wan
 
-    attention = comfy_host.module("nodes.feature_slicing_apply")._host_attention
-    return comfy_host.module("core.wan_grouping").grouped_block(block, tokens, attention, wan.apply_rope1)
+    attention = comfy_host.module("host.feature_slicing")._host_attention
+    return comfy_host.module("core.slicing.wan_grouping").grouped_block(block, tokens, attention, wan.apply_rope1)
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 32, 64, 179])
@@ -99,7 +99,7 @@ def test_input_is_not_written_and_small_inputs_run_whole(comfy_host):
 
 
 def test_head_groups_cover_every_head_once(comfy_host):
-    head_groups = comfy_host.module("core.wan_grouping").head_groups
+    head_groups = comfy_host.module("core.slicing.wan_grouping").head_groups
     for heads, tokens, slice_tokens in ((40, 75_600, 4096), (4, 180, 32), (1, 10, 3), (5, 10, 100)):
         cols = head_groups(heads, 8, tokens, slice_tokens)
         assert [c.start for c in cols] == [0] + [c.stop for c in cols[:-1]]
@@ -110,8 +110,8 @@ def test_head_groups_cover_every_head_once(comfy_host):
 def test_node_groups_host_blocks_and_falls_back_to_ffn_slicing_for_subclasses(comfy_host):
     import comfy.ldm.wan.model as wan
 
-    apply = comfy_host.module("nodes.feature_slicing_apply")
-    patcher = comfy_host.module("nodes.demo_models").build_tiny_model("wan21")
+    apply = comfy_host.module("host.feature_slicing")
+    patcher = comfy_host.module("host.demo_models").build_tiny_model("wan21")
     clone, report = apply.slice_features(patcher, 16)
     assert report.grouped == ["blocks.0"] and not report.ffn_sliced and "1 Wan blocks grouped" in report.summary()
     assert type(clone.object_patches["diffusion_model.blocks.0"]).__name__ == "GroupedWanAttentionBlock"

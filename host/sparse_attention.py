@@ -1,0 +1,152 @@
+"""PyraSparseAttention's hooks: the host's attention override (`optimized_attention_override` in
+transformer_options, comfy/ldm/modules/attention.py `wrap_attn`) for SD3, Flux and Wan self-attention, an
+APPLY_MODEL wrapper that opens the sparse window in sigmas and records the text-token count, and an
+OUTER_SAMPLE wrapper that turns the step window into sigmas and logs the sparsity reached per sampling run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import comfy.ldm.flux.model
+import comfy.ldm.modules.diffusionmodules.mmdit
+import comfy.ldm.wan.model
+import comfy.patcher_extension
+import torch
+
+from ..core.attention import predict_block_plan
+from ..kernels.block_sparse_attention import block_sparse_attention
+from ..kernels.sdpa import fastest_sdpa
+from .models import SigmaWindow, patch_size, require_family, text_leads
+
+log = logging.getLogger("pyra")
+WRAPPER_KEY = "pyra_sparse_attention"
+STEP_KEY = "pyra_sparse_attention_step"
+FAMILIES = ("sd3", "flux", "wan21")
+
+
+class SparseAttentionError(ValueError):
+    pass
+
+
+def detect_family(patcher) -> str:
+    return require_family(patcher, FAMILIES, "block-sparse attention", SparseAttentionError)
+
+
+@dataclass
+class SparseSettings:
+    keep_mass: float
+    keep_ratio: float
+    block_size: int
+    window: SigmaWindow
+    text_tokens: int  # -1: the conditioning's token count (SD3, Flux), 0 for Wan
+    fastest_dense: bool
+
+
+@dataclass
+class SparseStats:
+    """Counts of one sampling run. kept_blocks adds up on the attention's device (a tensor once a sparse call
+    ran): reading it syncs, so it is read once, at the end of the run."""
+
+    sparse_calls: int = 0
+    dense_calls: int = 0
+    kept_blocks: int | torch.Tensor = 0
+    total_blocks: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def sparsity(self) -> float:
+        return 1.0 - int(self.kept_blocks) / self.total_blocks if self.total_blocks else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.sparse_calls} sparse and {self.dense_calls} dense attention calls, "
+                f"{100 * self.sparsity():.1f}% of key blocks skipped in the sparse ones")
+
+
+def _to_heads(q, k, v, heads: int, skip_reshape: bool):
+    """(B, N, H*D) (SD3's v comes as (B, N, H, D)) -> (B, H, N, D), as the host's attention_pytorch does."""
+    if skip_reshape:
+        return q, k, v
+    dim_head = q.shape[-1] // heads
+    return tuple(t.reshape(t.shape[0], -1, heads, dim_head).transpose(1, 2) for t in (q, k, v))
+
+
+def make_override(settings: SparseSettings, stats: SparseStats):
+    """The attention override: block-sparse self-attention inside the window, the host's attention elsewhere."""
+
+    def override(func, q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
+                 skip_output_reshape=False, **kwargs):
+        step = kwargs.get("transformer_options", {}).get(STEP_KEY)
+        q_len, k_len = q.shape[-2 if skip_reshape else 1], k.shape[-2 if skip_reshape else 1]
+        self_attention = q_len == k_len and (step is None or step["tokens"] in (None, q_len))
+        if step is None or mask is not None or not self_attention:
+            stats.dense_calls += 1
+            if settings.fastest_dense and mask is None and q.device.type == "cuda":
+                return _fastest_dense(q, k, v, heads, skip_reshape, skip_output_reshape)
+            return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
+                        skip_output_reshape=skip_output_reshape, **kwargs)
+        qh, kh, vh = _to_heads(q, k, v, heads, skip_reshape)
+        plan = predict_block_plan(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio,
+                                  step["text_tokens"], text_at_end=not step["text_leads"])
+        stats.sparse_calls += 1
+        stats.kept_blocks = stats.kept_blocks + plan.counts.sum()  # stays on the device: no sync per call
+        stats.total_blocks += plan.mask.numel()
+        out = block_sparse_attention(qh, kh, vh, plan, settings.block_size)
+        return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
+
+    return override
+
+
+def _fastest_dense(q, k, v, heads, skip_reshape, skip_output_reshape):
+    out = fastest_sdpa(*_to_heads(q, k, v, heads, skip_reshape))
+    return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
+
+
+def _apply_model_wrapper(settings: SparseSettings, leads: bool, grid: tuple[int, ...] | None):
+    """Opens the window per step. Wan: self-attention is recognised by its length, the image-token count from
+    `grid` (the patch grid); an image exactly as long as the text stays dense (SD3 and Flux have no cross-attention)."""
+
+    def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
+        options = dict(transformer_options or {})
+        sigma = float(t.max())
+        if settings.window(sigma):
+            text = settings.text_tokens
+            if text < 0:
+                text = c_crossattn.shape[1] if (leads and c_crossattn is not None) else 0
+            tokens = None
+            if grid:  # Wan: an image as long as the text cannot be told from cross-attention: stay dense
+                tokens = math.prod(-(-s // p) for s, p in zip(x.shape[2:], grid, strict=True))
+                tokens = -1 if c_crossattn is not None and tokens == c_crossattn.shape[1] else tokens
+            options[STEP_KEY] = {"text_tokens": text, "text_leads": leads, "tokens": tokens}
+        return executor(x, t, c_concat, c_crossattn, control, options, **kw)
+
+    return wrapper
+
+
+def _outer_sample_wrapper(stats: SparseStats, window: SigmaWindow, family: str):
+    def wrapper(executor, *args, **kwargs):
+        window.prepare(executor.class_obj.model_patcher.get_model_object("model_sampling"))
+        stats.sparse_calls = stats.dense_calls = stats.kept_blocks = stats.total_blocks = 0
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            stats.history.append(stats.sparsity())
+            log.info("Pyra sparse attention (%s): %s", family, stats.summary())
+
+    return wrapper
+
+
+def install(patcher, family: str, settings: SparseSettings) -> SparseStats:
+    """Patch `patcher` (a clone, patched in place) and return the stats of its last sampling run."""
+    stats = SparseStats()
+    grid = patch_size(patcher) if family == "wan21" else None
+    options = patcher.model_options.setdefault("transformer_options", {})
+    if "optimized_attention_override" in options:
+        log.warning("Pyra sparse attention replaces an attention override already on this model")
+    options["optimized_attention_override"] = make_override(settings, stats)
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
+                                 _apply_model_wrapper(settings, text_leads(family), grid))
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                 _outer_sample_wrapper(stats, settings.window, family))
+    return stats

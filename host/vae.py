@@ -1,0 +1,107 @@
+"""Exact low-memory VAE decoding and encoding through the host's VAE object: its decoder or KL encoder run in row
+bands with whole-tensor GroupNorm statistics (core/vae/), the host's own decode or encode where no exact sliced
+program exists, and out-of-memory handled by halving the band."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+
+from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
+from ..core.vae.kl_encode import can_encode, kl_encode
+
+log = logging.getLogger(__name__)
+
+class LatentMismatch(ValueError):
+    """The latent does not fit the VAE (channels or dimensions)."""
+
+def check_latent(vae, z: torch.Tensor) -> None:
+    """Raise LatentMismatch, naming both sides, when `z` cannot be decoded by `vae`."""
+    if z.ndim - 2 != vae.latent_dim:
+        want = "4-D image latents (batch, channels, height, width)" if vae.latent_dim == 2 else \
+            f"{vae.latent_dim + 2}-D latents"
+        raise LatentMismatch(f"this VAE ({type(vae.first_stage_model).__name__}) decodes {want}, but the latent is "
+                             f"{z.ndim}-D {tuple(z.shape)}: connect a VAE of the family that made the latent")
+    if z.shape[1] != vae.latent_channels:
+        name = type(vae.first_stage_model).__name__
+        raise LatentMismatch(f"the latent has {z.shape[1]} channels but this VAE ({name})"
+                             f" expects {vae.latent_channels}: connect the VAE of the model family that made the latent"
+                             " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1: 16)")
+
+def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str) -> torch.Tensor:
+    """run(model, x on the VAE's device and dtype, rows, output device) for one sample; out-of-memory halves the
+    band and starts again (never a partial result). `what` names the work in the log ("decode", "encode")."""
+    rows = slice_rows
+    while True:
+        failed = False
+        try:
+            return run(vae.first_stage_model, x.to(vae.device, vae.vae_dtype), rows, vae.output_device)
+        except mm.OOM_EXCEPTION:
+            if rows <= 1:
+                raise
+            failed = True
+        if failed:   # outside the except block, so the failed attempt's tensors can be freed
+            mm.soft_empty_cache(True)
+            log.warning("Pyra exact VAE %s ran out of memory with %d-row bands; retrying with %d", what, rows,
+                        rows // 2)
+            rows //= 2
+
+def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
+    """IMAGE (B, H, W, C), or (B, T, H, W, C) for video, exactly as `vae.decode` returns it."""
+    vae.throw_exception_if_invalid()
+    check_latent(vae, z)
+    try:
+        _, decode = decoder_for(vae.first_stage_model)
+    except SliceUnsupported as err:
+        log.info("Pyra exact VAE decode: %s; using the host's own decode", err)
+        return vae.decode(z)
+    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(z[:1].shape, vae.vae_dtype) / 4,
+                       force_full_load=vae.disable_offload)
+    if slice_rows <= 0:
+        slice_rows = auto_slice_rows(tuple(z[:1].shape), mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
+                                     band_channels(vae.first_stage_model))
+    pbar = comfy.utils.ProgressBar(z.shape[0])
+    out = None
+    for i in range(z.shape[0]):
+        try:
+            img = vae.process_output(run_in_bands(vae, decode, z[i:i + 1], slice_rows, "decode"))
+        except SliceUnsupported as err:   # a layer the slicer cannot reproduce, found while building its program
+            log.info("Pyra exact VAE decode: %s; using the host's own decode", err)
+            return vae.decode(z)
+        if out is None:
+            out = torch.empty((z.shape[0], *img.shape[1:]), dtype=img.dtype, device=vae.output_device)
+        out[i:i + 1] = img
+        pbar.update(1)
+    return out.movedim(1, -1)
+
+
+def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
+    """LATENT samples for IMAGE `pixels` (B, H, W, C), exactly as `vae.encode` returns them."""
+    vae.throw_exception_if_invalid()
+    model = vae.first_stage_model
+    if not can_encode(model) or vae.latent_dim != 2:
+        log.info("Pyra exact VAE encode: no exact sliced encoder for %s; using the host's own encode",
+                 type(model).__name__)
+        return vae.encode(pixels)
+    x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1)
+    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x[:1].shape, vae.vae_dtype) / 4,
+                       force_full_load=vae.disable_offload)
+    if slice_rows <= 0:
+        latent_shape = (1, vae.latent_channels, x.shape[-2] // 8, x.shape[-1] // 8)
+        slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device))
+    pbar = comfy.utils.ProgressBar(x.shape[0])
+    out = None
+    for i in range(x.shape[0]):
+        try:
+            z = run_in_bands(vae, kl_encode, vae.process_input(x[i:i + 1]), slice_rows, "encode")
+        except SliceUnsupported as err:
+            log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
+            return vae.encode(pixels)
+        if out is None:
+            out = torch.empty((x.shape[0], *z.shape[1:]), dtype=z.dtype, device=vae.output_device)
+        out[i:i + 1] = z
+        pbar.update(1)
+    return out
