@@ -40,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     import_host(cpu=args.tiny)
 
-    hooks = pack_module("host.sparse_attention")
+    hooks, models = pack_module("host.sparse_attention"), pack_module("host.models")
     cuda = not args.tiny
     device, dtype, x, t, context, tokens = wan_inputs(args.tiny, args.latent)
     block = 16 if args.tiny else 128
@@ -49,8 +49,8 @@ def main() -> int:
     results = {"host": {"seconds": host["seconds"]}}
     for name, (mass, ratio, window) in SETTINGS.items():
         patched = base.clone()
-        start = float("inf") if window else -1.0
-        stats = hooks.install(patched, "Wan", hooks.SparseSettings(mass, ratio, block, start, -1.0, 0, True))
+        sigmas = models.SigmaWindow.between(float("inf") if window else -1.0, -1.0)
+        stats = hooks.install(patched, "wan21", hooks.SparseSettings(mass, ratio, block, sigmas, 0, True))
         run = measure(patched, x, t, context, args.repeats, cuda)
         results[name] = {"seconds": run["seconds"], "speedup_vs_host": host["seconds"] / run["seconds"],
                          "sparsity": stats.sparsity(), "sparse_calls": stats.sparse_calls,

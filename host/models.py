@@ -94,7 +94,16 @@ class SigmaWindow:
         self.start_percent, self.end_percent = start_percent, end_percent
         self.start_sigma, self.end_sigma = float("inf"), -1.0
 
+    @classmethod
+    def between(cls, start_sigma: float, end_sigma: float) -> SigmaWindow:
+        """A window given in sigmas, which `prepare` leaves as it is (for direct calls of a hooked model)."""
+        window = cls(float("nan"), float("nan"))
+        window.start_sigma, window.end_sigma = start_sigma, end_sigma
+        return window
+
     def prepare(self, model_sampling) -> None:
+        if self.start_percent != self.start_percent:   # NaN: given in sigmas
+            return
         self.start_sigma = float(model_sampling.percent_to_sigma(self.start_percent))
         self.end_sigma = float(model_sampling.percent_to_sigma(self.end_percent))
 

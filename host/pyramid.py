@@ -17,7 +17,8 @@ import comfy.utils
 import torch
 
 from ..core.samplers.pyramid import level_noise, level_sigmas, lift, padded_size, plan_stages, pool
-from . import graph_store, models
+from ..kernels.cuda_graphs import store as graph_store
+from . import models
 from .cuda_graphs import GraphedForward
 
 log = logging.getLogger("pyra")

@@ -203,7 +203,7 @@ class PyraSparseAttention(io.ComfyNode):
                 "SDPA backend (cuDNN first). Logs the sparsity reached after each sampling run."
             ),
             inputs=[
-                io.Model.Input("model", tooltip=f"A {family_names(sparse_attention.FAMILIES)} model."),
+                io.Model.Input("model", tooltip=f"The model to patch: {family_names(sparse_attention.FAMILIES)}."),
                 io.Float.Input("keep_mass", default=0.9, min=0.01, max=1.0, step=0.01,
                                tooltip="Per query block, keep the top key blocks up to this cumulative share "
                                        "of the pooled attention mass; 1.0 keeps every block (dense result)."),

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULE_PATH = Path(__file__).resolve().parent.parent / "nodes" / "demo_models.py"
+MODULE_PATH = Path(__file__).resolve().parent.parent / "host" / "demo_models.py"
 
 
 def load_demo_models(comfyui: Path):

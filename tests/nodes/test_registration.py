@@ -34,9 +34,9 @@ def test_registered_nodes_are_the_packs(comfy_host, pyra_nodes):
 def test_a_capability_the_host_cannot_serve_drops_only_its_nodes(comfy_host):
     """One missing host symbol disables one capability, with one message naming the host version and the cause."""
     pkg = comfy_host.module("nodes")
-    table = (("analytic model", "analytic", ("PyraAnalyticModel",)),
+    table = (("analytic model", "demo", ("PyraAnalyticModel",)),
              ("imaginary", "no_such_module_on_this_host", ("PyraImaginary",)),
-             ("step cache", "step_cache", ("PyraStepCache",)))
+             ("step cache", "sparse", ("PyraStepCache",)))
     nodes, disabled = pkg.load_capabilities(table)
     assert [cls.define_schema().node_id for cls in nodes] == ["PyraAnalyticModel", "PyraStepCache"]
     assert len(disabled) == 1

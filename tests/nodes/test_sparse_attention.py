@@ -64,21 +64,20 @@ def test_sparsity_reached_and_window(mods):
     demo, cond, _, hooks = mods
     base = demo.build_tiny_model("wan21")
     patched = base.clone()
-    stats = hooks.install(patched, "Wan", hooks.SparseSettings(1.0, 0.5, 64, 1e9, 0.0, -1, True))
+    stats = hooks.install(patched, "wan21", hooks.SparseSettings(1.0, 0.5, 64, hooks.SigmaWindow(0.0, 1.0), -1, True))
     sample(patched, cond, "wan21", FAMILIES["wan21"][1])
     assert stats.sparse_calls > 0 and stats.history[-1] == pytest.approx(0.5)  # 2 of 4 blocks per row
     assert stats.dense_calls == stats.sparse_calls  # one cross-attention per self-attention stays dense
     assert isinstance(stats.kept_blocks, torch.Tensor)  # summed on the device, read once after the run
 
     same = base.clone()  # 7 x 11 = 77 image tokens, as many as the text: ambiguous, so everything stays dense
-    stats = hooks.install(same, "Wan", hooks.SparseSettings(1.0, 0.5, 64, 1e9, 0.0, -1, True))
+    stats = hooks.install(same, "wan21", hooks.SparseSettings(1.0, 0.5, 64, hooks.SigmaWindow(0.0, 1.0), -1, True))
     sample(same, cond, "wan21", (1, 16, 1, 14, 22))
     assert stats.sparse_calls == 0 and stats.dense_calls > 0
 
     windowed = base.clone()
-    sampling = base.get_model_object("model_sampling")
-    settings = hooks.SparseSettings(1.0, 0.5, 64, sampling.percent_to_sigma(0.99), 0.0, -1, True)
-    stats = hooks.install(windowed, "Wan", settings)
+    settings = hooks.SparseSettings(1.0, 0.5, 64, hooks.SigmaWindow(0.99, 1.0), -1, True)
+    stats = hooks.install(windowed, "wan21", settings)
     sample(windowed, cond, "wan21", FAMILIES["wan21"][1])
     assert stats.sparse_calls == 0 and stats.dense_calls > 0  # every step of 3 lies before 99 %
 
@@ -88,7 +87,7 @@ def test_text_tokens_kept_in_joint_attention(mods):
     base = demo.build_tiny_model("flux")
     patched = base.clone()
     seen = []
-    stats = hooks.install(patched, "Flux", hooks.SparseSettings(1.0, 0.01, 64, 1e9, 0.0, -1, True))
+    stats = hooks.install(patched, "flux", hooks.SparseSettings(1.0, 0.01, 64, hooks.SigmaWindow(0.0, 1.0), -1, True))
     override = patched.model_options["transformer_options"]["optimized_attention_override"]
 
     def spy(func, q, k, v, *args, **kwargs):
@@ -104,7 +103,7 @@ def test_text_tokens_kept_in_joint_attention(mods):
 
 def test_unsupported_family_names_the_supported_ones(mods):
     demo, _, node, hooks = mods
-    with pytest.raises(hooks.SparseAttentionError, match="SD3, Flux, Wan"):
+    with pytest.raises(hooks.SparseAttentionError, match=r"SD3, Flux and Wan 2\.1"):
         patch(node, demo.build_tiny_model("sd15"))
     with pytest.raises(ValueError, match="must be below end_percent"):
         patch(node, demo.build_tiny_model("flux"), start=0.5, end=0.5)

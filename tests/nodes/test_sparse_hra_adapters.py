@@ -202,6 +202,7 @@ def test_sara_checkpoint_converts_and_loads(comfy_host, core, base, cond, loras_
     import comfy.lora
 
     convert = comfy_host.module("host.sara")
+    node = comfy_host.module("nodes.adapters").PyraConvertSaRA
     params = convert.base_parameters(base)
     assert params[0][0] == "diffusion_model.input_blocks.0.0.weight"  # diffusers conv_in.weight
     assert params[2][0] == "diffusion_model.time_embed.0.weight"  # time_embedding.linear_1.weight
@@ -211,7 +212,7 @@ def test_sara_checkpoint_converts_and_loads(comfy_host, core, base, cond, loras_
         vals = w.flatten()[w.flatten().abs() < threshold]
         data[i] = vals + 0.05 * torch.randn(vals.shape, generator=g)
     torch.save(data, loras_dir / "pyra_test_sara.pt")
-    out = convert.PyraConvertSaRA.execute(base, "pyra_test_sara.pt", "fp32", "loras/pyra_test_sara_converted")
+    out = node.execute(base, "pyra_test_sara.pt", "fp32", "loras/pyra_test_sara_converted")
     assert "saved loras/pyra_test_sara_converted_" in out.args[0]
     name = max(loras_dir.glob("pyra_test_sara_converted_*.safetensors"), key=lambda p: p.stat().st_mtime_ns).name
     adapted = load(base, name)

@@ -33,10 +33,10 @@ def on_the_kernel(gpu_env, monkeypatch):
 
 
 def materialised_weights():
-    """The pack's host_features.materialised_weights, from the package the fixture loaded (dynamic VRAM, the GPU
+    """The pack's host/features.materialised_weights, from the package the fixture loaded (dynamic VRAM, the GPU
     default of 0.16+, builds comfy.ops layers without weights)."""
-    pack = next(n for n in sys.modules if n.endswith(".nodes.sparsify_apply")).rsplit(".", 1)[0]
-    return importlib.import_module(f"{pack}.host_features").materialised_weights()
+    pack = next(n for n in sys.modules if n.endswith(".host.sparsify")).rsplit(".", 1)[0]
+    return importlib.import_module(f"{pack}.features").materialised_weights()
 
 
 def linear(out_f: int, in_f: int, dtype=torch.float32, seed=0):
