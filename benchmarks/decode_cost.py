@@ -100,7 +100,7 @@ def count(fn, attn, ours: bool = False) -> dict:  # {"passes": {phase: tally}, "
 
     mode = counter_mode()
     stream, kl = pack_module("core.vae.stream"), pack_module("core.vae.kl")
-    saved = stream._measure, kl.run_program, kl._attention
+    saved = stream._measure, kl.run_program, kl.mid_attention
 
     def in_phase(fn_, phase):
         def wrapped(*a, **k):
@@ -113,13 +113,13 @@ def count(fn, attn, ours: bool = False) -> dict:  # {"passes": {phase: tally}, "
 
     if ours:
         stream._measure, kl.run_program = in_phase(saved[0], "stats"), in_phase(saved[1], "output")
-    kl._attention = in_phase(saved[2], "attention")
+    kl.mid_attention = in_phase(saved[2], "attention")
     attn.forward = in_phase(attn.forward, "attention")
     try:
         with FlopCounterMode(display=False) as check, mode:
             fn()
     finally:
-        stream._measure, kl.run_program, kl._attention = saved
+        stream._measure, kl.run_program, kl.mid_attention = saved
         del attn.forward
     total = sum(t["conv_flop"] + t["other_flop"] for t in mode.tally.values())
     if total != check.get_total_flops():

@@ -1,7 +1,7 @@
 """Host glue for finetuning a DFM model (PyraDFMTrain and tools/train_dfm.py share it).
 
 The core trainer is core/dfm/train.py's DFMTrainer. Here: a clone of the model whose comfy-op weights pass
-through `_autograd_copy` at every forward (the server runs nodes in inference mode, so a model it loaded holds
+through `autograd_copy` at every forward (the server runs nodes in inference mode, so a model it loaded holds
 inference tensors that autograd refuses to save for backward; the clone copies them per call and the user's
 weights are never written), a copy of the per-level layers (the input model keeps its own), batches of latents
 with their conditioning, the checkpoint plus a resumable optimizer file.
@@ -24,7 +24,7 @@ from ..core.dfm.train import DFMTrainer, TrainConfig
 from . import dfm as dfm_model
 from . import memory
 from .rope import differentiable_rope
-from .training import _autograd_conds, _autograd_copy
+from .training import autograd_conds, autograd_copy
 
 CORE_MODES = ("lora", "frozen")
 PROBE_SIZE = 8  # samples (the first latents, repeated) of the fixed-noise loss in the report
@@ -84,7 +84,7 @@ def _training_patcher(model):
         if hasattr(module, "weight_function"):
             for pname in ("weight", "bias"):
                 if getattr(module, pname, None) is not None:
-                    mp.add_weight_wrapper(f"{name}.{pname}", _autograd_copy)
+                    mp.add_weight_wrapper(f"{name}.{pname}", autograd_copy)
     return mp
 
 
@@ -161,8 +161,8 @@ def train_dfm(model, latents: torch.Tensor, positive: list, config: TrainConfig,
                                   "lower lora_rank, turn gradient_checkpointing on, or train with core frozen")
         layers = copy.deepcopy(runner.layers).float().to(device)  # the input model keeps its own layers
         latents = mp.model.process_latent_in(latents.float().clone()).to(device)  # the model's latent space
-        contexts = [_autograd_conds(c).to(device) for c in contexts]
-        pooled = [_autograd_conds(p).to(device) if p is not None else None for p in pooled]
+        contexts = [autograd_conds(c).to(device) for c in contexts]
+        pooled = [autograd_conds(p).to(device) if p is not None else None for p in pooled]
         lora, state = None, None
         if resume:
             lora, state = _resume(Path(path), layers, arch, config)

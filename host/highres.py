@@ -18,7 +18,7 @@ import comfy.utils
 import torch
 
 from ..core.samplers.highres import StructureGuide, resize, sharpen, stage_size, wavelet_levels
-from .pyramid import StageCallback, _min_level_size, scale_areas
+from .pyramid import StageCallback, min_level_size, scale_areas
 
 log = logging.getLogger("pyra")
 UPSCALE_METHODS = ("latent", "pixels", "upscale model")
@@ -147,7 +147,7 @@ def highres_sample(model, positive, negative, latent: dict, seed: int, s: HighRe
     current = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     check_request(current, s, vae, upscale_model)
     base = tuple(current.shape[-2:])
-    multiple = _min_level_size(model)
+    multiple = min_level_size(model)
     fmt = model.get_model_object("latent_format")
     ms = model.get_model_object("model_sampling")
     pixels = _Pixels(vae, fmt) if vae is not None else None

@@ -95,7 +95,7 @@ class StageCallback:
             self.callback(min(self.offset + step, self.total - 1), x0, x, self.total)
 
 
-def _min_level_size(model_patcher) -> int:
+def min_level_size(model_patcher) -> int:
     dm = model_patcher.get_model_object("diffusion_model")
     patch = getattr(dm, "patch_size", 1)
     patch = max(patch) if isinstance(patch, (tuple, list)) else int(patch or 1)
@@ -133,7 +133,7 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
         log.info("Pyra pyramid: latent %sx%s padded to %sx%s to divide by %s", width, height, size[1], size[0],
                  stages[0].factor)
     smallest = min(size) // stages[0].factor
-    if smallest < _min_level_size(patcher):
+    if smallest < min_level_size(patcher):
         raise PyramidError(f"the 1/{stages[0].factor} level of a {width}x{height} latent is {smallest} latent "
                            "pixels: smaller than one model patch. Use a smaller factor or a larger image.")
     full_noise = _padded_noise(noise, size, seed)

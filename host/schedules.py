@@ -10,24 +10,28 @@ import torch
 
 from ..core.samplers.schedule_families import FAMILIES
 from ..core.samplers.searched_schedules import searched_fractions, stored_steps
-from .models import family_of
+from .models import family_of, parametrisation
 
 FAMILY_KINDS = {"eps": "the SD discrete (eps / v) noise schedule", "flow": "a rectified-flow (CONST) schedule"}
 
 class FamilyMismatch(ValueError):
     """The model cannot use the requested family's schedule."""
 
-def model_kind(model_sampling) -> str | None:
-    """'eps' (ModelSamplingDiscrete with EPS or V_PREDICTION), 'flow' (CONST, discrete-flow or Flux), or None."""
-    if isinstance(model_sampling, comfy.model_sampling.CONST) and isinstance(
-        model_sampling, comfy.model_sampling.ModelSamplingDiscreteFlow | comfy.model_sampling.ModelSamplingFlux
-    ):
+def model_kind(model) -> str | None:
+    """'eps' for the SD discrete schedule (eps or v), 'flow' for a discrete-flow or Flux schedule, else None: the
+    parametrisation (host/models.py) of the schedules the stored fractions were searched on."""
+    model_sampling = model.get_model_object("model_sampling")
+    try:
+        param = parametrisation(model, "searched schedules")
+    except ValueError:
+        return None
+    if param == "flow" and isinstance(model_sampling, comfy.model_sampling.ModelSamplingDiscreteFlow
+                                      | comfy.model_sampling.ModelSamplingFlux):
         return "flow"
-    if isinstance(model_sampling, comfy.model_sampling.EPS) and type(model_sampling).sigma is (
-        comfy.model_sampling.ModelSamplingDiscrete.sigma
-    ):
+    if param == "ve" and type(model_sampling).sigma is comfy.model_sampling.ModelSamplingDiscrete.sigma:
         return "eps"
     return None
+
 
 def detect_family(model) -> str | None:
     """The family whose stored schedules fit the model, from its config (host/models.py, exact)."""
@@ -37,7 +41,7 @@ def detect_family(model) -> str | None:
 def resolve_family(model, family: str) -> str:
     """The family to use: detected for 'auto', else `family` after checking it fits the model's sampling."""
     model_sampling = model.get_model_object("model_sampling")
-    kind = model_kind(model_sampling)
+    kind = model_kind(model)
     if kind is None:
         raise FamilyMismatch(
             f"this model samples with {type(model_sampling).__name__}, which has no searched schedules: they exist "

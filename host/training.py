@@ -54,20 +54,20 @@ class TrainResult:
     frozen_fraction: float = 0.0
 
 
-def _autograd_copy(weight: torch.Tensor) -> torch.Tensor:
+def autograd_copy(weight: torch.Tensor) -> torch.Tensor:
     """A weight or bias the backward pass may save. The server runs nodes in inference mode, so a model it loaded
     holds inference tensors, which autograd refuses to save (norms and convolutions save theirs)."""
     return weight.clone() if weight.is_inference() else weight
 
 
-def _autograd_conds(value):
+def autograd_conds(value):
     """Conditioning with every tensor copied out of inference mode (the host's trainer does the same)."""
     if isinstance(value, torch.Tensor):
         return value.clone() if value.is_inference() else value
     if isinstance(value, dict):
-        return {k: _autograd_conds(v) for k, v in value.items()}
+        return {k: autograd_conds(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_autograd_conds(v) for v in value)
+        return type(value)(autograd_conds(v) for v in value)
     return value
 
 
@@ -123,7 +123,7 @@ def _attach(mp, s: TrainSettings) -> dict[str, torch.nn.Module]:
         for pname in ("weight", "bias"):
             key = f"{name}.{pname}"
             if hasattr(module, "weight_function") and getattr(module, pname, None) is not None and key not in adapters:
-                mp.add_weight_wrapper(key, _autograd_copy)
+                mp.add_weight_wrapper(key, autograd_copy)
     if not adapters:
         raise ValueError(f"no weight has entries with |w| < {s.threshold}: raise the threshold"
                          if s.adapter_type == "sparse" else "the model has no matrix weights to adapt")
@@ -186,7 +186,7 @@ def train(model, latents: torch.Tensor, positive: list, s: TrainSettings) -> Tra
         memory.refuse_over(memory_parts(mp, s), mp.load_device, NODE,
                                   "lower threshold (sparse) or reflections (householder)")
         latents = latents.float().clone()
-        positive = _autograd_conds(positive)
+        positive = autograd_conds(positive)
         adapters = _attach(mp, s)
         params = [p for a in adapters.values() for p in a.parameters()]
         if s.adapter_type == "sparse":

@@ -13,7 +13,7 @@ import torch
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 from ..core.vae.kl_encode import can_encode, kl_encode
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pyra.vae")
 
 class LatentMismatch(ValueError):
     """The latent does not fit the VAE (channels or dimensions)."""

@@ -12,6 +12,7 @@ import math
 import torch
 
 from ...kernels.block_sparse_attention import BlockPlan
+from ...kernels.bounded import BoundedCache
 
 
 def pool_blocks(x: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -70,7 +71,7 @@ def _plan(q: torch.Tensor, k: torch.Tensor, block_size: int, keep_mass: float, k
 # eager at 32760 tokens, 24 heads (benchmarks/results/sparse-attention-h200.md). Its plan can differ from the
 # eager one where two blocks' pooled scores tie within rounding (fused reductions sum in another order).
 COMPILE_PREDICTOR = True
-_compiled_plans: dict[tuple, object] = {}
+_compiled_plans = BoundedCache(16)  # compiled predictors, one per (shapes, dtype, device, settings)
 
 
 @torch.no_grad()
@@ -86,9 +87,8 @@ def predict_block_plan(q: torch.Tensor, k: torch.Tensor, block_size: int = 128, 
     settings = (block_size, keep_mass, keep_ratio, text_tokens, text_at_end)
     if (COMPILE_PREDICTOR if compiled is None else compiled) and q.device.type == "cuda":
         key = (tuple(q.shape), tuple(k.shape), q.dtype, q.device, settings)
-        if key not in _compiled_plans:
-            _compiled_plans[key] = torch.compile(lambda q, k: _plan(q, k, *settings), dynamic=False)
-        mask, order, counts = _compiled_plans[key](q, k)
+        predictor = _compiled_plans.get(key, lambda: torch.compile(lambda q, k: _plan(q, k, *settings), dynamic=False))
+        mask, order, counts = predictor(q, k)
     else:
         mask, order, counts = _plan(q, k, *settings)
     return BlockPlan(mask, order, counts, block_size)

@@ -4,7 +4,7 @@
 denoised estimate, `sigmas` is a descending 1-D schedule ending at 0. The update formulas are those of the
 papers (Karras et al. 2022, Algorithm 2; Lu et al. 2022, DPM-Solver++(2M)), written for any tensor `x`: the
 schedule search runs them on per-mode gains of the analytic model, where the denoiser is a multiplication.
-tests/nodes/test_schedules.py checks them against the host's comfy.k_diffusion functions on the same sigmas.
+tests/host/test_schedules.py checks them against the host's comfy.k_diffusion functions on the same sigmas.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class SliceUnsupported(ValueError):
     """The module is not a decoder this slicer can reproduce exactly; the caller should use the plain decode."""
 
 
-def _host_class(module: nn.Module | None, name: str) -> bool:
+def is_host_class(module: nn.Module | None, name: str) -> bool:
     """Whether `module` is the host's comfy.ldm.modules.diffusionmodules.model.<name> (not a subclass)."""
     return type(module).__name__ == name and type(module).__module__.endswith("diffusionmodules.model")
 
@@ -65,7 +65,7 @@ def is_kl(model: nn.Module) -> bool:
     dec = getattr(model, "decoder", None)
     if not all(hasattr(dec, n) for n in ("conv_in", "mid", "up", "norm_out", "conv_out")):
         return False
-    return hasattr(model, "post_quant_conv") or (hasattr(model, "regularization") and _host_class(dec, "Decoder"))
+    return hasattr(model, "post_quant_conv") or (hasattr(model, "regularization") and is_host_class(dec, "Decoder"))
 
 
 def _post_quant(model: nn.Module, z: Tensor) -> Tensor:
@@ -73,7 +73,7 @@ def _post_quant(model: nn.Module, z: Tensor) -> Tensor:
     return z if conv is None else conv(z)
 
 
-def _resblock(blk: nn.Module, fast: bool = True) -> list[RowOp]:
+def resblock_ops(blk: nn.Module, fast: bool = True) -> list[RowOp]:
     if not isinstance(blk.norm1, nn.GroupNorm) or not isinstance(blk.norm2, nn.GroupNorm):
         raise SliceUnsupported(f"{type(blk).__name__} without GroupNorm")
     shortcut = None
@@ -106,7 +106,7 @@ def _check(model: nn.Module, z: Tensor) -> None:
             raise SliceUnsupported("only 2x nearest upsampling followed by a convolution is supported")
 
 
-def _attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
+def mid_attention(blk: nn.Module, x: Tensor, budget_bytes: int = 1 << 28) -> Tensor:
     """The mid AttnBlock (one head over all latent pixels): the same softmax per query as the host's.
 
     On CUDA one call to a fused SDPA kernel (memory-efficient, flash or cuDNN: none materialises the score
@@ -180,7 +180,7 @@ def kl_program(model: nn.Module, h_in: int, skip: int = 0, fast: bool = True) ->
     for i, step in enumerate(steps):
         is_block = hasattr(step, "in_channels")
         if i >= skip and is_block:
-            ops += _resblock(step, fast)
+            ops += resblock_ops(step, fast)
             checkpoints.append(len(ops))
         elif i >= skip:
             ops += [UpConv2x(step.conv)] if fast else [Upsample2x(), Conv(step.conv)]
@@ -204,7 +204,7 @@ def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.de
     _check(model, z)
     dec = model.decoder
     h = dec.conv_in(_post_quant(model, z))
-    h = dec.mid.block_2(_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
+    h = dec.mid.block_2(mid_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
     skip = whole_steps(model, *z.shape[-2:]) if fast else 0
     for step in up_steps(model)[:skip]:
         h = step(h, None) if hasattr(step, "in_channels") else step(h)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kl import SliceUnsupported, _attention, _host_class, _resblock
+from .kl import SliceUnsupported, is_host_class, mid_attention, resblock_ops
 from .rowops import Conv, RowOp
 from .stream import Program, run_program
 
@@ -26,7 +26,7 @@ def can_encode(model: nn.Module) -> bool:
     if not hasattr(model, "regularization") or not all(
             hasattr(enc, n) for n in ("conv_in", "down", "mid", "norm_out", "conv_out")):
         return False
-    return hasattr(model, "quant_conv") or _host_class(enc, "Encoder")
+    return hasattr(model, "quant_conv") or is_host_class(enc, "Encoder")
 
 
 class Downsample2x(RowOp):
@@ -77,7 +77,7 @@ def kl_encode_program(model: nn.Module, h_image: int) -> Program:
     checkpoints = [1]
     for i_level in range(enc.num_resolutions):
         for blk in enc.down[i_level].block:
-            ops += _resblock(blk)
+            ops += resblock_ops(blk)
             checkpoints.append(len(ops))
         if i_level != enc.num_resolutions - 1:
             ops.append(Downsample2x(enc.down[i_level].downsample.conv))
@@ -97,7 +97,7 @@ def kl_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.de
     prog = kl_encode_program(model, x.shape[-2])
     rows = max(1, slice_rows * x.shape[-2] // prog.heights[-1])
     h = run_program(prog, x, rows, x.dtype, x.device)
-    h = enc.mid.block_2(_attention(enc.mid.attn_1, enc.mid.block_1(h, None)), None)
+    h = enc.mid.block_2(mid_attention(enc.mid.attn_1, enc.mid.block_1(h, None)), None)
     h = enc.conv_out(F.silu(enc.norm_out(h)))
     quant = getattr(model, "quant_conv", None)
     z = model.regularization(h if quant is None else quant(h))[0]

@@ -59,7 +59,7 @@ class Rows:
         return sum(t.numel() * t.element_size() for _, t in self.blocks)
 
 
-def _slices(h: int, n: int) -> list[tuple[int, int]]:
+def row_slices(h: int, n: int) -> list[tuple[int, int]]:
     return [(a, min(a + n, h)) for a in range(0, h, n)]
 
 
@@ -94,7 +94,7 @@ def _measure(prog: Program, i0: int, j: int, src: Rows, rows: int) -> tuple[Tens
     """Whole-tensor statistics of the input of GroupNorm ops[j], band by band from checkpoint i0."""
     norm = prog.ops[j].norm
     acc = GroupStats(norm.num_groups)
-    for a, b in _slices(prog.heights[j], rows):
+    for a, b in row_slices(prog.heights[j], rows):
         acc.add(prog.band(i0, j, src, a, b))
     return acc.result(norm.eps)
 
@@ -124,7 +124,7 @@ def _segment(prog: Program, i0: int, i1: int, src: Rows, carry, rows_at, out_dty
     nxt = None if final else _first_norm(prog, i1, prog.bounds[prog.bounds.index(i1) + 1])
     acc = None if nxt is None else GroupStats(prog.ops[nxt].norm.num_groups)
     h_out = prog.heights[i1]
-    bands = _slices(h_out, rows_at(h_out))
+    bands = row_slices(h_out, rows_at(h_out))
     dest: Rows | Tensor | None = None if final else Rows()
     for k, (a, b) in enumerate(bands):
         y = prog.band(i0, i1, src, a, b)

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from .kl import SliceUnsupported
 from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x
-from .stream import Program, Rows, _slices
+from .stream import Program, Rows, row_slices
 
 CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
 
@@ -277,7 +277,7 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
     prog = Program(band_ops, [], h)
     h_out = prog.heights[-1]
     out = None
-    for a, b in _slices(h_out, max(1, slice_rows * h_out // h)):
+    for a, b in row_slices(h_out, max(1, slice_rows * h_out // h)):
         _reset(band_ops)
         f0 = 0
         for t in range(n_t):

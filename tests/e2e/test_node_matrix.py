@@ -97,7 +97,7 @@ ELSEWHERE = {
     "PyraDFMSave": "a DFM model only: tests/e2e/test_dfm.py",
     "PyraExtractLoRA": "two checkpoints of one family: tests/e2e/test_lora_tools.py (SD1.5)",
     "PyraDFMLoader": "a DFM file: tests/e2e/test_dfm.py (train, save, load and resume on SD3)",
-    "PyraConvertSaRA": "a SaRA training checkpoint: in-process only, tests/nodes/test_sparse_hra_adapters.py (SD1.5)",
+    "PyraConvertSaRA": "a SaRA training checkpoint: in-process only, tests/host/test_sparse_hra_adapters.py (SD1.5)",
 }
 CELLS = [(node, family) for node in MATRIX for family in DEMO_FAMILIES]
 
