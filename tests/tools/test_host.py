@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from harness import make_base_dir
+
 from host import HostError, check_comfyui, comfyui_dir, host_python, main
 
 
