@@ -11,33 +11,11 @@ block's segment, so the widest full-resolution tensors (the upsampled 256- and 5
 whole, and norm_out + conv_out write band by band straight into the output.
 SD3 and Flux files have no post_quant_conv (the host wraps the same Decoder in an AutoencodingEngine).
 
-Cost, SDXL/Flux layout at 2048x2048 (`benchmarks/decode_cost.py`, counted on the meta device; units of C = one
-128 -> 128 3x3 convolution at full resolution, 1.24 TFLOP). The host's full decode: 32.1 C of convolutions. The
-reference path (`fast=False`, the layout measured in benchmarks/results/decode-h200.md): 64.2 C at 8-row bands,
-62.4 C at 32. The extra 30 C are the statistics passes: a GroupNorm inside a segment needs the whole tensor's
-statistics first, so each block's conv1 runs twice (+11.75 C) and each of the three upsample convolutions three
-times (+2 x (1 + 4 + 4) = 18 C: once for the next block's norm1, once more for its norm2, once for output).
-Halos add 1.9 C at 8 rows, 0.4 C at 32. Memory traffic outside the convolutions: 6.5-6.7x the host's (the
-unfused GroupNorm's five fp32 passes and the statistics passes' re-reads), in 45k (8 rows) to 12k (32) ops. The
-fast path: the seven low-resolution steps run whole (no statistics passes or halos there); upsample + conv is
-one sub-pixel `UpConv2x` (4/9 of the FLOPs, and the upsampled band never exists); the 1/2-resolution 512-channel
-upsampling output is a checkpoint, so the next block's statistics start from it; GroupNorm is one fused
-batch_norm kernel, and a GroupNorm at a checkpoint takes the statistics the previous output pass gathered.
-Result at 16-row bands: 39.5 C (1.23x the host: 9.5 whole, 18.3 output, 11.6 statistics: conv1 of the 1/2- and
-full-resolution blocks 8 C, the full-resolution sub-pixel upsample conv twice 3.6 C), traffic 2.05x, 3.5k ops.
-
-Memory, SDXL/Flux layout at 4096x4096 in bf16, in units of A = one full-resolution 128-channel activation
-(4 GiB). Checkpoints: 3 x 512 ch at 1/8 resolution (A/16 each), 3 x 512 ch at 1/4 (A/4), 3 x 256 ch at 1/2
-(A/2), 3 x 128 ch at full resolution (A); the output is 3 ch fp32 (3/64 A). `stream.Rows` releases input blocks
-as soon as no later band reads them, so every segment holds max(input, output) plus about two blocks: the
-checkpoint peak is about A + 3/64 A when the final norm_out + conv_out segment allocates the output (measured
-before that release: 1.78 A with 8-row bands, of which 1.5 A checkpoints, so about 0.28 A of weights and band
-activations on top). The fast path keeps that peak: the whole-run steps hold at most 3/4 A (three 1/4-resolution
-512-channel tensors), its extra checkpoint (512 ch at 1/2) is A, and its band working set is smaller (no
-upsampled band, no fp32 GroupNorm chunks). The whole-run steps' output is split into row blocks, so the first
-segment releases it as it goes. Live-tensor count (`benchmarks/decode_cost.py`, within 0.06 GiB of the H200 on
-the measured code), weights included: 4.62 / 5.06 / 5.93 GiB at 8 / 16 / 32-row bands at 4096x4096 (0.135 /
-0.148 / 0.173 of the full decode's 34.2 GiB), 1.39 / 1.61 / 2.05 GiB at 2048x2048 (0.160 / 0.185 / 0.235).
+Why it costs what it costs (convolution FLOPs, memory traffic and the live-tensor peak per pass, host against
+this path, the reference path `fast=False` beside it): `benchmarks/decode_cost.py`, results in
+`benchmarks/results/decode-cost-2048.md` and `decode-cost-4096.md`. In short: a GroupNorm inside a segment needs the
+whole tensor's statistics first, so some convolutions run twice; the low-resolution steps run whole to avoid that
+where they fit, and checkpoints bound the peak to about one full-resolution activation plus the output.
 """
 
 from __future__ import annotations

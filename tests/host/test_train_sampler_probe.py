@@ -1,4 +1,4 @@
-"""host_features.train_sampler_missing: PyraTrainSparseAdapter refuses, with the host version and what to update, on
+"""host/features.train_sampler_missing: PyraTrainSparseAdapter refuses, with the host version and what to update, on
 a ComfyUI whose TrainSampler lacks what it calls (fwd_bwd came in 0.3.76), instead of failing inside the host."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""nodes/training_rope.differentiable_rope: the host's RoPE gets a gradient inside the context, the fast path outside.
+"""host/rope.differentiable_rope: the host's RoPE gets a gradient inside the context, the fast path outside.
 
 On 0.8.1+ the host's `comfy.ldm.flux.math.apply_rope` / `apply_rope1` run comfy-kitchen custom ops without an
 autograd formula. The reference: RoPE as a rotation of each (even, odd) pair by the 2x2 matrix in freqs_cis, written
