@@ -48,7 +48,7 @@ def test_check_reports_an_edited_blueprint(object_info, tmp_path, monkeypatch):
         shutil.copy(path, tmp_path / path.name)
     monkeypatch.setattr(author_subgraphs, "SUBGRAPHS", tmp_path)
     edited = tmp_path / BLUEPRINTS[0].name
-    edited.write_text(edited.read_text().replace('"2:0.4"', '"2:0.5"'))
+    edited.write_text(edited.read_text().replace('"VAEDecode"', '"VAEDecoder"', 1))
     (tmp_path / BLUEPRINTS[1].name).unlink()
     (tmp_path / "stray.json").write_text("{}")
     assert author_subgraphs.check(object_info) == [
