@@ -46,9 +46,9 @@ class PerResolutionPrior(GaussianFieldPrior):
     """
 
     alpha: float = 2.0
-    alpha_per_octave: float = 0.15
+    alpha_per_octave: float = 0.05
     k0: float = 1.0
-    knee_exponent: float = 1.0
+    knee_exponent: float = 0.25
     std: float = 1.0
     colour: tuple[float, float, float] = (1.0, 0.3, 0.1)
     ref_size: int = 128
