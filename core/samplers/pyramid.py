@@ -214,10 +214,10 @@ def renoise(unit: Tensor, ve_from: float, ve_to: float, noise: Tensor) -> Tensor
 
 def renoise_start(stage_start: int, renoise_steps: int, sigmas: Tensor, parametrisation: str) -> int:
     """Schedule index a lifted stage restarts from: `renoise_steps` earlier, never at infinite VE noise."""
-    start = stage_start - renoise_steps
+    start = max(stage_start - renoise_steps, 0)
     while start < stage_start and not math.isfinite(float(to_ve(sigmas[start].double(), parametrisation))):
         start += 1
-    return max(start, 0)
+    return start
 
 
 def padded_size(height: int, width: int, factor: int) -> tuple[int, int]:
