@@ -226,36 +226,19 @@ def _per_sample_sigma(sigma: Tensor | float, batch: int, device) -> Tensor:
     return flat.view(-1, 1, 1, 1)
 
 
-@dataclass(frozen=True)
-class NaturalImagePrior:
-    """The resolution-consistent Gaussian image prior of the module docstring (see there for the defaults).
+class GaussianFieldPrior:
+    """Sampling, the exact denoiser and the exact PF-ODE solve of any stationary Gaussian image prior.
 
-    alpha: spectral slope; k0: knee in cycles per image (geometric-mean side); std: luminance per-pixel std on
-    the ref_size x ref_size grid; colour: variance multipliers of the opponent channels.
+    A subclass gives `power(height, width, device)`: the (3, H, W) float64 per-mode variance of the ortho fft2
+    in the opponent basis (fft2 mode order, even under q -> -q), and `colour` (one entry per opponent channel).
+    Everything below acts per Fourier mode on that power, whatever the grid, so it holds for priors that are
+    consistent under pooling (NaturalImagePrior) and for those that are not (inconsistent.py).
     """
 
-    alpha: float = 2.0
-    k0: float = 1.0
-    std: float = 0.5
-    colour: tuple[float, float, float] = (1.0, 0.3, 0.1)
-    ref_size: int = 128
-
-    def __post_init__(self):
-        if not (self.alpha > 0 and self.k0 > 0 and self.std > 0 and self.ref_size >= 1):
-            raise ValueError(f"need alpha, k0, std > 0 and ref_size >= 1, got {self}")
+    colour: tuple[float, float, float]
 
     def power(self, height: int, width: int, device=None) -> Tensor:
-        """(3, H, W) float64 per-mode variance P of the ortho fft2 in the opponent basis (fft2 mode order).
-
-        Luminance: the alias sum of the module docstring with S = A / (k0 + ν)^alpha, A such that the mean
-        over the modes of the ref_size x ref_size grid is std²; the chromatic channels are that times
-        colour[1], colour[2].
-        """
-        device = torch.device("cpu") if device is None else torch.device(device)
-        reference = _unit_power(self.ref_size, self.ref_size, self.alpha, self.k0, torch.device("cpu")).mean()
-        luminance = _unit_power(height, width, self.alpha, self.k0, device) * (self.std**2 / reference.item())
-        colour = torch.tensor(self.colour, dtype=torch.float64, device=device)
-        return colour[:, None, None] * luminance
+        raise NotImplementedError
 
     def sample(
         self,
@@ -314,3 +297,35 @@ class NaturalImagePrior:
         """
         gain = self.pf_ode_gain(*noise.shape[-2:], sigma_max, parametrisation, sigma_min, device=noise.device)
         return filter_modes(noise, gain).to(noise.dtype)
+
+
+@dataclass(frozen=True)
+class NaturalImagePrior(GaussianFieldPrior):
+    """The resolution-consistent Gaussian image prior of the module docstring (see there for the defaults).
+
+    alpha: spectral slope; k0: knee in cycles per image (geometric-mean side); std: luminance per-pixel std on
+    the ref_size x ref_size grid; colour: variance multipliers of the opponent channels.
+    """
+
+    alpha: float = 2.0
+    k0: float = 1.0
+    std: float = 0.5
+    colour: tuple[float, float, float] = (1.0, 0.3, 0.1)
+    ref_size: int = 128
+
+    def __post_init__(self):
+        if not (self.alpha > 0 and self.k0 > 0 and self.std > 0 and self.ref_size >= 1):
+            raise ValueError(f"need alpha, k0, std > 0 and ref_size >= 1, got {self}")
+
+    def power(self, height: int, width: int, device=None) -> Tensor:
+        """(3, H, W) float64 per-mode variance P of the ortho fft2 in the opponent basis (fft2 mode order).
+
+        Luminance: the alias sum of the module docstring with S = A / (k0 + ν)^alpha, A such that the mean
+        over the modes of the ref_size x ref_size grid is std²; the chromatic channels are that times
+        colour[1], colour[2].
+        """
+        device = torch.device("cpu") if device is None else torch.device(device)
+        reference = _unit_power(self.ref_size, self.ref_size, self.alpha, self.k0, torch.device("cpu")).mean()
+        luminance = _unit_power(height, width, self.alpha, self.k0, device) * (self.std**2 / reference.item())
+        colour = torch.tensor(self.colour, dtype=torch.float64, device=device)
+        return colour[:, None, None] * luminance

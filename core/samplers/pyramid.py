@@ -21,6 +21,22 @@ and the full-resolution state clean + (f s') noise has:
     again (P and I - P are orthogonal projections, so their covariances add to I).
 Passing the same full-resolution noise that direct sampling would use gives n' = f pool(n_full) at the
 start and (I - P) n_full at the lift: the pyramid is coupled to direct sampling (common random numbers).
+
+All of this assumes the level's model IS the pooled full-resolution model. A model trained at several sizes is
+not: each size has its own normalisation and spectrum (core/analytic/inconsistent.py). Two options, both off
+by default (the exact behaviour above):
+
+* Level scale r (`level_sigmas(..., scale=r)`, `lift(..., rescale=r / r_next)`). When the level's model was
+  trained on data that are the pooled full-size data divided by r (r < 1 for a model that normalises every
+  size to the same pixel variance: pooling removes variance), the pooled state x0p + (s / f) n is r times
+  the state x0p / r + (s / (f r)) n of that model: the level runs on the state / r at VE noise s / (f r), and
+  its clean estimate is multiplied by r again at the lift. For a flow model this is a resolution-dependent
+  timestep shift of the level by 1 / (f r) in VE terms (t / (1 - t) scaled), with the state rescaled to
+  match; a shift alone (relabelling t, state kept) rescales the implied VE state by a t-dependent factor.
+* Corrective re-noise (`renoise`): the lifted state at VE level s_L gets fresh white noise up to s_R > s_L
+  (the schedule `renoise_steps` steps earlier), and the next level re-runs those steps. Every mode whose
+  power is small against s_R^2 is then decided by the next (finer) model again, so errors that a coarse,
+  different model left there are washed out; modes far above s_R^2 keep what the coarse level made.
 """
 
 from __future__ import annotations
@@ -103,9 +119,15 @@ def signal_scale(sigma: Tensor | float, parametrisation: str) -> Tensor | float:
     return 1.0 if parametrisation == "ve" else 1 - sigma
 
 
-def level_sigmas(sigmas: Tensor, factor: int, parametrisation: str) -> Tensor:
-    """The full-resolution schedule as a level of `factor` sees it: VE noise levels divided by `factor`."""
-    return from_ve(to_ve(sigmas.double(), parametrisation) / factor, parametrisation).to(sigmas.dtype)
+def level_sigmas(sigmas: Tensor, factor: int, parametrisation: str, scale: float = 1.0) -> Tensor:
+    """The full-resolution schedule as a level of `factor` sees it: VE noise levels divided by `factor`.
+
+    scale r != 1: the level's model knows the pooled data divided by r (module docstring), so it is told
+    VE noise s / (factor r) and sampled on the state divided by r.
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"level scale must be a positive number, got {scale}")
+    return from_ve(to_ve(sigmas.double(), parametrisation) / (factor * scale), parametrisation).to(sigmas.dtype)
 
 
 def _as_4d(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -154,13 +176,16 @@ def level_noise(noise: Tensor, factor: int) -> Tensor:
 
 
 def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noise: Tensor,
-         parametrisation: str, upsample: str = "bicubic", noise_correction: bool = True) -> tuple[Tensor, Tensor]:
+         parametrisation: str, upsample: str = "bicubic", noise_correction: bool = True,
+         rescale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Lift a level's state at `sigma_low` to `factor` times the resolution (module docstring).
 
     x_low, denoised_low: (B, C, [T,] h, w) state and denoised estimate; noise: (B, C, [T,] h*f, w*f) unit
     noise for the new detail. Returns (clean, unit_noise) at full size such that the full-resolution
     state at VE level factor * s_low is clean + factor * s_low * unit_noise. `noise_correction=False`
     leaves out the detail noise (the upsampled noise stays correlated): only to show that it matters.
+    rescale = r / r_next (level scales, module docstring) multiplies the clean part: the state then is the
+    next level's, at VE level factor * s_low * rescale (what level_sigmas gives it at the same step).
     """
     s_low = float(to_ve(torch.tensor(float(sigma_low), dtype=torch.float64), parametrisation))
     if not math.isfinite(s_low) or s_low <= 0:
@@ -168,11 +193,31 @@ def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noi
     x_ve = x_low.double() / signal_scale(float(sigma_low), parametrisation)
     d = denoised_low.double()
     eps_low = (x_ve - d) / s_low
-    clean = unpool(d, factor) + detail(smooth_upsample(d, factor, upsample), factor)
+    clean = (unpool(d, factor) + detail(smooth_upsample(d, factor, upsample), factor)) * rescale
     unit = unpool(eps_low, factor) / factor
     if noise_correction:
         unit = unit + detail(noise.double(), factor)
     return clean.to(x_low.dtype), unit.to(x_low.dtype)
+
+
+def renoise(unit: Tensor, ve_from: float, ve_to: float, noise: Tensor) -> Tensor:
+    """Unit noise of the state clean + ve_to * result, from clean + ve_from * unit plus fresh `noise` (unit, white).
+
+    (ve_from unit + sqrt(ve_to^2 - ve_from^2) noise) / ve_to: white again when unit is; ve_to = ve_from is
+    the identity. Raises ValueError unless 0 < ve_from <= ve_to < inf.
+    """
+    if not (0 < ve_from <= ve_to < math.inf):
+        raise ValueError(f"re-noise needs 0 < {ve_from} <= {ve_to} < inf: it only adds noise")
+    extra = math.sqrt(ve_to**2 - ve_from**2)
+    return ((unit.double() * ve_from + noise.double() * extra) / ve_to).to(unit.dtype)
+
+
+def renoise_start(stage_start: int, renoise_steps: int, sigmas: Tensor, parametrisation: str) -> int:
+    """Schedule index a lifted stage restarts from: `renoise_steps` earlier, never at infinite VE noise."""
+    start = max(stage_start - renoise_steps, 0)
+    while start < stage_start and not math.isfinite(float(to_ve(sigmas[start].double(), parametrisation))):
+        start += 1
+    return start
 
 
 def padded_size(height: int, width: int, factor: int) -> tuple[int, int]:
