@@ -5,13 +5,13 @@
 
 The model is core/analytic/inconsistent.py's PerResolutionPrior: every size has its own normalisation
 (luminance pixel std 1 at every size) and its own spectral slope and knee, as a model trained at several
-resolutions has them; its exact denoiser runs as a real host MODEL (nodes/analytic.py, unchanged). Flow
+resolutions has them; its exact denoiser runs as a real host MODEL (host/analytic.py, unchanged). Flow
 (shift 3) and eps (SD1.5 schedule), dpmpp_2m, 30 steps, ladders a (2:0.4) and b (4:0.35, 2:0.25). Every
 variant starts from the same noise as direct sampling (common random numbers); the table gives the
 luminance band power of pyramid over direct per radial band, with the standard error of the per-sample
 ratios. Variants (core/samplers/pyramid.py, module docstring):
 
-- `default`: the pack's pyramid as the nodes run it (nodes.pyramid_sampling.pyramid_sample);
+- `default`: the pack's pyramid as the nodes run it (host.pyramid.pyramid_sample);
 - `scale_exact`: level scale r = std(pool(full-size data)) / std(level-size data), exact from the family;
 - `scale_calibrated`: the same r measured from one batch of direct samples at each size (what a user can do);
 - `renoise{k}`: corrective re-noise at each lift to the noise level k steps earlier, those k steps re-run;
@@ -45,7 +45,7 @@ RENOISE_STEPS = 3
 def setup(prior, parametrisation: str, shift: float):
     import comfy.samplers
 
-    analytic = pack_module("nodes.analytic")
+    analytic = pack_module("host.analytic")
     patcher = analytic.analytic_model_patcher(prior, parametrisation)
     if parametrisation == "flow":
         patcher.get_model_object("model_sampling").set_parameters(shift=shift)
@@ -65,13 +65,13 @@ def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[floa
 
 
 def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_steps=0, upsample="bicubic"):
-    """nodes.pyramid_sampling.pyramid_sample without padding, masks, areas and graphs, plus the core options.
+    """host.pyramid.pyramid_sample without padding, masks, areas and graphs, plus the core options.
 
     scales: {factor: r} level scales (missing: 1); renoise_steps: corrective re-noise at each lift.
     """
-    pyr, glue = pack_module("core.samplers.pyramid"), pack_module("nodes.pyramid_sampling")
+    pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     patcher = guider.model_patcher
-    param = glue.model_parametrisation(patcher)
+    param = pack_module("host.models").parametrisation(patcher, "pyramid sampling")
     stages = pyr.plan_stages(len(sigmas) - 1, levels)
     scales = scales or {}
     fresh = torch.Generator().manual_seed(seed + 104729)
@@ -84,7 +84,7 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
         if not last:
             sig = torch.cat([sig, sig.new_zeros(1)])
         if i == 0:
-            stage_noise = pyr.level_noise(noise, f) * glue._start_noise_gain(patcher, sigmas, param)
+            stage_noise = pyr.level_noise(noise, f) * glue.start_noise_gain(patcher, sigmas, param)
             stage_latent = pyr.pool(torch.zeros_like(noise), f)
         else:
             stage_noise, stage_latent = unit, clean
@@ -136,7 +136,7 @@ def run_family(args, family: str, parametrisation: str) -> dict:
     import comfy.samplers
 
     core = pack_module("core.analytic")
-    pyr, glue = pack_module("core.samplers.pyramid"), pack_module("nodes.pyramid_sampling")
+    pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     inc = pack_module("core.analytic.inconsistent")
     prior = inc.PerResolutionPrior() if family == "inconsistent" else core.NaturalImagePrior()
     patcher, guider = setup(prior, parametrisation, args.shift)

@@ -29,7 +29,7 @@ class PyramidError(ValueError):
     """A pyramid request that cannot run; the message says what to change."""
 
 
-def _start_noise_gain(model_patcher, sigmas: torch.Tensor, parametrisation: str) -> float:
+def start_noise_gain(model_patcher, sigmas: torch.Tensor, parametrisation: str) -> float:
     """Direct sampling starts eps models at sqrt(1 + s^2) n when sigmas[0] is the model's sigma_max."""
     ms = model_patcher.get_model_object("model_sampling")
     s0, s_max = float(sigmas[0]), float(ms.sigma_max)
@@ -155,7 +155,7 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
             stage_latent = pool(latent, f) if f > 1 else latent
             stage_mask = pool(mask, f) if mask is not None and f > 1 else mask
             if i == 0:
-                stage_noise = level_noise(full_noise, f) * _start_noise_gain(patcher, sigmas, param)
+                stage_noise = level_noise(full_noise, f) * start_noise_gain(patcher, sigmas, param)
             else:
                 stage_noise = unit_noise
                 lifted = fmt.process_out(clean)

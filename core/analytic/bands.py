@@ -67,7 +67,7 @@ def radial_bands(height: int, width: int, n_bands: int, device=None) -> Tensor:
     return _band_index_cpu(height, width, n_bands).to(device=device, copy=True)
 
 
-def _band_mean(values: Tensor, index: Tensor, n_bands: int) -> Tensor:
+def band_mean(values: Tensor, index: Tensor, n_bands: int) -> Tensor:
     """(C, n_bands) mean of `values` (C, H, W) over the modes of each band of `index` (H, W)."""
     keep = index >= 0
     band = index[keep]
@@ -82,7 +82,7 @@ def band_power(x: Tensor, n_bands: int, prior: NaturalImagePrior) -> Tensor:
     """
     height, width = x.shape[-2:]
     relative = opponent_spectrum(x).abs().square().mean(0) / prior.power(height, width, x.device)
-    return _band_mean(relative, radial_bands(height, width, n_bands, x.device), n_bands)
+    return band_mean(relative, radial_bands(height, width, n_bands, x.device), n_bands)
 
 
 def band_ratio(samples: Tensor, prior: NaturalImagePrior, n_bands: int = 8, reference: Tensor | None = None) -> Tensor:
@@ -112,7 +112,7 @@ def expected_eps_ratio(
     """
     gain = prior.pf_ode_gain(height, width, sigma_max, "eps", sigma_min)
     relative = gain.square() / prior.power(height, width)
-    return _band_mean(relative, radial_bands(height, width, n_bands), n_bands)
+    return band_mean(relative, radial_bands(height, width, n_bands), n_bands)
 
 
 def band_standard_error(prior: NaturalImagePrior, height: int, width: int, n_samples: int, n_bands: int = 8) -> Tensor:

@@ -14,7 +14,7 @@ side n = sqrt(H·W):
   the luminance power over all modes, DC included; Parseval).
 
 The per-mode power of a grid is P_n = A_n · U(H, W; alpha(n), k0(n)) with U the alias sum of prior.py
-(`_unit_power`), so the exact denoiser (posterior mean per Fourier mode, Wiener gain a P / (a² P + s²)),
+(`unit_power`), so the exact denoiser (posterior mean per Fourier mode, Wiener gain a P / (a² P + s²)),
 exact draws and the exact PF-ODE solve are GaussianFieldPrior's, in eps (VE) and flow form.
 
 Pooling is exact but leaves the family: pool(x, f) of a draw at (f H, f W) is the cell average of the big
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .bands import _band_mean, radial_bands
-from .prior import GaussianFieldPrior, _unit_power
+from .bands import band_mean, radial_bands
+from .prior import GaussianFieldPrior, unit_power
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class PerResolutionPrior(GaussianFieldPrior):
     def _luminance(self, height: int, width: int, grid: tuple[int, int], device) -> Tensor:
         """(H, W) luminance power of an H x W grid whose field is that of the `grid` size (normalised there)."""
         alpha, k0 = self.size_parameters(*grid)
-        scale = self.std**2 / _unit_power(*grid, alpha, k0, torch.device("cpu")).mean().item()
-        return _unit_power(height, width, alpha, k0, device) * scale
+        scale = self.std**2 / unit_power(*grid, alpha, k0, torch.device("cpu")).mean().item()
+        return unit_power(height, width, alpha, k0, device) * scale
 
     def _coloured(self, luminance: Tensor) -> Tensor:
         colour = torch.tensor(self.colour, dtype=torch.float64, device=luminance.device)
@@ -101,7 +101,7 @@ class PerResolutionPrior(GaussianFieldPrior):
         f times the size. The relative form (band_power / P) of an exact draw has expectation 1 by construction.
         """
         power = self.power(height, width) if pooled_from == 1 else self.pooled_power(height, width, pooled_from)
-        return _band_mean(power, radial_bands(height, width, n_bands), n_bands)
+        return band_mean(power, radial_bands(height, width, n_bands), n_bands)
 
     def pixel_std_ratio(self, height: int, width: int, factor: int) -> float:
         """std of pool(x, factor) for x drawn at (factor·H) x (factor·W), over this family's std at H x W.

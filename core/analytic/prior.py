@@ -162,7 +162,7 @@ def aliased_spectrum(uy: Tensor, ux: Tensor, alpha: float, k0: float, scale: flo
 
 
 @functools.lru_cache(maxsize=32)
-def _unit_power(height: int, width: int, alpha: float, k0: float, device: torch.device) -> Tensor:
+def unit_power(height: int, width: int, alpha: float, k0: float, device: torch.device) -> Tensor:
     """(H, W) float64 per-mode variance P / A of the cell-averaged H x W grid (fft2 mode order; do not modify).
 
     P is even in qy and in qx, so it is computed on 0 <= q <= size // 2 and mirrored.
@@ -325,7 +325,7 @@ class NaturalImagePrior(GaussianFieldPrior):
         colour[1], colour[2].
         """
         device = torch.device("cpu") if device is None else torch.device(device)
-        reference = _unit_power(self.ref_size, self.ref_size, self.alpha, self.k0, torch.device("cpu")).mean()
-        luminance = _unit_power(height, width, self.alpha, self.k0, device) * (self.std**2 / reference.item())
+        reference = unit_power(self.ref_size, self.ref_size, self.alpha, self.k0, torch.device("cpu")).mean()
+        luminance = unit_power(height, width, self.alpha, self.k0, device) * (self.std**2 / reference.item())
         colour = torch.tensor(self.colour, dtype=torch.float64, device=device)
         return colour[:, None, None] * luminance

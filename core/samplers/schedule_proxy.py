@@ -25,16 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..analytic import NaturalImagePrior, band_power, radial_bands
+from ..analytic.bands import band_mean
 from ..analytic.prior import opponent_spectrum
 from .ode_samplers import SAMPLERS, SamplerFn
 from .schedule_families import Family
-
-
-def band_mean(values: Tensor, index: Tensor, n_bands: int) -> Tensor:
-    """(C, n_bands) mean of values (C, H, W) over the modes of each band of index (H, W); DC (-1) left out."""
-    keep = index >= 0
-    sums = values.new_zeros(values.shape[0], n_bands).index_add_(1, index[keep], values[:, keep])
-    return sums / torch.bincount(index[keep], minlength=n_bands).to(values.dtype)
 
 
 def reference_band_power(images: Tensor, size: int, prior: NaturalImagePrior, n_bands: int = 8) -> Tensor:

@@ -86,7 +86,7 @@ def z_scores(samples, truth_power, n_bands):
     h, w = samples.shape[-2:]
     relative = prior_module.opponent_spectrum(samples).abs().square().mean(0) / truth_power
     band = analytic.radial_bands(h, w, n_bands)
-    power = importlib.import_module("pyra_pack.core.analytic.bands")._band_mean(relative, band, n_bands)
+    power = importlib.import_module("pyra_pack.core.analytic.bands").band_mean(relative, band, n_bands)
     return (power - 1) / analytic.band_standard_error(FAMILY, h, w, samples.shape[0], n_bands)
 
 
@@ -99,7 +99,7 @@ def test_band_truth_matches_exact_draws():
     spec = prior_module.opponent_spectrum(x).abs().square()
     index = analytic.radial_bands(size, size, bands)
     bands_mod = importlib.import_module("pyra_pack.core.analytic.bands")
-    per_sample = torch.stack([bands_mod._band_mean(s, index, bands) for s in spec])
+    per_sample = torch.stack([bands_mod.band_mean(s, index, bands) for s in spec])
     err = per_sample.std(0) / math.sqrt(n)
     truth = FAMILY.band_truth(size, size, bands)
     assert ((per_sample.mean(0) - truth).abs() / err).max() < 5
