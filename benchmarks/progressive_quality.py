@@ -26,17 +26,9 @@ N_BANDS = 8
 
 
 def setup(shift: float):
-    import comfy.samplers
-
     analytic = pack_module("host.analytic")
     prior = analytic.NaturalImagePrior()
-    patcher = analytic.analytic_model_patcher(prior, "flow")
-    patcher.get_model_object("model_sampling").set_parameters(shift=shift)
-    guider = comfy.samplers.CFGGuider(patcher)
-    cond = [[torch.zeros(1, 1, 8), {}]]
-    guider.set_conds(cond, cond)
-    guider.set_cfg(1.0)
-    return prior, patcher, guider
+    return (prior, *analytic.analytic_guider(prior, "flow", shift))
 
 
 def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[float]]:

@@ -43,17 +43,7 @@ RENOISE_STEPS = 3
 
 
 def setup(prior, parametrisation: str, shift: float):
-    import comfy.samplers
-
-    analytic = pack_module("host.analytic")
-    patcher = analytic.analytic_model_patcher(prior, parametrisation)
-    if parametrisation == "flow":
-        patcher.get_model_object("model_sampling").set_parameters(shift=shift)
-    guider = comfy.samplers.CFGGuider(patcher)
-    cond = [[torch.zeros(1, 1, 8), {}]]
-    guider.set_conds(cond, cond)
-    guider.set_cfg(1.0)
-    return patcher, guider
+    return pack_module("host.analytic").analytic_guider(prior, parametrisation, shift)
 
 
 def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[float]]:

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from _host import REPO, device_info, memory_mode, pack_module
+from _host import REPO, device_info, memory_mode, pack_module, write_report
 
 SHAPES = {"flux": [(4608, 3072, 9216), (4608, 3072, 12288), (4608, 12288, 3072), (4608, 3072, 3072)],
           "wan": [(32760, 5120, 13824), (32760, 13824, 5120)]}
@@ -184,9 +184,7 @@ def main() -> int:
             out["device"]["memory_mode"] = memory_mode()  # the host's mode is known once run_e2e imported it
         out["headline"] = headline(out)
         print(json.dumps(out["headline"]), flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(out, indent=1))
-            args.json.with_suffix(".md").write_text(markdown(out))
+        write_report(args.json, out, markdown(out))
     return 0
 
 

@@ -30,7 +30,7 @@ import json
 import sys
 from pathlib import Path
 
-from _host import device_info, pack_module
+from _host import device_info, pack_module, write_report
 
 TOKENS = {"32k": 32760, "75k": 75600}
 SPARSITY = {"s80": 0.8, "s90": 0.9}
@@ -232,9 +232,7 @@ def main() -> int:
             print(f"{tkey}_{skey}", json.dumps(row), flush=True)
     out["headline"] = headline(out["cases"])
     print(json.dumps(out["headline"]), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-        args.json.with_suffix(".md").write_text(markdown(out))
+    write_report(args.json, out, markdown(out))
     return 0
 
 

@@ -60,3 +60,18 @@ def analytic_model_patcher(prior: NaturalImagePrior, parametrisation: str) -> co
         model, load_device=comfy.model_management.get_torch_device(),
         offload_device=comfy.model_management.unet_offload_device(),
     )
+
+
+def analytic_guider(prior: NaturalImagePrior, parametrisation: str, shift: float = 3.0):
+    """(patcher, a CFGGuider at cfg 1 with empty conditioning) over the analytic model; flow runs with SD3's
+    timestep shift `shift`. What the quality benchmarks and tests sample with."""
+    import comfy.samplers
+
+    patcher = analytic_model_patcher(prior, parametrisation)
+    if parametrisation == "flow":
+        patcher.get_model_object("model_sampling").set_parameters(shift=shift)
+    guider = comfy.samplers.CFGGuider(patcher)
+    cond = [[torch.zeros(1, 1, 8), {}]]
+    guider.set_conds(cond, cond)
+    guider.set_cfg(1.0)
+    return patcher, guider

@@ -63,19 +63,9 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     if slice_rows <= 0:
         slice_rows = auto_slice_rows(tuple(z[:1].shape), mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
                                      band_channels(vae.first_stage_model))
-    pbar = comfy.utils.ProgressBar(z.shape[0])
-    out = None
-    for i in range(z.shape[0]):
-        try:
-            img = vae.process_output(run_in_bands(vae, decode, z[i:i + 1], slice_rows, "decode"))
-        except SliceUnsupported as err:   # a layer the slicer cannot reproduce, found while building its program
-            log.info("Pyra exact VAE decode: %s; using the host's own decode", err)
-            return vae.decode(z)
-        if out is None:
-            out = torch.empty((z.shape[0], *img.shape[1:]), dtype=img.dtype, device=vae.output_device)
-        out[i:i + 1] = img
-        pbar.update(1)
-    return out.movedim(1, -1)
+    out = _per_sample(vae, z.shape[0], "decode",
+                      lambda i: vae.process_output(run_in_bands(vae, decode, z[i:i + 1], slice_rows, "decode")))
+    return vae.decode(z) if out is None else out.movedim(1, -1)
 
 
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
@@ -92,16 +82,25 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     if slice_rows <= 0:
         latent_shape = (1, vae.latent_channels, x.shape[-2] // 8, x.shape[-1] // 8)
         slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device))
-    pbar = comfy.utils.ProgressBar(x.shape[0])
+    out = _per_sample(vae, x.shape[0], "encode",
+                      lambda i: run_in_bands(vae, kl_encode, vae.process_input(x[i:i + 1]), slice_rows, "encode"))
+    return vae.encode(pixels) if out is None else out
+
+
+def _per_sample(vae, n: int, what: str, run_one):
+    """run_one(i) for every sample of the batch, into one tensor on the VAE's output device, with the host's
+    progress bar; None when the slicer meets a layer it cannot reproduce (logged: the caller runs the host's own
+    `what`)."""
+    pbar = comfy.utils.ProgressBar(n)
     out = None
-    for i in range(x.shape[0]):
+    for i in range(n):
         try:
-            z = run_in_bands(vae, kl_encode, vae.process_input(x[i:i + 1]), slice_rows, "encode")
-        except SliceUnsupported as err:
-            log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
-            return vae.encode(pixels)
+            y = run_one(i)
+        except SliceUnsupported as err:   # found while building the program for this layer
+            log.info("Pyra exact VAE %s: %s; using the host's own %s", what, err, what)
+            return None
         if out is None:
-            out = torch.empty((x.shape[0], *z.shape[1:]), dtype=z.dtype, device=vae.output_device)
-        out[i:i + 1] = z
+            out = torch.empty((n, *y.shape[1:]), dtype=y.dtype, device=vae.output_device)
+        out[i:i + 1] = y
         pbar.update(1)
     return out

@@ -6,9 +6,8 @@ import importlib
 import sys
 
 import torch
-from packload import load_pack_package
-
 from host import comfyui_dir
+from packload import load_pack_package
 
 load_pack_package()
 levels = importlib.import_module("pyra_pack.core.dfm.levels")
@@ -24,7 +23,7 @@ def differentiable_rope():
 
 
 def tiny_model(family: str, seed: int = 0, std: float = 0.05, random_biases: bool = True):
-    """ModelPatcher of the host's tiny `family` model (nodes/demo_models) on the CPU, seeded weights of scale
+    """ModelPatcher of the host's tiny `family` model (host/demo_models.py) on the CPU, seeded weights of scale
     `std`, and (random_biases) small random biases so that each one matters."""
     sys.path.insert(0, str(comfyui_dir()))
     from comfy.cli_args import args

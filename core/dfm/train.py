@@ -105,7 +105,7 @@ class DFMTrainer:
     timestep(sigmas) converts noise levels to the model's timestep units (host: model_sampling.timestep).
     autograd_context() is entered around every host block call of a training forward, and of its recompute under
     gradient checkpointing: the host glue's way to make the host's ops differentiable there
-    (nodes/training_rope.differentiable_rope); default none.
+    (host/rope.py differentiable_rope); default none.
     """
 
     def __init__(self, arch, layers: DFMLayers, config: TrainConfig, timestep, lora: CoreLoRA | None = None,

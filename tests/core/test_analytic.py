@@ -29,13 +29,7 @@ PRIOR = NaturalImagePrior()
 SD_SIGMA_MAX, SD_SIGMA_MIN = 14.6146, 0.0292
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small FFTs run faster on one thread, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian(shape, seed: int) -> torch.Tensor:

@@ -25,12 +25,7 @@ FAMILY = inconsistent.PerResolutionPrior()
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def covariance(power: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dfm_helpers import arch_mod, checkpoint_round_trip, ckpt, levels, network, 
 
 
 def tiny_sd3(seed: int = 0, std: float = 0.05):
-    """(ModelPatcher, BaseModel) of the host's tiny SD3 (nodes/demo_models), weights large enough to matter."""
+    """(ModelPatcher, BaseModel) of the host's tiny SD3 (host/demo_models.py), weights large enough to matter."""
     patcher = tiny_model("sd3", seed, std, random_biases=False)
     return patcher, patcher.model
 

@@ -1,6 +1,6 @@
 """core/dfm on Flux: S = 1 exactness (guidance and pooled vector included), training, sampling, checkpoints.
 
-The base network is the host's own tiny Flux.1 (nodes/demo_models, guidance embedding on), built on the CPU.
+The base network is the host's own tiny Flux.1 (host/demo_models.py, guidance embedding on), built on the CPU.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """core/dfm on Wan 2.1 text-to-video: S = 1 exactness on 5-D latents, spatial-only levels, training, sampling,
 checkpoints, and the refusal of the other Wan variants.
 
-The base network is the host's own tiny Wan 2.1 t2v (nodes/demo_models "wan21"), built on the CPU.
+The base network is the host's own tiny Wan 2.1 t2v (host/demo_models.py "wan21"), built on the CPU.
 """
 
 from __future__ import annotations

@@ -11,10 +11,9 @@ import weakref
 
 import pytest
 import torch
+from host import comfyui_dir
 from packload import load_pack_package
 from vae_helpers import seeded_
-
-from host import comfyui_dir
 
 load_pack_package()
 vae = importlib.import_module("pyra_pack.core.vae")

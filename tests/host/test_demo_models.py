@@ -201,7 +201,6 @@ def test_real_format_files_load_with_the_stock_loaders(demo):
     as DEMO_FILES; writing them here would cost 600 MB per test run.)"""
     import comfy.sd
     import comfy.utils
-
     from host import comfyui_dir
 
     models = comfyui_dir() / "models"

@@ -1,4 +1,4 @@
-"""nodes/multigpu_guard: every Pyra node that patches a model refuses the host's MultiGPU CFG split with its message,
+"""host/multigpu.py: every Pyra node that patches a model refuses the host's MultiGPU CFG split with its message,
 whether the split comes before the node or after it, and a model without the split samples as before.
 
 The split is faked the way the host marks it (a clone listed under the "multigpu" additional models; the host's

@@ -13,17 +13,8 @@ def mods(comfy_host):
 
 
 def analytic_guider(analytic_node, parametrisation: str, shift: float = 3.0):
-    import comfy.samplers
-
     prior = analytic_node.NaturalImagePrior()
-    patcher = analytic_node.analytic_model_patcher(prior, parametrisation)
-    if parametrisation == "flow":
-        patcher.get_model_object("model_sampling").set_parameters(shift=shift)
-    guider = comfy.samplers.CFGGuider(patcher)
-    cond = [[torch.zeros(1, 1, 8), {}]]
-    guider.set_conds(cond, cond)
-    guider.set_cfg(1.0)
-    return prior, patcher, guider
+    return (prior, *analytic_node.analytic_guider(prior, parametrisation, shift))
 
 
 def worst_band_error(core, prior, samples, reference) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from harness import make_base_dir
-
 from host import HostError, check_comfyui, comfyui_dir, host_python, main
 
 
