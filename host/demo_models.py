@@ -37,8 +37,8 @@ if __package__:
     from . import features
 else:  # loaded by file path (tools/demo_models.py): features.py imports nothing of the pack either
     _spec = importlib.util.spec_from_file_location("_pyra_host_features", Path(__file__).with_name("features.py"))
-    host_features = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(host_features)
+    features = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(features)
 
 _SD15_TINY = {
     "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,

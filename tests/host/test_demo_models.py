@@ -162,6 +162,9 @@ def test_installer_loads_the_module_without_the_pack(demo):
     standalone = tool.load_demo_models(comfyui_dir())
     assert standalone.__name__ == "_pyra_demo_models" and standalone is not demo
     assert standalone.DEMO_FILES == demo.DEMO_FILES and standalone.TINY_CONFIGS == demo.TINY_CONFIGS
+    # it builds models on its own (with its own copy of host/features.py): what `make host` runs first
+    flux = standalone.build_tiny_model("flux")
+    assert type(flux.model.diffusion_model).__name__ == "Flux"
 
 
 def test_controlnet_file_is_detected_and_changes_the_output(demo, conditioning, models_dir):
