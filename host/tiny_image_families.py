@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 
 import comfy.ldm.models.autoencoder
 import comfy.ldm.modules.diffusionmodules.model
@@ -43,6 +44,8 @@ import comfy.supported_models
 import torch
 
 from . import demo_models, features
+
+log = logging.getLogger("pyra")
 
 # Flux.2 as the host's detection writes it (comfy/model_detection.py, the "flux2" branch), at hidden_size 128.
 _FLUX2 = {
@@ -92,14 +95,16 @@ DETECTION: dict[str, tuple[str, bool]] = {
     "qwen_image": ("QwenImage", False), "z_image": ("Lumina2", False),
 }
 
-# family -> (cross-attention shape without batch, extras). Flux.2 pads the text to 512 tokens itself
-# (comfy/model_base.py Flux2.extra_conds); Chroma's guidance defaults to 0 and klein has no guidance embedding.
+# family -> (cross-attention shape without batch, extras). Flux.2's text is 512 tokens (its tokenizers' min_length;
+# Flux2.extra_conds pads shorter text on the left); Chroma's guidance defaults to 0 and klein has no guidance
+# embedding. None of these text encoders pools: CLIPTextEncode gives pooled_output None, which the Flux class of
+# 0.8.1 and older reads unconditionally (Flux.encode_adm).
 CONDITIONING: dict[str, tuple[tuple[int, int], dict]] = {
-    "flux2": ((512, 15360), {"guidance": 4.0}),
-    "flux2_klein": ((512, 7680), {}),
-    "chroma": ((16, 4096), {}),
-    "qwen_image": ((16, 3584), {}),
-    "z_image": ((16, 2560), {}),
+    "flux2": ((512, 15360), {"pooled_output": None, "guidance": 4.0}),
+    "flux2_klein": ((512, 7680), {"pooled_output": None}),
+    "chroma": ((16, 4096), {"pooled_output": None}),
+    "qwen_image": ((16, 3584), {"pooled_output": None}),
+    "z_image": ((16, 2560), {"pooled_output": None}),
 }
 
 # family -> latent shape of a 64x64 image (Qwen-Image's latent has a frame axis: latent_formats.Wan21)
@@ -196,6 +201,16 @@ def detect(sd: dict[str, torch.Tensor]):
     return comfy.model_detection.model_config_from_unet(sd, "")
 
 
+def detection_mismatch(family: str, sd: dict[str, torch.Tensor] | None = None) -> dict[str, tuple]:
+    """{field: (detected, tiny)} where the host's detection of `family`'s state dict fixes a field otherwise than
+    the tiny model has it (empty: the file loads as built). E.g. Chroma: the approximator's out_dim 3072."""
+    config = detect(state_dict(family) if sd is None else sd)
+    if config is None:
+        return {"image_model": (None, TINY_CONFIGS[family]["image_model"])}
+    detected, tiny = config.unet_config, unet_config(family)
+    return {k: (detected.get(k), v) for k, v in tiny.items() if detected.get(k) != v}
+
+
 def conditioning(family: str, seed: int = 0, scale: float = 1.0) -> list:
     """CONDITIONING `[[cross_attn (1, T, D), extras]]` with seeded random tensors for `family`."""
     _check(family)
@@ -204,11 +219,11 @@ def conditioning(family: str, seed: int = 0, scale: float = 1.0) -> list:
     return [[torch.randn((1, tokens, dim), generator=g) * scale, dict(extras)]]
 
 
-def _kl_vae_state_dict(z_channels: int, batch_norm: bool, seed: int) -> dict[str, torch.Tensor]:
-    """A KL VAE as the host builds one: the encoder at ch 128, the decoder at _KL_DECODER_CH. Flux.2's
-    (batch_norm) has quant convolutions and the latent batch norm; the Flux VAE has neither."""
+def _kl_vae_state_dict(z_channels: int, batch_norm: bool, seed: int, decoder_ch: int) -> dict[str, torch.Tensor]:
+    """A KL VAE as the host builds one: the encoder at ch 128, the decoder at `decoder_ch`. Flux.2's (batch_norm)
+    has quant convolutions and the latent batch norm; the Flux VAE has neither."""
     dd = {**_KL, "z_channels": z_channels}
-    dec = {**dd, "ch": _KL_DECODER_CH}
+    dec = {**dd, "ch": decoder_ch}
     if batch_norm:
         dd["batch_norm_latent"] = True
         model = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dd, embed_dim=z_channels, decoder_ddconfig=dec)
@@ -225,18 +240,27 @@ def _kl_vae_state_dict(z_channels: int, batch_norm: bool, seed: int) -> dict[str
     return model.state_dict()
 
 
-def vae_state_dict(family: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The state dict of `family`'s tiny VAE, in the layout comfy.sd.VAE detects."""
+def vae_state_dict(family: str, seed: int = 0, decoder_ch: int = _KL_DECODER_CH) -> dict[str, torch.Tensor]:
+    """The state dict of `family`'s tiny VAE, in the layout comfy.sd.VAE detects (`decoder_ch`: the KL decoder's
+    width; the Wan VAE is tiny throughout)."""
     _check(family)
     kind = VAE_KINDS[family]
     if kind == "flux2":
-        return _kl_vae_state_dict(32, True, seed)
+        return _kl_vae_state_dict(32, True, seed, decoder_ch)
     if kind == "flux":
-        return _kl_vae_state_dict(16, False, seed)
+        return _kl_vae_state_dict(16, False, seed, decoder_ch)
     wan = comfy.ldm.wan.vae.WanVAE(**demo_models._WAN21_VAE)
     return demo_models.init_random_(wan, seed, std=1.0, fan_in=True).state_dict()
 
 
 def tiny_vae(family: str, seed: int = 0) -> comfy.sd.VAE:
-    """The host's VAE for `family`, built by comfy.sd.VAE from vae_state_dict(family)."""
-    return comfy.sd.VAE(sd=vae_state_dict(family, seed))
+    """The host's VAE for `family`, built by comfy.sd.VAE from vae_state_dict(family). A host that reads no KL
+    decoder width from the file (0.8.1 and older build the decoder at ch 128) gets a real-width decoder."""
+    try:
+        return comfy.sd.VAE(sd=vae_state_dict(family, seed))
+    except RuntimeError:
+        if VAE_KINDS[family] == "wan21":
+            raise
+    log.info("this ComfyUI builds KL VAE decoders at ch %d: the tiny %s VAE gets a real-width decoder", _KL["ch"],
+             family)
+    return comfy.sd.VAE(sd=vae_state_dict(family, seed, decoder_ch=_KL["ch"]))
