@@ -65,14 +65,17 @@ TINY_VIDEO_CONFIGS: dict[str, tuple[str, dict]] = {
 }
 FAMILIES = tuple(TINY_VIDEO_CONFIGS)
 
-# The host classes each family needs, as "module:attribute" (probed by `missing_host_classes`).
+# What each family needs of the host, as "module:attribute[.attribute]" (a dataclass field counts as an attribute),
+# probed by `missing_host_classes`. The tiny configs are 0.33.0's: HunyuanVideo 1.5 needs the `meanflow_sum`
+# parameter, LTX-2 its text connectors inside the diffusion model (older hosts run them in the text encoder).
 _HOST_CLASSES = {
     "wan22_ti2v_5b": ("comfy.supported_models:WAN22_T2V", "comfy.ldm.wan.vae2_2:WanVAE"),
     "wan22_a14b_high": ("comfy.supported_models:WAN21_T2V", "comfy.ldm.wan.vae:WanVAE"),
     "wan22_a14b_low": ("comfy.supported_models:WAN21_T2V", "comfy.ldm.wan.vae:WanVAE"),
-    "hunyuan_video15": ("comfy.supported_models:HunyuanVideo15", "comfy.ldm.hunyuan_video.vae_refiner:Encoder"),
+    "hunyuan_video15": ("comfy.supported_models:HunyuanVideo15", "comfy.ldm.hunyuan_video.vae_refiner:Encoder",
+                        "comfy.ldm.hunyuan_video.model:HunyuanVideoParams.meanflow_sum"),
     "ltxv": ("comfy.supported_models:LTXV", "comfy.ldm.lightricks.vae.causal_video_autoencoder:VideoVAE"),
-    "ltx2": ("comfy.supported_models:LTXAV", "comfy.ldm.lightricks.av_model:LTXAVModel"),
+    "ltx2": ("comfy.supported_models:LTXAV", "comfy.ldm.lightricks.av_model:LTXAVModel.preprocess_text_embeds"),
 }
 
 # family -> (latent channels, temporal compression, spatial compression) of the family's VAE and latent format
@@ -100,15 +103,23 @@ _SEED_OFFSET = {"wan22_a14b_high": 0, "wan22_a14b_low": 7919}
 
 def missing_host_classes(family: str) -> list[str]:
     """The host classes `family` needs that this host lacks ("module:attribute"); empty when it has them all."""
-    missing = []
-    for spec in _HOST_CLASSES[_check(family)]:
-        module, attr = spec.split(":")
-        try:
-            if not hasattr(importlib.import_module(module), attr):
-                missing.append(spec)
-        except ImportError:
-            missing.append(spec)
-    return missing
+    return [spec for spec in _HOST_CLASSES[_check(family)] if not _host_has(spec)]
+
+
+def _host_has(spec: str) -> bool:
+    module, path = spec.split(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError:
+        return False
+    for name in path.split("."):
+        if hasattr(obj, name):
+            obj = getattr(obj, name)
+        elif name in getattr(obj, "__dataclass_fields__", {}):
+            obj = None
+        else:
+            return False
+    return True
 
 
 def _check(family: str) -> str:
