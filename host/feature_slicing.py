@@ -71,7 +71,8 @@ def slice_features(model, slice_tokens: int):
     report.ffn_sliced = [p for p in feed_forward_paths(dm) if p.rsplit(".", 1)[0] not in grouped]
     if not report.grouped and not report.ffn_sliced:
         raise ValueError(f"no transformer feed-forward modules found in {type(dm).__name__}: feature slicing "
-                         "supports SD1.5, SDXL, SD3, Flux and Wan 2.1 / 2.2 models")
+                         "needs blocks with a feed-forward network of the host's classes (SD1.5, SDXL, SD3, Flux, "
+                         "Chroma, Qwen-Image, Wan); leave this node out for this model")
     clone = model.clone()
     multigpu.guard(clone, "PyraFeatureSlicing")
     for path, block in grouped.items():

@@ -233,7 +233,8 @@ def write_demo_models(python: Path, root: Path) -> None:
     def state() -> str:
         files = sorted((root / "models").glob("*/pyra-demo-*.safetensors"))
         listing = " ".join(f"{f.name}:{f.stat().st_size}" for f in files)
-        return f"{_digest(REPO / 'nodes' / 'demo_models.py')} {root} {listing}" if files else ""
+        builder = _digest(REPO / "host" / "demo_models.py", REPO / "host" / "features.py")
+        return f"{builder} {root} {listing}" if files else ""
 
     stamp = _stamp_dir() / ".pyra-demo-models"
     if _stamped(stamp, state()) and state():

@@ -135,7 +135,8 @@ class FluxArch:
         self.dit = dit
         params = dit.params
         if params.global_modulation or len(params.axes_dim) != 3:
-            raise UnsupportedModel(f"DFM wraps Flux.1 models, not Flux 2; supported: {SUPPORTED}")
+            raise UnsupportedModel(f"DFM wraps Flux.1 models, not Flux 2 (supported: {SUPPORTED}): load a Flux.1 "
+                                   "model for DFM, or sample this one with the stock nodes")
         if params.in_channels != params.out_channels:
             raise UnsupportedModel("DFM needs a model whose output has as many channels as its input (this Flux "
                                    f"maps {params.in_channels} to {params.out_channels}: a Fill or Kontext variant?)")
@@ -272,7 +273,8 @@ class WanArch:
         if getattr(dit, "ref_conv", None) is not None or dit.in_dim != dit.out_dim or dit.out_dim != 16:
             raise UnsupportedModel(f"DFM needs Wan 2.1 text-to-video with a 16-channel latent in and out (this one "
                                    f"maps {dit.in_dim} to {dit.out_dim} channels: a Fun, Wan 2.2 5B or reference "
-                                   f"variant?); supported: {SUPPORTED}")
+                                   f"variant?): load a Wan 2.1 (or Wan 2.2 14B) text-to-video model; supported: "
+                                   f"{SUPPORTED}")
         pt, ph, pw = (int(v) for v in dit.patch_size)
         if pt != 1 or ph != pw:
             raise UnsupportedModel(f"DFM needs Wan's 1 x p x p patch, not {dit.patch_size}; supported: {SUPPORTED}")
