@@ -25,6 +25,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     **{("PyraFeatureSlicing", f): RUNS for f in ("flux2", "flux2_klein", "chroma", "qwen_image")},
     ("PyraFeatureSlicing", "z_image"): "no transformer feed-forward modules found in NextDiT",
     **{("PyraPyramidSampler", f): RUNS for f in FAMILIES},
+    **{("PyraDiffuseHigh", f): RUNS for f in FAMILIES},   # latent guidance, one 2x stage
     **{("PyraSearchedSigmas", f): "cannot tell the family of this model" for f in FAMILIES},
     **{("PyraDFMConvert", f): "not Flux 2" for f in ("flux2", "flux2_klein")},
     **{("PyraDFMConvert", f): "is not one: load an SD3, Flux.1 or Wan 2.1"
@@ -100,6 +101,13 @@ def _cell(comfy_host, tiny: _Tiny, node_id: str) -> str:
             values.update(model=model, seed=1, steps=4, cfg=1.0, positive=tiny.conditioning(1),
                           negative=tiny.conditioning(2), latent_image={"samples": torch.zeros(shape)})
             out = node.execute(**values).args[0]["samples"]
+        elif node_id == "PyraDiffuseHigh":
+            values.update(model=model, seed=1, steps=2, guidance_steps=1, positive=tiny.conditioning(1),
+                          negative=tiny.conditioning(2),
+                          latent={"samples": torch.zeros(shape)})
+            out = node.execute(**values).args[0]["samples"]
+            want = (*shape[:-2], 2 * shape[-2], 2 * shape[-1])
+            return RUNS if tuple(out.shape) == want and torch.isfinite(out).all() else f"bad output {tuple(out.shape)}"
         elif node_id == "PyraSearchedSigmas":
             values.update(model=model)
             out = node.execute(**values).args[0]
@@ -123,7 +131,7 @@ def _cell(comfy_host, tiny: _Tiny, node_id: str) -> str:
 
 
 NODES = ("PyraStepCache", "PyraSparseAttention", "PyraSparsify", "PyraFeatureSlicing", "PyraPyramidSampler",
-         "PyraSearchedSigmas", "PyraDFMConvert")
+         "PyraDiffuseHigh", "PyraSearchedSigmas", "PyraDFMConvert")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
