@@ -175,14 +175,24 @@ def build_tiny_model(
     """ModelPatcher around the host's model for TINY_CONFIGS[family], weights in `dtype`, seeded random."""
     if family not in TINY_CONFIGS:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_CONFIGS)}")
-    config = _host_config(family)
+    model = model_from_config(_host_config(family), dtype)
+    init_random_(model.diffusion_model, seed)
+    return patcher_of(model)
+
+
+def model_from_config(config, dtype: torch.dtype = torch.float32):
+    """The host's BaseModel of a model config object (supported_models class), weights in `dtype`, not yet drawn."""
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, manual_cast)
     with features.materialised_weights():  # dynamic VRAM would build the layers without weights
-        model = config.get_model({})
-    init_random_(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device, comfy.model_management.unet_offload_device())
+        return config.get_model({})
+
+
+def patcher_of(model) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher on the host's load and offload devices, as the stock loaders make one."""
+    return comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
+                                            comfy.model_management.unet_offload_device())
 
 
 def _taesd_state_dict(kind: str, seed: int) -> dict[str, torch.Tensor]:

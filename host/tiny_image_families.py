@@ -172,18 +172,13 @@ def build(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> com
     missing = missing_host_class(family)
     if missing is not None:
         raise RuntimeError(f"this ComfyUI ({features.comfyui_version()}) has no {missing}: update it for {family}")
-    config = host_config(family)
-    load_device = comfy.model_management.get_torch_device()
-    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
-    config.set_inference_dtype(dtype, manual_cast)
-    with features.materialised_weights():
-        model = config.get_model({})
+    model = demo_models.model_from_config(host_config(family), dtype)
     demo_models.init_random_(model.diffusion_model, seed)
     with torch.no_grad():  # learned pad tokens are plain parameters, drawn like weights; keep them of order 0.02
         for name, p in model.diffusion_model.named_parameters():
             if name.endswith("pad_token"):
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.02)
-    return comfy.model_patcher.ModelPatcher(model, load_device, comfy.model_management.unet_offload_device())
+    return demo_models.patcher_of(model)
 
 
 def state_dict(family: str, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:

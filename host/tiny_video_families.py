@@ -23,8 +23,7 @@ import comfy.sd
 import comfy.supported_models
 import torch
 
-from . import features
-from .demo_models import init_random_
+from .demo_models import init_random_, model_from_config, patcher_of
 
 _WAN = {
     "image_model": "wan2.1", "model_type": "t2v", "dim": 128, "num_heads": 1, "ffn_dim": 256, "num_layers": 2,
@@ -140,16 +139,11 @@ def unet_config(family: str) -> dict:
 
 def build(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> comfy.model_patcher.ModelPatcher:
     """ModelPatcher around the host's BaseModel for `family`, built through its config class, seeded weights."""
-    config = config_class(family)(unet_config(family))
-    load_device = comfy.model_management.get_torch_device()
-    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
-    config.set_inference_dtype(dtype, manual_cast)
-    with features.materialised_weights():  # dynamic VRAM would build the layers without weights
-        model = config.get_model({})
+    model = model_from_config(config_class(family)(unet_config(family)), dtype)
     # Unit-gain (fan-in scaled) weights: with demo_models' fixed std 0.02 the text path of LTX-2 (connector, caption
     # projection, cross-attention: six linears) shrinks the conditioning's effect below float precision.
     init_random_(model.diffusion_model, seed + _SEED_OFFSET.get(family, 0), std=1.0, fan_in=True)
-    return comfy.model_patcher.ModelPatcher(model, load_device, comfy.model_management.unet_offload_device())
+    return patcher_of(model)
 
 
 def state_dict(family: str, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
