@@ -66,8 +66,12 @@ def text_leads(family: str) -> bool:
 
 
 def patch_size(patcher) -> tuple[int, ...]:
-    """The diffusion model's patch grid over the latent's trailing axes (Wan: (t, h, w); 2-D DiTs: (p, p))."""
-    size = getattr(patcher.get_model_object("diffusion_model"), "patch_size", 1)
+    """The diffusion model's patch grid over the latent's trailing axes (Wan: (t, h, w); 2-D DiTs: (p, p)). LTX
+    keeps it in its patchifier."""
+    dm = patcher.get_model_object("diffusion_model")
+    size = getattr(dm, "patch_size", None)
+    if size is None:
+        size = getattr(getattr(dm, "patchifier", None), "patch_size", 1)
     return tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
 
 

@@ -65,3 +65,11 @@ def test_a_window_in_sigmas_stays(models):
 @pytest.mark.parametrize(("family", "grid"), [("wan21", (1, 2, 2)), ("flux", (2, 2)), ("sd3", (2, 2))])
 def test_patch_grid(models, demo, family, grid):
     assert models.patch_size(demo.build_tiny_model(family)) == grid
+
+
+@pytest.mark.parametrize(("family", "grid"), [("ltxv", (1, 1, 1)), ("wan22_ti2v_5b", (1, 2, 2))])
+def test_patch_grid_of_video_families(comfy_host, models, family, grid):
+    video = comfy_host.module("host.tiny_video_families")
+    if video.missing_host_classes(family):
+        pytest.skip(f"this host lacks {video.missing_host_classes(family)}")
+    assert models.patch_size(video.build(family)) == grid
