@@ -49,8 +49,8 @@ from pathlib import Path
 from _host import device_info, import_host, pack_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import progressive_speed as ps  # noqa: E402
-import sparse_attention as sa  # noqa: E402
+import progressive_speed as ps
+import sparse_attention as sa
 
 FIGURES = ("pyramid", "attention", "step_cache")
 PYRAMID_FAMILIES = ("qwen_image", "flux2")
@@ -154,7 +154,7 @@ def bench_pyramid(family: str, args, device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     first = timed(pyramid, 1, cuda)
     seconds = {"direct": [], "pyramid": []}
-    for _ in range(args.repeats):  # interleaved: drift of the machine's speed spreads over both
+    for _ in range(max(1, args.repeats)):  # interleaved: drift of the machine's speed spreads over both
         seconds["direct"] += timed(direct, 1, cuda)
         seconds["pyramid"] += timed(pyramid, 1, cuda)
     med = {k: statistics.median(v) for k, v in seconds.items()}
@@ -172,7 +172,7 @@ def bench_pyramid(family: str, args, device) -> dict:
     result["tflops_direct"] = args.steps * flops[1] / med["direct"] / 1e12
     if cuda:
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    del guider, patcher
+    guider = patcher = None  # the closures hold them: freed before the next family is built
     result |= free_memory()
     return result
 
@@ -207,7 +207,7 @@ def attention_case(n: int, heads: int, dim: int, repeats: int, cuda: bool) -> di
                     "rel_error_vs_dense": float((out.float() - ref.float()).norm() / ref.float().norm()),
                     "fallback_reason": backend.fallback_reason}
         row[key]["speedup_vs_dense"] = row["dense_ms"] / row[key]["total_ms"]
-    del q, k, v, ref
+    q = k = v = ref = out = None
     if cuda:
         torch.cuda.empty_cache()
     return row
@@ -233,6 +233,8 @@ def bench_step_cache(family: str, args, device) -> dict:
     result = step_cache.bench_model(preset, device, args.cache_steps, args.repeats + 1, args.search_runs,
                                     smooth_time=True, builder=cache_builder(family, args, device))
     runs = result["runs"]
+    latest = sys.modules.get("comfy_api.latest")  # the host's, or step_cache's stand-in where comfy_api lacks av
+    result["easycache_node_base"] = "comfy_api" if getattr(latest, "__file__", None) else "stand-in (no comfy_api)"
     result |= {"preset": preset, "model": model, "blocks": blocks, "image": list(latent),
                "speedup_ours": runs["ours_deviation_matched"]["speedup"],
                "speedup_easycache": runs["easycache"]["speedup"],
@@ -289,7 +291,8 @@ def markdown(out: dict) -> str:
         if "step_cache" in r:
             c = r["step_cache"]
             lines += [f"## Step cache, {f} ({c['model']}, blocks {c['blocks']}, latent {c['latent']}, "
-                      f"{c['steps']} steps, preset {c['preset']})", "",
+                      f"{c['steps']} steps, preset {c['preset']}; EasyCache's node base: "
+                      f"{c['easycache_node_base']})", "",
                       "| run | computed | reused | speedup | deviation |", "|---|---|---|---|---|"]
             lines += [f"| {name} | {row['computed']} | {row['reused']} | {row.get('speedup', 1.0):.2f}x | "
                       f"{row['deviation']:.4f} |" for name, row in c["runs"].items()]
@@ -314,7 +317,7 @@ def parse_args(argv=None):
     parser.add_argument("--families", default="", help="comma-separated families (default: each figure's all)")
     parser.add_argument("--steps", type=int, default=16, help="pyramid: sampling steps")
     parser.add_argument("--size", type=int, default=2048, help="pyramid: image side")
-    parser.add_argument("--repeats", type=int, default=1, help="timed repeats (pyramid runs, cache rounds - 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed pyramid runs of each (at least 1); the step cache times repeats + 1 rounds")
     parser.add_argument("--attention-repeats", type=int, default=10, help="attention: timed calls per median")
     parser.add_argument("--cache-steps", type=int, default=20, help="step cache: sampling steps")
     parser.add_argument("--search-runs", type=int, default=3, help="step cache: runs of the deviation search")
@@ -326,6 +329,23 @@ def parse_args(argv=None):
     return args
 
 
+def host_extras() -> dict:
+    """What of the host's optional compiled parts this process has (the --video bundle drops the first)."""
+    try:
+        from comfy_kitchen.backends import cuda as kitchen_cuda
+
+        kitchen = bool(getattr(kitchen_cuda, "_EXT_AVAILABLE", False))
+    except ImportError:
+        kitchen = None
+    try:
+        import av  # noqa: F401
+
+        has_av = True
+    except ImportError:
+        has_av = False
+    return {"comfy_kitchen_cuda_extension": kitchen, "av": has_av}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_host(cpu=args.smoke)
@@ -335,11 +355,15 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     wanted = set(args.only.split(","))
     chosen = set(filter(None, args.families.split(",")))
-    pick = (lambda names: [n for n in names if not chosen or n in chosen])
+
+    def pick(names):
+        return [n for n in names if not chosen or n in chosen]
+
     out = {"device": device_info() if cuda else {"gpu": "cpu (smoke)", "torch": torch.__version__,
                                                    "date": time.strftime("%Y-%m-%d"),
                                                    **__import__("_host").host_info()},
-           "command": " ".join(["python3", *sys.argv]), "dtype": "bfloat16", "note": NOTE, "figure_seconds": {},
+           "host_extras": host_extras(), "command": " ".join(["python3", *sys.argv]), "dtype": "bfloat16",
+           "note": NOTE, "figure_seconds": {},
            "families": {}}
     for figure, names, run in (
             ("pyramid", PYRAMID_FAMILIES, lambda f: bench_pyramid(f, args, device)),

@@ -131,7 +131,8 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False, c
             p.zero_() if pname.endswith("bias") else p.normal_(0, 0.02)
     if smooth_time:
         smooth_time_embedding(model, family)
-    model = model.to(torch.bfloat16)
+    if family in ("flux", "sdxl"):  # the newer families keep the layers their classes build in fp32 (Wan's patch
+        model = model.to(torch.bfloat16)  # embedding), as the host's loader does
     patcher = model_patcher(model, device, offload_device or device)
     tokens, width, extras, cfg_scale, scheduler = CONDITIONING[family]
     return patcher, random_cond(tokens, width, extras), cfg_scale, scheduler, channels
@@ -210,7 +211,7 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
 
     graph_store = pack_module("kernels.cuda_graphs.store")
     device = torch.device("cuda")
-    patcher, cond, cfg, scheduler, channels = build(family, device)
+    patcher, cond, cfg, scheduler, _ = build(family, device)
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(cond, cond)
     guider.set_cfg(cfg)
