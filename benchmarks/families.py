@@ -1,6 +1,6 @@
 """The model families of 2026 on the GPU (issue 18): pyramid speed, block-sparse attention, step cache vs EasyCache.
 
-    source benchmarks/device_env.sh   # on the lent H200 (carry .device, built with tools/device_bundle.py --video)
+    source benchmarks/device_env.sh   # on the lent H200 (carry .device: tools/device_bundle.py)
     python3 benchmarks/families.py --json OUT/families-h200.json
     $(python3 tools/host.py python) benchmarks/families.py --smoke --json /tmp/f.json   # tiny sizes on the CPU
 
@@ -34,6 +34,10 @@ step_cache (figure 3): step_cache.bench_model (PyraStepCache searched to EasyCac
   (progressive_speed.smooth_time_embedding): Flux.2 dev (6144 wide, Flux.1 preset) at 768x768 and Wan 2.2
   TI2V-5B (3072 wide, Wan 2.1 preset) at 832x480, 33 frames. Random weights show speed only: the deviations and
   reuse counts say nothing about a trained model's quality. Qwen-Image is left out: PyraStepCache refuses it.
+  The default device bundle has no av, so comfy_api does not import and EasyCache's node classes get
+  step_cache's stand-in base (its holders and wrappers are the host's); `easycache_node_base` records which.
+  `tools/device_bundle.py --video` brings av but drops comfy-kitchen's CUDA extension, whose kernels the host's
+  Flux rope runs on (comfy/ldm/flux/math.py): `host_extras` records both.
 """
 
 from __future__ import annotations
@@ -317,7 +321,8 @@ def parse_args(argv=None):
     parser.add_argument("--families", default="", help="comma-separated families (default: each figure's all)")
     parser.add_argument("--steps", type=int, default=16, help="pyramid: sampling steps")
     parser.add_argument("--size", type=int, default=2048, help="pyramid: image side")
-    parser.add_argument("--repeats", type=int, default=1, help="timed pyramid runs of each (at least 1); the step cache times repeats + 1 rounds")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed pyramid runs of each (at least 1); the step cache times repeats + 1 rounds")
     parser.add_argument("--attention-repeats", type=int, default=10, help="attention: timed calls per median")
     parser.add_argument("--cache-steps", type=int, default=20, help="step cache: sampling steps")
     parser.add_argument("--search-runs", type=int, default=3, help="step cache: runs of the deviation search")
