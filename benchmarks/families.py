@@ -48,6 +48,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from _host import device_info, import_host, pack_module
@@ -301,6 +302,7 @@ def markdown(out: dict) -> str:
             lines += [f"| {name} | {row['computed']} | {row['reused']} | {row.get('speedup', 1.0):.2f}x | "
                       f"{row['deviation']:.4f} |" for name, row in c["runs"].items()]
             lines.append("")
+    lines += [f"Failed: {key}: {err.strip().splitlines()[-1]}" for key, err in out.get("errors", {}).items()]
     lines += ["Headline: " + ", ".join(f"{k} {v:.3g}" for k, v in out["headline"].items()), ""]
     return "\n".join(lines)
 
@@ -368,7 +370,7 @@ def main(argv=None) -> int:
                                                    "date": time.strftime("%Y-%m-%d"),
                                                    **__import__("_host").host_info()},
            "host_extras": host_extras(), "command": " ".join(["python3", *sys.argv]), "dtype": "bfloat16",
-           "note": NOTE, "figure_seconds": {},
+           "note": NOTE, "figure_seconds": {}, "errors": {},
            "families": {}}
     for figure, names, run in (
             ("pyramid", PYRAMID_FAMILIES, lambda f: bench_pyramid(f, args, device)),
@@ -380,14 +382,22 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         for family in pick(names):
             t1 = time.perf_counter()
-            out["families"].setdefault(family, {})[figure] = result = run(family)
+            print(f"[{time.strftime('%H:%M:%S')}] {figure} {family}", flush=True)
+            try:
+                result = run(family)
+            except Exception:  # one device run gives every figure it can: the failure is recorded, not hidden
+                out["errors"][f"{family}.{figure}"] = traceback.format_exc()[-3000:]
+                print(out["errors"][f"{family}.{figure}"], flush=True)
+                free_memory()
+                continue
+            out["families"].setdefault(family, {})[figure] = result
             result["wall_s"] = time.perf_counter() - t1
             print(figure, family, json.dumps(headline({family: {figure: result}})), flush=True)
             write(out, args.json)
         out["figure_seconds"][figure] = time.perf_counter() - t0
         write(out, args.json)
     print(markdown(out))
-    return 0
+    return 1 if out["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_smoke_run_writes_every_figure(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    assert result["errors"] == {}
     assert set(result["families"]) == {"flux2", "wan22_ti2v_5b"}
     assert set(result["families"]["flux2"]) == {"pyramid", "step_cache"}
     assert set(result["families"]["wan22_ti2v_5b"]) == {"attention", "step_cache"}
