@@ -79,7 +79,8 @@ SMOKE_MODELS = {
 SMOKE_ATTENTION = {family: (1024, 2, 32) for family in VIDEO_ATTENTION}
 NOTE = ("Random weights: speed only. Pyramid and step-cache runs go through the host's sampler on real-size (step "
         "cache: real-width, fewer blocks) models built from the host's classes; the step cache runs on the "
-        "time-smooth stand-in, its deviations and reuse counts are not a trained model's.")
+        "time-smooth stand-in, its deviations and reuse counts are not a trained model's. Every model runs at cfg 1 "
+        "(one evaluation per step; Qwen-Image's stock workflow runs true CFG, two).")
 
 
 def _sync(cuda: bool) -> None:
@@ -330,6 +331,12 @@ def parse_args(argv=None):
     parser.add_argument("--search-runs", type=int, default=3, help="step cache: runs of the deviation search")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks the code path")
     args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(FIGURES)
+    known = {*PYRAMID_FAMILIES, *VIDEO_ATTENTION, *CACHE_MODELS}
+    unknown |= set(filter(None, args.families.split(","))) - known
+    if unknown:
+        parser.error(f"unknown {', '.join(sorted(unknown))}: figures {', '.join(FIGURES)}; "
+                     f"families {', '.join(sorted(known))}")
     if args.smoke:
         args.size, args.steps, args.cache_steps, args.attention_repeats = min(args.size, 256), min(args.steps, 6), \
             min(args.cache_steps, 6), min(args.attention_repeats, 2)
