@@ -11,11 +11,13 @@ as the 256x256 thumbnail: workflows/<name>.json and workflows/<name>.jpg.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from family_workflows import FAMILY_SPECS, REAL
+from family_workflows import FAMILY_SPECS, REAL, placeholder_models
 from frontend import frontend_page, load_workflow, workflow_to_api
 from harness import ComfyServer
 from host import REPO
@@ -354,7 +356,9 @@ def graph_thumbnail(page, workflow: dict, name: str, path: Path) -> None:
 
 def main(names: list[str]) -> int:
     names = names or list(SPECS)
-    server = ComfyServer.start()
+    placeholders = Path(tempfile.mkdtemp(prefix="pyra-placeholders-"))
+    # the real-file workflows' models as empty files, so the frontend lays them out without missing-model errors
+    server = ComfyServer.start(extra_args=("--extra-model-paths-config", placeholder_models(placeholders)))
     try:
         with frontend_page(server.url) as page:
             for name in names:
@@ -371,6 +375,7 @@ def main(names: list[str]) -> int:
                 print(f"{name}: {len(workflow['nodes'])} nodes, written")
     finally:
         server.stop()
+        shutil.rmtree(placeholders, ignore_errors=True)
     return 0
 
 

@@ -395,3 +395,38 @@ def check_prompt(prompt: dict, object_info: dict) -> list[str]:
             if required and name not in node["inputs"]:
                 problems.append(f"node {nid} ({cls}): required input {name} not given")
     return problems
+
+
+# the models subfolder of each file-name input
+MODEL_FOLDERS = {"unet_name": "diffusion_models", "clip_name": "text_encoders", "clip_name1": "text_encoders",
+                 "clip_name2": "text_encoders", "text_encoder": "text_encoders", "vae_name": "vae",
+                 "ckpt_name": "checkpoints"}
+
+
+def real_model_files() -> dict[str, set[str]]:
+    """{models subfolder: file names} that the real-file workflows load."""
+    files: dict[str, set[str]] = {}
+    for name in REAL:
+        for node in FAMILY_SPECS[name][0]().values():
+            for key, value in node["inputs"].items():
+                if key in MODEL_FOLDERS:
+                    files.setdefault(MODEL_FOLDERS[key], set()).add(value)
+    return files
+
+
+def placeholder_models(root) -> str:
+    """Empty files named as the real models under root/<subfolder>/, and an extra_model_paths YAML listing them
+    (returned): a server started with it offers the names in its loaders, so the frontend loads the real-file
+    workflows without missing-model errors and the host validates them; loading a placeholder fails, as it must."""
+    from pathlib import Path
+
+    root = Path(root)
+    for folder, names in real_model_files().items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (root / folder / name).touch()
+    yaml = root / "placeholders.yaml"
+    yaml.write_text("pyra_placeholders:\n"
+                    f"  base_path: {root}\n"
+                    + "".join(f"  {folder}: {folder}\n" for folder in sorted(set(MODEL_FOLDERS.values()))))
+    return str(yaml)
