@@ -1,9 +1,14 @@
-"""Every shipped workflow loads in the host's real frontend: no missing node types, no errors."""
+"""Every shipped workflow loads in the host's real frontend: no missing node types, no errors.
+
+The server here also lists the real model files of the 2026 families' workflows (tools/family_workflows.py) as
+empty placeholders: a user with the weights opens them without missing-model errors. Without the placeholders
+the frontend marks those loaders as errored, which the last test shows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import family_workflows
 import pytest
 from frontend import frontend_page, load_workflow, read_workflow
 
@@ -12,6 +17,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 SCREENSHOTS = REPO / "out" / "browser"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from harness import ComfyServer
+
+    yaml = family_workflows.placeholder_models(tmp_path_factory.mktemp("placeholders"))
+    srv = ComfyServer.start(preview="latent2rgb", extra_args=("--extra-model-paths-config", yaml))
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +66,13 @@ def test_missing_node_type_is_detected(page):
                                      "properties": {}, "widgets_values": []}]}
     report = load_workflow(page, bogus, "bogus.json")
     assert report.missing_types == ["PyraNoSuchNode"]
+
+
+def test_real_file_names_need_the_files(page, server):
+    """The placeholders matter: a loader naming a file the host does not list is marked as errored."""
+    workflow = read_workflow(REPO / "workflows" / "pyra-chroma.json")
+    for node in workflow["nodes"]:
+        if node["type"] == "UNETLoader":
+            node["widgets_values"][0] = "pyra-no-such-model.safetensors"
+    report = load_workflow(page, workflow, "pyra-chroma-missing.json")
+    assert any(n.endswith(":UNETLoader") for n in report.errored_nodes), report
