@@ -46,10 +46,21 @@ _TAEHV_CHANNELS = {"wan22_taehv": 48, "hv15_taehv": 32}
 
 
 def missing(key: str) -> str | None:
-    """What this host lacks for FAMILY_FILES[key] (a class, as 'module:attribute'), or None."""
-    family = FAMILY_FILES[key][2]
+    """What this host lacks for FAMILY_FILES[key] (a class, as 'module:attribute'), or None. A VAE file is only
+    written with its family's model file."""
+    subfolder, _, family = FAMILY_FILES[key]
+    if subfolder == "vae":
+        model = next(k for k, (sub, _, fam) in FAMILY_FILES.items() if fam == family and sub == "diffusion_models")
+        lacking = missing(model)
+        if lacking is not None:
+            return lacking
     if family in tiny_image_families.TINY_CONFIGS:
-        return tiny_image_families.missing_host_class(family)
+        lacking = tiny_image_families.missing_host_class(family)
+        if lacking is None and subfolder == "diffusion_models":
+            fixed = tiny_image_families.detection_mismatch(family)
+            if fixed:  # e.g. 0.8.1 fixes Flux.2's num_heads: the tiny file would not load
+                lacking = f"detection of a tiny {family} file (it fixes {', '.join(sorted(fixed))})"
+        return lacking
     lacking = tiny_video_families.missing_host_classes(family)
     if key in _TAEHV_CHANNELS:
         try:
