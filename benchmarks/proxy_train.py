@@ -84,7 +84,7 @@ def photographs(smoke: bool) -> tuple[list[torch.Tensor], list[str], str]:
     for name in SKIMAGE_PHOTOS:
         try:
             a = getattr(data, name)()
-        except Exception as e:  # noqa: BLE001  (those that need a download, or are absent from this version)
+        except Exception as e:  # those that need a download, or are absent from this version
             print(f"skimage.data.{name}: skipped ({type(e).__name__})", flush=True)
             continue
         a = a[0] if isinstance(a, tuple) else a
@@ -170,7 +170,8 @@ def train(args, device) -> dict:
             xt, v = proxy.flow_targets(z0, torch.randn(z0.shape, generator=g, device=device), t)
         guidance = torch.full((x.shape[0],), 3.5, device=device)
         with rope(), saved_on_write(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            pred = dm(xt, t, context=cond["context"][cls], y=cond["pooled"][cls], guidance=guidance, transformer_options={})
+            pred = dm(xt, t, context=cond["context"][cls], y=cond["pooled"][cls], guidance=guidance,
+                      transformer_options={})
         loss = F.mse_loss(pred.float(), v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
