@@ -154,6 +154,43 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
     return out
 
 
+SPARSE24 = {"magnitude": ("magnitude", 0), "wanda": ("wanda", 0), "wanda_r64": ("wanda", 64),
+            "magnitude_r64": ("magnitude", 64)}
+
+
+def sparse24_eval(args, patcher, codec, cond) -> dict:
+    """host.sparsify.sparsify_model (every Linear, the speed check off so that every layer is pruned) against the
+    dense model: the same noise and seed at --sparse-size, SSIM / PSNR of the decoded images to the dense ones."""
+    import comfy.samplers
+
+    proxy, sparsify = pack_module("core.proxy"), pack_module("host.sparsify")
+    side = args.sparse_size // 8
+    noise = torch.randn(args.sparse_samples, 16, side, side, generator=torch.Generator().manual_seed(args.seed + 2))
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), args.scheduler,
+                                             args.steps).cpu()
+    sampler = comfy.samplers.sampler_object(args.sampler)
+
+    def sample(model):
+        guider = comfy.samplers.CFGGuider(model)
+        c = conditioning(cond)
+        guider.set_conds(c, c)
+        guider.set_cfg(1.0)
+        return decode(patcher, codec, guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=args.seed,
+                                                    disable_pbar=True))
+
+    dense = sample(patcher)
+    out = {"size": args.sparse_size, "samples": args.sparse_samples, "runs": {}}
+    for name, (score, rank) in SPARSE24.items():
+        model, results = sparsify.sparsify_model(patcher, "all", rank=rank, check_tokens=0, score=score)
+        img = sample(model)
+        out["runs"][name] = {"ssim": float(proxy.ssim(img, dense).mean()),
+                             "psnr_db": float(proxy.psnr(img, dense).mean()),
+                             "layers_sparse": sum(r.status == "sparse" for r in results), "layers": len(results)}
+        del model
+    print("sparse24: " + ", ".join(f"{k} SSIM {v['ssim']:.4f}" for k, v in out["runs"].items()), flush=True)
+    return out
+
+
 def cache_eval(args, patcher, cond, device) -> dict:
     """step_cache.bench_model on the proxy; {'skipped': reason} where the host's EasyCache cannot be imported."""
     import step_cache
@@ -223,6 +260,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {tag} | {cells} | {res['worst'][tag]:.3f} | {'' if ps is None else f'{ps:.2f}'} | "
                          f"{'' if ss is None else f'{ss:.4f}'} |")
         lines.append("")
+    sparse = report.get("sparse24", {})
+    lines += [f"## 2:4 sparsity vs dense ({sparse.get('size', '')}px, {sparse.get('samples', '')} samples, every "
+              "Linear pruned)", ""]
+    if "runs" in sparse:
+        lines += ["| run | SSIM | PSNR dB | layers pruned |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['ssim']:.4f} | {v['psnr_db']:.2f} | {v['layers_sparse']} / {v['layers']} |"
+                  for k, v in sparse["runs"].items()]
+    else:
+        lines.append(f"Not measured: {sparse.get('error')}")
+    lines.append("")
     cache = report["cache"]
     lines += [f"## Step cache ({cache.get('size', '')}px, {cache.get('steps', '')} steps)", ""]
     if "skipped" in cache or "error" in cache:
@@ -249,6 +296,10 @@ def headline(report: dict) -> dict:
         for size, res in report["pyramid"].items():
             for tag in ("a_default", "b_default", "b_flux_shift", "b_renoise3"):
                 head[f"pyramid_worst_band_vs_direct_{tag}_flux_proxy_{size}px"] = res["worst"][tag]
+    sparse = report.get("sparse24", {}).get("runs")
+    if sparse:
+        for name, row in sparse.items():
+            head[f"sparse24_ssim_{name}"] = row["ssim"]
     summary = report["cache"].get("summary")
     if summary:
         head["cache_speedup_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["speedup"]
@@ -273,11 +324,14 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cache-repeats", type=int, default=3)
     ap.add_argument("--search-runs", type=int, default=6)
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--sparse-size", type=int, default=512)
+    ap.add_argument("--sparse-samples", type=int, default=8)
     args = ap.parse_args()
     proxy_train.finish_args(args)
     if args.smoke:
         args.pyramid_sizes, args.samples, args.steps = "128", 2, 6
         args.cache_size, args.cache_steps, args.cache_repeats, args.search_runs = 64, 6, 1, 2
+        args.sparse_size, args.sparse_samples = 64, 2
     args.pyramid_sizes = [int(s) for s in str(args.pyramid_sizes).split(",")]
     return args
 
@@ -308,6 +362,13 @@ def main() -> int:
     samples_png = save_samples(out / "proxy-samples.png", report["pyramid"])
     for res in report["pyramid"].values():
         res.pop("samples")
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            report["sparse24"] = sparse24_eval(args, patcher, codec, cond)
+    except Exception as e:  # recorded; the other sections stand
+        report["sparse24"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
+    report["seconds"]["sparse24"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     if args.skip_cache:
         report["cache"] = {"skipped": "--skip-cache"}
