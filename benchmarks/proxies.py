@@ -249,7 +249,10 @@ def markdown(report: dict) -> str:
              f"images). Latent: {t['codec']['kind']} (reconstruction PSNR {t['codec']['reconstruction_psnr_db']}). "
              f"Loaded through {report['load']['loader']} as {report['load']['detected_config']} "
              f"(max |loaded - file| {report['load']['max_abs_diff_to_file']}).", ""]
-    for size, res in report["pyramid"].items():
+    for key in ("error", "skipped"):
+        if key in report.get("pyramid", {}):
+            lines += [f"## Pyramid vs direct: not measured: {report['pyramid'][key]}", ""]
+    for size, res in sizes_of(report.get("pyramid", {})).items():
         lines += [f"## Pyramid vs direct, {size}px ({report['config']['samples']} samples, "
                   f"{report['config']['sampler']} {report['config']['steps']} steps {report['config']['scheduler']})",
                   "", "| run | " + " | ".join(f"band {i}" for i in range(N_BANDS)) + " | worst | PSNR dB | SSIM |",
@@ -268,9 +271,9 @@ def markdown(report: dict) -> str:
         lines += [f"| {k} | {v['ssim']:.4f} | {v['psnr_db']:.2f} | {v['layers_sparse']} / {v['layers']} |"
                   for k, v in sparse["runs"].items()]
     else:
-        lines.append(f"Not measured: {sparse.get('error')}")
+        lines.append(f"Not measured: {sparse.get('error') or sparse.get('skipped') or 'not run yet'}")
     lines.append("")
-    cache = report["cache"]
+    cache = report.get("cache", {"skipped": "not run yet"})
     lines += [f"## Step cache ({cache.get('size', '')}px, {cache.get('steps', '')} steps)", ""]
     if "skipped" in cache or "error" in cache:
         lines += [f"Not measured: {cache.get('skipped') or cache.get('error')}", ""]
@@ -287,20 +290,26 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def sizes_of(pyramid: dict) -> dict:
+    """The per-size results of the pyramid section ({} where it failed or was skipped)."""
+    return {k: v for k, v in pyramid.items() if isinstance(k, int)}
+
+
 def headline(report: dict) -> dict:
     head = {}
-    if report["pyramid"]:
-        largest = report["pyramid"][max(report["pyramid"])]
+    pyramid = sizes_of(report.get("pyramid", {}))
+    if pyramid:
+        largest = pyramid[max(pyramid)]
         head["pyramid_worst_band_vs_direct_b_flux_proxy"] = largest["worst"]["b_default"]
         head["pyramid_worst_band_vs_direct_a_flux_proxy"] = largest["worst"]["a_default"]
-        for size, res in report["pyramid"].items():
+        for size, res in pyramid.items():
             for tag in ("a_default", "b_default", "b_flux_shift", "b_renoise3"):
                 head[f"pyramid_worst_band_vs_direct_{tag}_flux_proxy_{size}px"] = res["worst"][tag]
     sparse = report.get("sparse24", {}).get("runs")
     if sparse:
         for name, row in sparse.items():
             head[f"sparse24_ssim_{name}"] = row["ssim"]
-    summary = report["cache"].get("summary")
+    summary = report.get("cache", {}).get("summary")
     if summary:
         head["cache_speedup_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["speedup"]
         head["easycache_speedup_flux_proxy"] = summary["easycache"]["speedup"]
@@ -324,6 +333,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cache-repeats", type=int, default=3)
     ap.add_argument("--search-runs", type=int, default=6)
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--deadline", type=float, default=480.0,
+                    help="seconds since start after which the remaining sections are skipped (recorded)")
     ap.add_argument("--sparse-size", type=int, default=512)
     ap.add_argument("--sparse-samples", type=int, default=8)
     args = ap.parse_args()
@@ -355,34 +366,32 @@ def main() -> int:
               "command": "python3 benchmarks/proxies.py " + " ".join(sys.argv[1:]),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "training": training, "load": load, "seconds": {}}
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        report["pyramid"] = pyramid_eval(args, patcher, codec, cond)
-    report["seconds"]["pyramid"] = round(time.perf_counter() - t0, 1)
-    samples_png = save_samples(out / "proxy-samples.png", report["pyramid"])
-    for res in report["pyramid"].values():
-        res.pop("samples")
-    t0 = time.perf_counter()
-    try:
-        with torch.inference_mode():
-            report["sparse24"] = sparse24_eval(args, patcher, codec, cond)
-    except Exception as e:  # recorded; the other sections stand
-        report["sparse24"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
-    report["seconds"]["sparse24"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    if args.skip_cache:
-        report["cache"] = {"skipped": "--skip-cache"}
-    else:
-        try:
-            with torch.inference_mode():
-                report["cache"] = cache_eval(args, patcher, cond, device)
-        except Exception as e:  # a failed section is recorded; the pyramid figures stand
-            report["cache"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
-    report["seconds"]["cache"] = round(time.perf_counter() - t0, 1)
-    report["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
-    report["samples_png"] = samples_png
-    report["headline"] = headline(report)
-    write_report(out / args.json, report, markdown(report))
+    sections = {"pyramid": lambda: pyramid_eval(args, patcher, codec, cond),
+                "cache": lambda: ({"skipped": "--skip-cache"} if args.skip_cache
+                                  else cache_eval(args, patcher, cond, device)),
+                "sparse24": lambda: sparse24_eval(args, patcher, codec, cond)}
+    for name, run in sections.items():  # in the issue's priority; the report is rewritten after each
+        t0 = time.perf_counter()
+        if t0 - t_start > args.deadline:
+            report[name] = {"skipped": f"out of time: {t0 - t_start:.0f} s used of --deadline {args.deadline:.0f}"}
+        else:
+            try:
+                with torch.inference_mode():
+                    report[name] = run()
+            except Exception as e:  # a failed section is recorded; the others stand
+                report[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+                print(report[name]["traceback"], flush=True)
+        report["seconds"][name] = round(time.perf_counter() - t0, 1)
+        if name == "pyramid" and "error" not in report[name] and "skipped" not in report[name]:
+            try:
+                report["samples_png"] = save_samples(out / "proxy-samples.png", report["pyramid"])
+            except Exception as e:  # the figures stand without the picture
+                report["samples_png"] = f"not written: {type(e).__name__}: {e}"
+            for res in report["pyramid"].values():
+                res.pop("samples")
+        report["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
+        report["headline"] = headline(report)
+        write_report(out / args.json, report, markdown(report))
     return 0
 
 
