@@ -75,10 +75,16 @@ def conditioning(cond: dict, cls: int = 0) -> list:
                                                       "guidance": 3.5}]]
 
 
+def metric_device() -> torch.device:
+    """Where decoded images and their band / SSIM statistics are computed (the GPU where there is one)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def decode(patcher, codec, latent: torch.Tensor) -> torch.Tensor:
     """A sampled latent (VAE space, as guider.sample returns it) -> pixels (B, 3, H, W) through the codec."""
-    z = patcher.model.process_latent_in(latent.float().cpu())
-    return codec.decode(z).clamp(-1.5, 1.5)
+    dev = metric_device()
+    z = patcher.model.process_latent_in(latent.float().to(dev))
+    return codec.to(dev).decode(z).clamp(-1.5, 1.5)
 
 
 _BANK = {}
@@ -88,7 +94,7 @@ def data_crops(n: int, size: int, seed: int, smoke: bool) -> torch.Tensor:
     """n photo crops (the training distribution's photo half) of `size` pixels, on the CPU."""
     if "photos" not in _BANK:
         _BANK["photos"] = pack_module("core.proxy").ImageBank(proxy_train.photographs(smoke)[0], "cpu")
-    return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed))
+    return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed)).to(metric_device())
 
 
 VARIANTS = ("default", "flux_shift", "renoise3")
@@ -146,8 +152,8 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
                 res["psnr_db"][tag] = float(proxy.psnr(img, direct).mean())
                 res["ssim"][tag] = float(proxy.ssim(img, direct).mean())
                 if name == "default":
-                    res["samples"][key] = img[:4]
-        res["samples"]["direct"], res["samples"]["data"] = direct[:4], data[:4]
+                    res["samples"][key] = img[:4].cpu()
+        res["samples"]["direct"], res["samples"]["data"] = direct[:4].cpu(), data[:4].cpu()
         res["worst"] = {k: pi.worst(v) for k, v in res["bands"].items()}
         print(f"pyramid {size}px: " + ", ".join(f"{k} {v:.3f}" for k, v in res["worst"].items()), flush=True)
         out[size] = res
