@@ -69,6 +69,31 @@ def load_proxy(out: Path) -> tuple:
     return patcher, codec, cond, record
 
 
+def split_checkpoint(out: Path, limit_mib: float, keep: Path = Path("/tmp/pyra-proxy")) -> dict:
+    """Where the checkpoint is larger than `limit_mib` (what one returned file may hold), replace it in `out` by
+    byte-range parts `flux-proxy.safetensors.part0`, ... (`cat` them back in order) and record their sha256 and
+    the whole file's; the whole file moves to `keep`."""
+    import hashlib
+    import shutil
+
+    ckpt = out / "flux-proxy.safetensors"
+    data = ckpt.read_bytes()
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    limit = int(limit_mib * 2**20)
+    if not limit or len(data) <= limit:
+        record["parts"] = [ckpt.name]
+        return record
+    record["parts"] = []
+    for i in range(0, len(data), limit):
+        part = out / f"{ckpt.name}.part{i // limit}"
+        part.write_bytes(data[i: i + limit])
+        record["parts"].append(part.name)
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(ckpt), str(keep / ckpt.name))
+    record["rejoin"] = f"cat {' '.join(record['parts'])} > {ckpt.name}  # then check the sha256"
+    return record
+
+
 def conditioning(cond: dict, cls: int = 0) -> list:
     """The host CONDITIONING of one proxy class: its text token and pooled vector, Flux's default guidance."""
     return [[cond["context"][cls: cls + 1].clone(), {"pooled_output": cond["pooled"][cls: cls + 1].clone(),
@@ -339,7 +364,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cache-repeats", type=int, default=3)
     ap.add_argument("--search-runs", type=int, default=6)
     ap.add_argument("--skip-cache", action="store_true")
-    ap.add_argument("--deadline", type=float, default=480.0,
+    ap.add_argument("--split-mb", type=float, default=15.0,
+                    help="split a checkpoint larger than this many MiB into parts (0: never)")
+    ap.add_argument("--deadline", type=float, default=420.0,
                     help="seconds since start after which the remaining sections are skipped (recorded)")
     ap.add_argument("--sparse-size", type=int, default=512)
     ap.add_argument("--sparse-samples", type=int, default=8)
@@ -366,6 +393,7 @@ def main() -> int:
         training = proxy_train.train(args, device)
     print(json.dumps(training), flush=True)
     patcher, codec, cond, load = load_proxy(out)
+    load["checkpoint_files"] = split_checkpoint(out, args.split_mb)
     print(json.dumps(load), flush=True)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **host_info(),

@@ -13,6 +13,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def test_a_large_checkpoint_comes_back_in_parts(tmp_path):
+    import hashlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from proxies import split_checkpoint
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    data = os.urandom(2 * 2**20 + 5)
+    out, keep = tmp_path / "out", tmp_path / "keep"
+    out.mkdir()
+    (out / "flux-proxy.safetensors").write_bytes(data)
+    rec = split_checkpoint(out, 1.0, keep)
+    assert rec["parts"] == [f"flux-proxy.safetensors.part{i}" for i in range(3)]
+    assert not (out / "flux-proxy.safetensors").exists() and (keep / "flux-proxy.safetensors").read_bytes() == data
+    joined = b"".join((out / p).read_bytes() for p in rec["parts"])
+    assert joined == data and rec["sha256"] == hashlib.sha256(joined).hexdigest()
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "flux-proxy.safetensors").write_bytes(data[:100])
+    assert split_checkpoint(small, 1.0, keep)["parts"] == ["flux-proxy.safetensors"]
+
+
 def test_smoke_run_trains_loads_and_evaluates(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "proxies.py"), "--smoke", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
