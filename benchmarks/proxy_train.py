@@ -10,13 +10,13 @@ model's state dict in bf16, the layout the stock UNETLoader detects as Flux (ben
 comfy.sd.load_diffusion_model and records the detected class).
 Latent space: core/proxy/codec.py's PatchPCACodec, 8x8 RGB patches to 16 standardised channels (the Flux VAE's
 f8 / 16-channel geometry, fitted on the training data in seconds); no VAE is trained.
-Data: scikit-image's bundled photographs (those that load without a download) and dead-leaves images
-(core/analytic/dead_leaves.py), half of each batch each, random crops (side 0.25-1 of the shorter side, log-uniform),
-flips, at 128, 256, 512 and 1024 pixels with a constant token budget per step; each kind has its own seeded "prompt"
-(one 64-dim text token and a pooled vector), saved beside the codec. Objective: rectified flow with logit-normal
-timesteps shifted by the token count as Flux's rule does; AdamW, warm-up then cosine decay over the wall-clock
-budget, EMA of the weights (saved). Outputs under --out: flux-proxy.safetensors, flux-proxy-codec.safetensors,
-proxy-loss.json, proxy-loss.png.
+Data: scikit-image's bundled photographs (those inside its wheel; most are 512 px, so 1024 px crops of them are
+upscaled) and 192 dead-leaves images rendered at 1024 px (core/analytic/dead_leaves.py), half of each batch each,
+random crops (side 0.25-1 of the shorter side, log-uniform), flips, at 128, 256, 512 and 1024 pixels with a
+constant token budget per step; each kind has its own seeded "prompt" (one 64-dim text token and a pooled
+vector), saved beside the codec. Objective: rectified flow with logit-normal timesteps shifted by the token count
+as Flux's rule does; AdamW, warm-up then cosine decay over the wall-clock budget, EMA of the weights (saved).
+Outputs under --out: flux-proxy.safetensors, flux-proxy-codec.safetensors, proxy-loss.json, proxy-loss.png.
 --smoke: a 1-head, 1+1-block model at 32 and 64 pixels for a few steps on the CPU; without scikit-image the
 photographs are replaced by a synthetic set (recorded as such): the path is checked, no figure.
 """
@@ -39,7 +39,7 @@ SKIMAGE_PHOTOS = ["astronaut", "camera", "chelsea", "coffee", "rocket", "hubble_
                   "stereo_motorcycle"]  # files inside the wheel (no download)
 FULL = {"hidden_size": 256, "depth": 3, "depth_single_blocks": 6, "resolutions": {128: 0.15, 256: 0.35, 512: 0.35,
                                                                                    1024: 0.15},
-        "token_budget": 32768, "dead_leaves": 256, "dead_leaves_size": 512}
+        "token_budget": 32768, "dead_leaves": 192, "dead_leaves_size": 1024}
 SMOKE = {"hidden_size": 128, "depth": 1, "depth_single_blocks": 1, "resolutions": {32: 0.5, 64: 0.5},
          "token_budget": 256, "dead_leaves": 8, "dead_leaves_size": 64}
 COND_DIM = 64
