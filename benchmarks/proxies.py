@@ -10,9 +10,10 @@
    evaluation runs on the loaded model.
 3. Pyramid: at each --pyramid-sizes pixel size, --samples images of the photo prompt, direct sampling and Pyra's
    pyramid (host.pyramid.pyramid_sample, ladders a "2:0.4" and b "4:0.35, 2:0.25", as the nodes run it; plus the
-   Flux-shift level scale and a 3-step corrective re-noise from benchmarks/pyramid_inconsistent.py's loop) from the
-   same noise, --sampler / --scheduler / --steps. Decoded to pixels by the codec, compared per radial band exactly
-   as the analytic benchmarks compare (core.analytic.band_ratio, luminance, 8 log-spaced bands, the natural-image
+   Flux-shift level scale (Flux's mu rule on this image's token counts, (size / 16)^2 at full size) and a 3-step
+   corrective re-noise from benchmarks/pyramid_inconsistent.py's loop) from the same noise, --sampler /
+   --scheduler / --steps. Decoded to pixels by the codec, compared per radial band exactly as the analytic
+   benchmarks compare (core.analytic.band_ratio, luminance, 8 log-spaced bands, the natural-image
    prior as the per-mode weight): worst = max |pyramid / direct - 1| over bands; PSNR and SSIM against the direct
    image of the same noise. `direct_vs_data`: direct samples' band power over that of real photo crops of the size
    (how well the proxy learned the spectrum).
@@ -165,7 +166,7 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
                "samples": {}}
         data = data_crops(args.samples, size, args.seed + 1, args.smoke)
         res["bands"]["direct_vs_data"] = pi.band_ratios(analytic, prior, direct, data)
-        flux = pi.flux_shift_scales(size, (2, 4))
+        flux = pi.flux_shift_scales(size // 4, (2, 4))  # its argument / 4 is the token side: size / 16 here
         for key, ladder in LADDERS.items():
             levels = pyr.parse_ladder(ladder)
             for name in VARIANTS:
