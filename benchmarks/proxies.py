@@ -21,6 +21,11 @@
    the most reuse whose final-latent deviation stays within EasyCache's (threshold 0.2) on the same run, speed by
    wall time (fastest of --cache-repeats interleaved rounds); EasyCache and LazyCache beside it. Where the host's
    EasyCache cannot be imported the section records why and the headline is absent.
+5. 2:4: host.sparsify.sparsify_model on every Linear (speed check off, so every layer is pruned): magnitude,
+   Wanda, Wanda + rank-64 and magnitude + rank-64 correction; SSIM / PSNR of the decoded images against the dense
+   model's from the same noise at --sparse-size.
+Sections run in the issue's priority (pyramid, cache, 2:4); each is recorded as an error where it fails, skipped
+after --deadline, and the report is rewritten after each. A checkpoint over --split-mb comes back in byte parts.
 Headline keys (benchmarks/results/proxies-h200.json): pyramid_worst_band_vs_direct_b_flux_proxy (at the largest
 pyramid size), cache_speedup_flux_proxy_at_easycache_deviation.
 """
