@@ -239,7 +239,7 @@ def bench_step_cache(family: str, args, device) -> dict:
 
     preset, model, blocks, latent = CACHE_MODELS[family]
     result = step_cache.bench_model(preset, device, args.cache_steps, args.repeats + 1, args.search_runs,
-                                    smooth_time=True, builder=cache_builder(family, args, device))
+                                    smooth_time=True, built=cache_builder(family, args, device)())
     runs = result["runs"]
     latest = sys.modules.get("comfy_api.latest")  # the host's, or step_cache's stand-in where comfy_api lacks av
     result["easycache_node_base"] = "comfy_api" if getattr(latest, "__file__", None) else "stand-in (no comfy_api)"
