@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .kl import SliceUnsupported, is_kl, kl_decode
 from .taesd import is_taesd, taesd_decode
 from .wan import is_wan, wan_decode
+from .wan22 import is_wan22, wan22_decode
 
 __all__ = ["SliceUnsupported", "auto_slice_rows", "band_channels", "decoder_for", "sliced_decode"]
 
@@ -24,6 +25,8 @@ def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
         return "taesd", taesd_decode
     if is_wan(model):
         return "wan", wan_decode
+    if is_wan22(model):
+        return "wan22", wan22_decode
     raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
 
 
@@ -37,9 +40,14 @@ def sliced_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torc
 def band_channels(model: nn.Module) -> int:
     """Channels of the widest full-resolution activation a band holds (`auto_slice_rows`' widest_channels).
 
-    Wan 2.1: a chunk of 4 frames of the 2 * dim channels its last upsampling produces.
+    Wan 2.1: a chunk of 4 frames of the 2 * dim channels its last upsampling produces; Wan 2.2: 4 frames of its
+    last level's dim channels at half the output size (a quarter of the pixels).
     """
-    return 4 * 2 * model.decoder.dim if is_wan(model) else 256
+    if is_wan(model):
+        return 4 * 2 * model.decoder.dim
+    if is_wan22(model):
+        return model.decoder.dim
+    return 256
 
 
 MAX_AUTO_ROWS = 16
