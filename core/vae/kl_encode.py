@@ -1,12 +1,12 @@
-"""Exact sliced encoding for the KL VAE encoder of SD1.5, SDXL, SD3 and Flux (the host's AutoencoderKL, or its
+"""Exact sliced encoding for the KL VAE encoder of SD1.5, SDXL, SD3, Flux and Flux.2 (the host's AutoencoderKL, or its
 AutoencodingEngine for files without quant convolutions).
 
 The mirror of `kl.py`: conv_in and the down levels (ResnetBlocks, then a stride-2 convolution with the host's
 right/bottom zero padding) become a row-op program over the image, with a checkpoint after every ResnetBlock and
 whole-tensor GroupNorm statistics (a statistics pass, then the normalising pass per band); the latent-resolution
 rest (mid blocks with the global attention in query chunks, norm_out, conv_out, quant_conv where the file has one,
-the posterior's mode, Flux.2's 2x2 patches and latent batch norm) runs whole. The widest tensors (the full-resolution 128-channel activations) exist one band
-at a time.
+the posterior's mode, Flux.2's 2x2 patches and latent batch norm) runs whole. The widest tensors (the
+full-resolution 128-channel activations) exist one band at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kl import SliceUnsupported, check_latent_norm, is_host_class, mid_attention, resblock_ops
-from .rowops import Conv, RowOp
+from .rowops import Conv, RowOp, conv_weights
 from .stream import Program, run_program
 
 
@@ -47,8 +47,7 @@ class Downsample2x(RowOp):
     def __call__(self, x, r0, a, b, h_in, stack):
         bottom = 2 * (b - 1) + 3 - (r0 + x.shape[-2])
         x = F.pad(x, (0, 1, 0, bottom))
-        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        w, bias = conv_weights(self, self.conv, x.device, x.dtype)
         return F.conv2d(x, w, bias, stride=2)
 
 

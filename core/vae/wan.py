@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kl import SliceUnsupported
-from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x
+from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x, conv_weights
 from .stream import Program, Rows, row_slices
 
 CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
@@ -98,8 +98,7 @@ class CausalConv(Conv):
         top = r0 - (a - self.p)
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
         buf = self._padded(x, cached, top, bottom)
-        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        w, bias = conv_weights(self, self.conv, x.device, x.dtype)
         return F.conv3d(buf, w, bias, padding=(0, 0, self.p))
 
     def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int) -> Tensor:
