@@ -92,7 +92,7 @@ def test_wan22_decode_needs_the_first_chunk_shortcut(comfy_host, vaes, monkeypat
     gives the wrong frame count (8 instead of 5), and the decode fails rather than return it."""
     wan22 = comfy_host.module("core.vae.wan22")
     vae, z = vaes["wan22_ti2v_5b"], latent((1, 48, 2, 4, 4))
-    ref = stock(vae, z)
+    assert stock(vae, z).shape[0] == 5
     monkeypatch.setattr(wan22.AddDupUp, "reset", lambda self: setattr(self, "first", False))
     with pytest.raises(RuntimeError):
         decode_node(comfy_host, vae, z, 1)   # 8 frames do not fit the 5 of the host's layout
