@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .hunyuan15 import hunyuan15_decode, is_hunyuan15
 from .kl import SliceUnsupported, is_kl, kl_decode
 from .taesd import is_taesd, taesd_decode
 from .wan import is_wan, wan_decode
@@ -27,6 +28,8 @@ def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
         return "wan", wan_decode
     if is_wan22(model):
         return "wan22", wan22_decode
+    if is_hunyuan15(model):
+        return "hunyuan15", hunyuan15_decode
     raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
 
 
@@ -41,12 +44,14 @@ def band_channels(model: nn.Module) -> int:
     """Channels of the widest full-resolution activation a band holds (`auto_slice_rows`' widest_channels).
 
     Wan 2.1: a chunk of 4 frames of the 2 * dim channels its last upsampling produces; Wan 2.2: 4 frames of its
-    last level's dim channels at half the output size (a quarter of the pixels).
+    last level's dim channels at half the output size (a quarter of the pixels); HunyuanVideo 1.5: 8 frames.
     """
     if is_wan(model):
         return 4 * 2 * model.decoder.dim
     if is_wan22(model):
         return model.decoder.dim
+    if is_hunyuan15(model):   # a chunk of 2 latent frames is 8 frames of the last stage's channels
+        return 8 * model.decoder.block_out_channels[-1]
     return 256
 
 

@@ -1,7 +1,7 @@
 """PyraExactVAEDecode / PyraExactVAEEncode on the VAEs of the 2026 families (the tiny VAEs of
 host/tiny_image_families.py and host/tiny_video_families.py, built by the host's comfy.sd.VAE), against the host's
-own decode and encode in fp32: Flux.2 (KL + latent batch norm), Qwen-Image (the Wan 2.1 class), Wan 2.2 TI2V-5B
-exact; HunyuanVideo 1.5 and LTX-2 take the host's own decode, logged."""
+own decode and encode in fp32: Flux.2 (KL + latent batch norm), Qwen-Image (the Wan 2.1 class), Wan 2.2 TI2V-5B and
+HunyuanVideo 1.5 exact; LTX-2 takes the host's own decode, logged."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def err(a, b):
 
 
 CASES = [("flux2", (2, 128, 5, 3), (2, 80, 48, 3)), ("qwen_image", (1, 16, 1, 9, 7), (1, 72, 56, 3)),
-         ("wan22_ti2v_5b", (1, 48, 1, 4, 4), (1, 64, 64, 3)), ("wan22_ti2v_5b", (2, 48, 3, 5, 3), (18, 80, 48, 3))]
+         ("wan22_ti2v_5b", (1, 48, 1, 4, 4), (1, 64, 64, 3)), ("wan22_ti2v_5b", (2, 48, 3, 5, 3), (18, 80, 48, 3)),
+         ("hunyuan_video15", (1, 32, 1, 4, 4), (1, 64, 64, 3)), ("hunyuan_video15", (2, 32, 3, 5, 3), (18, 80, 48, 3)),
+         ("hunyuan_video15", (1, 32, 4, 3, 2), (13, 48, 32, 3))]
 
 
 @pytest.mark.parametrize("family, shape, image", CASES)
@@ -110,7 +112,24 @@ def test_flux2_encode_matches_the_hosts(comfy_host, vaes, caplog):
     assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
 
 
-@pytest.mark.parametrize("family, shape", [("hunyuan_video15", (1, 32, 2, 4, 4)), ("ltx2", (1, 128, 2, 2, 2))])
+def test_hunyuan15_decode_needs_the_replicate_border(comfy_host, vaes, monkeypatch):
+    """Zero instead of replicate padding at the image's top and bottom rows is caught by the same check."""
+    hv = comfy_host.module("core.vae.hunyuan15")
+    vae, z = vaes["hunyuan_video15"], latent((1, 32, 2, 4, 4))
+    ref = stock(vae, z)
+    real_pad = hv.F.pad
+
+    def zero_rows(x, pad, mode="constant", value=None):
+        if mode == "replicate" and x.ndim == 5 and (pad[2] or pad[3]):
+            x = real_pad(x, (0, 0, pad[2], pad[3]))
+            pad = (pad[0], pad[1], 0, 0, *pad[4:])
+        return real_pad(x, pad, mode=mode) if mode == "replicate" else real_pad(x, pad, mode=mode, value=value)
+
+    monkeypatch.setattr(hv.F, "pad", zero_rows)
+    assert err(decode_node(comfy_host, vae, z, 1), ref) > TOL
+
+
+@pytest.mark.parametrize("family, shape", [("ltx2", (1, 128, 2, 2, 2))])
 def test_other_video_vaes_take_the_hosts_decode_logged(comfy_host, vaes, caplog, family, shape):
     vae, z = vaes[family], latent(shape)
     with caplog.at_level(logging.INFO):
