@@ -5,8 +5,8 @@
     source benchmarks/device_env.sh                                           # on the lent H200 (carry .device)
     python3 benchmarks/decode.py --mode gpu --json OUT.json                   # real-size SDXL and Flux KL VAEs
     python3 benchmarks/decode.py --mode gpu --families wan --json OUT.json    # real-size Wan 2.1 VAE, 81 frames
-    python3 benchmarks/decode.py --mode gpu --families flux2,qwen,wan22 --json OUT.json   # the 2026 families
-    python3 benchmarks/decode.py --mode cpu --families flux2,qwen,wan22       # their tiny VAEs (smoke, CPU)
+    python3 benchmarks/decode.py --mode gpu --families flux2,qwen,wan22,hv15 --json OUT.json   # 2026 families
+    python3 benchmarks/decode.py --mode cpu --families flux2,qwen,wan22,hv15  # their tiny VAEs (smoke, CPU)
 
 The 2026 families (`family_cases`, see its docstring) run through the node's path and the host's own: `vae.decode`
 (the host's full decode) against `host.vae.exact_decode` (what PyraExactVAEDecode runs), in the host's default
@@ -35,6 +35,7 @@ Peak: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, includi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -245,22 +246,27 @@ def cpu_cases(args, emit):
         emit("wan_tiny_fp32_81x64x64", res)
 
 
-# --- the 2026 families: Flux.2, Qwen-Image (the Wan 2.1 VAE class), Wan 2.2 TI2V-5B -------------------------------
+# --- the 2026 families: Flux.2, Qwen-Image (the Wan 2.1 VAE class), Wan 2.2 TI2V-5B, HunyuanVideo 1.5 --------------
 
 # family -> (fp32 exactness latent, bf16 memory/time latents, band sizes) on the GPU; shapes (B, C, [T,] h, w)
 NEW_FAMILIES = {
     "flux2": ((1, 128, 64, 64), [(1, 128, 128, 128), (1, 128, 256, 256)], [0, 4, 8]),       # 1024; 2048, 4096 px
     "qwen": ((1, 16, 1, 128, 128), [(1, 16, 1, 166, 166), (1, 16, 1, 256, 256)], [0, 8, 16]),  # 1024; 1328, 2048
-    "wan22": ((1, 48, 3, 44, 80), [(1, 48, 31, 44, 80)], [0, 2, 4]),   # 1280x704: 9 frames; 121 frames
+    "wan22": ((1, 48, 3, 44, 80), [(1, 48, 21, 44, 80)], [0, 2, 4]),   # 1280x704: 9 frames; 81 frames
+    "hv15": ((1, 32, 3, 45, 80), [(1, 32, 21, 45, 80)], [0, 2, 4]),    # 1280x720: 9 frames; 81 frames
 }
 TINY_FAMILIES = {"flux2": ("image", "flux2", (2, 128, 5, 3)), "qwen": ("image", "qwen_image", (1, 16, 1, 9, 7)),
-                 "wan22": ("video", "wan22_ti2v_5b", (1, 48, 2, 3, 2))}
+                 "wan22": ("video", "wan22_ti2v_5b", (1, 48, 2, 3, 2)),
+                 "hv15": ("video", "hunyuan_video15", (1, 32, 3, 3, 2))}
+HV15_REAL = {"in_channels": 3, "out_channels": 3, "num_res_blocks": 2, "ffactor_spatial": 16, "ffactor_temporal": 4,
+             "downsample_match_channel": True, "upsample_match_channel": True, "z_channels": 32,
+             "block_out_channels": [128, 256, 512, 1024, 1024]}
 FAMILY_GOALS = {"peak": 1 / 4, "time": 1.3, "err_fp32": 1e-4}
 
 
-def build_family_vae(fam: str, device, dtype, seed: int = 0):
-    """comfy.sd.VAE of `fam` at its real size with seeded random weights, from a state dict the host detects."""
-    import comfy.sd
+@functools.lru_cache(maxsize=1)
+def family_state_dict(fam: str, seed: int = 0) -> dict:
+    """The VAE file of `fam` at its real size with seeded random weights, in the layout the host detects."""
     import torch
 
     if fam == "flux2":
@@ -277,14 +283,25 @@ def build_family_vae(fam: str, device, dtype, seed: int = 0):
         import comfy.ldm.wan.vae
 
         model = seed_weights(comfy.ldm.wan.vae.WanVAE(**WAN_REAL), seed, lambda name: "gamma" in name)
+    elif fam == "hv15":
+        import comfy.ldm.hunyuan_video.vae_refiner as refiner
+
+        model = torch.nn.Module()
+        model.encoder, model.decoder = refiner.Encoder(**HV15_REAL), refiner.Decoder(**HV15_REAL)
+        model = seed_weights(model, seed, lambda name: "gamma" in name)
     else:
         import comfy.ldm.wan.vae2_2
 
         model = seed_weights(comfy.ldm.wan.vae2_2.WanVAE(dec_dim=256, **{**WAN_REAL, "dim": 160, "z_dim": 48}),
                              seed, lambda name: "gamma" in name)
-    sd = model.state_dict()
-    del model
-    vae = comfy.sd.VAE(sd=sd, device=device, dtype=dtype)
+    return model.state_dict()
+
+
+def build_family_vae(fam: str, device, dtype):
+    """comfy.sd.VAE of `fam` (family_state_dict) with its weights in `dtype`."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=family_state_dict(fam), device=device, dtype=dtype)
     vae.output_device = device   # the decoded image stays on the GPU for both: peaks include it, times no copy
     return vae
 
@@ -529,7 +546,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
-    ap.add_argument("--budget", type=float, default=200.0,
+    ap.add_argument("--budget", type=float, default=170.0,
                     help="2026 families: seconds after which the remaining GPU cases are skipped (recorded)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--resummarize", type=Path, default=None,
