@@ -64,12 +64,14 @@ def auto_slice_rows(shape: tuple[int, ...], dtype_size: int, free_bytes: int, wi
 
     A band of s latent rows holds about six full-resolution activations of `widest_channels` channels over
     s * upscale output rows; half the free memory goes to that. The band is also capped at an eighth of the
-    height (at least 4 rows) and at MAX_AUTO_ROWS: larger bands save little halo recomputation but raise the
-    peak (SDXL VAE, bf16, H200, `benchmarks/results/decode-h200.md`: at 2048x2048, 16-row bands take 1.12x the
-    full decode's time at 0.21 of its peak, 32-row bands 1.10x at 0.28).
+    height (at least 4 rows) and at MAX_AUTO_ROWS, both for 8x VAEs (16x: half as many latent rows, the same
+    output rows): larger bands save little halo recomputation but raise the peak (SDXL VAE, bf16, H200,
+    `benchmarks/results/decode-h200.md`: at 2048x2048, 16-row bands take 1.12x the full decode's time at 0.21 of
+    its peak, 32-row bands 1.10x at 0.28).
     """
     b, _, h, w = shape[0], shape[1], shape[-2], shape[-1]
     per_row = 6 * b * upscale * (w * upscale) * widest_channels * dtype_size
     by_memory = int(0.5 * free_bytes // max(per_row, 1))
-    cap = max(4, min(MAX_AUTO_ROWS, -(-h // 8)))
+    scale = max(1, upscale // 8)   # the caps hold in output rows: half the latent rows at 16x
+    cap = max(max(1, 4 // scale), min(MAX_AUTO_ROWS // scale, -(-h // 8)))
     return max(1, min(by_memory, cap, h))
