@@ -40,6 +40,49 @@ SDXL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spati
         "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
         "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
         "use_temporal_attention": False, "use_temporal_resblock": False}
+# Qwen-Image (20.4B): the host's detection reads only in_channels (64: 16 latent channels patchified 2x2) and the
+# block count (comfy/model_detection.py:951-955); the width is QwenImageTransformer2DModel's default, 24 heads of 128
+# (3072), text width 3584 (comfy/ldm/qwen_image/model.py:342-353). Latent: Wan 2.1 format, 8x, a frame axis.
+QWEN_IMAGE = {"image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": 60}
+# Flux.2 dev (32.2B): detection's constants (comfy/model_detection.py:265-279), hidden 6144 (48 heads of 128), 8
+# double and 48 single blocks, text from Mistral-3 24B (three layers of 5120 -> 15360), guidance-distilled;
+# 128-channel latent at 16x (latent_formats.Flux2), patch 1.
+FLUX2 = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None, "context_in_dim": 15360,
+         "hidden_size": 6144, "mlp_ratio": 3.0, "num_heads": 48, "depth": 8, "depth_single_blocks": 48,
+         "axes_dim": [32, 32, 32, 32], "theta": 2000, "patch_size": 1, "qkv_bias": False, "guidance_embed": True,
+         "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "default_ref_method": "index",
+         "ref_index_scale": 10.0, "txt_ids_dims": [3]}
+# Wan 2.2 TI2V-5B: dim 3072 (24 heads of 128: comfy/model_detection.py:735), ffn 14336, 30 blocks, the 48-channel
+# Wan 2.2 latent in and out (16x, 4x in time: comfy/sd.py:817-820), patch (1, 2, 2), umT5-XXL text (4096 wide).
+WAN22_5B = {"image_model": "wan2.1", "model_type": "t2v", "dim": 3072, "num_heads": 24, "ffn_dim": 14336,
+            "num_layers": 30, "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2), "freq_dim": 256,
+            "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+# family -> (host config class in comfy.supported_models, unet_config, latent channels, VAE compression, 5-D latent)
+FAMILIES = {"flux": ("Flux", FLUX, 16, 8, False), "sdxl": ("SDXL", SDXL, 4, 8, False),
+            "qwen_image": ("QwenImage", QWEN_IMAGE, 16, 8, True), "flux2": ("Flux2", FLUX2, 128, 16, False),
+            "wan22_ti2v_5b": ("WAN22_T2V", WAN22_5B, 48, 16, True)}
+# family -> (text tokens, text width, extras, cfg, scheduler) of the random conditioning. Flux.2: its tokenizers'
+# min_length 512 (model_base.Flux2 pads to 512). Qwen-Image: 512, the most its pipeline encodes (the real length
+# follows the prompt); cfg 1 (one evaluation per step, as its distilled variants run: the stock workflow's true CFG
+# doubles every step's batch, the ratio of pyramid to direct stays a per-evaluation one).
+CONDITIONING = {"flux": (512, 4096, {"pooled_output": (768,), "guidance": 3.5}, 1.0, "simple"),
+                "sdxl": (77, 2048, {"pooled_output": (1280,), "width": 2048, "height": 2048}, 5.0, "karras"),
+                "qwen_image": (512, 3584, {}, 1.0, "simple"),
+                "flux2": (512, 15360, {"guidance": 4.0}, 1.0, "simple"),
+                "wan22_ti2v_5b": (512, 4096, {}, 1.0, "simple")}
+
+
+def latent_shape(family: str, size: int, frames: int = 1, width: int | None = None) -> tuple[int, ...]:
+    """The latent of a size x size (or size high, `width` wide) image of `family`; video latents (and Qwen-Image's)
+    have a frame axis of `frames` latent frames."""
+    _, _, channels, factor, video = FAMILIES[family]
+    h, w = size // factor, (width or size) // factor
+    return (1, channels, frames, h, w) if video else (1, channels, h, w)
+
+
+def level_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    """`shape` with its last two (spatial) axes divided by `factor`."""
+    return (*shape[:-2], shape[-2] // factor, shape[-1] // factor)
 
 
 def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
@@ -55,7 +98,8 @@ def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
     """
     import torch
 
-    layer = {"flux": lambda dm: dm.time_in.in_layer, "sdxl": lambda dm: dm.time_embed[0]}[family](
+    layer = {"flux": lambda dm: dm.time_in.in_layer, "flux2": lambda dm: dm.time_in.in_layer,
+             "sdxl": lambda dm: dm.time_embed[0], "wan22_ti2v_5b": lambda dm: dm.time_embedding[0]}[family](
         model.diffusion_model)
     half = layer.in_features // 2
     freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)  # cos half, then sin
@@ -64,36 +108,43 @@ def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
         layer.weight.mul_(torch.cat([scale, scale]).to(layer.weight.device, layer.weight.dtype))
 
 
-def build(family: str, device, offload_device=None, smooth_time: bool = False):
-    """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup.
+def build(family: str, device, offload_device=None, smooth_time: bool = False, config: dict | None = None):
+    """A real-size model of `family` with random bf16 weights on `device`, its conditioning and sampler setup:
+    (patcher, cond, cfg, scheduler, latent channels).
 
     offload_device: where the host puts the model when it unloads it (default: `device`, it stays).
-    smooth_time: the time-smooth stand-in (smooth_time_embedding)."""
+    smooth_time: the time-smooth stand-in (smooth_time_embedding). config: fields over the family's unet_config
+    (fewer blocks, tiny sizes)."""
     import comfy.supported_models as sm
     import torch
 
-    cls, cfg = {"flux": (sm.Flux, FLUX), "sdxl": (sm.SDXL, SDXL)}[family]
+    name, cfg, channels, _, _ = FAMILIES[family]
+    cfg = {**cfg, **(config or {})}
     if family == "flux":
         cfg = pack_module("host.features").flux_unet_config(cfg)  # txt_ids_dims where the host needs it
-    mc = cls(dict(cfg))
+    mc = getattr(sm, name)(dict(cfg))
     mc.set_inference_dtype(torch.bfloat16, None)
     with pack_module("host.features").materialised_weights():  # dynamic VRAM builds layers empty
         model = mc.get_model({}, device=device)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.zero_() if name.endswith("bias") else p.normal_(0, 0.02)
+        for pname, p in model.named_parameters():
+            p.zero_() if pname.endswith("bias") else p.normal_(0, 0.02)
     if smooth_time:
         smooth_time_embedding(model, family)
-    model = model.to(torch.bfloat16)
+    if family in ("flux", "sdxl"):  # the newer families keep the layers their classes build in fp32 (Wan's patch
+        model = model.to(torch.bfloat16)  # embedding), as the host's loader does
     patcher = model_patcher(model, device, offload_device or device)
-    g = torch.Generator().manual_seed(0)
-    if family == "flux":
-        cond = [[torch.randn(1, 512, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
-                                                           "guidance": 3.5}]]
-        return patcher, cond, 1.0, "simple", 16
-    cond = [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g),
-                                                       "width": 2048, "height": 2048}]]
-    return patcher, cond, 5.0, "karras", 4
+    tokens, width, extras, cfg_scale, scheduler = CONDITIONING[family]
+    return patcher, random_cond(tokens, width, extras), cfg_scale, scheduler, channels
+
+
+def random_cond(tokens: int, width: int, extras: dict, seed: int = 0) -> list:
+    """`[[cross_attn (1, tokens, width), extras]]`; an extra given as a shape tuple becomes a random tensor."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    cross = torch.randn(1, tokens, width, generator=g)
+    return [[cross, {k: torch.randn(1, *v, generator=g) if isinstance(v, tuple) else v for k, v in extras.items()}]]
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -109,19 +160,19 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def forward_flops(guider, sampler, sigmas, channels: int, side: int, device) -> float:
-    """FLOPs of one sampling step (one model call, CFG included) on a side x side latent."""
+def forward_flops(guider, sampler, sigmas, shape: tuple[int, ...]) -> float:
+    """FLOPs of one sampling step (one model call, CFG included) on a latent of `shape`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, channels, side, side)
+    x = torch.zeros(shape)
     with FlopCounterMode(display=False) as counter:
         guider.sample(torch.randn_like(x), x, sampler, torch.stack([sigmas[0], sigmas.new_zeros(())]), seed=0,
                       disable_pbar=True)
     return float(counter.get_total_flops())
 
 
-def step_seconds(guider, sampler, sigmas, channels: int, side: int, steps: int = 10) -> dict[int, float]:
+def step_seconds(guider, sampler, sigmas, shape: tuple[int, ...], steps: int = 10) -> dict[int, float]:
     """Median seconds per step of direct sampling at each level size (what the model itself costs there)."""
     import torch
 
@@ -131,7 +182,7 @@ def step_seconds(guider, sampler, sigmas, channels: int, side: int, steps: int =
 
     out = {}
     for f in (1, 2, 4):
-        run = runner(torch.zeros(1, channels, side // f, side // f))
+        run = runner(torch.zeros(level_shape(shape, f)))
         run()
         out[f] = statistics.median(timed(run, 3)) / steps
     return out
@@ -160,16 +211,16 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
 
     graph_store = pack_module("kernels.cuda_graphs.store")
     device = torch.device("cuda")
-    patcher, cond, cfg, scheduler, channels = build(family, device)
+    patcher, cond, cfg, scheduler, _ = build(family, device)
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(cond, cond)
     guider.set_cfg(cfg)
     sampler = comfy.samplers.sampler_object("euler")
-    side = args.size // 8
+    shape = latent_shape(family, args.size)
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), scheduler, args.steps).cpu()
-    noise = torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     latent = torch.zeros_like(noise)
-    flops = {f: forward_flops(guider, sampler, sigmas, channels, side // f, device) for f in (1, 2, 4)}
+    flops = {f: forward_flops(guider, sampler, sigmas, level_shape(shape, f)) for f in (1, 2, 4)}
 
     def direct():
         return guider.sample(noise, latent, sampler, sigmas, seed=1, disable_pbar=True)
@@ -180,7 +231,7 @@ def bench_model(family: str, args, pyr_sampling, pyr) -> dict:
                                                    disable_pbar=True, cuda_graphs=graphs)
 
     result = {"model": family, "size": args.size, "steps": args.steps, "cfg": cfg, "flops_per_step": flops,
-              "step_seconds": step_seconds(guider, sampler, sigmas, channels, side)}
+              "step_seconds": step_seconds(guider, sampler, sigmas, shape)}
     if args.timeline:
         result["timeline"] = timelines(guider, direct, pyramid(LADDERS["b"]), family, args.size)
     times = {"direct": timed(direct, args.repeats)}

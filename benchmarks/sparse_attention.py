@@ -47,18 +47,18 @@ def queued_ms(fn, repeats: int = 5) -> float:
     return pack_module("kernels.timing").cuda_median_ms(fn, repeats=repeats, inner=10, warmup=3)
 
 
-def structured_qkv(n: int, seed: int = 0):
-    """q, k, v (1, HEADS, n, DIM) bf16: a shared smooth signal along the sequence plus noise."""
+def structured_qkv(n: int, seed: int = 0, heads: int = HEADS, dim: int = DIM, device: str = "cuda"):
+    """q, k, v (1, heads, n, dim) bf16: a shared smooth signal along the sequence plus noise."""
     import torch
     import torch.nn.functional as F
 
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    coarse = torch.randn(1, HEADS * DIM, max(2, n // 512), device="cuda", generator=g)
-    smooth = F.interpolate(coarse, size=n, mode="linear", align_corners=True).view(1, HEADS, DIM, n)
+    g = torch.Generator(device=device).manual_seed(seed)
+    coarse = torch.randn(1, heads * dim, max(2, n // 512), device=device, generator=g)
+    smooth = F.interpolate(coarse, size=n, mode="linear", align_corners=True).view(1, heads, dim, n)
     smooth = smooth.transpose(-1, -2)
-    q = smooth + 0.5 * torch.randn(smooth.shape, device="cuda", generator=g)
-    k = smooth + 0.5 * torch.randn(smooth.shape, device="cuda", generator=g)
-    v = torch.randn(smooth.shape, device="cuda", generator=g)
+    q = smooth + 0.5 * torch.randn(smooth.shape, device=device, generator=g)
+    k = smooth + 0.5 * torch.randn(smooth.shape, device=device, generator=g)
+    v = torch.randn(smooth.shape, device=device, generator=g)
     return [t.to(torch.bfloat16).contiguous() for t in (q, k, v)]
 
 

@@ -202,15 +202,18 @@ def score_rounds(rows: dict) -> None:
         row["speedup_median"] = rows["none"]["seconds_median"] / row["seconds_median"]
 
 
-def bench_model(family, device, steps, repeats, search_runs, smooth_time=False):
+def bench_model(family, device, steps, repeats, search_runs, smooth_time=False, built=None):
     """Every setting runs once to count its reuse and deviation; then `repeats` timing rounds run every kept
     setting once per round, in turn (the machine's speed drifts between runs: interleaving spreads the drift
-    over all settings instead of favouring the ones timed in a fast spell); see score_rounds."""
+    over all settings instead of favouring the ones timed in a fast spell); see score_rounds.
+    `built`: (patcher, cond, cfg, scheduler, shape) of a model to measure instead of the family's stand-in
+    (benchmarks/proxies.py passes the trained proxy)."""
     import comfy.model_management
 
     hooks = pack_module("host.step_cache")
     core = pack_module("core.cache")
-    built = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
+    if built is None:
+        built = build_gpu(family, device, smooth_time) if device.type == "cuda" else build_cpu(family)
     base, cond, cfg, scheduler, shape = built
     comfy.model_management.load_models_gpu([base])
     run(base, cond, cfg, scheduler, shape, 3, device, 1)  # warm-up

@@ -314,6 +314,13 @@ DEMO_CONDITIONING: dict[str, tuple[tuple[int, int], dict]] = {
     "flux": ((77, 4096), {"pooled_output": (768,), "guidance": 3.5}),
     "wan21": ((77, 4096), {}),
     "analytic": ((1, 8), {}),
+    # The 2026 families with demo files (host/family_demo_files.py), as host.tiny_image_families and
+    # host.tiny_video_families CONDITIONING give them: Flux.2 klein's Qwen3-4B text (3 x 2560, 512 tokens), umT5-XXL
+    # for Wan 2.2, Qwen2.5-VL-7B for HunyuanVideo 1.5, and the tiny LTX-2's caption width (32; Gemma's is 3840).
+    "flux2_klein": ((512, 7680), {"pooled_output": None}),
+    "wan22": ((12, 4096), {}),
+    "hunyuan_video15": ((12, 3584), {"pooled_output": None}),
+    "ltx2": ((12, 32), {"frame_rate": 25}),
 }
 
 def demo_conditioning(family: str, seed: int = 0, scale: float = 1.0) -> list:

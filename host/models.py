@@ -2,28 +2,48 @@
 patch grid and the step window.
 
 Families are named as the searched schedules and step-cache presets name them (`sd15`, `sdxl`, `sd3`, `flux`,
-`wan21`). `family_of` tells them by the diffusion model's class, which is what a feature that hooks the model's
-blocks needs (a Flux.2 or Chroma model built on the host's Flux class is `flux` there). `exact=True` tells them by
+`wan21`, and the DiTs of 2026: `chroma`, `qwen_image`, `hunyuan_video`, `ltxv`, `ltx2`). `family_of` tells them by
+the diffusion model's class, which is what a feature that hooks the model's blocks needs (a Flux.2 model, built on
+the host's Flux class, is `flux` there; Wan 2.2 is `wan21`). `exact=True` tells them by
 the model config instead and refuses the variants that sample differently (distilled, other shifts or latents),
 which is what a stored schedule needs.
 """
 
 from __future__ import annotations
 
-import comfy.ldm.flux.model
-import comfy.ldm.modules.diffusionmodules.mmdit
+import importlib
+
 import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
-import comfy.ldm.wan.model
 import comfy.model_base
 import torch
 
-DISPLAY = {"sd15": "SD1.5", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "Wan 2.1"}
-# the diffusion model class of each DiT family, and whether text tokens lead its joint attention sequence
-DIT_CLASSES = {
-    "sd3": (comfy.ldm.modules.diffusionmodules.mmdit.MMDiT, True),
-    "flux": (comfy.ldm.flux.model.Flux, True),
-    "wan21": (comfy.ldm.wan.model.WanModel, False),
+DISPLAY = {"sd15": "SD1.5", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "Wan 2.1", "chroma": "Chroma",
+           "qwen_image": "Qwen-Image", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "ltx2": "LTX-2"}
+# the diffusion model class of each DiT family ("module:Class"; absent from hosts older than the family), and
+# whether text tokens lead its joint attention sequence. A subclass comes before its base (LTX-2's LTXAVModel is
+# an LTXVModel).
+DIT_CLASS_NAMES = {
+    "sd3": ("comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", True),
+    "flux": ("comfy.ldm.flux.model:Flux", True),
+    "wan21": ("comfy.ldm.wan.model:WanModel", False),
+    "chroma": ("comfy.ldm.chroma.model:Chroma", True),
+    "qwen_image": ("comfy.ldm.qwen_image.model:QwenImageTransformer2DModel", True),
+    "hunyuan_video": ("comfy.ldm.hunyuan_video.model:HunyuanVideo", True),
+    "ltx2": ("comfy.ldm.lightricks.av_model:LTXAVModel", False),
+    "ltxv": ("comfy.ldm.lightricks.model:LTXVModel", False),
 }
+
+
+def _host_class(spec: str) -> type | None:
+    module, name = spec.split(":")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
+DIT_CLASSES = {family: (cls, leads) for family, (spec, leads) in DIT_CLASS_NAMES.items()
+               if (cls := _host_class(spec)) is not None}
 # config class (or an ancestor) -> family; the first match walking the config's MRO wins
 CONFIG_FAMILIES = {"SD15": "sd15", "SDXL": "sdxl", "SD3": "sd3", "Flux": "flux", "WAN21_T2V": "wan21"}
 # subclasses of those that sample differently (distilled, other shifts or latents): no exact family

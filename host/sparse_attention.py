@@ -1,6 +1,7 @@
 """PyraSparseAttention's hooks: the host's attention override (`optimized_attention_override` in
-transformer_options, comfy/ldm/modules/attention.py `wrap_attn`) for SD3, Flux and Wan self-attention, an
-APPLY_MODEL wrapper that opens the sparse window in sigmas and records the text-token count, and an
+transformer_options, comfy/ldm/modules/attention.py `wrap_attn`) for the self-attention of SD3, Flux, Chroma,
+Qwen-Image, HunyuanVideo (joint attention, text first), Wan and LTX-Video / LTX-2 (video tokens only, text by
+cross-attention), an APPLY_MODEL wrapper that opens the sparse window in sigmas and records the text-token count, and an
 OUTER_SAMPLE wrapper that turns the step window into sigmas and logs the sparsity reached per sampling run.
 """
 
@@ -10,9 +11,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import comfy.ldm.flux.model
-import comfy.ldm.modules.diffusionmodules.mmdit
-import comfy.ldm.wan.model
 import comfy.patcher_extension
 import torch
 
@@ -24,7 +22,9 @@ from .models import SigmaWindow, patch_size, require_family, text_leads
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_sparse_attention"
 STEP_KEY = "pyra_sparse_attention_step"
-FAMILIES = ("sd3", "flux", "wan21")
+FAMILIES = ("sd3", "flux", "wan21", "chroma", "qwen_image", "hunyuan_video", "ltxv", "ltx2")
+# families whose image-token count comes from the patch grid (see _apply_model_wrapper)
+GRID_FAMILIES = ("wan21", "hunyuan_video", "ltxv", "ltx2")
 
 
 class SparseAttentionError(ValueError):
@@ -41,7 +41,7 @@ class SparseSettings:
     keep_ratio: float
     block_size: int
     window: SigmaWindow
-    text_tokens: int  # -1: the conditioning's token count (SD3, Flux), 0 for Wan
+    text_tokens: int  # -1: the conditioning's (HunyuanVideo: the joint attention's) text; 0 for Wan, LTX
     fastest_dense: bool
 
 
@@ -79,7 +79,7 @@ def make_override(settings: SparseSettings, stats: SparseStats):
                  skip_output_reshape=False, **kwargs):
         step = kwargs.get("transformer_options", {}).get(STEP_KEY)
         q_len, k_len = q.shape[-2 if skip_reshape else 1], k.shape[-2 if skip_reshape else 1]
-        self_attention = q_len == k_len and (step is None or step["tokens"] in (None, q_len))
+        self_attention = q_len == k_len and (step is None or _holds_the_image(step, q_len))
         if step is None or mask is not None or not self_attention:
             stats.dense_calls += 1
             if settings.fastest_dense and mask is None and q.device.type == "cuda":
@@ -87,8 +87,9 @@ def make_override(settings: SparseSettings, stats: SparseStats):
             return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                         skip_output_reshape=skip_output_reshape, **kwargs)
         qh, kh, vh = _to_heads(q, k, v, heads, skip_reshape)
-        plan = predict_block_plan(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio,
-                                  step["text_tokens"], text_at_end=not step["text_leads"])
+        text = step["text_tokens"] if step["text_tokens"] >= 0 else q_len - step["tokens"]
+        plan = predict_block_plan(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio, text,
+                                  text_at_end=not step["text_leads"])
         stats.sparse_calls += 1
         stats.kept_blocks = stats.kept_blocks + plan.counts.sum()  # stays on the device: no sync per call
         stats.total_blocks += plan.mask.numel()
@@ -98,26 +99,40 @@ def make_override(settings: SparseSettings, stats: SparseStats):
     return override
 
 
+def _holds_the_image(step: dict, q_len: int) -> bool:
+    """Whether a self-attention of q_len tokens is the model's image/video attention: any length for SD3, Flux,
+    Chroma and Qwen-Image (tokens None); exactly the image tokens where text comes by cross-attention (Wan,
+    LTX); the image tokens and the text before them for HunyuanVideo (its text refiner's attention is shorter)."""
+    tokens = step["tokens"]
+    if tokens is None:
+        return True
+    return q_len >= tokens if step["text_leads"] else q_len == tokens
+
+
 def _fastest_dense(q, k, v, heads, skip_reshape, skip_output_reshape):
     out = fastest_sdpa(*_to_heads(q, k, v, heads, skip_reshape))
     return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 
 
 def _apply_model_wrapper(settings: SparseSettings, leads: bool, grid: tuple[int, ...] | None):
-    """Opens the window per step. Wan: self-attention is recognised by its length, the image-token count from
-    `grid` (the patch grid); an image exactly as long as the text stays dense (SD3 and Flux have no cross-attention)."""
+    """Opens the window per step. With a `grid` (the patch grid) the image-token count is known: Wan and LTX
+    recognise self-attention by that length (an image exactly as long as the text stays dense: it cannot be told
+    from cross-attention); HunyuanVideo's text, which the model lengthens (glyph and image tokens), is whatever
+    its joint attention holds beyond the image. SD3, Flux, Chroma and Qwen-Image have no cross-attention: the
+    text is the conditioning's token count."""
 
     def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
         options = dict(transformer_options or {})
         sigma = float(t.max())
         if settings.window(sigma):
             text = settings.text_tokens
-            if text < 0:
+            if text < 0 and not (leads and grid):
                 text = c_crossattn.shape[1] if (leads and c_crossattn is not None) else 0
             tokens = None
-            if grid:  # Wan: an image as long as the text cannot be told from cross-attention: stay dense
+            if grid:
                 tokens = math.prod(-(-s // p) for s, p in zip(x.shape[2:], grid, strict=True))
-                tokens = -1 if c_crossattn is not None and tokens == c_crossattn.shape[1] else tokens
+                if not leads and c_crossattn is not None and tokens == c_crossattn.shape[1]:
+                    tokens = -1
             options[STEP_KEY] = {"text_tokens": text, "text_leads": leads, "tokens": tokens}
         return executor(x, t, c_concat, c_crossattn, control, options, **kw)
 
@@ -140,7 +155,7 @@ def _outer_sample_wrapper(stats: SparseStats, window: SigmaWindow, family: str):
 def install(patcher, family: str, settings: SparseSettings) -> SparseStats:
     """Patch `patcher` (a clone, patched in place) and return the stats of its last sampling run."""
     stats = SparseStats()
-    grid = patch_size(patcher) if family == "wan21" else None
+    grid = patch_size(patcher) if family in GRID_FAMILIES else None
     options = patcher.model_options.setdefault("transformer_options", {})
     if "optimized_attention_override" in options:
         log.warning("Pyra sparse attention replaces an attention override already on this model")

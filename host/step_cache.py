@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 
-import comfy.ldm.flux.model
-import comfy.ldm.modules.diffusionmodules.mmdit
 import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
-import comfy.ldm.wan.model
 import comfy.model_base
 import comfy.patcher_extension
 import torch
@@ -33,12 +30,26 @@ def detect_family(patcher) -> str:
     return require_family(patcher, tuple(PRESETS), "the step cache", StepCacheError)
 
 
+# the block lists of each DiT family, in execution order, with their keys in the host's block-replace table
+DIT_BLOCK_LISTS = {
+    "sd3": (("double_block", "joint_blocks"),),
+    "flux": (("double_block", "double_blocks"), ("single_block", "single_blocks")),
+    "chroma": (("double_block", "double_blocks"), ("single_block", "single_blocks")),
+    "hunyuan_video": (("double_block", "double_blocks"), ("single_block", "single_blocks")),
+    "wan21": (("double_block", "blocks"),),
+    "qwen_image": (("double_block", "transformer_blocks"),),
+    "ltxv": (("double_block", "transformer_blocks"),),
+    "ltx2": (("double_block", "transformer_blocks"),),
+}
+
+
+# blocks a model may be told not to run at all (Chroma's skip lists): they are never planned
+SKIPPED_BLOCKS = {"double_block": "skip_mmdit", "single_block": "skip_dit"}
+
+
 def dit_blocks(dm, family: str) -> list[tuple[str, int]]:
-    if family == "flux":
-        return ([("double_block", i) for i in range(len(dm.double_blocks))]
-                + [("single_block", i) for i in range(len(dm.single_blocks))])
-    blocks = dm.joint_blocks if family == "sd3" else dm.blocks
-    return [("double_block", i) for i in range(len(blocks))]
+    return [(key, i) for key, attr in DIT_BLOCK_LISTS[family] for i in range(len(getattr(dm, attr)))
+            if i not in getattr(dm, SKIPPED_BLOCKS[key], ())]
 
 
 def _outer_sample_wrapper(cache: StepCache, window: SigmaWindow, family: str):

@@ -311,6 +311,11 @@ def _vae_state_dict(family: str, seed: int) -> tuple[dict[str, torch.Tensor], di
     return model.state_dict(), {"config": json.dumps({"vae": _LTX_VAE})}
 
 
+def vae_file(family: str, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """(state dict, safetensors metadata or None) of a VAE file of `family` (LTX: its `config` metadata)."""
+    return _vae_state_dict(_check(family), seed)
+
+
 def vae_state_dict(family: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """The tiny VAE of `family` in a VAE file's layout (what comfy.sd.VAE(sd=...) reads)."""
     return _vae_state_dict(_check(family), seed)[0]

@@ -123,13 +123,15 @@ class PyraStepCache(io.ComfyNode):
             category="Pyra/sparse",
             description=(
                 "Skips the expensive part of the model on steps where a cheap early feature barely changed: "
-                "SD1.5/SDXL reuse the deep UNet blocks' output (Step Rehash), SD3, Flux and Wan skip the middle "
-                "transformer blocks and add their cached residual. Separate caches per cond/uncond and batch "
+                "SD1.5/SDXL reuse the deep UNet blocks' output (Step Rehash); the DiTs (SD3, Flux.1/2, Wan 2.1/2.2, "
+                "Chroma, Qwen-Image, HunyuanVideo, LTX-Video, LTX-2) skip the middle transformer blocks and add "
+                "their cached residual. Separate caches per cond/uncond and batch "
                 "item; the cache resets on any size change. Logs computed vs reused evaluations after sampling."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3, Flux or Wan 2.1 model (LoRA and ControlNet "
-                                                "compose)."),
+                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3, Flux.1/2, Wan 2.1/2.2, Chroma, Qwen-Image, "
+                                                "HunyuanVideo, LTX-Video or LTX-2 model (LoRA and ControlNet "
+                                                "compose). Wan 2.2 A14B: one per expert."),
                 io.Combo.Input("preset", options=PRESET_CHOICES, default="auto",
                                tooltip="The model family's preset (blocks kept and threshold); auto detects it."),
                 io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.01,
@@ -218,9 +220,9 @@ class PyraSparseAttention(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Attention is dense again after this fraction of the schedule."),
                 io.Int.Input("text_tokens", **advanced(), default=-1, min=-1, max=4096,
-                             tooltip="Leading text tokens always kept (SD3, Flux joint attention); -1 takes "
-                                     "the conditioning's token count, 0 keeps none. Wan's self-attention "
-                                     "has no text tokens."),
+                             tooltip="Leading text tokens always kept (SD3, Flux, Chroma, Qwen-Image joint "
+                                     "attention); -1 takes the conditioning's token count, 0 keeps none. The "
+                                     "self-attention of Wan and LTX has no text tokens."),
                 io.Boolean.Input("fastest_dense_backend", **advanced(), default=True,
                                  tooltip="Run dense attention (outside the window, cross-attention) on the "
                                          "fastest SDPA backend on CUDA: cuDNN, then flash. Exact."),

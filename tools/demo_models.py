@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 MODULE_PATH = Path(__file__).resolve().parent.parent / "host" / "demo_models.py"
+HOST_PACKAGE = MODULE_PATH.parent
 
 
 def load_demo_models(comfyui: Path):
@@ -27,6 +28,17 @@ def load_demo_models(comfyui: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_family_files():
+    """host/family_demo_files.py (the 2026 families), its package host/ imported under a private name: its
+    relative imports need a package, and host/__init__.py imports nothing. Call after load_demo_models."""
+    spec = importlib.util.spec_from_file_location("_pyra_host", HOST_PACKAGE / "__init__.py",
+                                                  submodule_search_locations=[str(HOST_PACKAGE)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["_pyra_host"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("_pyra_host.family_demo_files")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = load_demo_models(comfyui)
     models_dir = comfyui / "models"
     written = set(demo.write_demo_models(models_dir, force=opts.force, real_format=True))
-    files = [*demo.DEMO_FILES.values(), *demo.REAL_FORMAT_FILES.values()]
+    families = load_family_files()
+    family_written, skipped = families.write(models_dir, force=opts.force)
+    written.update(family_written)
+    for key, lacking in skipped.items():
+        print(f"skipped  {families.FILES[key][1]}: this ComfyUI has no {lacking}")
+    files = [*demo.DEMO_FILES.values(), *demo.REAL_FORMAT_FILES.values(),
+             *(f for k, f in families.FILES.items() if k not in skipped)]
     for subfolder, name in files:
         path = models_dir / subfolder / name
         state = "written" if path in written else "present"

@@ -1,6 +1,7 @@
 """Prepare what a GPU benchmark needs on the lent H200, which has torch but no ComfyUI and no network.
 
     PYRA_HOST=0.33.0 python3 tools/device_bundle.py   # writes .device/ (git-ignored) for that host of the matrix
+    PYRA_HOST=0.33.0 python3 tools/device_bundle.py --video   # with av, without comfy-kitchen's CUDA extension
 
 A host with a source archive (../shared/hosts/) travels as that archive, unpacked on the device by
 benchmarks/device_env.sh; the PyPI snapshot (or a COMFYUI_PATH host) travels as a copy of the source parts the
@@ -11,6 +12,7 @@ and carries `.device`, so every benchmark starts the same way.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -28,13 +30,17 @@ SOURCE = ["comfy", "comfy_api", "comfy_execution", "comfy_config", "comfy_extras
 # Packages the host imports that the device image lacks (its torch, torchaudio, transformers etc. are used).
 # 0.33.0 imports comfy-kitchen unconditionally (comfy/ldm/modules/attention.py): its wheel (58 MB) travels
 # without the ROCm backend (46 MB; only ROCm builds of torch load it). av (36 MB), which only comfy_api's video
-# types import, does not fit beside it: benchmarks that import comfy_api (EasyCache) do not run there.
+# types import, does not fit beside it: benchmarks that import comfy_api (EasyCache) build its node classes on a
+# stand-in base (benchmarks/step_cache.py). `--video` makes room for av (the host's pin) by dropping comfy-kitchen's
+# CUDA extension too (backends/cuda/_C.abi3.so, 46 MB packed; comfy_kitchen/backends/cuda/__init__.py records it
+# missing and its triton and eager backends take the ops), so that comfy_api imports as it is.
 WHEELS = {
     "0.3.76-dev": ["torchsde==0.2.6", "trampoline==0.1.2"],
     "0.8.1": ["torchsde==0.2.6", "trampoline==0.1.2", "comfy-kitchen==0.2.5"],
     "0.33.0": ["torchsde==0.2.6", "trampoline==0.1.2", "comfy-aimdo==0.4.13", "simpleeval==1.0.3",
                "blake3==1.0.8", "comfy-kitchen==0.2.31"],
 }
+VIDEO_WHEELS = {"0.33.0": ["av==17.0.0"]}
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "any"]
 
@@ -49,19 +55,29 @@ def copy_source(src: Path, dst: Path) -> None:
             shutil.copy2(path, dst / name)
 
 
-def drop_rocm_backend(wheels: Path) -> None:
-    """Rewrite the comfy-kitchen wheel without backends/hip/ (the device's torch is a CUDA build)."""
+def drop_rocm_backend(wheels: Path, cuda_extension: bool = False) -> None:
+    """Rewrite the comfy-kitchen wheel without backends/hip/ (the device's torch is a CUDA build); with
+    `cuda_extension`, also without the compiled CUDA backend (backends/cuda/_C*.so)."""
     for whl in wheels.glob("comfy_kitchen-*.whl"):
         slim = whl.with_suffix(".slim")
         with zipfile.ZipFile(whl) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
             for info in src.infolist():
-                if "/backends/hip/" not in info.filename:
-                    dst.writestr(info, src.read(info.filename))
+                name = info.filename
+                dropped = "/backends/hip/" in name or (
+                    cuda_extension and "/backends/cuda/_C." in name and name.endswith(".so"))
+                if not dropped:
+                    dst.writestr(info, src.read(name))
         slim.replace(whl)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", action="store_true",
+                        help="add av (comfy_api imports it) in place of comfy-kitchen's CUDA extension")
+    args = parser.parse_args(argv)
     spec = selected_host()
+    if args.video and spec.name not in VIDEO_WHEELS:
+        parser.error(f"--video is for host {', '.join(VIDEO_WHEELS)}, not {spec.name}")
     shutil.rmtree(DEVICE, ignore_errors=True)
     DEVICE.mkdir()
     if spec.archive and not os.environ.get("COMFYUI_PATH"):
@@ -72,8 +88,9 @@ def main() -> int:
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
                     "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", *platforms,
-                    "-d", str(wheels), *WHEELS.get(spec.name, WHEELS["0.3.76-dev"])], check=True)
-    drop_rocm_backend(wheels)
+                    "-d", str(wheels), *WHEELS.get(spec.name, WHEELS["0.3.76-dev"]),
+                    *(VIDEO_WHEELS[spec.name] if args.video else [])], check=True)
+    drop_rocm_backend(wheels, cuda_extension=args.video)
     size = sum(f.stat().st_size for f in DEVICE.rglob("*") if f.is_file())
     print(f"{DEVICE}: ComfyUI {spec.name}, {size / 2**20:.1f} MiB (carry '.device' in device runs)")
     return 0

@@ -233,7 +233,8 @@ def write_demo_models(python: Path, root: Path) -> None:
     def state() -> str:
         files = sorted((root / "models").glob("*/pyra-demo-*.safetensors"))
         listing = " ".join(f"{f.name}:{f.stat().st_size}" for f in files)
-        builder = _digest(REPO / "host" / "demo_models.py", REPO / "host" / "features.py")
+        builder = _digest(*(REPO / "host" / f"{m}.py" for m in (
+            "demo_models", "features", "family_demo_files", "tiny_image_families", "tiny_video_families")))
         return f"{builder} {root} {listing}" if files else ""
 
     stamp = _stamp_dir() / ".pyra-demo-models"

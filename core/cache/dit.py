@@ -5,7 +5,9 @@ The contract (the same for Flux, SD3 and Wan in the host): each block is replace
 `args` holds the block's inputs ("img", and for dual-stream blocks "txt") plus "transformer_options", and
 `extra["original_block"](args)` runs the block and returns {"img": ..., "txt": ...} ("txt" absent or None where
 the block does not produce it). Flux concatenates (txt, img) on the token axis between its double and single
-blocks; a residual spanning both is kept in that concatenated layout.
+blocks; a residual spanning both is kept in that concatenated layout. LTX-2 passes its video and audio streams
+as one tuple, ("img": (video, audio)); each part is a stream of its own here ("img.0", "img.1"), and the video
+part is the decision feature.
 
 On a computed evaluation every middle block adds out - in to the running residual, so whatever the host adds
 between blocks (ControlNet residuals, in place) is not baked into the cache: on a reused evaluation the middle
@@ -27,6 +29,21 @@ import torch
 from .decision import StepCache, row_keys
 
 BlockId = tuple[str, int]
+
+
+def _parts(name: str, value) -> dict[str, torch.Tensor]:
+    """A block's stream as named tensors: a tensor is itself, a tuple (LTX-2's video and audio) one per part."""
+    if isinstance(value, (tuple, list)):
+        return {f"{name}.{i}": v for i, v in enumerate(value) if isinstance(v, torch.Tensor)}
+    return {name: value} if isinstance(value, torch.Tensor) else {}
+
+
+def _streams(d: dict) -> dict[str, torch.Tensor]:
+    return {**_parts("img", d.get("img")), **_parts("txt", d.get("txt"))}
+
+
+def _first_part(value) -> torch.Tensor:
+    return value[0] if isinstance(value, (tuple, list)) else value
 
 
 def evaluation_time(transformer_options: dict) -> float | None:
@@ -68,6 +85,7 @@ class DitBlockCache:
         self.reuse = False
         self.at: float | None = None  # this evaluation's sigma, kept only when the cache extrapolates
         self.delta: dict[str, torch.Tensor] = {}
+        self.names: tuple[str, ...] = ("img", "txt")  # the streams cached, set from the first block's inputs
 
     def patch_for(self, block: BlockId) -> Callable[[dict, dict], dict]:
         """A closure for the host's block-replace table (closures survive the host's deepcopy of options)."""
@@ -83,7 +101,8 @@ class DitBlockCache:
         return extra["original_block"](args)
 
     def _first(self, args: dict, extra: dict) -> dict:
-        img = args["img"].clone()  # the block may update it in place
+        img = _first_part(args["img"]).clone()  # the block may update it in place
+        self.names = (*_parts("img", args["img"]), "txt")
         out = extra["original_block"](args)
         opts = args.get("transformer_options", {})
         self.keys = row_keys(img.shape[0], opts.get("cond_or_uncond"), opts.get("uuids"))
@@ -93,21 +112,22 @@ class DitBlockCache:
         if self.last is None:
             self.reuse = False
             return out
-        self.reuse = self.cache.decide(self.keys, out["img"] - img, self.active(sigma))
+        self.reuse = self.cache.decide(self.keys, _first_part(out["img"]) - img, self.active(sigma))
         return out
 
     def _tracked(self, block: BlockId, args: dict, extra: dict) -> dict:
         if block[0] == "single_block" and "txt" in self.delta:
             self.delta = {"img": torch.cat((self.delta.pop("txt"), self.delta["img"]), 1)}
-        before = {s: args[s].clone() for s in ("img", "txt") if args.get(s) is not None}  # updated in place
+        before = {s: t.clone() for s, t in _streams(args).items()}  # the block may update them in place
         out = extra["original_block"](args)
+        after = _streams(out)
         for stream, old in before.items():
-            new = out.get(stream)
+            new = after.get(stream)
             if new is not None:
                 d = new - old
                 self.delta[stream] = d if stream not in self.delta else self.delta[stream].add_(d)
         if block == self.last:
-            for stream in ("img", "txt"):
+            for stream in self.names:
                 self.cache.put(self.keys, stream, self.delta.get(stream), self.at)
             self.delta = {}
         return out
@@ -117,6 +137,14 @@ class DitBlockCache:
         if block != self.last:
             return out
         img = args["img"]
+        if isinstance(img, (tuple, list)):
+            parts = list(img)
+            for stream, part in _parts("img", img).items():
+                res = self.cache.get(self.keys, stream, part, self.at)
+                if res is not None:
+                    parts[int(stream.split(".")[1])] = part + res
+            out["img"] = type(img)(parts)
+            return out
         res_img = self.cache.get(self.keys, "img", img, self.at)
         res_txt = self.cache.get(self.keys, "txt", img, self.at)
         if block[0] == "single_block" and res_txt is not None:

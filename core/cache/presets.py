@@ -4,7 +4,8 @@ Where the thresholds come from: they are the operating points that First Block C
 weights with the same feature (the first block's residual) and the same relative L1 change (WaveSpeed README:
 0.12 for Flux, 0.2 for SDXL, 0.1 for the video DiTs), our accumulated change being an upper bound of the change
 since the last full computation, so at a given threshold we reuse no more often than they do. SD1.5 takes SDXL's
-value (same UNet, same feature) and SD3 Flux's (same MM-DiT block design, image model). They were not
+value (same UNet, same feature) and SD3 Flux's (same MM-DiT block design, image model); of the DiTs of 2026 the
+image models (Chroma, Qwen-Image) take Flux's and the video models (HunyuanVideo, LTX-Video, LTX-2) Wan's. They were not
 re-measured on trained weights here: the pack has none, and random weights make the change between steps
 meaningless (benchmarks/step_cache.py searches its thresholds instead: the most reuse at no more deviation than
 the host's EasyCache on the same run).
@@ -39,4 +40,10 @@ PRESETS: dict[str, CachePreset] = {
     "sd3": CachePreset("dit", 0.12),
     "flux": CachePreset("dit", 0.12),
     "wan21": CachePreset("dit", 0.1),
+    # the DiTs of 2026, by kind (WaveSpeed's image and video values; not tuned on their trained weights)
+    "chroma": CachePreset("dit", 0.12),
+    "qwen_image": CachePreset("dit", 0.12),
+    "hunyuan_video": CachePreset("dit", 0.1),
+    "ltxv": CachePreset("dit", 0.1),
+    "ltx2": CachePreset("dit", 0.1),
 }

@@ -254,3 +254,32 @@ def test_reuse_candidates_are_the_smallest_thresholds_of_each_reuse_count():
     for t in grid:  # no threshold reuses more than the last candidate at or below it
         best = max([r for th, r in candidates if th <= t], default=0)
         assert cache_mod.simulate_reuse(changes, active, t) <= best
+
+
+def test_dit_cache_keeps_each_part_of_a_tuple_stream():
+    """LTX-2's blocks take and return (video, audio) as one "img": a reused evaluation adds each part's own cached
+    residual (the video part decides), so the same inputs reproduce the computed output in both parts."""
+    g = torch.Generator().manual_seed(2)
+    w = [torch.randn(4, 4, generator=g) * 0.3 for _ in range(3)]
+    blocks = [("double_block", i) for i in range(3)]
+
+    def run(video, audio, patches):
+        opts = {"cond_or_uncond": [0], "uuids": ["c"]}
+        for i, block in enumerate(blocks):
+            def orig(a, i=i):
+                v, au = a["img"]
+                return {"img": (v + torch.tanh(v @ w[i]), au - torch.sin(au @ w[i]))}
+            args = {"img": (video, audio), "txt": torch.zeros(1, 2, 4), "transformer_options": opts}
+            video, audio = (patches[block](args, {"original_block": orig}) if block in patches else orig(args))["img"]
+        return video, audio
+
+    video, audio = torch.randn(1, 6, 4, generator=g), torch.randn(1, 3, 4, generator=g)
+    plain = run(video, audio, {})
+    cache = StepCache(10.0)
+    hook = DitBlockCache(cache, plan_blocks(blocks, 1, 1), lambda sigma: True)
+    patches = {b: hook.patch_for(b) for b in blocks[:2]}
+    for _ in range(2):   # computed, then reused
+        out = run(video, audio, patches)
+        torch.testing.assert_close(out[0], plain[0])
+        torch.testing.assert_close(out[1], plain[1])
+    assert (cache.stats.computed, cache.stats.reused) == (1, 1)

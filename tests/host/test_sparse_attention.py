@@ -103,7 +103,7 @@ def test_text_tokens_kept_in_joint_attention(mods):
 
 def test_unsupported_family_names_the_supported_ones(mods):
     demo, _, node, hooks = mods
-    with pytest.raises(hooks.SparseAttentionError, match=r"SD3, Flux and Wan 2\.1"):
+    with pytest.raises(hooks.SparseAttentionError, match=r"SD3, Flux, Wan 2\.1, Chroma, Qwen-Image"):
         patch(node, demo.build_tiny_model("sd15"))
     with pytest.raises(ValueError, match="must be below end_percent"):
         patch(node, demo.build_tiny_model("flux"), start=0.5, end=0.5)

@@ -226,5 +226,5 @@ def test_node_clones_and_rejects_unsupported(mods, comfy_host, monkeypatch):
         node.execute(base, "auto", -1.0, 0.9, 0.5, False)
     analytic = comfy_host.module("host.analytic")
     model = analytic.analytic_model_patcher(comfy_host.module("core.analytic").NaturalImagePrior(), "flow")
-    with pytest.raises(hooks.StepCacheError, match=r"supports SD1\.5, SDXL, SD3, Flux and Wan"):
+    with pytest.raises(hooks.StepCacheError, match=r"supports SD1\.5, SDXL, SD3, Flux, Wan 2\.1, Chroma, Qwen-Image"):
         node.execute(model, "auto", -1.0, 0.15, 0.95, False)

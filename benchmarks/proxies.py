@@ -1,0 +1,439 @@
+"""Train the Flux-class proxy and measure Pyra against direct sampling and the host's caches on it (issue 19).
+
+    source benchmarks/device_env.sh; python3 benchmarks/proxies.py --out $OUT --train-seconds 300   # H200, one run
+    $(python3 tools/host.py python) benchmarks/proxies.py --smoke --out /tmp/proxies                # CPU smoke run
+
+1. Training: benchmarks/proxy_train.py (checkpoint, codec, loss curve under --out). --from DIR skips it and
+   evaluates the files a previous run left in DIR.
+2. Loading: the checkpoint goes through the stock loader (comfy.sd.load_diffusion_model, what UNETLoader calls);
+   the detected model config class and the largest difference to the trained weights are recorded, and every
+   evaluation runs on the loaded model.
+3. Pyramid: at each --pyramid-sizes pixel size, --samples images of the photo prompt, direct sampling and Pyra's
+   pyramid (host.pyramid.pyramid_sample, ladders a "2:0.4" and b "4:0.35, 2:0.25", as the nodes run it; plus the
+   Flux-shift level scale (Flux's mu rule on this image's token counts, (size / 16)^2 at full size) and a 3-step
+   corrective re-noise from benchmarks/pyramid_inconsistent.py's loop) from the same noise, --sampler /
+   --scheduler / --steps. Decoded to pixels by the codec, compared per radial band exactly as the analytic
+   benchmarks compare (core.analytic.band_ratio, luminance, 8 log-spaced bands, the natural-image
+   prior as the per-mode weight): worst = max |pyramid / direct - 1| over bands; PSNR and SSIM against the direct
+   image of the same noise. `direct_vs_data`: direct samples' band power over that of real photo crops of the size
+   (how well the proxy learned the spectrum).
+4. Step cache: benchmarks/step_cache.bench_model on the proxy at --cache-size (batch 1, euler, 30 steps): ours at
+   the most reuse whose final-latent deviation stays within EasyCache's (threshold 0.2) on the same run, speed by
+   wall time (fastest of --cache-repeats interleaved rounds); EasyCache and LazyCache beside it. Where the host's
+   EasyCache cannot be imported the section records why and the headline is absent.
+5. 2:4: host.sparsify.sparsify_model on every Linear (speed check off, so every layer is pruned): magnitude,
+   Wanda, Wanda + rank-64 and magnitude + rank-64 correction; SSIM / PSNR of the decoded images against the dense
+   model's from the same noise at --sparse-size.
+Sections run in the issue's priority (pyramid, cache, 2:4); each is recorded as an error where it fails, skipped
+after --deadline, and the report is rewritten after each. A checkpoint over --split-mb comes back in byte parts.
+Headline keys (benchmarks/results/proxies-h200.json): pyramid_worst_band_vs_direct_b_flux_proxy (at the largest
+pyramid size), cache_speedup_flux_proxy_at_easycache_deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from _host import host_info, import_host, pack_module, write_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import proxy_train
+
+LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
+N_BANDS = 8
+
+
+def load_proxy(out: Path) -> tuple:
+    """(patcher from the stock loader, codec, conditioning tensors, load record)."""
+    import comfy.sd
+    from safetensors.torch import load_file
+
+    proxy = pack_module("core.proxy")
+    ckpt = out / "flux-proxy.safetensors"
+    patcher = comfy.sd.load_diffusion_model(str(ckpt))
+    saved = load_file(str(ckpt))
+    loaded = patcher.model.diffusion_model.state_dict()
+    try:
+        diff = max(float((loaded[k].float().cpu() - v.float()).abs().max()) for k, v in saved.items() if k in loaded)
+    except Exception as e:  # weights a memory mode keeps elsewhere: recorded, not fatal
+        diff = f"not compared: {type(e).__name__}: {e}"
+    extra = load_file(str(out / "flux-proxy-codec.safetensors"))
+    codec = proxy.PatchPCACodec.from_state_dict({k[6:]: v for k, v in extra.items() if k.startswith("codec.")})
+    cond = {k[5:]: v for k, v in extra.items() if k.startswith("cond.")}
+    record = {"loader": "comfy.sd.load_diffusion_model (UNETLoader)",
+              "detected_config": type(patcher.model.model_config).__name__,
+              "model_type": str(patcher.model.model_type), "weight_dtype": str(next(iter(saved.values())).dtype),
+              "keys_missing_after_load": sorted(set(saved) - set(loaded))[:5], "max_abs_diff_to_file": diff,
+              "model_sampling": type(patcher.get_model_object("model_sampling")).__name__}
+    return patcher, codec, cond, record
+
+
+def split_checkpoint(out: Path, limit_mib: float, keep: Path = Path("/tmp/pyra-proxy")) -> dict:
+    """Where the checkpoint is larger than `limit_mib` (what one returned file may hold), replace it in `out` by
+    byte-range parts `flux-proxy.safetensors.part0`, ... (`cat` them back in order) and record their sha256 and
+    the whole file's; the whole file moves to `keep`."""
+    import hashlib
+    import shutil
+
+    ckpt = out / "flux-proxy.safetensors"
+    data = ckpt.read_bytes()
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    limit = int(limit_mib * 2**20)
+    if not limit or len(data) <= limit:
+        record["parts"] = [ckpt.name]
+        return record
+    record["parts"] = []
+    for i in range(0, len(data), limit):
+        part = out / f"{ckpt.name}.part{i // limit}"
+        part.write_bytes(data[i: i + limit])
+        record["parts"].append(part.name)
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(ckpt), str(keep / ckpt.name))
+    record["rejoin"] = f"cat {' '.join(record['parts'])} > {ckpt.name}  # then check the sha256"
+    return record
+
+
+def conditioning(cond: dict, cls: int = 0) -> list:
+    """The host CONDITIONING of one proxy class: its text token and pooled vector, Flux's default guidance."""
+    return [[cond["context"][cls: cls + 1].clone(), {"pooled_output": cond["pooled"][cls: cls + 1].clone(),
+                                                      "guidance": 3.5}]]
+
+
+def metric_device() -> torch.device:
+    """Where decoded images and their band / SSIM statistics are computed (the GPU where there is one)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def decode(patcher, codec, latent: torch.Tensor) -> torch.Tensor:
+    """A sampled latent (VAE space, as guider.sample returns it) -> pixels (B, 3, H, W) through the codec."""
+    dev = metric_device()
+    z = patcher.model.process_latent_in(latent.float().to(dev))
+    return codec.to(dev).decode(z).clamp(-1.5, 1.5)
+
+
+_BANK = {}
+
+
+def data_crops(n: int, size: int, seed: int, smoke: bool) -> torch.Tensor:
+    """n photo crops (the training distribution's photo half) of `size` pixels, on the CPU."""
+    if "photos" not in _BANK:
+        _BANK["photos"] = pack_module("core.proxy").ImageBank(proxy_train.photographs(smoke)[0], "cpu")
+    return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed)).to(metric_device())
+
+
+VARIANTS = ("default", "flux_shift", "renoise3")
+
+
+def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, flux_scales: dict) -> torch.Tensor:
+    """default: the node's pyramid_sample; flux_shift / renoise3: pyramid_inconsistent's loop with the level
+    scales of Flux's shift rule / a corrective re-noise 3 steps back at each lift."""
+    import pyramid_inconsistent as pi
+
+    if name == "default":
+        return pack_module("host.pyramid").pyramid_sample(guider, noise, torch.zeros_like(noise), sampler, sigmas,
+                                                          levels, seed=seed, disable_pbar=True)
+    if name == "flux_shift":
+        return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, scales=flux_scales)
+    return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, renoise_steps=3)
+
+
+def pyramid_eval(args, patcher, codec, cond) -> dict:
+    import comfy.samplers
+
+    analytic, proxy = pack_module("core.analytic"), pack_module("core.proxy")
+    pyr = pack_module("core.samplers.pyramid")
+    import pyramid_inconsistent as pi
+
+    prior = analytic.NaturalImagePrior()
+    guider = comfy.samplers.CFGGuider(patcher)
+    c = conditioning(cond)
+    guider.set_conds(c, c)
+    guider.set_cfg(1.0)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), args.scheduler,
+                                             args.steps).cpu()
+    sampler = comfy.samplers.sampler_object(args.sampler)
+    out = {}
+    for size in args.pyramid_sizes:
+        side = size // 8
+        noise = torch.randn(args.samples, 16, side, side, generator=torch.Generator().manual_seed(args.seed))
+        zeros = torch.zeros_like(noise)
+        t0 = time.perf_counter()
+        direct = decode(patcher, codec, guider.sample(noise, zeros, sampler, sigmas, seed=args.seed,
+                                                      disable_pbar=True))
+        res = {"seconds": {"direct": round(time.perf_counter() - t0, 2)}, "bands": {}, "psnr_db": {}, "ssim": {},
+               "samples": {}}
+        data = data_crops(args.samples, size, args.seed + 1, args.smoke)
+        res["bands"]["direct_vs_data"] = pi.band_ratios(analytic, prior, direct, data)
+        flux = pi.flux_shift_scales(size // 4, (2, 4))  # its argument / 4 is the token side: size / 16 here
+        for key, ladder in LADDERS.items():
+            levels = pyr.parse_ladder(ladder)
+            for name in VARIANTS:
+                t0 = time.perf_counter()
+                img = decode(patcher, codec, variant(name, guider, noise, sampler, sigmas, levels, args.seed, flux))
+                tag = f"{key}_{name}"
+                res["seconds"][tag] = round(time.perf_counter() - t0, 2)
+                res["bands"][tag] = pi.band_ratios(analytic, prior, img, direct)
+                res["psnr_db"][tag] = float(proxy.psnr(img, direct).mean())
+                res["ssim"][tag] = float(proxy.ssim(img, direct).mean())
+                if name == "default":
+                    res["samples"][key] = img[:4].cpu()
+        res["samples"]["direct"], res["samples"]["data"] = direct[:4].cpu(), data[:4].cpu()
+        res["worst"] = {k: pi.worst(v) for k, v in res["bands"].items()}
+        print(f"pyramid {size}px: " + ", ".join(f"{k} {v:.3f}" for k, v in res["worst"].items()), flush=True)
+        out[size] = res
+    return out
+
+
+SPARSE24 = {"magnitude": ("magnitude", 0), "wanda": ("wanda", 0), "wanda_r64": ("wanda", 64),
+            "magnitude_r64": ("magnitude", 64)}
+
+
+def sparse24_eval(args, patcher, codec, cond) -> dict:
+    """host.sparsify.sparsify_model (every Linear, the speed check off so that every layer is pruned) against the
+    dense model: the same noise and seed at --sparse-size, SSIM / PSNR of the decoded images to the dense ones."""
+    import comfy.samplers
+
+    proxy, sparsify = pack_module("core.proxy"), pack_module("host.sparsify")
+    side = args.sparse_size // 8
+    noise = torch.randn(args.sparse_samples, 16, side, side, generator=torch.Generator().manual_seed(args.seed + 2))
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), args.scheduler,
+                                             args.steps).cpu()
+    sampler = comfy.samplers.sampler_object(args.sampler)
+
+    def sample(model):
+        guider = comfy.samplers.CFGGuider(model)
+        c = conditioning(cond)
+        guider.set_conds(c, c)
+        guider.set_cfg(1.0)
+        return decode(patcher, codec, guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=args.seed,
+                                                    disable_pbar=True))
+
+    dense = sample(patcher)
+    out = {"size": args.sparse_size, "samples": args.sparse_samples, "runs": {}}
+    for name, (score, rank) in SPARSE24.items():
+        model, results = sparsify.sparsify_model(patcher, "all", rank=rank, check_tokens=0, score=score)
+        img = sample(model)
+        out["runs"][name] = {"ssim": float(proxy.ssim(img, dense).mean()),
+                             "psnr_db": float(proxy.psnr(img, dense).mean()),
+                             "layers_sparse": sum(r.status == "sparse" for r in results), "layers": len(results)}
+        del model
+    print("sparse24: " + ", ".join(f"{k} SSIM {v['ssim']:.4f}" for k, v in out["runs"].items()), flush=True)
+    return out
+
+
+def cache_eval(args, patcher, cond, device) -> dict:
+    """step_cache.bench_model on the proxy; {'skipped': reason} where the host's EasyCache cannot be imported."""
+    import step_cache
+
+    try:
+        step_cache._import_easycache()
+    except Exception as e:  # the device bundle may lack comfy_api's imports (PyAV)
+        return {"skipped": f"the host's EasyCache did not import: {type(e).__name__}: {e}"}
+    side = args.cache_size // 8
+    built = (patcher, conditioning(cond), 1.0, "simple", (1, 16, side, side))
+    result = step_cache.bench_model("flux", device, args.cache_steps, args.cache_repeats, args.search_runs,
+                                    built=built)
+    runs = result["runs"]
+    summary = {name: {k: row.get(k) for k in ("threshold", "computed", "reused", "deviation", "speedup",
+                                              "speedup_median")} for name, row in runs.items()}
+    return {"size": args.cache_size, "steps": args.cache_steps, "summary": summary, "detail": result}
+
+
+def save_samples(path: Path, pyramid: dict) -> str | None:
+    """A PNG grid per pyramid size: rows data crops, direct, ladder a, ladder b (first 4 samples)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    size = max(pyramid)
+    rows = ["data", "direct", "a", "b"]
+    samples = pyramid[size]["samples"]
+    cols = min(len(samples[r]) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.2 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.imshow(((samples[r][j].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel({"a": "ladder a", "b": "ladder b"}.get(r, r))
+    fig.suptitle(f"Flux-class proxy, {size}px: photo crops, direct, pyramid (same noise)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path.name
+
+
+def markdown(report: dict) -> str:
+    t = report["training"]
+    lines = [f"# Flux-class proxy: pyramid and step cache ({report['device']}, {report['date']})", "",
+             f"Command: `{report['command']}`", "",
+             f"Model: the host's Flux class, {t['parameters'] / 1e6:.2f}M parameters ({t['config']['depth']} double, "
+             f"{t['config']['depth_single_blocks']} single blocks, hidden {t['config']['hidden_size']}), trained "
+             f"{t['steps']} steps / {t['train_seconds']} s on {t['images_seen']} crops at {t['resolutions']} px "
+             f"({t['photos']['count']} photos: {t['photos']['source']}; {t['dead_leaves']['count']} dead-leaves "
+             f"images). Latent: {t['codec']['kind']} (reconstruction PSNR {t['codec']['reconstruction_psnr_db']}). "
+             f"Loaded through {report['load']['loader']} as {report['load']['detected_config']} "
+             f"(max |loaded - file| {report['load']['max_abs_diff_to_file']}).", ""]
+    for key in ("error", "skipped"):
+        if key in report.get("pyramid", {}):
+            lines += [f"## Pyramid vs direct: not measured: {report['pyramid'][key]}", ""]
+    for size, res in sizes_of(report.get("pyramid", {})).items():
+        lines += [f"## Pyramid vs direct, {size}px ({report['config']['samples']} samples, "
+                  f"{report['config']['sampler']} {report['config']['steps']} steps {report['config']['scheduler']})",
+                  "", "| run | " + " | ".join(f"band {i}" for i in range(N_BANDS)) + " | worst | PSNR dB | SSIM |",
+                  "|---" * (N_BANDS + 4) + "|"]
+        for tag, (ratio, err) in res["bands"].items():
+            cells = " | ".join(f"{r:.3f} ± {e:.3f}" for r, e in zip(ratio, err, strict=True))
+            ps, ss = res["psnr_db"].get(tag), res["ssim"].get(tag)
+            lines.append(f"| {tag} | {cells} | {res['worst'][tag]:.3f} | {'' if ps is None else f'{ps:.2f}'} | "
+                         f"{'' if ss is None else f'{ss:.4f}'} |")
+        lines.append("")
+    sparse = report.get("sparse24", {})
+    lines += [f"## 2:4 sparsity vs dense ({sparse.get('size', '')}px, {sparse.get('samples', '')} samples, every "
+              "Linear pruned)", ""]
+    if "runs" in sparse:
+        lines += ["| run | SSIM | PSNR dB | layers pruned |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['ssim']:.4f} | {v['psnr_db']:.2f} | {v['layers_sparse']} / {v['layers']} |"
+                  for k, v in sparse["runs"].items()]
+    else:
+        lines.append(f"Not measured: {sparse.get('error') or sparse.get('skipped') or 'not run yet'}")
+    lines.append("")
+    cache = report.get("cache", {"skipped": "not run yet"})
+    lines += [f"## Step cache ({cache.get('size', '')}px, {cache.get('steps', '')} steps)", ""]
+    if "skipped" in cache or "error" in cache:
+        lines += [f"Not measured: {cache.get('skipped') or cache.get('error')}", ""]
+    else:
+        lines += ["| run | threshold | computed | reused | deviation | speedup | speedup, medians |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in cache["summary"].items():
+            th = "" if row["threshold"] is None else f"{row['threshold']:.4g}"
+            lines.append(f"| {name} | {th} | {row['computed']} | {row['reused']} | {row['deviation']:.4f} | "
+                         f"{row.get('speedup') or 1:.2f}x | {row.get('speedup_median') or 1:.2f}x |")
+        lines.append("")
+    lines += ["Headline: " + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                                       for k, v in report["headline"].items()), ""]
+    return "\n".join(lines)
+
+
+def sizes_of(pyramid: dict) -> dict:
+    """The per-size results of the pyramid section ({} where it failed or was skipped)."""
+    return {k: v for k, v in pyramid.items() if isinstance(k, int)}
+
+
+def headline(report: dict) -> dict:
+    head = {}
+    pyramid = sizes_of(report.get("pyramid", {}))
+    if pyramid:
+        largest = pyramid[max(pyramid)]
+        head["pyramid_worst_band_vs_direct_b_flux_proxy"] = largest["worst"]["b_default"]
+        head["pyramid_worst_band_vs_direct_a_flux_proxy"] = largest["worst"]["a_default"]
+        for size, res in pyramid.items():
+            for tag in ("a_default", "b_default", "b_flux_shift", "b_renoise3"):
+                head[f"pyramid_worst_band_vs_direct_{tag}_flux_proxy_{size}px"] = res["worst"][tag]
+    sparse = report.get("sparse24", {}).get("runs")
+    if sparse:
+        for name, row in sparse.items():
+            head[f"sparse24_ssim_{name}"] = row["ssim"]
+    summary = report.get("cache", {}).get("summary")
+    if summary:
+        head["cache_speedup_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["speedup"]
+        head["easycache_speedup_flux_proxy"] = summary["easycache"]["speedup"]
+        head["easycache_deviation_flux_proxy"] = summary["easycache"]["deviation"]
+        head["cache_deviation_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["deviation"]
+    return head
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    proxy_train.add_args(ap)
+    ap.add_argument("--from", dest="from_dir", type=Path, help="evaluate the files in DIR instead of training")
+    ap.add_argument("--json", default="proxies-h200.json", help="results file name under --out")
+    ap.add_argument("--pyramid-sizes", default="512,1024", help="pixel sizes, comma-separated")
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--sampler", default="euler")
+    ap.add_argument("--scheduler", default="simple")
+    ap.add_argument("--cache-size", type=int, default=1024)
+    ap.add_argument("--cache-steps", type=int, default=30)
+    ap.add_argument("--cache-repeats", type=int, default=3)
+    ap.add_argument("--search-runs", type=int, default=6)
+    ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--split-mb", type=float, default=15.0,
+                    help="split a checkpoint larger than this many MiB into parts (0: never)")
+    ap.add_argument("--deadline", type=float, default=420.0,
+                    help="seconds since start after which the remaining sections are skipped (recorded)")
+    ap.add_argument("--sparse-size", type=int, default=512)
+    ap.add_argument("--sparse-samples", type=int, default=8)
+    args = ap.parse_args()
+    proxy_train.finish_args(args)
+    if args.smoke:
+        args.pyramid_sizes, args.samples, args.steps = "128", 2, 6
+        args.cache_size, args.cache_steps, args.cache_repeats, args.search_runs = 64, 6, 1, 2
+        args.sparse_size, args.sparse_samples = 64, 2
+    args.pyramid_sizes = [int(s) for s in str(args.pyramid_sizes).split(",")]
+    return args
+
+
+def main() -> int:
+    args = parse()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    import_host(cpu=device.type == "cpu")
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    if args.from_dir:
+        training = json.loads((args.from_dir / "proxy-loss.json").read_text())["record"]
+        out = args.from_dir
+    else:
+        training = proxy_train.train(args, device)
+    print(json.dumps(training), flush=True)
+    patcher, codec, cond, load = load_proxy(out)
+    load["checkpoint_files"] = split_checkpoint(out, args.split_mb)
+    print(json.dumps(load), flush=True)
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **host_info(),
+              "command": "python3 benchmarks/proxies.py " + " ".join(sys.argv[1:]),
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "training": training, "load": load, "seconds": {}}
+    sections = {"pyramid": lambda: pyramid_eval(args, patcher, codec, cond),
+                "cache": lambda: ({"skipped": "--skip-cache"} if args.skip_cache
+                                  else cache_eval(args, patcher, cond, device)),
+                "sparse24": lambda: sparse24_eval(args, patcher, codec, cond)}
+    for name, run in sections.items():  # in the issue's priority; the report is rewritten after each
+        t0 = time.perf_counter()
+        if t0 - t_start > args.deadline:
+            report[name] = {"skipped": f"out of time: {t0 - t_start:.0f} s used of --deadline {args.deadline:.0f}"}
+        else:
+            try:
+                with torch.inference_mode():
+                    report[name] = run()
+            except Exception as e:  # a failed section is recorded; the others stand
+                report[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+                print(report[name]["traceback"], flush=True)
+        report["seconds"][name] = round(time.perf_counter() - t0, 1)
+        if name == "pyramid" and "error" not in report[name] and "skipped" not in report[name]:
+            try:
+                report["samples_png"] = save_samples(out / "proxy-samples.png", report["pyramid"])
+            except Exception as e:  # the figures stand without the picture
+                report["samples_png"] = f"not written: {type(e).__name__}: {e}"
+            for res in report["pyramid"].values():
+                res.pop("samples")
+        report["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
+        report["headline"] = headline(report)
+        write_report(out / args.json, report, markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

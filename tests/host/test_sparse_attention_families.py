@@ -1,0 +1,69 @@
+"""PyraSparseAttention on the DiTs of 2026 (host/tiny_image_families.py, host/tiny_video_families.py), 256
+image tokens each: keep-all equals the unpatched model, sparse settings reach the sparsity asked for in the
+self-attention (joint with the text for Chroma, Qwen-Image and HunyuanVideo 1.5, the video tokens alone for
+LTX) and change the latent a little, the base model stays untouched. Random weights: this says the hooks fit, nothing of quality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+IMAGE = {"chroma": (1, 16, 32, 32), "qwen_image": (1, 16, 1, 32, 32)}
+VIDEO = ("hunyuan_video15", "ltxv", "ltx2")
+FAMILY = {"hunyuan_video15": "hunyuan_video"}
+STEPS = 3
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+
+
+@pytest.fixture
+def tiny(comfy_host, request):
+    family = request.param
+    mod = comfy_host.module("host.tiny_image_families" if family in IMAGE else "host.tiny_video_families")
+    missing = mod.missing_host_class(family) if family in IMAGE else mod.missing_host_classes(family)
+    if missing:
+        pytest.skip(f"this host lacks what {family} needs: {missing}")
+    shape = IMAGE[family] if family in IMAGE else mod.latent_shape(family, frames=1, height=16, width=16)
+    return family, mod, shape
+
+
+def _sample(model, mod, family, shape):
+    import comfy.sample
+
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    pos, neg = mod.conditioning(family, 1), mod.conditioning(family, 2)
+    return comfy.sample.sample(model, noise, STEPS, 2.0, "euler", "simple", pos, neg, torch.zeros(shape), seed=3,
+                               disable_pbar=True)
+
+
+@pytest.mark.parametrize("tiny", [*IMAGE, *VIDEO], indirect=True)
+def test_keep_all_exact_sparse_close_base_untouched(comfy_host, tiny):
+    hooks = comfy_host.module("host.sparse_attention")
+    family, mod, shape = tiny
+    base = mod.build(family)
+    family_key = FAMILY.get(family, family)
+    assert hooks.detect_family(base) == family_key
+    plain = _sample(base, mod, family, shape)
+    options_before = repr(base.model_options)
+
+    def patched(keep_mass, keep_ratio):
+        clone = base.clone()
+        settings = hooks.SparseSettings(keep_mass, keep_ratio, 64, hooks.SigmaWindow(0.0, 1.0), -1, False)
+        return clone, hooks.install(clone, family_key, settings)
+
+    keep_all, stats = patched(1.0, 0.0)
+    assert torch.equal(_sample(keep_all, mod, family, shape), plain)
+    assert stats.sparse_calls > 0
+
+    sparse, stats = patched(1.0, 0.5)
+    out = _sample(sparse, mod, family, shape)
+    assert stats.sparse_calls > 0 and stats.history[-1] > 0.2, stats.summary()
+    assert not torch.equal(out, plain) and torch.isfinite(out).all()
+    assert (out - plain).abs().mean() < 0.5 * plain.abs().mean()
+    if family in ("ltxv", "ltx2"):   # one cross-attention to the text per self-attention stays dense
+        assert stats.dense_calls >= stats.sparse_calls
+    if family == "hunyuan_video15":   # the joint blocks are sparse (cond and uncond batched), the text refiner's
+        dm = base.model.diffusion_model   # shorter self-attention is not
+        assert stats.sparse_calls == STEPS * (len(dm.double_blocks) + len(dm.single_blocks)) and stats.dense_calls
+
+    assert torch.equal(_sample(base, mod, family, shape), plain)
+    assert repr(base.model_options) == options_before
