@@ -112,9 +112,32 @@ def _room_for_full_stage(patcher, shape) -> None:
     graph_store.make_room(device, needed, mm.get_free_memory(device))
 
 
+def require_same_latent(high, low) -> None:
+    """The two experts of one model share the latent and the parametrisation; else PyramidError."""
+    kinds = [(type(m.model.latent_format).__name__, models.parametrisation(m, "pyramid sampling", PyramidError))
+             for m in (high, low)]
+    if kinds[0] != kinds[1]:
+        raise PyramidError(f"the low-noise model ({kinds[1][0]} latent, {kinds[1][1]}) does not match the model "
+                           f"({kinds[0][0]} latent, {kinds[0][1]}): connect the two experts of one model, such as "
+                           "Wan 2.2 A14B's high-noise and low-noise files, or leave low_noise_model empty")
+
+
+def expert_split(sig: torch.Tensor, switch_sigma: float) -> int:
+    """Steps of a stage's sigmas (its last entry is where it ends) that the high-noise expert runs: those whose
+    model evaluation is at sigma >= switch_sigma. Sigmas fall, so they are a prefix."""
+    return int((sig[:-1] >= switch_sigma).sum())
+
+
 def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsample="bicubic", denoise_mask=None,
-                   callback=None, disable_pbar=False, seed=None, noise_correction=True, cuda_graphs=True):
+                   callback=None, disable_pbar=False, seed=None, noise_correction=True, cuda_graphs=True,
+                   low_noise=None):
     """Run `guider` once per pyramid stage over one schedule; returns the latent (VAE space), like guider.sample.
+
+    low_noise: (guider of the low-noise expert, switch sigma) for two-expert models (Wan 2.2 A14B): within every
+    stage, the steps evaluated at a sigma below the switch run on the low-noise expert. The sigma compared is
+    the one the model is evaluated at, the level's (a coarse level sees less noise than the schedule's step, so
+    it switches earlier in the schedule); a stage that spans the switch is split there, so no level runs a step
+    on the wrong expert. CUDA graphs are off with two experts (the store keeps one model's graphs).
 
     cuda_graphs: the low-resolution stages replay the model's forward from CUDA graphs (host/cuda_graphs.py),
     where it is launch-bound; the full-resolution stage always runs eagerly. Graphs are kept for the next run
@@ -123,6 +146,9 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
     `noise_correction=False` only exists to measure what the lift's noise correction is worth.
     """
     patcher = guider.model_patcher
+    if low_noise is not None and cuda_graphs:
+        log.info("Pyra pyramid: two experts, the low-resolution stages run without CUDA graphs")
+        cuda_graphs = False
     if not cuda_graphs:
         graph_store.release_kept_graphs()
     param = models.parametrisation(patcher, "pyramid sampling", PyramidError)
@@ -144,7 +170,8 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
     fmt = patcher.model.latent_format
     total = len(sigmas) - 1 + len(stages) - 1
     offset, unit_noise, clean = 0, None, None
-    original_conds, original_options = guider.original_conds, guider.model_options
+    guiders = [guider] if low_noise is None else [guider, low_noise[0]]
+    originals = [(g.original_conds, g.model_options) for g in guiders]
     try:
         for i, stage in enumerate(stages):
             last = i == len(stages) - 1
@@ -165,26 +192,44 @@ def pyramid_sample(guider, noise, latent_image, sampler, sigmas, levels, upsampl
                 stage_mask = denoise_mask
             if last and cuda_graphs:
                 _room_for_full_stage(patcher, stage_noise.shape)
-            cb = StageCallback(callback, offset, total)
-            guider.original_conds = scale_areas(original_conds, 1 / f)
+            for g, (conds, _) in zip(guiders, originals, strict=True):
+                g.original_conds = scale_areas(conds, 1 / f)
             graphs = GraphedForward(patcher) if cuda_graphs and not last else None
-            guider.model_options = original_options if graphs is None else graphs.install(original_options)
-            out = guider.sample(stage_noise, stage_latent, sampler, sig, denoise_mask=stage_mask, callback=cb,
-                                disable_pbar=disable_pbar, seed=seed)
-            guider.model_options = original_options
+            guider.model_options = originals[0][1] if graphs is None else graphs.install(originals[0][1])
+            for g, part, part_noise in _expert_parts(guiders, sig, low_noise, stage_noise):
+                cb = StageCallback(callback, offset, total)
+                out = g.sample(part_noise, stage_latent, sampler, part, denoise_mask=stage_mask, callback=cb,
+                               disable_pbar=disable_pbar, seed=seed)
+                offset += len(part) - 1
+                stage_latent = out
+            guider.model_options = originals[0][1]
             if graphs is not None:
                 log.info("Pyra pyramid 1/%s stage, CUDA graphs: %s", f, graphs.summary())
-            offset += len(sig) - 1
             if last:
                 return out
-            if cb.step != len(sig) - 2 or cb.x is None:
+            if cb.step != len(part) - 2 or cb.x is None:
                 raise PyramidError("this sampler does not report its state at every step, which the pyramid "
                                    "needs at each level change: use euler, heun, dpmpp_2m, uni_pc or similar")
             nxt = stages[i + 1].factor
             clean, unit_noise = lift(cb.x, cb.denoised, float(sig[-2]), f // nxt,
                                      level_noise(full_noise, nxt).to(cb.x), param, upsample, noise_correction)
     finally:
-        guider.original_conds, guider.model_options = original_conds, original_options
+        for g, (conds, options) in zip(guiders, originals, strict=True):
+            g.original_conds, g.model_options = conds, options
+
+
+def _expert_parts(guiders, sig: torch.Tensor, low_noise, noise: torch.Tensor):
+    """(guider, sigmas, noise) of each part of a stage: the whole stage on one model, or its high-noise steps on
+    the first expert and the rest on the second, which continues from the first's state (no noise added: the
+    host returns that state as a latent with its leftover noise, as KSamplerAdvanced does)."""
+    if low_noise is None:
+        return [(guiders[0], sig, noise)]
+    split = expert_split(sig, low_noise[1])
+    if split == 0:
+        return [(guiders[1], sig, noise)]
+    if split == len(sig) - 1:
+        return [(guiders[0], sig, noise)]
+    return [(guiders[0], sig[:split + 1], noise), (guiders[1], sig[split:], torch.zeros_like(noise))]
 
 
 class PyramidGuider:

@@ -10,7 +10,7 @@ from ..core.samplers.pyramid import parse_ladder
 from ..core.samplers.schedule_families import FAMILIES
 from ..core.samplers.searched_schedules import load_store
 from ..host.highres import GUIDANCE_MODES, UPSCALE_METHODS, HighResError, HighResSettings, highres_sample
-from ..host.pyramid import UPSAMPLERS, PyramidGuider, pyramid_sample
+from ..host.pyramid import UPSAMPLERS, PyramidGuider, pyramid_sample, require_same_latent
 from ..host.sampling import (
     ksampler_run,
     output_latent,
@@ -123,6 +123,16 @@ class PyraPyramidSampler(io.ComfyNode):
                 _ladder_input(),
                 _upsample_input(),
                 _graphs_input(),
+                io.Model.Input("low_noise_model", optional=True,
+                               tooltip="Two-expert models (Wan 2.2 A14B): connect the low-noise expert here and "
+                                       "the high-noise one to model. Every level runs its steps below the "
+                                       "switch sigma on this one."),
+                io.Float.Input("expert_switch_sigma", **advanced(), optional=True, default=0.875, min=0.0,
+                               max=1.0, step=0.001,
+                               tooltip="With a low_noise_model: steps the model evaluates at a sigma below this "
+                                       "run on the low-noise expert (Wan 2.2 A14B's boundary: 0.875 text to "
+                                       "video, 0.9 image to video). A coarse level sees less noise than the "
+                                       "schedule's step, so it switches earlier."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent at the full size.")],
         )
@@ -133,13 +143,19 @@ class PyraPyramidSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-                ladder, upsample, cuda_graphs=True) -> io.NodeOutput:
-        refuse_non_finite(cfg=cfg, denoise=denoise)
+                ladder, upsample, cuda_graphs=True, low_noise_model=None,
+                expert_switch_sigma=0.875) -> io.NodeOutput:
+        refuse_non_finite(cfg=cfg, denoise=denoise, expert_switch_sigma=expert_switch_sigma)
         run = ksampler_run(model, latent_image, seed, positive, negative, cfg, steps, coarse_previews=True)
+        low_noise = None
+        if low_noise_model is not None:
+            require_same_latent(model, low_noise_model)
+            low = ksampler_run(low_noise_model, latent_image, seed, positive, negative, cfg, steps)
+            low_noise = (low.guider, expert_switch_sigma)
         samples = pyramid_sample(run.guider, run.noise, run.latent, sampler_object(sampler_name),
                                  schedule_sigmas(model, scheduler, steps, denoise), parse_ladder(ladder), upsample,
                                  latent_image.get("noise_mask"), run.callback, run.disable_pbar, seed,
-                                 cuda_graphs=cuda_graphs)
+                                 cuda_graphs=cuda_graphs, low_noise=low_noise)
         out = output_latent(latent_image, samples)
         return io.NodeOutput(out)
 
