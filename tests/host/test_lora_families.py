@@ -56,7 +56,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 # family -> (the family the file's keys are guessed as, the family whose model the "mismatch" cell connects)
 GUESS = {
-    "flux2": ("Flux.2", "qwen_image"), "flux2_klein": ("Flux.2", "ltx2"), "chroma": ("Chroma", "z_image"),
+    "flux2": ("Flux.2", "qwen_image"), "flux2_klein": ("Flux.2", "ltxv"), "chroma": ("Chroma", "z_image"),
     "qwen_image": ("Qwen-Image", "flux2"), "z_image": ("Z-Image", "ltxv"), "wan22_ti2v_5b": ("Wan", "flux2"),
     "wan22_a14b_high": ("Wan", "qwen_image"), "wan22_a14b_low": ("Wan", "z_image"),
     "hunyuan_video15": ("HunyuanVideo", "qwen_image"), "ltxv": ("LTX-Video", "flux2"), "ltx2": ("LTX-2", "z_image"),
