@@ -11,7 +11,9 @@ patched keys are exactly the perturbed ones, and the patched weights at strength
 - extract (WeLore threshold rule, exact SVD, fp32): the perturbed weights (the rule must find rank RANK);
 - resize to rank 1: the base plus the best rank-1 approximation of each delta (Eckart-Young), bare parameters
   unchanged;
-- merge (sum) of two extractions A and B at rank 2 * RANK: base + delta_A + delta_B.
+- merge (sum) of two extractions A and B at rank 2 * RANK: base + delta_A + delta_B;
+- kohya: the extraction renamed to kohya's lora_unet_<path with underscores> keys, resized at its own rank with the
+  model connected: back under diffusion_model.* keys, the perturbed weights.
 A cell that cannot run must refuse with a message that names the family and says what to do; "mismatch" is such a
 cell: the family's file resized against a model of another family. The expected table is written out below.
 """
@@ -61,10 +63,10 @@ GUESS = {
     "wan22_a14b_high": ("Wan", "qwen_image"), "wan22_a14b_low": ("Wan", "z_image"),
     "hunyuan_video15": ("HunyuanVideo", "qwen_image"), "ltxv": ("LTX-Video", "flux2"), "ltx2": ("LTX-2", "z_image"),
 }
-TOOLS = ("extract", "resize", "merge", "mismatch")
+TOOLS = ("extract", "resize", "merge", "kohya", "mismatch")
 # (tool, family) -> RUNS, or a piece of the refusal's message
 EXPECTED: dict[tuple[str, str], str] = {
-    **{(t, f): RUNS for t in ("extract", "resize", "merge") for f in FAMILIES},
+    **{(t, f): RUNS for t in ("extract", "resize", "merge", "kohya") for f in FAMILIES},
     **{("mismatch", f): f"looks made for {GUESS[f][0]}" for f in FAMILIES},   # 0 modules match the other model
 }
 HINTS = ("connect", "leave the model input unconnected")
@@ -219,6 +221,22 @@ def _run(comfy_host, f: _Family, tool: str, loras_dir: Path, fam) -> str:
             weight_4=1.0)
         db = f.deltas(2)
         problems = check_file(f, newest(loras_dir, f"pyra_fam_mg_{f.family}"), {k: da[k] + db[k] for k in da})
+    elif tool == "kohya":  # the file renamed to kohya's lora_unet_<path with underscores>, resized at its rank
+        from comfy.utils import save_torch_file
+
+        sd = load_file(str(loras_dir / a))
+        renamed = {(("lora_unet_" + k[len("diffusion_model."):].rsplit(".", 2)[0].replace(".", "_") + "."
+                     + ".".join(k.rsplit(".", 2)[1:])) if k.endswith(".weight") else
+                    ("lora_unet_" + k[len("diffusion_model."):-len(".alpha")].replace(".", "_") + ".alpha")
+                    if k.endswith(".alpha") else k): v for k, v in sd.items()}
+        name = f"pyra_fam_kohya_{f.family}.safetensors"
+        save_torch_file(renamed, str(loras_dir / name))
+        comfy_host.node("PyraResizeLoRA").execute(name, "rank", float(RANK), "fp32", f"loras/pyra_fam_kh_{f.family}",
+                                                  model=f.base)
+        out = newest(loras_dir, f"pyra_fam_kh_{f.family}")
+        if any(k.startswith("lora_unet_") for k in load_file(str(loras_dir / out))):
+            return "resize against the model kept kohya names"
+        problems = check_file(f, out, da)
     else:  # mismatch: the file against a model of another family
         other = fam(GUESS[f.family][1])
         comfy_host.node("PyraResizeLoRA").execute(a, "rank", 1.0, "fp32", "loras/pyra_fam_mismatch",
