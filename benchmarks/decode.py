@@ -5,6 +5,12 @@
     source benchmarks/device_env.sh                                           # on the lent H200 (carry .device)
     python3 benchmarks/decode.py --mode gpu --json OUT.json                   # real-size SDXL and Flux KL VAEs
     python3 benchmarks/decode.py --mode gpu --families wan --json OUT.json    # real-size Wan 2.1 VAE, 81 frames
+    python3 benchmarks/decode.py --mode gpu --families flux2,qwen,wan22,hv15 --json OUT.json   # 2026 families
+    python3 benchmarks/decode.py --mode cpu --families flux2,qwen,wan22,hv15  # their tiny VAEs (smoke, CPU)
+
+The 2026 families (`family_cases`, see its docstring) run through the node's path and the host's own: `vae.decode`
+(the host's full decode) against `host.vae.exact_decode` (what PyraExactVAEDecode runs), in the host's default
+memory mode (dynamic VRAM on 0.33.0), at real sizes with random weights.
 
 The Wan 2.1 VAE is the host's WanVAE at its real size (dim 96) with seeded random weights, through comfy.sd.VAE
 (detected from its keys as the host loads a Wan 2.1 VAE file). fp32 exactness runs on --wan-exact-frames latent
@@ -29,6 +35,7 @@ Peak: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, includi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -36,7 +43,10 @@ import sys
 import time
 from pathlib import Path
 
+from _host import host_info as pack_host_info
 from _host import import_host, pack_module
+
+START = time.perf_counter()
 
 REAL = {"ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2}
 TINY = {"ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2}
@@ -169,6 +179,9 @@ def gpu_cases(args, emit):
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda")
     for fam in args.families:
+        if fam in NEW_FAMILIES:
+            family_cases(args, emit, dev, fam)
+            continue
         if fam == "wan":
             wan_gpu_cases(args, emit, dev)
             continue
@@ -231,6 +244,199 @@ def cpu_cases(args, emit):
         z = latent((1, 16, 21, 8, 8), torch.device("cpu"), torch.float32)   # 81 frames: the host's temporal tiles
         res, _ = run_case(vae, z, [4], 1, False, tile=(64, 8))
         emit("wan_tiny_fp32_81x64x64", res)
+
+
+# --- the 2026 families: Flux.2, Qwen-Image (the Wan 2.1 VAE class), Wan 2.2 TI2V-5B, HunyuanVideo 1.5 --------------
+
+# family -> (fp32 exactness latent, bf16 memory/time latents, band sizes) on the GPU; shapes (B, C, [T,] h, w)
+NEW_FAMILIES = {
+    "flux2": ((1, 128, 64, 64), [(1, 128, 128, 128), (1, 128, 256, 256)], [0, 4, 8]),       # 1024; 2048, 4096 px
+    "qwen": ((1, 16, 1, 128, 128), [(1, 16, 1, 166, 166), (1, 16, 1, 256, 256)], [0, 8, 16]),  # 1024; 1328, 2048
+    "wan22": ((1, 48, 2, 44, 80), [(1, 48, 21, 44, 80)], [0, 2]),   # 1280x704: 5 frames; 81 frames
+    "hv15": ((1, 32, 2, 45, 80), [(1, 32, 21, 45, 80)], [0, 2]),    # 1280x720: 5 frames; 81 frames
+}
+TINY_FAMILIES = {"flux2": ("image", "flux2", (2, 128, 5, 3)), "qwen": ("image", "qwen_image", (1, 16, 1, 9, 7)),
+                 "wan22": ("video", "wan22_ti2v_5b", (1, 48, 2, 3, 2)),
+                 "hv15": ("video", "hunyuan_video15", (1, 32, 3, 3, 2))}
+HV15_REAL = {"in_channels": 3, "out_channels": 3, "num_res_blocks": 2, "ffactor_spatial": 16, "ffactor_temporal": 4,
+             "downsample_match_channel": True, "upsample_match_channel": True, "z_channels": 32,
+             "block_out_channels": [128, 256, 512, 1024, 1024]}
+FAMILY_GOALS = {"peak": 1 / 4, "time": 1.3, "err_fp32": 1e-4}
+
+
+@functools.lru_cache(maxsize=1)
+def family_state_dict(fam: str, seed: int = 0) -> dict:
+    """The VAE file of `fam` at its real size with seeded random weights, in the layout the host detects."""
+    import torch
+
+    if fam == "flux2":
+        from comfy.ldm.models.autoencoder import AutoencoderKL
+
+        dd = {"double_z": True, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3,
+              "attn_resolutions": [], "dropout": 0.0, "batch_norm_latent": True, **REAL}
+        model = seed_weights(AutoencoderKL(ddconfig=dd, embed_dim=32), seed,
+                             lambda name: "norm" in name and name.endswith("weight"))
+        g = torch.Generator().manual_seed(seed + 1)
+        model.bn.running_mean.copy_(0.1 * torch.randn(model.bn.running_mean.shape, generator=g))
+        model.bn.running_var.copy_(1.0 + torch.rand(model.bn.running_var.shape, generator=g))
+    elif fam == "qwen":
+        import comfy.ldm.wan.vae
+
+        model = seed_weights(comfy.ldm.wan.vae.WanVAE(**WAN_REAL), seed, lambda name: "gamma" in name)
+    elif fam == "hv15":
+        import comfy.ldm.hunyuan_video.vae_refiner as refiner
+
+        model = torch.nn.Module()
+        model.encoder, model.decoder = refiner.Encoder(**HV15_REAL), refiner.Decoder(**HV15_REAL)
+        model = seed_weights(model, seed, lambda name: "gamma" in name)
+    else:
+        import comfy.ldm.wan.vae2_2
+
+        model = seed_weights(comfy.ldm.wan.vae2_2.WanVAE(dec_dim=256, **{**WAN_REAL, "dim": 160, "z_dim": 48}),
+                             seed, lambda name: "gamma" in name)
+    return model.state_dict()
+
+
+def build_family_vae(fam: str, device, dtype):
+    """comfy.sd.VAE of `fam` (family_state_dict) with its weights in `dtype`."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=family_state_dict(fam), device=device, dtype=dtype)
+    vae.output_device = device   # the decoded image stays on the GPU for both: peaks include it, times no copy
+    return vae
+
+
+def _node_run(vae, z, rows, repeats, cuda, warmup=True):
+    """(images, s, peak) of the host's `vae.decode` (rows None) or Pyra's `exact_decode` (rows >= 0; 0 = auto)."""
+    exact = pack_module("host.vae").exact_decode
+    fn = (lambda: vae.decode(z)) if rows is None else (lambda: exact(vae, z, rows))
+    return measure(fn, repeats, cuda) if warmup else _measure_once(fn, cuda)
+
+
+def _measure_once(fn, cuda):
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    out = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() if cuda else None
+
+
+def family_case(vae, z, rows_list, repeats, cuda, raw=True, warmup=True):
+    """Host full decode against ours at each band size, through the node's path (images in [0, 1], fp32) and, with
+    `raw`, the decoder output itself (first_stage_model.decode against core sliced_decode, before the clamp)."""
+    import torch
+
+    sliced = pack_module("core.vae").sliced_decode
+    if not warmup and z.ndim == 5:   # warm both paths' kernels on one latent frame instead of a whole run
+        for rows in (None, rows_list[0]):
+            _measure_once(lambda r=rows: _node_run(vae, z[:, :, :1], r, 1, cuda, False), cuda)
+    host, t_host, p_host = _node_run(vae, z, None, repeats, cuda, warmup)
+    host = host.float().cpu()
+    res = {"shape": list(z.shape), "dtype": str(vae.vae_dtype).removeprefix("torch."), "full_s": t_host,
+           "full_peak": p_host, "ours": []}
+    if raw:
+        with torch.no_grad():
+            zz = z.to(vae.device, vae.vae_dtype)
+            ref = vae.first_stage_model.decode(zz).float().cpu()
+            res["raw_absmax"] = ref.abs().max().item()
+            res["raw_err"] = (sliced(vae.first_stage_model, zz, max(1, rows_list[-1])).cpu() - ref).abs().max().item()
+            del ref, zz
+    for rows in rows_list:
+        out, t, p = _node_run(vae, z, rows, repeats, cuda, warmup)
+        res["ours"].append({"rows": rows, "s": t, "peak": p, "err_img": (out.float().cpu() - host).abs().max().item()})
+        del out
+    return res
+
+
+def family_cases(args, emit, dev, fam):
+    """One 2026 family at real size on the GPU: fp32 exactness, then bf16 (the host's VAE dtype there) memory and
+    time at the real sizes of NEW_FAMILIES. Cases past --budget seconds are skipped (recorded)."""
+    import comfy.model_management as mm
+    import torch
+
+    exact_shape, shapes, rows = NEW_FAMILIES[fam]
+    video = len(exact_shape) == 5 and exact_shape[2] > 1
+    for dtype, todo in ((torch.float32, [exact_shape]), (torch.bfloat16, shapes)):
+        vae = build_family_vae(fam, dev, dtype)
+        for shape in todo:
+            name = f"{fam}_{str(dtype).removeprefix('torch.')}_{'x'.join(map(str, shape[1:]))}"
+            if time.perf_counter() - START > args.budget:
+                emit(name, {"skipped": f"past the --budget of {args.budget} s"})
+                continue
+            z = latent(shape, torch.device("cpu"), torch.float32)
+            long = video and shape[2] > 8   # 81 frames: one timed run after a one-frame warm-up
+            fp32 = dtype == torch.float32
+            reps = 1 if long or fp32 or shape[-1] >= 256 else args.repeats   # 2048/4096 px images: one timed run
+            emit(name, family_case(vae, z, rows, reps, True, raw=fp32, warmup=not (long or (fp32 and video))))
+        del vae
+        mm.unload_all_models()
+        mm.soft_empty_cache(True)
+
+
+def family_cpu_cases(args, emit):
+    """The tiny VAEs of host/tiny_image_families.py and tiny_video_families.py on the CPU, fp32 (a smoke run)."""
+    import torch
+
+    for fam in args.families:
+        kind, family, shape = TINY_FAMILIES[fam]
+        vae = pack_module(f"host.tiny_{kind}_families").tiny_vae(family)
+        emit(f"{fam}_tiny_fp32_{'x'.join(map(str, shape[1:]))}",
+             family_case(vae, latent(shape, torch.device("cpu"), torch.float32), [0, 2], 1, False))
+
+
+def family_summary(cases: dict) -> dict:
+    """Per family: the worst fp32 error (raw and image), and for the largest bf16 case run, peak and time of ours
+    over the host's at the band size with the lowest peak and at the auto size (rows 0), with the goals."""
+    head = {"goals": FAMILY_GOALS}
+    for fam in NEW_FAMILIES:
+        done = {k: c for k, c in cases.items() if k.startswith(fam + "_") and "skipped" not in c}
+        if not done:
+            continue
+        f32 = [c for k, c in done.items() if "_float32_" in k or "_fp32_" in k]
+        if f32:
+            head[f"{fam}_err_fp32_raw"] = max(c.get("raw_err", 0.0) for c in f32)
+            head[f"{fam}_err_fp32_img"] = max(o["err_img"] for c in f32 for o in c["ours"])
+        b16 = [c for k, c in done.items() if "_bfloat16_" in k and c.get("full_peak")]
+        if b16:
+            c = max(b16, key=lambda c: c["full_peak"])
+            low, auto = min(c["ours"], key=lambda o: o["peak"]), next(o for o in c["ours"] if o["rows"] == 0)
+            head[f"{fam}_case"] = "x".join(map(str, c["shape"][1:]))
+            head[f"{fam}_rows_lowest_peak"] = low["rows"]
+            head[f"{fam}_peak_ratio"] = low["peak"] / c["full_peak"]
+            head[f"{fam}_time_ratio"] = low["s"] / c["full_s"]
+            head[f"{fam}_auto_peak_ratio"] = auto["peak"] / c["full_peak"]
+            head[f"{fam}_auto_time_ratio"] = auto["s"] / c["full_s"]
+    return head
+
+
+def family_markdown(report: dict) -> str:
+    env, gib = report["env"], 1 << 30
+    lines = [f"# Exact VAE decode, 2026 families ({env.get('gpu', 'CPU')}, torch {env['torch']}, "
+             f"ComfyUI {env.get('comfyui', '?')}, {env.get('memory_mode', '?')}, {env['date']})", "",
+             f"Command: `{env['command']}`", "",
+             "Host: `vae.decode` (full decode); Pyra: `host.vae.exact_decode` (the node's path; band rows 0 = auto). "
+             "Errors: max abs difference to the host's images in [0, 1]; raw: the decoder output before the clamp.",
+             "", "| case | decoder | band rows | time s | peak GiB | max abs err (image) | raw err |",
+             "|---|---|---|---|---|---|---|"]
+    for name, c in report["cases"].items():
+        if "skipped" in c:
+            lines.append(f"| {name} | skipped: {c['skipped']} | | | | | |")
+            continue
+        peak = "-" if not c["full_peak"] else f"{c['full_peak'] / gib:.2f}"
+        lines.append(f"| {name} | host full | - | {c['full_s']:.3f} | {peak} | 0 | 0 |")
+        for o in c["ours"]:
+            peak = "-" if not o["peak"] else f"{o['peak'] / gib:.2f}"
+            raw = f"{c['raw_err']:.3g}" if "raw_err" in c else "-"
+            lines.append(f"| {name} | Pyra exact | {o['rows']} | {o['s']:.3f} | {peak} | {o['err_img']:.3g} | {raw} |")
+    lines += ["", "Summary: " + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                                          for k, v in report["summary"].items())]
+    return "\n".join(lines) + "\n"
 
 
 GOALS = {2048: 1 / 4, 4096: 1 / 6}   # the issue's peak-memory goals (fraction of the full decode's peak)
@@ -345,6 +551,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
+    ap.add_argument("--budget", type=float, default=170.0,
+                    help="2026 families: seconds after which the remaining GPU cases are skipped (recorded)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--resummarize", type=Path, default=None,
                     help="recompute the summary and table of an earlier GPU result file from its cases, in place")
@@ -368,6 +576,19 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=1))
 
+    new = all(f in NEW_FAMILIES for f in args.families)
+    if new:
+        report["env"].update(pack_host_info())
+        if gpu:
+            gpu_cases(args, emit)
+        else:
+            family_cpu_cases(args, emit)
+        report["summary"] = family_summary(report["cases"])
+        print(json.dumps(report["summary"], indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+            args.json.with_suffix(".md").write_text(family_markdown(report))
+        return
     (gpu_cases if gpu else cpu_cases)(args, emit)
     report["summary"] = summary(report["cases"]) if gpu else {
         "exact_max_abs_err_fp32": max(o["err"] for c in report["cases"].values() for o in c["ours"]),

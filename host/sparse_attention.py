@@ -15,6 +15,7 @@ import comfy.patcher_extension
 import torch
 
 from ..core.attention import predict_block_plan
+from ..core.attention.token_tiles import sequence_order
 from ..kernels.block_sparse_attention import block_sparse_attention
 from ..kernels.sdpa import fastest_sdpa
 from .models import SigmaWindow, patch_size, require_family, text_leads
@@ -43,6 +44,7 @@ class SparseSettings:
     window: SigmaWindow
     text_tokens: int  # -1: the conditioning's (HunyuanVideo: the joint attention's) text; 0 for Wan, LTX
     fastest_dense: bool
+    tiles: bool = True  # blocks of (frames x height x width) tiles where the patch grid is known (video DiTs)
 
 
 @dataclass
@@ -74,6 +76,7 @@ def _to_heads(q, k, v, heads: int, skip_reshape: bool):
 
 def make_override(settings: SparseSettings, stats: SparseStats):
     """The attention override: block-sparse self-attention inside the window, the host's attention elsewhere."""
+    keeps_all = settings.keep_ratio in (0.0, 1.0) and (settings.keep_mass >= 1.0 or settings.keep_ratio == 1.0)
 
     def override(func, q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
                  skip_output_reshape=False, **kwargs):
@@ -88,15 +91,37 @@ def make_override(settings: SparseSettings, stats: SparseStats):
                         skip_output_reshape=skip_output_reshape, **kwargs)
         qh, kh, vh = _to_heads(q, k, v, heads, skip_reshape)
         text = step["text_tokens"] if step["text_tokens"] >= 0 else q_len - step["tokens"]
+        text_at_end = not step["text_leads"]
+        order = _tile_order(step, q_len, settings, q.device) if settings.tiles and not keeps_all else None
+        if order is not None:   # image tiles first, the text (HunyuanVideo's leading text) after them
+            perm, _, text = order
+            text_at_end = True
+            qh, kh, vh = (t.index_select(2, perm) for t in (qh, kh, vh))
         plan = predict_block_plan(qh, kh, settings.block_size, settings.keep_mass, settings.keep_ratio, text,
-                                  text_at_end=not step["text_leads"])
+                                  text_at_end=text_at_end)
         stats.sparse_calls += 1
         stats.kept_blocks = stats.kept_blocks + plan.counts.sum()  # stays on the device: no sync per call
         stats.total_blocks += plan.mask.numel()
         out = block_sparse_attention(qh, kh, vh, plan, settings.block_size)
+        if order is not None:
+            out = out.index_select(2, order[1])
         return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 
     return override
+
+
+def _tile_order(step: dict, q_len: int, settings: SparseSettings, device
+                ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(perm over the sequence, its inverse, text tokens now at the end) that puts the image tokens in block-sized
+    tiles of their (frames x height x width) grid (core/attention/token_tiles.py), or None where the grid is
+    unknown (SD3, Flux, Chroma, Qwen-Image). The image tokens are the last `tokens` of the sequence; what leads
+    them is text."""
+    grid = step.get("grid")
+    if not grid or step["tokens"] is None or step["tokens"] < 0:
+        return None
+    lead = q_len - step["tokens"]
+    perm, inv = sequence_order(grid, settings.block_size, lead, device)
+    return perm, inv, lead
 
 
 def _holds_the_image(step: dict, q_len: int) -> bool:
@@ -128,12 +153,13 @@ def _apply_model_wrapper(settings: SparseSettings, leads: bool, grid: tuple[int,
             text = settings.text_tokens
             if text < 0 and not (leads and grid):
                 text = c_crossattn.shape[1] if (leads and c_crossattn is not None) else 0
-            tokens = None
+            tokens, token_grid = None, None
             if grid:
-                tokens = math.prod(-(-s // p) for s, p in zip(x.shape[2:], grid, strict=True))
+                token_grid = tuple(-(-s // p) for s, p in zip(x.shape[2:], grid, strict=True))
+                tokens = math.prod(token_grid)
                 if not leads and c_crossattn is not None and tokens == c_crossattn.shape[1]:
                     tokens = -1
-            options[STEP_KEY] = {"text_tokens": text, "text_leads": leads, "tokens": tokens}
+            options[STEP_KEY] = {"text_tokens": text, "text_leads": leads, "tokens": tokens, "grid": token_grid}
         return executor(x, t, c_concat, c_crossattn, control, options, **kw)
 
     return wrapper

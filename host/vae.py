@@ -29,7 +29,7 @@ def check_latent(vae, z: torch.Tensor) -> None:
         name = type(vae.first_stage_model).__name__
         raise LatentMismatch(f"the latent has {z.shape[1]} channels but this VAE ({name})"
                              f" expects {vae.latent_channels}: connect the VAE of the model family that made the latent"
-                             " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1: 16)")
+                             " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1/Qwen-Image: 16; Flux.2: 128; Wan 2.2: 48)")
 
 def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str) -> torch.Tensor:
     """run(model, x on the VAE's device and dtype, rows, output device) for one sample; out-of-memory halves the
@@ -49,6 +49,13 @@ def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str) -> torch
                         rows // 2)
             rows //= 2
 
+def spatial_upscale(vae) -> int:
+    """Output pixels per latent pixel along a side (8; 16 for Flux.2 and Wan 2.2): the host's upscale_ratio, whose
+    last entry is the spatial one for video VAEs."""
+    ratio = vae.upscale_ratio
+    return int(ratio[-1] if isinstance(ratio, tuple) else ratio)
+
+
 def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     """IMAGE (B, H, W, C), or (B, T, H, W, C) for video, exactly as `vae.decode` returns it."""
     vae.throw_exception_if_invalid()
@@ -62,7 +69,7 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
                        force_full_load=vae.disable_offload)
     if slice_rows <= 0:
         slice_rows = auto_slice_rows(tuple(z[:1].shape), mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
-                                     band_channels(vae.first_stage_model))
+                                     band_channels(vae.first_stage_model), spatial_upscale(vae))
     out = _per_sample(vae, z.shape[0], "decode",
                       lambda i: vae.process_output(run_in_bands(vae, decode, z[i:i + 1], slice_rows, "decode")))
     return vae.decode(z) if out is None else out.movedim(1, -1)

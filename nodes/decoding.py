@@ -40,14 +40,15 @@ class PyraExactVAEDecode(io.ComfyNode):
                 "Decodes a latent in row bands with a fraction of VAE Decode's memory and the same result (up to "
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams or colour shifts as with tiled decoding. Exact for the KL VAEs of "
-                "SD1.5/SDXL/SD3/Flux, for TAESD and for the Wan 2.1 video VAE and the Qwen-Image VAE (bands of "
-                "rows walk all frames with their own causal caches); other VAEs (Wan 2.2, ...) use the host's own "
-                "decode."
+                "SD1.5/SDXL/SD3/Flux/Flux.2, for TAESD, and for the Wan 2.1 video VAE (also Qwen-Image's), the "
+                "Wan 2.2 TI2V-5B and the HunyuanVideo 1.5 VAEs (bands of rows walk all frames with their own causal "
+                "caches); other VAEs (LTX, ...) use the host's own decode."
             ),
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (image, or video for video VAEs)."),
                 io.Vae.Input("vae", tooltip=(
-                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux), TAESD and the Wan 2.1 VAE decode sliced and exact; "
+                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2), TAESD, the Wan 2.1 (Qwen-Image), Wan 2.2 "
+                    "and HunyuanVideo 1.5 VAEs decode sliced and exact; "
                     "any other VAE falls back to the host's plain decode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=SLICE_TOOLTIP),
             ],
@@ -73,15 +74,15 @@ class PyraExactVAEEncode(io.ComfyNode):
             description=(
                 "Encodes an image in row bands with a fraction of VAE Encode's memory and the same result (up to "
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
-                "image, so there are no seams as with tiled encoding. Exact for the KL VAEs of SD1.5/SDXL/SD3/Flux; "
-                "other VAEs (TAESD, Wan, ...) use the host's own encode."
+                "image, so there are no seams as with tiled encoding. Exact for the KL VAEs of "
+                "SD1.5/SDXL/SD3/Flux/Flux.2; other VAEs (TAESD, Wan, Qwen-Image, ...) use the host's own encode."
             ),
             inputs=[
                 io.Image.Input("pixels", tooltip="The image to encode (cropped to a multiple of 8, as VAE Encode "
                                                  "does; only the first 3 channels are used)."),
                 io.Vae.Input("vae", tooltip=(
-                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux) encode sliced and exact; any other VAE falls back "
-                    "to the host's plain encode, with one line in the log saying why.")),
+                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2) encode sliced and exact; any other VAE falls "
+                    "back to the host's plain encode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=(
                     "Latent rows per band (8 image rows each). 0 picks it from free device memory (at most 16, and "
                     "an eighth of the height). The result is the same for every value. If a band runs out of memory "

@@ -226,19 +226,24 @@ class PyraSparseAttention(io.ComfyNode):
                 io.Boolean.Input("fastest_dense_backend", **advanced(), default=True,
                                  tooltip="Run dense attention (outside the window, cross-attention) on the "
                                          "fastest SDPA backend on CUDA: cuDNN, then flash. Exact."),
+                io.Boolean.Input("video_tiles", **advanced(), default=True, optional=True,
+                                 tooltip="Video DiTs (Wan, HunyuanVideo, LTX): each block of the mask is a compact "
+                                         "frames x height x width tile of the patch grid instead of a strip of "
+                                         "one row. Off: the model's own token order."),
             ],
             outputs=[io.Model.Output(tooltip="A patched clone of the model; the input model is untouched.")],
         )
 
     @classmethod
     def execute(cls, model, keep_mass: float, keep_ratio: float, block_size: str, start_percent: float,
-                end_percent: float, text_tokens: int, fastest_dense_backend: bool) -> io.NodeOutput:
+                end_percent: float, text_tokens: int, fastest_dense_backend: bool,
+                video_tiles: bool = True) -> io.NodeOutput:
         refuse_non_finite(keep_mass=keep_mass, keep_ratio=keep_ratio, start_percent=start_percent,
                           end_percent=end_percent)
         refuse_empty_window(start_percent, end_percent, "sparse steps")
         family = sparse_attention.detect_family(model)
         settings = SparseSettings(keep_mass, keep_ratio, int(block_size), SigmaWindow(start_percent, end_percent),
-                                  text_tokens, fastest_dense_backend)
+                                  text_tokens, fastest_dense_backend, video_tiles)
         patched = model.clone()
         multigpu.guard(patched, "PyraSparseAttention")
         sparse_attention.install(patched, family, settings)

@@ -10,6 +10,9 @@ upsampling no larger than a full-resolution activation); an upsample and its con
 block's segment, so the widest full-resolution tensors (the upsampled 256- and 512-channel ones) never exist
 whole, and norm_out + conv_out write band by band straight into the output.
 SD3 and Flux files have no post_quant_conv (the host wraps the same Decoder in an AutoencodingEngine).
+Flux.2's VAE is the same decoder (32 z channels) behind a latent batch norm over 2x2 patches (the host's
+AutoencoderKL with `bn`: 128 latent channels at 1/16): `latent_in` undoes the norm and the patches exactly as the
+host's decode does (per position, so outside the bands), and the rest is the decode above.
 
 Why it costs what it costs (convolution FLOPs, memory traffic and the live-tensor peak per pass, host against
 this path, the reference path `fast=False` beside it): `benchmarks/decode_cost.py`, results in
@@ -51,6 +54,33 @@ def _post_quant(model: nn.Module, z: Tensor) -> Tensor:
     return z if conv is None else conv(z)
 
 
+def check_latent_norm(model: nn.Module) -> None:
+    """Raise SliceUnsupported for a latent batch norm other than Flux.2's (2x2 patches, running statistics)."""
+    bn = getattr(model, "bn", None)
+    if bn is not None and (not isinstance(bn, nn.BatchNorm2d) or tuple(getattr(model, "ps", ())) != (2, 2)
+                           or bn.running_var is None or not hasattr(model, "bn_eps")):
+        raise SliceUnsupported("only the Flux.2 latent batch norm (2x2 patches, running statistics) is supported")
+
+
+def latent_in(model: nn.Module, z: Tensor) -> Tensor:
+    """The decoder's latent for the file's latent z: Flux.2's (B, 4c, h, w) batch-normalised 2x2 patches back to
+    (B, c, 2h, 2w), in the host's order (z * sqrt(var + eps) + mean, then "(c pi pj) i j -> c (i pi) (j pj)");
+    z itself for every other KL VAE."""
+    bn = getattr(model, "bn", None)
+    if bn is None:
+        return z
+    s = torch.sqrt(bn.running_var.view(1, -1, 1, 1).to(device=z.device, dtype=z.dtype) + model.bn_eps)
+    m = bn.running_mean.view(1, -1, 1, 1).to(device=z.device, dtype=z.dtype)
+    z = z * s + m
+    b, c4, h, w = z.shape
+    return z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def upscale(model: nn.Module) -> int:
+    """Output pixels per latent pixel and side: 8, or 16 for Flux.2 (its 2x2 latent patches)."""
+    return 2 ** (model.decoder.num_resolutions - 1) * (1 if getattr(model, "bn", None) is None else 2)
+
+
 def resblock_ops(blk: nn.Module, fast: bool = True) -> list[RowOp]:
     if not isinstance(blk.norm1, nn.GroupNorm) or not isinstance(blk.norm2, nn.GroupNorm):
         raise SliceUnsupported(f"{type(blk).__name__} without GroupNorm")
@@ -67,8 +97,7 @@ def _check(model: nn.Module, z: Tensor) -> None:
     dec = model.decoder
     if z.ndim != 4:
         raise SliceUnsupported(f"the KL slicer decodes 4-D image latents, got {z.ndim}-D")
-    if getattr(model, "bn", None) is not None:
-        raise SliceUnsupported("latent batch-norm VAEs (Flux 2) are not supported")
+    check_latent_norm(model)
     if not all(hasattr(dec.mid.attn_1, n) for n in ("norm", "q", "k", "v", "proj_out")):
         raise SliceUnsupported(f"unknown mid attention {type(dec.mid.attn_1).__name__}")
     if not isinstance(dec.conv_in, nn.Conv2d):
@@ -176,12 +205,13 @@ def kl_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.de
               out_dtype: torch.dtype = torch.float32, fast: bool = True) -> Tensor:
     """What `model.decode(z)` returns, in `out_dtype` (default fp32), computed in bands of `slice_rows` latent rows.
 
-    z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) on `out_device`.
+    z: (B, C, h, w) in the model's dtype and device. Returns (B, out_ch, 8h, 8w) on `out_device` (16h, 16w for
+    Flux.2; a band is still `slice_rows` rows of z).
     `fast=False` is the reference: every up step sliced, `Upsample2x` + `Conv`, unfused GroupNorm.
     """
     _check(model, z)
     dec = model.decoder
-    h = dec.conv_in(_post_quant(model, z))
+    h = dec.conv_in(_post_quant(model, latent_in(model, z)))
     h = dec.mid.block_2(mid_attention(dec.mid.attn_1, dec.mid.block_1(h, None)), None)
     skip = whole_steps(model, *z.shape[-2:]) if fast else 0
     for step in up_steps(model)[:skip]:

@@ -21,6 +21,23 @@ from torch import Tensor, nn
 from ...kernels.group_norm import group_norm_batch_norm, group_norm_reference, per_channel
 
 
+def conv_weights(op, conv: nn.Module, device, dtype) -> tuple[Tensor, Tensor | None]:
+    """`conv`'s weight and bias in `dtype` on `device`, made once per op, device and dtype (kept on `op`).
+
+    A program is built for one decode, so the copy lives as long as the decode. Under the host's dynamic VRAM
+    (ComfyUI 0.16+) a module's own weight stays on the offload device and the host casts it per call; reading it
+    per band would copy it over the bus once per band and frame, so it is copied once. Where the weight already
+    lies on `device` in `dtype`, the cache holds the weight itself (no copy).
+    """
+    key = (device, dtype)
+    cached = getattr(op, "_weights", None)
+    if cached is None or cached[0] != key:
+        bias = None if conv.bias is None else conv.bias.to(device=device, dtype=dtype)
+        cached = (key, conv.weight.to(device=device, dtype=dtype), bias)
+        op._weights = cached
+    return cached[1], cached[2]
+
+
 class RowOp:
     """Identity on rows: elementwise operators use this geometry."""
 
@@ -67,8 +84,7 @@ class Conv(RowOp):
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
         if top or bottom:
             x = F.pad(x, (0, 0, top, bottom))
-        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        w, bias = conv_weights(self, self.conv, x.device, x.dtype)
         return F.conv2d(x, w, bias, padding=(0, self.p))
 
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kl import SliceUnsupported
-from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x
+from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x, conv_weights
 from .stream import Program, Rows, row_slices
 
 CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
@@ -98,8 +98,7 @@ class CausalConv(Conv):
         top = r0 - (a - self.p)
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
         buf = self._padded(x, cached, top, bottom)
-        w = self.conv.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if self.conv.bias is None else self.conv.bias.to(device=x.device, dtype=x.dtype)
+        w, bias = conv_weights(self, self.conv, x.device, x.dtype)
         return F.conv3d(buf, w, bias, padding=(0, 0, self.p))
 
     def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int) -> Tensor:
@@ -271,7 +270,15 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         raise SliceUnsupported(f"the Wan 2.1 slicer decodes 5-D video latents, got {z.ndim}-D")
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    whole_ops, band_ops = wan_programs(model)
+    return decode_bands(model, z, slice_rows, *wan_programs(model), out_device, out_dtype)
+
+
+def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[RowOp], band_ops: list[RowOp],
+                 out_device: torch.device | None, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
+    """The decode of `wan_decode` for any (latent-resolution, band) split of a Wan-style causal decoder: the whole
+    part over all latent frames, then per band of output rows every latent frame in order with the band's own
+    caches. `patch` > 1: the decoder's output holds patch x patch pixels per position in its channels (Wan 2.2:
+    "b (c r q) t h w -> b c t (h q) (w r)"), unfolded as each band is written."""
     h, n_t = z.shape[-2], z.shape[2]
     feats = latent_features(model, z, whole_ops)
     prog = Program(band_ops, [], h)
@@ -282,11 +289,15 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         f0 = 0
         for t in range(n_t):
             y = prog.band(0, len(band_ops), Rows(feats[:, :, t:t + 1]), a, b)
+            if patch > 1:
+                bsz, c, nt, rows, w = y.shape
+                y = y.reshape(bsz, c // patch ** 2, patch, patch, nt, rows, w).permute(0, 1, 4, 5, 3, 6, 2) \
+                    .reshape(bsz, c // patch ** 2, nt, rows * patch, w * patch)
             if out is None:
                 frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
-                out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=out_dtype,
+                out = torch.empty((*y.shape[:2], frames, h_out * patch, y.shape[-1]), dtype=out_dtype,
                                   device=out_device or z.device)
-            out[:, :, f0:f0 + y.shape[2], a:b] = y
+            out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
             f0 += y.shape[2]
             del y
     return out

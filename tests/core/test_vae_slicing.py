@@ -200,6 +200,10 @@ def test_auto_slice_rows():
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 80 * gib) == vae.MAX_AUTO_ROWS == 16   # and at 16 rows
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 1 * gib) < 16            # less memory, thinner bands
     assert vae.auto_slice_rows((1, 4, 256, 256), 2, 0) == 1
+    # 16x VAEs (Flux.2, Wan 2.2, HunyuanVideo 1.5): the same caps in output rows, half as many latent rows
+    assert vae.auto_slice_rows((1, 128, 256, 256), 2, 80 * gib, upscale=16) == 8
+    assert vae.auto_slice_rows((1, 48, 44, 80), 2, 80 * gib, 256, upscale=16) == 6
+    assert vae.auto_slice_rows((1, 48, 8, 8), 2, 80 * gib, 256, upscale=16) == 2
     assert vae.auto_slice_rows((1, 4, 3, 5), 4, 80 * gib) == 3
 
 

@@ -97,7 +97,7 @@ def test_text_tokens_kept_in_joint_attention(mods):
     patched.model_options["transformer_options"]["optimized_attention_override"] = spy
     sample(patched, cond, "flux", FAMILIES["flux"][1])
     tokens = cond.demo_conditioning("flux")[0][0].shape[1]
-    assert seen and all(s == {"text_tokens": tokens, "text_leads": True, "tokens": None} for s in seen)
+    assert seen and all(s == {"text_tokens": tokens, "text_leads": True, "tokens": None, "grid": None} for s in seen)
     assert stats.history[-1] > 0
 
 

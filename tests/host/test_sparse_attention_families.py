@@ -1,7 +1,8 @@
 """PyraSparseAttention on the DiTs of 2026 (host/tiny_image_families.py, host/tiny_video_families.py), 256
 image tokens each: keep-all equals the unpatched model, sparse settings reach the sparsity asked for in the
 self-attention (joint with the text for Chroma, Qwen-Image and HunyuanVideo 1.5, the video tokens alone for
-LTX) and change the latent a little, the base model stays untouched. Random weights: this says the hooks fit, nothing of quality."""
+LTX) and change the latent a little, the base model stays untouched. Random weights: this says the hooks fit,
+nothing of quality."""
 
 from __future__ import annotations
 
@@ -67,3 +68,23 @@ def test_keep_all_exact_sparse_close_base_untouched(comfy_host, tiny):
 
     assert torch.equal(_sample(base, mod, family, shape), plain)
     assert repr(base.model_options) == options_before
+
+
+@pytest.mark.parametrize("tiny", ["hunyuan_video15", "ltxv"], indirect=True)
+def test_video_tiles_change_the_blocks_not_the_keep_all_result(comfy_host, tiny):
+    """With the tile order (the default) keep-all is still the plain model; sparse, the blocks differ from the
+    raster order's, so the latent does too (the text of HunyuanVideo stays whole: it moves behind the tiles)."""
+    hooks = comfy_host.module("host.sparse_attention")
+    family, mod, shape = tiny
+    base = mod.build(family)
+    key = FAMILY.get(family, family)
+    plain = _sample(base, mod, family, shape)
+    outs = {}
+    for tiles in (True, False):
+        for keep_ratio in (0.0, 0.5):
+            clone = base.clone()
+            settings = hooks.SparseSettings(1.0, keep_ratio, 64, hooks.SigmaWindow(0.0, 1.0), -1, False, tiles)
+            hooks.install(clone, key, settings)
+            outs[tiles, keep_ratio] = _sample(clone, mod, family, shape)
+    assert torch.equal(outs[True, 0.0], plain) and torch.equal(outs[False, 0.0], plain)
+    assert not torch.equal(outs[True, 0.5], outs[False, 0.5])

@@ -1,0 +1,160 @@
+"""PyraExactVAEDecode / PyraExactVAEEncode on the VAEs of the 2026 families (the tiny VAEs of
+host/tiny_image_families.py and host/tiny_video_families.py, built by the host's comfy.sd.VAE), against the host's
+own decode and encode in fp32: Flux.2 (KL + latent batch norm), Qwen-Image (the Wan 2.1 class), Wan 2.2 TI2V-5B and
+HunyuanVideo 1.5 exact; LTX-2 takes the host's own decode, logged."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def mod(comfy_host):
+    return comfy_host.module("host.vae")
+
+
+class _TinyVAEs(dict):
+    """family -> the host's tiny VAE of it, built on first use; a host without the family's classes skips."""
+
+    def __init__(self, img, vid):
+        super().__init__()
+        self.img, self.vid = img, vid
+
+    def __missing__(self, family):
+        image = family in ("flux2", "qwen_image")
+        missing = self.img.missing_host_class(family) if image else ", ".join(self.vid.missing_host_classes(family))
+        if missing:
+            pytest.skip(f"this host lacks {missing}, which the {family} VAE needs")
+        self[family] = (self.img if image else self.vid).tiny_vae(family)
+        return self[family]
+
+
+@pytest.fixture(scope="module")
+def vaes(comfy_host):
+    return _TinyVAEs(comfy_host.module("host.tiny_image_families"), comfy_host.module("host.tiny_video_families"))
+
+
+def latent(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def decode_node(comfy_host, vae, z, rows):
+    return comfy_host.node("PyraExactVAEDecode").execute({"samples": z}, vae, rows).result[0]
+
+
+def stock(vae, z):
+    images = vae.decode(z)
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+def err(a, b):
+    return (a - b).abs().max().item()
+
+
+CASES = [("flux2", (2, 128, 5, 3), (2, 80, 48, 3)), ("qwen_image", (1, 16, 1, 9, 7), (1, 72, 56, 3)),
+         ("wan22_ti2v_5b", (1, 48, 1, 4, 4), (1, 64, 64, 3)), ("wan22_ti2v_5b", (2, 48, 3, 5, 3), (18, 80, 48, 3)),
+         ("hunyuan_video15", (1, 32, 1, 4, 4), (1, 64, 64, 3)), ("hunyuan_video15", (2, 32, 3, 5, 3), (18, 80, 48, 3)),
+         ("hunyuan_video15", (1, 32, 4, 3, 2), (13, 48, 32, 3))]
+
+
+@pytest.mark.parametrize("family, shape, image", CASES)
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_exact_decode_matches_the_hosts(comfy_host, vaes, caplog, family, shape, image, rows):
+    vae = vaes[family]
+    z = latent(shape)
+    with caplog.at_level(logging.INFO):
+        out = decode_node(comfy_host, vae, z, rows)
+    assert "host's own decode" not in caplog.text   # the exact path ran
+    ref = stock(vae, z)
+    assert out.shape == ref.shape == image
+    assert err(out, ref) <= TOL
+    assert ref.std() > 0.05   # not a flat image
+
+
+def test_the_check_fails_on_a_wrong_input(comfy_host, vaes):
+    """The same comparison on a latent one value away (0.05 at one position) is far outside the tolerance."""
+    for family, shape, _ in CASES:
+        z = latent(shape)
+        wrong = z.clone()
+        wrong[(0,) * (z.ndim - 2) + (1, 1)] += 0.05
+        assert err(decode_node(comfy_host, vaes[family], wrong, 1), stock(vaes[family], z)) > TOL, family
+
+
+def test_flux2_decode_needs_the_latent_batch_norm(comfy_host, vaes, monkeypatch):
+    """Leaving out Flux.2's denormalisation (unpatching only, in kl.latent_in) is caught by the same check."""
+    kl = comfy_host.module("core.vae.kl")
+    vae, z = vaes["flux2"], latent((1, 128, 4, 4))
+    ref = stock(vae, z)
+    assert err(decode_node(comfy_host, vae, z, 1), ref) <= TOL
+    monkeypatch.setattr(kl, "latent_in", _plain_unpatch)
+    assert err(decode_node(comfy_host, vae, z, 1), ref) > TOL
+
+
+def _plain_unpatch(model, z):
+    """Flux.2's 2x2 unpatching without the batch norm's scale and shift (a wrong decoder input)."""
+    b, c4, h, w = z.shape
+    return z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def test_wan22_decode_needs_the_first_chunk_shortcut(comfy_host, vaes, monkeypatch):
+    """The DupUp3D shortcut drops the leading frame only on the first chunk; running every chunk as the first
+    gives the wrong frame count (8 instead of 5), and the decode fails rather than return it."""
+    wan22 = comfy_host.module("core.vae.wan22")
+    vae, z = vaes["wan22_ti2v_5b"], latent((1, 48, 2, 4, 4))
+    assert stock(vae, z).shape[0] == 5
+    monkeypatch.setattr(wan22.AddDupUp, "reset", lambda self: setattr(self, "first", False))
+    with pytest.raises(RuntimeError):
+        decode_node(comfy_host, vae, z, 1)   # 8 frames do not fit the 5 of the host's layout
+
+
+def test_flux2_encode_matches_the_hosts(comfy_host, vaes, caplog):
+    vae = vaes["flux2"]
+    pixels = torch.rand((2, 83, 50, 3), generator=torch.Generator().manual_seed(3))   # cropped to 80 x 48
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    ref = vae.encode(pixels)
+    assert out.shape == ref.shape == (2, 128, 5, 3)
+    assert err(out, ref) <= TOL
+    assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
+
+
+def test_hunyuan15_decode_needs_the_replicate_border(comfy_host, vaes, monkeypatch):
+    """Zero instead of replicate padding at the image's top and bottom rows is caught by the same check."""
+    hv = comfy_host.module("core.vae.hunyuan15")
+    vae, z = vaes["hunyuan_video15"], latent((1, 32, 2, 4, 4))
+    ref = stock(vae, z)
+    real_pad = hv.F.pad
+
+    def zero_rows(x, pad, mode="constant", value=None):
+        if mode == "replicate" and x.ndim == 5 and (pad[2] or pad[3]):
+            x = real_pad(x, (0, 0, pad[2], pad[3]))
+            pad = (pad[0], pad[1], 0, 0, *pad[4:])
+        return real_pad(x, pad, mode=mode) if mode == "replicate" else real_pad(x, pad, mode=mode, value=value)
+
+    monkeypatch.setattr(hv.F, "pad", zero_rows)
+    assert err(decode_node(comfy_host, vae, z, 1), ref) > TOL
+
+
+@pytest.mark.parametrize("family, shape", [("ltx2", (1, 128, 2, 2, 2))])
+def test_other_video_vaes_take_the_hosts_decode_logged(comfy_host, vaes, caplog, family, shape):
+    vae, z = vaes[family], latent(shape)
+    with caplog.at_level(logging.INFO):
+        out = decode_node(comfy_host, vae, z, 0)
+    assert "no exact sliced decoder for" in caplog.text and "using the host's own decode" in caplog.text
+    assert torch.equal(out, stock(vae, z))
+
+
+@pytest.mark.parametrize("family", ["qwen_image", "wan22_ti2v_5b", "hunyuan_video15", "ltx2"])
+def test_video_class_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family):
+    vae = vaes[family]
+    pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
+    assert "using the host's own encode" in caplog.text
+    assert torch.equal(out, vae.encode(pixels))
