@@ -41,7 +41,11 @@ def _patched(entries: list, key: str, device: torch.device) -> torch.Tensor:
 
 
 def model_differences(model_a, model_b, device: torch.device) -> tuple[list[Layer], dict[str, callable]]:
-    """(matrix layers, 1-D tensors) of model_a - model_b, computed lazily one key at a time.
+    """(matrix layers, tensors stored in full) of model_a - model_b, computed lazily one key at a time.
+
+    Matrix `.weight`s become layers to factorise; 1-D weights, biases and parameters not named `.weight` or
+    `.bias` (modulation tables, learned tokens) become `.diff` / `.diff_b` tensors, the keys the host's
+    `comfy.lora.load_lora` reads for them.
 
     Without model_b, model_a must be a difference already (the host's ModelSubtract output, as for LoraSave).
     The subtraction is the one ModelSubtract makes: model_b's weights and patches as a nested patch with
@@ -66,6 +70,8 @@ def model_differences(model_a, model_b, device: torch.device) -> tuple[list[Laye
             vectors[key[: -len(".weight")] + ".diff"] = fn
         elif key.endswith(".bias"):
             vectors[key[: -len(".bias")] + ".diff_b"] = fn
+        else:  # a bare parameter (Wan's modulation, LTX's scale_shift_table, Z-Image's pad tokens): a full .diff,
+            vectors[key + ".diff"] = fn  # which the host's key map reads under the parameter's own name
     return layers, vectors
 
 
@@ -108,11 +114,13 @@ def match_model(name: str, sd: dict, lora: LoraFile, model) -> tuple[LoraFile, s
             want = (*want[:dim], length, *want[dim + 1 :])
         if torch.Size(module.weight_shape).numel() != torch.Size(want).numel() or module.up.shape[0] != want[0]:
             raise LoraFileError(f"{name}: {base} has shape {module.weight_shape} but the model's {weight_key} "
-                                f"is {want}: the LoRA was made for another model")
+                                f"is {want}: the LoRA was made for another model (its keys look like "
+                                f"{guess_family(sd)}); connect the model it was made for")
         out.modules[weight_key[: -len(".weight")] if isinstance(target, str) else base] = module
     if matched == 0:
         raise LoraFileError(f"{name}: 0 of {len(lora.modules)} LoRA modules match this "
-                            f"{type(model.model).__name__} model; the file looks made for {guess_family(sd)}")
+                            f"{type(model.model).__name__} model; the file looks made for {guess_family(sd)}: "
+                            "connect a model of that family, or leave the model input unconnected")
     note = f"{name}: {matched} of {len(lora.modules)} modules match the model"
     return out, note + (f", {len(lora.modules) - matched} kept under their own names" if matched < len(lora.modules)
                         else "")

@@ -197,7 +197,8 @@ class PyraExtractLoRA(io.ComfyNode):
                                tooltip="Where the SVDs run: auto = the host's compute device (GPU if present)."),
                 io.Boolean.Input("bias_diff", **advanced(), default=True,
                                  tooltip="Also store bias and norm differences in full (.diff_b / .diff), as "
-                                         "LoraSave's bias_diff does."),
+                                         "LoraSave's bias_diff does, and those of bare parameters (Wan's "
+                                         "modulation, LTX's scale_shift_table, pad tokens)."),
                 *_common_inputs("loras/pyra_extracted_lora"),
                 io.Model.Input("model_b", optional=True, tooltip="The base model the finetune started from."),
             ],

@@ -146,12 +146,22 @@ def save_lora(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, 
     return path.stat().st_size
 
 
-# Family fingerprints on module paths (any key naming: dots or underscores).
+# Family fingerprints on module paths (any key naming: dots or underscores), most specific first: Flux.2,
+# Chroma and HunyuanVideo share Flux's double_blocks; Qwen-Image and LTX share diffusers' transformer_blocks.
 _FAMILY_PATTERNS = (
+    ("LTX-2", r"audio_(attn1|attn2|ff|scale_shift_table|patchify_proj|caption_projection)|"
+              r"(audio_to_video|video_to_audio)_attn"),
+    ("Flux.2", r"(double_stream|single_stream)_modulation"),
+    ("Chroma", r"distilled_guidance_layer"),
+    ("HunyuanVideo", r"individual_token_refiner|double_blocks\.\d+\.(img|txt)_attn_(qkv|proj)|"
+                     r"double_blocks\.\d+\.(img|txt)_mod\.linear"),
     ("Flux", r"(double_blocks|single_blocks)[._]\d+"),
     ("SD3", r"joint_blocks[._]\d+"),
+    ("Qwen-Image", r"transformer_blocks[._]\d+[._](img_mlp|txt_mlp|img_mod|txt_mod)"),
+    ("Z-Image (Lumina 2)", r"(noise_refiner|context_refiner)[._]\d+|layers[._]\d+[._](attention[._]qkv|feed_forward)"),
     ("Wan", r"blocks[._]\d+[._](self_attn|cross_attn|ffn)"),
     ("SD1.x/SDXL UNet", r"(input_blocks|output_blocks|middle_block|down_blocks|up_blocks|mid_block)"),
+    ("LTX-Video", r"transformer_blocks[._]\d+[._](attn1|attn2)|scale_shift_table|adaln_single"),
     ("text encoder", r"(lora_te\d?_|text_model|text_encoders)"),
 )
 

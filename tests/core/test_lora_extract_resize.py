@@ -161,3 +161,21 @@ def test_guess_family():
     assert lora_file.guess_family({k: torch.zeros(4, 2048)}) == "SDXL"
     assert lora_file.guess_family({k: torch.zeros(4, 768)}) == "SD1.x"
     assert lora_file.guess_family({"foo.lora_up.weight": t}) == "unknown"
+
+
+@pytest.mark.parametrize(("key", "family"), [
+    ("diffusion_model.double_stream_modulation_img.lin", "Flux.2"),
+    ("diffusion_model.distilled_guidance_layer.layers.0.in_layer", "Chroma"),
+    ("transformer.double_blocks.0.img_attn_qkv", "HunyuanVideo"),  # diffusion-pipe's names
+    ("diffusion_model.txt_in.individual_token_refiner.blocks.0.self_attn.qkv", "HunyuanVideo"),
+    ("lora_unet_double_blocks_0_img_attn_qkv", "Flux"),  # kohya Flux: not HunyuanVideo's diffusion-pipe names
+    ("transformer_blocks.0.img_mlp.net.0.proj", "Qwen-Image"),
+    ("diffusion_model.layers.0.attention.qkv", "Z-Image (Lumina 2)"),
+    ("diffusion_model.noise_refiner.0.feed_forward.w1", "Z-Image (Lumina 2)"),
+    ("diffusion_model.transformer_blocks.0.audio_to_video_attn.to_v", "LTX-2"),
+    ("diffusion_model.transformer_blocks.0.audio_attn1.to_q", "LTX-2"),
+    ("diffusion_model.transformer_blocks.0.attn1.to_q", "LTX-Video"),
+    ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "an SD-style UNet"),  # not LTX
+])
+def test_guess_family_of_the_2026_families(key, family):
+    assert lora_file.guess_family({f"{key}.lora_up.weight": torch.zeros(2, 2)}) == family
