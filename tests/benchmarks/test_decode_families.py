@@ -12,7 +12,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "decode.py"
 
 
-def test_cpu_smoke_writes_the_family_report(tmp_path):
+def test_cpu_smoke_writes_the_family_report(tmp_path, newest_host):
     out = tmp_path / "families.json"
     run = subprocess.run([sys.executable, str(BENCH), "--mode", "cpu", "--families", "flux2,qwen,wan22,hv15",
                           "--json", str(out)], capture_output=True, text=True, timeout=900, env=dict(os.environ))

@@ -32,7 +32,7 @@ def test_headline_keys():
                     "attn_speedup_vs_cudnn_wan22_a14b_s80": 3.5, "attn_speedup_vs_cudnn_wan22_a14b_s90": 6.0}
 
 
-def test_smoke_run_writes_every_figure(tmp_path):
+def test_smoke_run_writes_every_figure(tmp_path, newest_host):
     from host import host_python
 
     out = tmp_path / "families.json"

@@ -36,7 +36,7 @@ def test_a_large_checkpoint_comes_back_in_parts(tmp_path):
     assert split_checkpoint(small, 1.0, keep)["parts"] == ["flux-proxy.safetensors"]
 
 
-def test_smoke_run_trains_loads_and_evaluates(tmp_path):
+def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "proxies.py"), "--smoke", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
