@@ -33,7 +33,8 @@ step_cache (figure 3): step_cache.bench_model (PyraStepCache searched to EasyCac
   LazyCache at 0.2, uncached) at real width with fewer blocks, on the time-smooth stand-in
   (progressive_speed.smooth_time_embedding): Flux.2 dev (6144 wide, Flux.1 preset) at 768x768 and Wan 2.2
   TI2V-5B (3072 wide, Wan 2.1 preset) at 832x480, 33 frames. Random weights show speed only: the deviations and
-  reuse counts say nothing about a trained model's quality. Qwen-Image is left out: PyraStepCache refuses it.
+  reuse counts say nothing about a trained model's quality. Qwen-Image, Chroma, HunyuanVideo 1.5 and LTX (which
+  the step cache now runs on) are left out to keep the run within one device call.
   The default device bundle has no av, so comfy_api does not import and EasyCache's node classes get
   step_cache's stand-in base (its holders and wrappers are the host's); `easycache_node_base` records which.
   `tools/device_bundle.py --video` brings av but drops comfy-kitchen's CUDA extension, whose kernels the host's
