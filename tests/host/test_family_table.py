@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from family_helpers import IMAGE_FAMILIES, TinyFamily
 
-IMAGE = ("flux2", "flux2_klein", "chroma", "qwen_image", "z_image")
+IMAGE = IMAGE_FAMILIES
 VIDEO = ("wan22_ti2v_5b", "wan22_a14b_high", "wan22_a14b_low", "hunyuan_video15", "ltxv", "ltx2")
 FAMILIES = IMAGE + VIDEO
 RUNS = "runs"
@@ -45,25 +46,6 @@ EXPECTED: dict[tuple[str, str], str] = {
 HINTS = ("connect", "load ", "set family", "leave this node out")
 
 
-class _Tiny:
-    """One interface over the two builders: build, conditioning and the latent shape of a family."""
-
-    def __init__(self, comfy_host, family: str):
-        self.image = family in IMAGE
-        self.mod = comfy_host.module("host.tiny_image_families" if self.image else "host.tiny_video_families")
-        missing = self.mod.missing_host_class(family) if self.image else self.mod.missing_host_classes(family)
-        if missing:
-            pytest.skip(f"this host lacks what {family} needs: {missing}")
-        self.family = family
-        self.shape = self.mod.LATENT_SHAPES[family] if self.image else self.mod.latent_shape(family)
-
-    def build(self):
-        return self.mod.build(self.family)
-
-    def conditioning(self, seed: int):
-        return self.mod.conditioning(self.family, seed)
-
-
 def _defaults(node) -> dict:
     types = node.INPUT_TYPES()
     out = {}
@@ -78,7 +60,7 @@ def _defaults(node) -> dict:
     return out
 
 
-def _sample(model, tiny: _Tiny, steps=2):
+def _sample(model, tiny: TinyFamily, steps=2):
     import comfy.sample
 
     shape = tiny.shape
@@ -88,7 +70,7 @@ def _sample(model, tiny: _Tiny, steps=2):
                                seed=1, disable_pbar=True)
 
 
-def _cell(comfy_host, tiny: _Tiny, node_id: str) -> str:
+def _cell(comfy_host, tiny: TinyFamily, node_id: str) -> str:
     node = comfy_host.node(node_id)
     model = tiny.build()
     shape = tiny.shape
@@ -134,7 +116,7 @@ NODES = ("PyraStepCache", "PyraSparseAttention", "PyraSparsify", "PyraFeatureSli
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("node_id", NODES)
 def test_cell(comfy_host, node_id, family):
-    outcome = _cell(comfy_host, _Tiny(comfy_host, family), node_id)
+    outcome = _cell(comfy_host, TinyFamily(comfy_host, family), node_id)
     print(f"CELL {node_id} {family} :: {outcome}")
     if outcome != RUNS:
         assert outcome.startswith("refused"), outcome

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from family_helpers import TinyFamily
 
 IMAGE = {"chroma": (1, 16, 32, 32), "qwen_image": (1, 16, 1, 32, 32)}
 VIDEO = ("hunyuan_video15", "ltxv", "ltx2")
@@ -18,32 +19,23 @@ pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without to
 
 @pytest.fixture
 def tiny(comfy_host, request):
-    family = request.param
-    mod = comfy_host.module("host.tiny_image_families" if family in IMAGE else "host.tiny_video_families")
-    missing = mod.missing_host_class(family) if family in IMAGE else mod.missing_host_classes(family)
-    if missing:
-        pytest.skip(f"this host lacks what {family} needs: {missing}")
-    shape = IMAGE[family] if family in IMAGE else mod.latent_shape(family, frames=1, height=16, width=16)
-    return family, mod, shape
+    t = TinyFamily(comfy_host, request.param)
+    shape = IMAGE.get(t.family) or t.mod.latent_shape(t.family, frames=1, height=16, width=16)
+    return t.family, t, shape
 
 
-def _sample(model, mod, family, shape):
-    import comfy.sample
-
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    pos, neg = mod.conditioning(family, 1), mod.conditioning(family, 2)
-    return comfy.sample.sample(model, noise, STEPS, 2.0, "euler", "simple", pos, neg, torch.zeros(shape), seed=3,
-                               disable_pbar=True)
+def _sample(model, t: TinyFamily, shape):
+    return t.sample(model, shape, STEPS, seed=3)
 
 
 @pytest.mark.parametrize("tiny", [*IMAGE, *VIDEO], indirect=True)
 def test_keep_all_exact_sparse_close_base_untouched(comfy_host, tiny):
     hooks = comfy_host.module("host.sparse_attention")
     family, mod, shape = tiny
-    base = mod.build(family)
+    base = mod.build()
     family_key = FAMILY.get(family, family)
     assert hooks.detect_family(base) == family_key
-    plain = _sample(base, mod, family, shape)
+    plain = _sample(base, mod, shape)
     options_before = repr(base.model_options)
 
     def patched(keep_mass, keep_ratio):
@@ -52,11 +44,11 @@ def test_keep_all_exact_sparse_close_base_untouched(comfy_host, tiny):
         return clone, hooks.install(clone, family_key, settings)
 
     keep_all, stats = patched(1.0, 0.0)
-    assert torch.equal(_sample(keep_all, mod, family, shape), plain)
+    assert torch.equal(_sample(keep_all, mod, shape), plain)
     assert stats.sparse_calls > 0
 
     sparse, stats = patched(1.0, 0.5)
-    out = _sample(sparse, mod, family, shape)
+    out = _sample(sparse, mod, shape)
     assert stats.sparse_calls > 0 and stats.history[-1] > 0.2, stats.summary()
     assert not torch.equal(out, plain) and torch.isfinite(out).all()
     assert (out - plain).abs().mean() < 0.5 * plain.abs().mean()
@@ -66,7 +58,7 @@ def test_keep_all_exact_sparse_close_base_untouched(comfy_host, tiny):
         dm = base.model.diffusion_model   # shorter self-attention is not
         assert stats.sparse_calls == STEPS * (len(dm.double_blocks) + len(dm.single_blocks)) and stats.dense_calls
 
-    assert torch.equal(_sample(base, mod, family, shape), plain)
+    assert torch.equal(_sample(base, mod, shape), plain)
     assert repr(base.model_options) == options_before
 
 
@@ -76,15 +68,15 @@ def test_video_tiles_change_the_blocks_not_the_keep_all_result(comfy_host, tiny)
     raster order's, so the latent does too (the text of HunyuanVideo stays whole: it moves behind the tiles)."""
     hooks = comfy_host.module("host.sparse_attention")
     family, mod, shape = tiny
-    base = mod.build(family)
+    base = mod.build()
     key = FAMILY.get(family, family)
-    plain = _sample(base, mod, family, shape)
+    plain = _sample(base, mod, shape)
     outs = {}
     for tiles in (True, False):
         for keep_ratio in (0.0, 0.5):
             clone = base.clone()
             settings = hooks.SparseSettings(1.0, keep_ratio, 64, hooks.SigmaWindow(0.0, 1.0), -1, False, tiles)
             hooks.install(clone, key, settings)
-            outs[tiles, keep_ratio] = _sample(clone, mod, family, shape)
+            outs[tiles, keep_ratio] = _sample(clone, mod, shape)
     assert torch.equal(outs[True, 0.0], plain) and torch.equal(outs[False, 0.0], plain)
     assert not torch.equal(outs[True, 0.5], outs[False, 0.5])

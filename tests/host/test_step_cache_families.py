@@ -7,54 +7,39 @@ from __future__ import annotations
 
 import pytest
 import torch
+from family_helpers import TinyFamily
 
 # tiny family -> the step cache's family (its preset)
 FAMILIES = {"chroma": "chroma", "qwen_image": "qwen_image", "hunyuan_video15": "hunyuan_video", "ltxv": "ltxv",
             "ltx2": "ltx2"}
-IMAGE = ("chroma", "qwen_image")
 STEPS = 6
 
 
 @pytest.fixture
 def tiny(comfy_host, request):
-    family = request.param
-    mod = comfy_host.module("host.tiny_image_families" if family in IMAGE else "host.tiny_video_families")
-    missing = mod.missing_host_class(family) if family in IMAGE else mod.missing_host_classes(family)
-    if missing:
-        pytest.skip(f"this host lacks what {family} needs: {missing}")
-    shape = mod.LATENT_SHAPES[family] if family in IMAGE else mod.latent_shape(family)
-    return family, mod, shape
-
-
-def _sample(model, mod, family, shape):
-    import comfy.sample
-
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    pos, neg = mod.conditioning(family, 1), mod.conditioning(family, 2)
-    return comfy.sample.sample(model, noise, STEPS, 2.0, "euler", "simple", pos, neg, torch.zeros(shape), seed=1,
-                               disable_pbar=True)
+    return TinyFamily(comfy_host, request.param)
 
 
 @pytest.mark.parametrize("tiny", list(FAMILIES), indirect=True)
 def test_exact_at_zero_reuse_when_positive_and_base_untouched(comfy_host, tiny):
     hooks = comfy_host.module("host.step_cache")
-    family, mod, shape = tiny
-    base = mod.build(family)
+    family = tiny.family
+    base = tiny.build()
     assert hooks.detect_family(base) == FAMILIES[family]
-    plain = _sample(base, mod, family, shape)
+    plain = tiny.sample(base, steps=STEPS)
 
     exact = base.clone()
     cache = hooks.install(exact, FAMILIES[family], 0.0, 0.0, 1.0, False)
-    assert torch.equal(_sample(exact, mod, family, shape), plain)
+    assert torch.equal(tiny.sample(exact, steps=STEPS), plain)
     assert cache.stats.reused == 0
 
     fast = base.clone()
     cache = hooks.install(fast, FAMILIES[family], 1e9, 0.0, 1.0, True)
-    out = _sample(fast, mod, family, shape)
+    out = tiny.sample(fast, steps=STEPS)
     assert cache.stats.reused > 0, cache.stats.summary()
     assert out.shape == plain.shape and torch.isfinite(out).all()
     assert not torch.equal(out, plain)   # the reused evaluations added the cached residual, not the blocks' own
-    assert torch.equal(_sample(base, mod, family, shape), plain)
+    assert torch.equal(tiny.sample(base, steps=STEPS), plain)
 
 
 @pytest.mark.parametrize("tiny", list(FAMILIES), indirect=True)
@@ -65,8 +50,8 @@ def test_reuse_reproduces_the_computed_evaluation(comfy_host, tiny):
     import comfy.samplers
 
     hooks = comfy_host.module("host.step_cache")
-    family, mod, shape = tiny
-    patched = mod.build(family).clone()
+    family, shape = tiny.family, tiny.shape
+    patched = tiny.build().clone()
     cache = hooks.install(patched, FAMILIES[family], 1e9, 0.0, 1.0, False)
     outs = []
 
@@ -76,7 +61,7 @@ def test_reuse_reproduces_the_computed_evaluation(comfy_host, tiny):
         return outs[0]
 
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    pos, neg = mod.conditioning(family, 1), mod.conditioning(family, 2)
+    pos, neg = tiny.conditioning(1), tiny.conditioning(2)
     comfy.sample.sample_custom(patched, noise, 2.0, comfy.samplers.KSAMPLER(twice), torch.tensor([0.8, 0.0]), pos,
                                neg, torch.zeros(shape), seed=1, disable_pbar=True)
     assert (cache.stats.computed, cache.stats.reused) == (1, 1), cache.stats.summary()
