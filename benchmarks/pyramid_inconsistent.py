@@ -80,7 +80,7 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
             stage_noise, stage_latent = unit, clean
             if start < stage.start:
                 ve = [float(pyr.to_ve(sig[j].double(), param)) for j in (stage.start - start, 0)]
-                extra = torch.randn(unit.shape, generator=fresh, dtype=unit.dtype)
+                extra = torch.randn(unit.shape, generator=fresh, dtype=unit.dtype).to(unit.device)
                 stage_noise = pyr.renoise(unit, ve[0], ve[1], extra)
         cb = glue.StageCallback(None, 0, 1)
         out = guider.sample(stage_noise, stage_latent, sampler, sig, callback=cb, disable_pbar=True, seed=seed)

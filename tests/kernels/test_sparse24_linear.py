@@ -106,6 +106,6 @@ def test_dense_is_chosen_for_one_token_and_the_kernel_for_a_full_image():
     assert k24.dense_is_faster(18432, 3072, 1, dev, torch.bfloat16)
     assert not k24.dense_is_faster(21504, 3072, 4608, dev, torch.bfloat16)
     assert not k24.dense_is_faster(18432, 3072, 1, dev, torch.float16), "fp16 has no kernel: nothing to choose"
-    cached = dict(k24._dense_faster)
+    entries = len(k24._dense_faster)
     assert k24.dense_is_faster(18432, 3072, 3, dev, torch.bfloat16)  # 3 tokens run padded to 8: the same entry
-    assert k24._dense_faster == cached
+    assert len(k24._dense_faster) == entries
