@@ -174,6 +174,10 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
         flux = pi.flux_shift_scales(size // 4, (2, 4))  # its argument / 4 is the token side: size / 16 here
         for key, ladder in LADDERS.items():
             levels = pyr.parse_ladder(ladder)
+            if size == args.pyramid_sizes[0]:  # the variants' loop, options off, is the node's (a Flux latent format)
+                node = variant("default", guider, noise, sampler, sigmas, levels, args.seed, flux)
+                own = pi.pyramid(guider, noise, sampler, sigmas, levels, args.seed)
+                res.setdefault("loop_equals_node_max_abs_diff", {})[key] = float((own - node).abs().max())
             for name in VARIANTS:
                 t0 = time.perf_counter()
                 img = decode(patcher, codec, variant(name, guider, noise, sampler, sigmas, levels, args.seed, flux))
@@ -299,6 +303,10 @@ def markdown(report: dict) -> str:
             ps, ss = res["psnr_db"].get(tag), res["ssim"].get(tag)
             lines.append(f"| {tag} | {cells} | {res['worst'][tag]:.3f} | {'' if ps is None else f'{ps:.2f}'} | "
                          f"{'' if ss is None else f'{ss:.4f}'} |")
+        if "loop_equals_node_max_abs_diff" in res:
+            lines += ["", "The variants' own loop with every option off against the node's pyramid_sample, max |diff| "
+                      "of the latents: " + ", ".join(f"ladder {k} {v:.1e}"
+                                                     for k, v in res["loop_equals_node_max_abs_diff"].items())]
         lines.append("")
     sparse = report.get("sparse24", {})
     lines += [f"## 2:4 sparsity vs dense ({sparse.get('size', '')}px, {sparse.get('samples', '')} samples, every "

@@ -61,6 +61,7 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
     """
     pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     patcher = guider.model_patcher
+    fmt = patcher.model.latent_format
     param = pack_module("host.models").parametrisation(patcher, "pyramid sampling")
     stages = pyr.plan_stages(len(sigmas) - 1, levels)
     scales = scales or {}
@@ -77,7 +78,7 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
             stage_noise = pyr.level_noise(noise, f) * glue.start_noise_gain(patcher, sigmas, param)
             stage_latent = pyr.pool(torch.zeros_like(noise), f)
         else:
-            stage_noise, stage_latent = unit, clean
+            stage_noise, stage_latent = unit, fmt.process_out(clean)  # guider.sample takes VAE space
             if start < stage.start:
                 ve = [float(pyr.to_ve(sig[j].double(), param)) for j in (stage.start - start, 0)]
                 extra = torch.randn(unit.shape, generator=fresh, dtype=unit.dtype).to(unit.device)
