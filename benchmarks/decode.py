@@ -177,7 +177,8 @@ def gpu_cases(args, emit):
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    dev = torch.device("cuda", torch.cuda.current_device())  # with its index, as the host's own loaders give it (comfy-aimdo needs one)
+    # with its index, as the host's own loaders give it (comfy-aimdo's dynamic VRAM needs one)
+    dev = torch.device("cuda", torch.cuda.current_device())
     for fam in args.families:
         if fam in NEW_FAMILIES:
             family_cases(args, emit, dev, fam)
