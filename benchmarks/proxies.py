@@ -128,20 +128,26 @@ def data_crops(n: int, size: int, seed: int, smoke: bool) -> torch.Tensor:
     return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed)).to(metric_device())
 
 
-VARIANTS = ("default", "flux_shift", "renoise3")
+VARIANTS = ("default", "flux_shift", "renoise3", "scale_calibrated")
 
 
-def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, flux_scales: dict) -> torch.Tensor:
-    """default: the node's pyramid_sample; flux_shift / renoise3: pyramid_inconsistent's loop with the level
-    scales of Flux's shift rule / a corrective re-noise 3 steps back at each lift."""
+def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, scales: dict) -> torch.Tensor:
+    """default: the node's pyramid_sample; flux_shift / scale_calibrated / renoise3: pyramid_inconsistent's loop
+    with the level scales of Flux's shift rule / measured from direct batches at each level size (`scales`, by
+    variant) / a corrective re-noise 3 steps back at each lift."""
     import pyramid_inconsistent as pi
 
     if name == "default":
         return pack_module("host.pyramid").pyramid_sample(guider, noise, torch.zeros_like(noise), sampler, sigmas,
                                                           levels, seed=seed, disable_pbar=True)
-    if name == "flux_shift":
-        return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, scales=flux_scales)
+    if name in scales:
+        return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, scales=scales[name])
     return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, renoise_steps=3)
+
+
+def latent_std(latent: torch.Tensor) -> float:
+    """The std of a batch of latents over every value (the level scale's measure on a trained latent model)."""
+    return float(latent.double().std())
 
 
 def pyramid_eval(args, patcher, codec, cond) -> dict:
@@ -171,16 +177,19 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
                "samples": {}}
         data = data_crops(args.samples, size, args.seed + 1, args.smoke)
         res["bands"]["direct_vs_data"] = pi.band_ratios(analytic, prior, direct, data)
-        flux = pi.flux_shift_scales(size // 4, (2, 4))  # its argument / 4 is the token side: size / 16 here
+        scales = {"flux_shift": pi.flux_shift_scales(size // 4, (2, 4)),  # its argument / 4: the token side
+                  "scale_calibrated": pi.calibrate(guider, sampler, lambda: sigmas, noise, args.seed + 1, (2, 4),
+                                                   measure=latent_std)}
+        res["scales"] = scales
         for key, ladder in LADDERS.items():
             levels = pyr.parse_ladder(ladder)
             if size == args.pyramid_sizes[0]:  # the variants' loop, options off, is the node's (a Flux latent format)
-                node = variant("default", guider, noise, sampler, sigmas, levels, args.seed, flux)
+                node = variant("default", guider, noise, sampler, sigmas, levels, args.seed, scales)
                 own = pi.pyramid(guider, noise, sampler, sigmas, levels, args.seed)
                 res.setdefault("loop_equals_node_max_abs_diff", {})[key] = float((own - node).abs().max())
             for name in VARIANTS:
                 t0 = time.perf_counter()
-                img = decode(patcher, codec, variant(name, guider, noise, sampler, sigmas, levels, args.seed, flux))
+                img = decode(patcher, codec, variant(name, guider, noise, sampler, sigmas, levels, args.seed, scales))
                 tag = f"{key}_{name}"
                 res["seconds"][tag] = round(time.perf_counter() - t0, 2)
                 res["bands"][tag] = pi.band_ratios(analytic, prior, img, direct)

@@ -100,17 +100,18 @@ def pixel_std(x: torch.Tensor) -> float:
     return float(lum.square().mean().sqrt())
 
 
-def calibrate(guider, sampler, sigma_fn, noise, seed, factors) -> dict[int, float]:
-    """r_f = std(pool(direct at full size)) / std(direct at 1/f size), each from its own direct batch."""
+def calibrate(guider, sampler, sigma_fn, noise, seed, factors, measure=pixel_std) -> dict[int, float]:
+    """r_f = std(pool(direct at full size)) / std(direct at 1/f size), each from its own direct batch; `measure`
+    gives the std of a batch (pixel_std for the analytic pixel-space models, a latent's std for a trained one)."""
     pyr = pack_module("core.samplers.pyramid")
     full = guider.sample(noise, torch.zeros_like(noise), sampler, sigma_fn(), seed=seed, disable_pbar=True)
     scales = {}
     for f in factors:
         g = torch.Generator().manual_seed(seed + 31 * f)
-        small_noise = torch.randn(noise.shape[0], 3, noise.shape[-2] // f, noise.shape[-1] // f, generator=g)
+        small_noise = torch.randn(*noise.shape[:2], noise.shape[-2] // f, noise.shape[-1] // f, generator=g)
         small = guider.sample(small_noise, torch.zeros_like(small_noise), sampler, sigma_fn(), seed=seed,
                               disable_pbar=True)
-        scales[f] = pixel_std(pyr.pool(full, f)) / pixel_std(small)
+        scales[f] = measure(pyr.pool(full, f)) / measure(small)
     return scales
 
 

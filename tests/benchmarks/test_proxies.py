@@ -53,7 +53,8 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     for key in ("pyramid_worst_band_vs_direct_b_flux_proxy", "cache_speedup_flux_proxy_at_easycache_deviation"):
         assert math.isfinite(head[key]), key
     bands = report["pyramid"]["128"]["bands"]
-    assert {"direct_vs_data", "a_default", "b_default", "b_flux_shift", "b_renoise3"} <= set(bands)
+    assert {"direct_vs_data", "a_default", "b_default", "b_flux_shift", "b_renoise3",
+            "b_scale_calibrated"} <= set(bands)
     assert head["pyramid_worst_band_vs_direct_b_flux_proxy"] == max(abs(r - 1) for r in bands["b_default"][0])
     # the variants' own loop with every option off is the node's pyramid_sample, through the Flux latent format
     assert max(report["pyramid"]["128"]["loop_equals_node_max_abs_diff"].values()) < 1e-5
