@@ -8,6 +8,7 @@ Z-Image have no tiny file (the host's detection fixes their widths), so only the
 Each workflow puts one Pyra node on the family where the README's family table says it runs: the pyramid sampler,
 or the step cache where the host's own workflow samples through a node the pyramid sampler replaces (Flux.2's
 SamplerCustomAdvanced with Flux2Scheduler, Wan 2.2 A14B's two KSamplerAdvanced switching experts at half the steps).
+Wan 2.2 A14B also has a pair with both experts in one pyramid sampler (`low_noise_model`), switched by sigma.
 
 Real file names, and where each was checked (host 0.33.0's blueprints/ folder, or stored documentation):
 - Flux.2 dev: flux2_dev_fp8mixed, mistral_3_small_flux2_bf16 (CLIPLoader type flux2): blueprint "Text to Image
@@ -244,6 +245,43 @@ def wan22_a14b_real() -> dict:
     return p
 
 
+def _wan22_a14b_pyramid(high: list, low: list, positive: list, negative: list, vae: list,
+                        size: tuple[int, int, int], steps: int, cfg: float, prefix: str, frames: bool) -> dict:
+    """Both A14B experts in one PyraPyramidSampler: shift 5 on each, the low-noise expert from sigma 0.875 on (the
+    node's default: the boundary of Wan 2.2's text-to-video experts), ladder 2:0.4."""
+    width, height, length = size
+    p = {
+        "7": {"class_type": "ModelSamplingSD3", "inputs": {"model": high, "shift": 5.0}},
+        "17": {"class_type": "ModelSamplingSD3", "inputs": {"model": low, "shift": 5.0}},
+        "8": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
+            "width": width, "height": height, "length": length, "batch_size": 1}},
+    }
+    p["9"] = _pyramid(["7", 0], positive, negative, ["8", 0], seed=5, steps=steps, cfg=cfg)
+    p["9"]["inputs"].update(low_noise_model=["17", 0], expert_switch_sigma=0.875)
+    p.update(_decode_save(["9", 0], vae, prefix, video=True, frames=frames))
+    return p
+
+
+def wan22_a14b_pyramid_tiny() -> dict:
+    """Wan 2.2 A14B's two experts (tiny demo files) in the pyramid sampler, switched by sigma."""
+    p = {"1": _unet("pyra-demo-wan22-a14b-high.safetensors"), "5": _unet("pyra-demo-wan22-a14b-low.safetensors"),
+         **_demo_cond("wan22"), "6": _vae("pyra-demo-wan21-vae.safetensors")}
+    p.update(_wan22_a14b_pyramid(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (128, 128, 9), 8, 3.5,
+                                 "pyra_wan22_a14b_pyramid_tiny", True))
+    return p
+
+
+def wan22_a14b_pyramid_real() -> dict:
+    """Wan 2.2 A14B text to video, 640x640, 81 frames, 20 steps, both experts in the pyramid sampler (real names)."""
+    p = {"1": _unet("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
+         "5": _unet("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
+         "4": _clip("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"), "6": _vae("wan_2.1_vae.safetensors"),
+         "2": _text(["4", 0], "a hot-air balloon over a misty valley, drone shot"), "3": _text(["4", 0], NEGATIVE)}
+    p.update(_wan22_a14b_pyramid(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (640, 640, 81), 20, 3.5,
+                                 "pyra_wan22_a14b_pyramid", False))
+    return p
+
+
 # --- HunyuanVideo 1.5 ----------------------------------------------------------------------------------------------
 
 def _hv15(model: list, positive: list, negative: list, vae: list, size: tuple[int, int, int], steps: int,
@@ -319,6 +357,8 @@ FAMILY_SPECS: dict[str, tuple] = {
     "pyra-wan22-5b": (wan22_5b_real, None),
     "pyra-wan22-a14b-tiny": (wan22_a14b_tiny, ("wan22_a14b_high", "wan22_a14b_low")),
     "pyra-wan22-a14b": (wan22_a14b_real, None),
+    "pyra-wan22-a14b-pyramid-tiny": (wan22_a14b_pyramid_tiny, ("wan22_a14b_high", "wan22_a14b_low")),
+    "pyra-wan22-a14b-pyramid": (wan22_a14b_pyramid_real, None),
     "pyra-hunyuan-video15-tiny": (hunyuan_video15_tiny, ("hunyuan_video15", "hv15_taehv")),
     "pyra-hunyuan-video15": (hunyuan_video15_real, None),
     "pyra-ltx2-tiny": (ltx2_tiny, ("ltx2", "ltx2_vae")),
