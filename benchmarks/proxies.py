@@ -44,6 +44,7 @@ import torch
 from _host import host_info, import_host, pack_module, write_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import proxy_attention
 import proxy_train
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
@@ -208,31 +209,37 @@ SPARSE24 = {"magnitude": ("magnitude", 0), "wanda": ("wanda", 0), "wanda_r64": (
             "magnitude_r64": ("magnitude", 64)}
 
 
-def sparse24_eval(args, patcher, codec, cond) -> dict:
-    """host.sparsify.sparsify_model (every Linear, the speed check off so that every layer is pruned) against the
-    dense model: the same noise and seed at --sparse-size, SSIM / PSNR of the decoded images to the dense ones."""
+def sampler_of(args, patcher, codec, cond):
+    """sample(model, noise) -> decoded images of one run of `model` (the proxy or a patched clone of it): class 0's
+    conditioning, cfg 1, --sampler / --scheduler / --steps, the same seed for every model."""
     import comfy.samplers
 
-    proxy, sparsify = pack_module("core.proxy"), pack_module("host.sparsify")
-    side = args.sparse_size // 8
-    noise = torch.randn(args.sparse_samples, 16, side, side, generator=torch.Generator().manual_seed(args.seed + 2))
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), args.scheduler,
                                              args.steps).cpu()
     sampler = comfy.samplers.sampler_object(args.sampler)
 
-    def sample(model):
+    def sample(model, noise):
         guider = comfy.samplers.CFGGuider(model)
         c = conditioning(cond)
         guider.set_conds(c, c)
         guider.set_cfg(1.0)
         return decode(patcher, codec, guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=args.seed,
                                                     disable_pbar=True))
+    return sample
 
-    dense = sample(patcher)
+
+def sparse24_eval(args, patcher, codec, cond) -> dict:
+    """host.sparsify.sparsify_model (every Linear, the speed check off so that every layer is pruned) against the
+    dense model: the same noise and seed at --sparse-size, SSIM / PSNR of the decoded images to the dense ones."""
+    proxy, sparsify = pack_module("core.proxy"), pack_module("host.sparsify")
+    side = args.sparse_size // 8
+    noise = torch.randn(args.sparse_samples, 16, side, side, generator=torch.Generator().manual_seed(args.seed + 2))
+    sample = sampler_of(args, patcher, codec, cond)
+    dense = sample(patcher, noise)
     out = {"size": args.sparse_size, "samples": args.sparse_samples, "runs": {}}
     for name, (score, rank) in SPARSE24.items():
         model, results = sparsify.sparsify_model(patcher, "all", rank=rank, check_tokens=0, score=score)
-        img = sample(model)
+        img = sample(model, noise)
         out["runs"][name] = {"ssim": float(proxy.ssim(img, dense).mean()),
                              "psnr_db": float(proxy.psnr(img, dense).mean()),
                              "layers_sparse": sum(r.status == "sparse" for r in results), "layers": len(results)}
@@ -327,6 +334,7 @@ def markdown(report: dict) -> str:
     else:
         lines.append(f"Not measured: {sparse.get('error') or sparse.get('skipped') or 'not run yet'}")
     lines.append("")
+    lines += proxy_attention.markdown(report.get("attention", {}))
     cache = report.get("cache", {"skipped": "not run yet"})
     lines += [f"## Step cache ({cache.get('size', '')}px, {cache.get('steps', '')} steps)", ""]
     if "skipped" in cache or "error" in cache:
@@ -363,6 +371,7 @@ def headline(report: dict) -> dict:
     if sparse:
         for name, row in sparse.items():
             head[f"sparse24_ssim_{name}"] = row["ssim"]
+    head.update(proxy_attention.headline(report.get("attention", {})))
     summary = report.get("cache", {}).get("summary")
     if summary:
         head["cache_speedup_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["speedup"]
@@ -393,12 +402,16 @@ def parse() -> argparse.Namespace:
                     help="seconds since start after which the remaining sections are skipped (recorded)")
     ap.add_argument("--sparse-size", type=int, default=512)
     ap.add_argument("--sparse-samples", type=int, default=8)
+    ap.add_argument("--attn-size", type=int, default=1024, help="sparse attention: pixel size (the largest proxy size)")
+    ap.add_argument("--attn-samples", type=int, default=4)
+    ap.add_argument("--attn-block", type=int, default=128, choices=(64, 128))
     args = ap.parse_args()
     proxy_train.finish_args(args)
     if args.smoke:
         args.pyramid_sizes, args.samples, args.steps = "128", 2, 6
         args.cache_size, args.cache_steps, args.cache_repeats, args.search_runs = 64, 6, 1, 2
         args.sparse_size, args.sparse_samples = 64, 2
+        args.attn_size, args.attn_samples, args.attn_block = 512, 1, 64
     args.pyramid_sizes = [int(s) for s in str(args.pyramid_sizes).split(",")]
     return args
 
@@ -426,7 +439,9 @@ def main() -> int:
     sections = {"pyramid": lambda: pyramid_eval(args, patcher, codec, cond),
                 "cache": lambda: ({"skipped": "--skip-cache"} if args.skip_cache
                                   else cache_eval(args, patcher, cond, device)),
-                "sparse24": lambda: sparse24_eval(args, patcher, codec, cond)}
+                "sparse24": lambda: sparse24_eval(args, patcher, codec, cond),
+                "attention": lambda: proxy_attention.attention_eval(args, patcher,
+                                                                    sampler_of(args, patcher, codec, cond), device)}
     for name, run in sections.items():  # in the issue's priority; the report is rewritten after each
         t0 = time.perf_counter()
         if t0 - t_start > args.deadline:

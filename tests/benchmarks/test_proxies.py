@@ -58,3 +58,8 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     assert head["pyramid_worst_band_vs_direct_b_flux_proxy"] == max(abs(r - 1) for r in bands["b_default"][0])
     # the variants' own loop with every option off is the node's pyramid_sample, through the Flux latent format
     assert max(report["pyramid"]["128"]["loop_equals_node_max_abs_diff"].values()) < 1e-5
+    # sparse attention: keep-all is the dense model; fewer blocks kept give a real sparsity and a finite PSNR
+    attn = report["attention"]["runs"]
+    assert attn["keep1"]["psnr_db"] > 100 and attn["keep1"]["sparsity"] == 0
+    assert 0 < attn["keep0.5"]["sparsity"] < attn["keep0.1"]["sparsity"]
+    assert math.isfinite(attn["keep0.1"]["psnr_db"]) and attn["keep0.1"]["psnr_db"] < attn["keep1"]["psnr_db"]
