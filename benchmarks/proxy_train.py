@@ -124,7 +124,10 @@ def train(args, device) -> dict:
     """Train and write the checkpoint, codec and loss curve under args.out; return the run's record."""
     proxy = pack_module("core.proxy")
     leaves_mod = pack_module("core.analytic.dead_leaves")
-    spec = SMOKE if args.smoke else FULL
+    spec = dict(SMOKE if args.smoke else FULL)
+    for key, value in (("hidden_size", args.hidden), ("depth", args.depth), ("depth_single_blocks", args.single)):
+        if value is not None:
+            spec[key] = value
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -265,6 +268,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--train-seconds", type=float, default=300.0, help="wall-clock training budget")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke: 12)")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--hidden", type=int, default=None, help="width (default 256; smoke 128)")
+    ap.add_argument("--depth", type=int, default=None, help="double blocks (default 3; Flux.1 has 19)")
+    ap.add_argument("--single", type=int, default=None, help="single blocks (default 6; Flux.1 has 38)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=25)
