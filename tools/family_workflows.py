@@ -225,24 +225,36 @@ def _wan22_a14b(high: list, low: list, positive: list, negative: list, vae: list
     return p
 
 
+def _wan22_a14b_files(tiny: bool) -> dict:
+    """The loaders and conditioning of both A14B graphs: nodes 1 and 5 the experts, 2 and 3 the conditioning, 6 the
+    VAE (tiny: the demo files; else the real names, with the text encoder as node 4)."""
+    if tiny:
+        return {"1": _unet("pyra-demo-wan22-a14b-high.safetensors"),
+                "5": _unet("pyra-demo-wan22-a14b-low.safetensors"), **_demo_cond("wan22"),
+                "6": _vae("pyra-demo-wan21-vae.safetensors")}
+    return {"1": _unet("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
+            "5": _unet("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
+            "4": _clip("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"), "6": _vae("wan_2.1_vae.safetensors"),
+            "2": _text(["4", 0], "a hot-air balloon over a misty valley, drone shot"), "3": _text(["4", 0], NEGATIVE)}
+
+
+def _wan22_a14b_workflow(graph, tiny: bool, prefix: str) -> dict:
+    """`graph` (_wan22_a14b or _wan22_a14b_pyramid) on the files: tiny 128x128, 9 frames, 8 steps; real 640x640,
+    81 frames, 20 steps (the host's blueprint), cfg 3.5 both."""
+    p = _wan22_a14b_files(tiny)
+    size, steps = ((128, 128, 9), 8) if tiny else ((640, 640, 81), 20)
+    p.update(graph(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], size, steps, 3.5, prefix, tiny))
+    return p
+
+
 def wan22_a14b_tiny() -> dict:
     """Wan 2.2 A14B's two experts (tiny demo files), switched at half the steps, each with the step cache."""
-    p = {"1": _unet("pyra-demo-wan22-a14b-high.safetensors"), "5": _unet("pyra-demo-wan22-a14b-low.safetensors"),
-         **_demo_cond("wan22"), "6": _vae("pyra-demo-wan21-vae.safetensors")}
-    p.update(_wan22_a14b(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (128, 128, 9), 8, 3.5,
-                         "pyra_wan22_a14b_tiny", True))
-    return p
+    return _wan22_a14b_workflow(_wan22_a14b, True, "pyra_wan22_a14b_tiny")
 
 
 def wan22_a14b_real() -> dict:
     """Wan 2.2 A14B text to video, 640x640, 81 frames, 20 steps split at 10, step cache per expert (real names)."""
-    p = {"1": _unet("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
-         "5": _unet("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
-         "4": _clip("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"), "6": _vae("wan_2.1_vae.safetensors"),
-         "2": _text(["4", 0], "a hot-air balloon over a misty valley, drone shot"), "3": _text(["4", 0], NEGATIVE)}
-    p.update(_wan22_a14b(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (640, 640, 81), 20, 3.5,
-                         "pyra_wan22_a14b", False))
-    return p
+    return _wan22_a14b_workflow(_wan22_a14b, False, "pyra_wan22_a14b")
 
 
 def _wan22_a14b_pyramid(high: list, low: list, positive: list, negative: list, vae: list,
@@ -264,22 +276,12 @@ def _wan22_a14b_pyramid(high: list, low: list, positive: list, negative: list, v
 
 def wan22_a14b_pyramid_tiny() -> dict:
     """Wan 2.2 A14B's two experts (tiny demo files) in the pyramid sampler, switched by sigma."""
-    p = {"1": _unet("pyra-demo-wan22-a14b-high.safetensors"), "5": _unet("pyra-demo-wan22-a14b-low.safetensors"),
-         **_demo_cond("wan22"), "6": _vae("pyra-demo-wan21-vae.safetensors")}
-    p.update(_wan22_a14b_pyramid(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (128, 128, 9), 8, 3.5,
-                                 "pyra_wan22_a14b_pyramid_tiny", True))
-    return p
+    return _wan22_a14b_workflow(_wan22_a14b_pyramid, True, "pyra_wan22_a14b_pyramid_tiny")
 
 
 def wan22_a14b_pyramid_real() -> dict:
     """Wan 2.2 A14B text to video, 640x640, 81 frames, 20 steps, both experts in the pyramid sampler (real names)."""
-    p = {"1": _unet("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
-         "5": _unet("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
-         "4": _clip("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"), "6": _vae("wan_2.1_vae.safetensors"),
-         "2": _text(["4", 0], "a hot-air balloon over a misty valley, drone shot"), "3": _text(["4", 0], NEGATIVE)}
-    p.update(_wan22_a14b_pyramid(["1", 0], ["5", 0], ["2", 0], ["3", 0], ["6", 0], (640, 640, 81), 20, 3.5,
-                                 "pyra_wan22_a14b_pyramid", False))
-    return p
+    return _wan22_a14b_workflow(_wan22_a14b_pyramid, False, "pyra_wan22_a14b_pyramid")
 
 
 # --- HunyuanVideo 1.5 ----------------------------------------------------------------------------------------------
