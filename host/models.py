@@ -18,7 +18,8 @@ import comfy.model_base
 import torch
 
 DISPLAY = {"sd15": "SD1.5", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan21": "Wan 2.1", "chroma": "Chroma",
-           "qwen_image": "Qwen-Image", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "ltx2": "LTX-2"}
+           "qwen_image": "Qwen-Image", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "ltx2": "LTX-2",
+           "lumina2": "Z-Image (Lumina 2)"}
 # the diffusion model class of each DiT family ("module:Class"; absent from hosts older than the family), and
 # whether text tokens lead its joint attention sequence. A subclass comes before its base (LTX-2's LTXAVModel is
 # an LTXVModel).
@@ -31,6 +32,7 @@ DIT_CLASS_NAMES = {
     "hunyuan_video": ("comfy.ldm.hunyuan_video.model:HunyuanVideo", True),
     "ltx2": ("comfy.ldm.lightricks.av_model:LTXAVModel", False),
     "ltxv": ("comfy.ldm.lightricks.model:LTXVModel", False),
+    "lumina2": ("comfy.ldm.lumina.model:NextDiT", True),   # Z-Image and Lumina Image 2.0: caption tokens first
 }
 
 

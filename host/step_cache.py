@@ -1,4 +1,5 @@
-"""Installs the step cache on a cloned ModelPatcher: block-replace patches on DiTs, gated deep blocks on UNets.
+"""Installs the step cache on a cloned ModelPatcher: block-replace patches on DiTs (gated layers, by object
+patches, where the host's class has no block-replace hook: Z-Image), gated deep blocks on UNets.
 
 The decision logic and the caches are host-free (core/cache/). Here: the UNet gates (object patches, per clone,
 restored by the host on unpatch), the block plan of DiTs, and the OUTER_SAMPLE wrapper that turns the window
@@ -40,7 +41,10 @@ DIT_BLOCK_LISTS = {
     "qwen_image": (("double_block", "transformer_blocks"),),
     "ltxv": (("double_block", "transformer_blocks"),),
     "ltx2": (("double_block", "transformer_blocks"),),
+    "lumina2": (("double_block", "layers"),),
 }
+# families whose host class has no block-replace hook: their blocks are gated by object patches (_LayerGate)
+GATED_LAYERS = {"lumina2": "layers"}
 
 
 # blocks a model may be told not to run at all (Chroma's skip lists): they are never planned
@@ -79,12 +83,40 @@ def install(patcher, family: str, threshold: float, start_percent: float, end_pe
                         family, len(plan.head) + len(plan.tail))
         hook = DitBlockCache(cache, plan, window)
         for block in plan.head + plan.middle:
-            patcher.set_model_patch_replace(hook.patch_for(block), "dit", block[0], block[1])
+            if family in GATED_LAYERS:
+                name = f"{GATED_LAYERS[family]}.{block[1]}"
+                layer = getattr(dm, GATED_LAYERS[family])[block[1]]
+                patcher.add_object_patch(f"diffusion_model.{name}", _LayerGate(layer, hook.patch_for(block)))
+            else:
+                patcher.set_model_patch_replace(hook.patch_for(block), "dit", block[0], block[1])
     else:
         _install_unet(patcher, dm, cache, window, preset.shallow)
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                  _outer_sample_wrapper(cache, window, family))
     return cache
+
+
+class _LayerGate(torch.nn.Module):
+    """A DiT block of a class without block-replace hooks (Z-Image's layers), put in place by an object patch: the
+    host's block-replace contract around the block's own forward, so DitBlockCache serves it as any other.
+
+    It shares the block's parameters, buffers and submodules (the same dicts), so the model's state dict, weight
+    patches (LoRA) and memory management see the same names and tensors while it stands in the block's place."""
+
+    def __init__(self, layer: torch.nn.Module, patch):
+        super().__init__()
+        layer = layer.original if isinstance(layer, _LayerGate) else layer   # not another clone's gate
+        for registry in ("_parameters", "_buffers", "_modules"):
+            object.__setattr__(self, registry, getattr(layer, registry))
+        object.__setattr__(self, "original", layer)
+        object.__setattr__(self, "patch", patch)
+
+    def forward(self, x, *args, **kwargs):
+        def original_block(block_args: dict) -> dict:
+            return {"img": self.original(block_args["img"], *args, **kwargs)}
+
+        args_ = {"img": x, "transformer_options": kwargs.get("transformer_options", {})}
+        return self.patch(args_, {"original_block": original_block})["img"]
 
 
 def shallow_depth(dm) -> int:

@@ -5,10 +5,10 @@ weights with the same feature (the first block's residual) and the same relative
 0.12 for Flux, 0.2 for SDXL, 0.1 for the video DiTs), our accumulated change being an upper bound of the change
 since the last full computation, so at a given threshold we reuse no more often than they do. SD1.5 takes SDXL's
 value (same UNet, same feature) and SD3 Flux's (same MM-DiT block design, image model); of the DiTs of 2026 the
-image models (Chroma, Qwen-Image) take Flux's and the video models (HunyuanVideo, LTX-Video, LTX-2) Wan's. They were not
-re-measured on trained weights here: the pack has none, and random weights make the change between steps
-meaningless (benchmarks/step_cache.py searches its thresholds instead: the most reuse at no more deviation than
-the host's EasyCache on the same run).
+image models (Chroma, Qwen-Image, Z-Image) take Flux's and the video models (HunyuanVideo, LTX-Video, LTX-2)
+Wan's. They were not re-measured on trained weights here: the pack has none, and random weights make the change
+between steps meaningless (benchmarks/step_cache.py searches its thresholds instead: the most reuse at no more
+deviation than the host's EasyCache on the same run).
 
 UNets: the first `shallow` input blocks and the output blocks that take their skip connections are computed, the
 deep part between them is reused. `shallow` 0 puts the boundary at the first downsampling (Step Rehash's deep/
@@ -46,4 +46,5 @@ PRESETS: dict[str, CachePreset] = {
     "hunyuan_video": CachePreset("dit", 0.1),
     "ltxv": CachePreset("dit", 0.1),
     "ltx2": CachePreset("dit", 0.1),
+    "lumina2": CachePreset("dit", 0.12),  # Z-Image: an image model (Flux's value)
 }

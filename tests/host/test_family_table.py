@@ -18,7 +18,7 @@ RUNS = "runs"
 EXPECTED: dict[tuple[str, str], str] = {
     **{("PyraStepCache", f): RUNS for f in ("flux2", "flux2_klein")},   # as Flux.1: its preset, untuned here
     **{("PyraStepCache", f): RUNS for f in ("chroma", "qwen_image")},   # their own presets, untuned here
-    ("PyraStepCache", "z_image"): "not NextDiT",   # no block-replace hooks in the host's Lumina2 class
+    ("PyraStepCache", "z_image"): RUNS,   # its layers gated by object patches (no block-replace hook in the class)
     **{("PyraSparseAttention", f): RUNS for f in ("flux2", "flux2_klein", "chroma", "qwen_image")},
     ("PyraSparseAttention", "z_image"): "not NextDiT",
     **{("PyraSparsify", f): RUNS for f in FAMILIES},

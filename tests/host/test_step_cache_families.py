@@ -10,8 +10,8 @@ import torch
 from family_helpers import TinyFamily
 
 # tiny family -> the step cache's family (its preset)
-FAMILIES = {"chroma": "chroma", "qwen_image": "qwen_image", "hunyuan_video15": "hunyuan_video", "ltxv": "ltxv",
-            "ltx2": "ltx2"}
+FAMILIES = {"chroma": "chroma", "qwen_image": "qwen_image", "z_image": "lumina2", "hunyuan_video15": "hunyuan_video",
+            "ltxv": "ltxv", "ltx2": "ltx2"}
 STEPS = 6
 
 
@@ -66,3 +66,29 @@ def test_reuse_reproduces_the_computed_evaluation(comfy_host, tiny):
                                neg, torch.zeros(shape), seed=1, disable_pbar=True)
     assert (cache.stats.computed, cache.stats.reused) == (1, 1), cache.stats.summary()
     torch.testing.assert_close(outs[1], outs[0])
+
+
+def test_gated_layers_keep_weight_patches_and_names(comfy_host):
+    """Z-Image's layers are gated by object patches: a weight patch (a LoRA's) on a gated layer still applies, and
+    the model's state dict keeps its names while the gates stand in the layers' place."""
+    hooks = comfy_host.module("host.step_cache")
+    tiny = TinyFamily(comfy_host, "z_image")
+    base = tiny.build()
+    names = set(base.model.state_dict())
+    key = next(k for k in base.model_state_dict() if k.startswith("diffusion_model.layers.1.") and k.endswith("weight"))
+    weight = base.model_state_dict()[key]
+    lora = base.clone()
+    lora.add_patches({key: (0.1 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)),)}, 1.0)
+    plain = tiny.sample(lora, steps=STEPS)
+    assert not torch.equal(plain, tiny.sample(base, steps=STEPS))
+    cached = lora.clone()
+    hooks.install(cached, "lumina2", 0.0, 0.0, 1.0, False)
+    assert "diffusion_model.layers.1" in cached.object_patches
+    assert torch.equal(tiny.sample(cached, steps=STEPS), plain)
+    cached.patch_model()
+    try:
+        assert isinstance(cached.model.diffusion_model.layers[1], hooks._LayerGate)
+        assert set(cached.model.state_dict()) == names
+    finally:
+        cached.unpatch_model()
+    assert not isinstance(base.model.diffusion_model.layers[1], hooks._LayerGate)
