@@ -19,10 +19,11 @@ from ..core.slicing.wan_grouping import grouped_block
 from . import multigpu
 
 # Attribute names of token-wise feed-forward modules inside transformer blocks: UNet BasicTransformerBlock.ff,
-# SD3 DismantledBlock.mlp, Flux DoubleStreamBlock.img_mlp / txt_mlp, Wan WanAttentionBlock.ffn.
-FFN_NAMES = ("ff", "mlp", "img_mlp", "txt_mlp", "ffn")
+# SD3 DismantledBlock.mlp, Flux DoubleStreamBlock.img_mlp / txt_mlp, Wan WanAttentionBlock.ffn, Z-Image (Lumina 2)
+# JointTransformerBlock.feed_forward (its main layers and both refiners).
+FFN_NAMES = ("ff", "mlp", "img_mlp", "txt_mlp", "ffn", "feed_forward")
 BLOCK_LISTS = ("input_blocks", "middle_block", "output_blocks", "joint_blocks", "double_blocks", "blocks",
-               "transformer_blocks")
+               "transformer_blocks", "layers", "noise_refiner", "context_refiner")
 _CROSS_ATTENTION = (wan.WanT2VCrossAttention, wan.WanI2VCrossAttention)
 
 
@@ -72,7 +73,7 @@ def slice_features(model, slice_tokens: int):
     if not report.grouped and not report.ffn_sliced:
         raise ValueError(f"no transformer feed-forward modules found in {type(dm).__name__}: feature slicing "
                          "needs blocks with a feed-forward network of the host's classes (SD1.5, SDXL, SD3, Flux, "
-                         "Chroma, Qwen-Image, Wan); leave this node out for this model")
+                         "Chroma, Qwen-Image, Z-Image, Wan); leave this node out for this model")
     clone = model.clone()
     multigpu.guard(clone, "PyraFeatureSlicing")
     for path, block in grouped.items():

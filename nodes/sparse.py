@@ -94,8 +94,8 @@ class PyraFeatureSlicing(io.ComfyNode):
                         "attention over all tokens (about half the block's peak); other models' blocks slice "
                         "their feed-forward networks.",
             inputs=[
-                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3, Flux or Wan 2.1 / 2.2 model (a patched "
-                                                "clone is returned)."),
+                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3, Flux, Z-Image or Wan 2.1 / 2.2 model (a "
+                                                "patched clone is returned)."),
                 io.Int.Input("slice_tokens", default=4096, min=64, max=1_000_000, step=64,
                              tooltip="Tokens per slice. Smaller saves more memory and costs more launches; "
                                      "inputs up to this size run whole."),

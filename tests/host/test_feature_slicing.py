@@ -61,3 +61,27 @@ def test_a_model_without_transformer_blocks_is_a_clear_error(comfy_host):
     patcher = analytic.analytic_model_patcher(analytic.NaturalImagePrior(), "flow")
     with pytest.raises(ValueError, match=r"no transformer feed-forward modules found in .*leave this node out"):
         slicing.slice_features(patcher, 64)
+
+
+def test_z_image_feed_forwards_run_in_slices(comfy_host):
+    """Z-Image (Lumina 2's NextDiT, host 0.33.0's tiny family): the feed-forward of its layers and both refiners
+    runs in 8-token slices and the sampled latent is the plain model's."""
+    from family_helpers import TinyFamily
+
+    slicing = comfy_host.module("host.feature_slicing")
+    tiny = TinyFamily(comfy_host, "z_image")
+    patcher = tiny.build()
+    plain = tiny.sample(patcher)
+    sliced, report = slicing.slice_features(patcher, 8)
+    assert {p.split(".")[0] for p in report.ffn_sliced} == {"layers", "noise_refiner", "context_refiner"}
+    first = patcher.model.diffusion_model.get_submodule(report.ffn_sliced[0])
+    seen = []
+    hook = next(m for m in first.modules() if "Linear" in type(m).__name__)
+    handle = hook.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[-2]))
+    try:
+        out = tiny.sample(sliced)
+    finally:
+        handle.remove()
+    assert seen and max(seen) <= 8, "the feed-forward network did not run in slices"
+    torch.testing.assert_close(out, plain, atol=1e-4, rtol=1e-4)
+    assert torch.equal(tiny.sample(patcher), plain)
