@@ -72,6 +72,7 @@ BLOCK = 128
 CACHE_MODELS = {
     "flux2": ("flux", "flux2", {"depth": 2, "depth_single_blocks": 6}, (768, None, 1)),
     "wan22_ti2v_5b": ("wan21", "wan22_ti2v_5b", {"num_layers": 8}, (480, 832, 9)),
+    "qwen_image": ("qwen_image", "qwen_image", {"num_layers": 8}, (768, None, 1)),
 }
 # --smoke: tiny widths on the CPU (the code path, not a figure)
 SMOKE_MODELS = {

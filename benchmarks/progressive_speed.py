@@ -99,7 +99,8 @@ def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
     import torch
 
     layer = {"flux": lambda dm: dm.time_in.in_layer, "flux2": lambda dm: dm.time_in.in_layer,
-             "sdxl": lambda dm: dm.time_embed[0], "wan22_ti2v_5b": lambda dm: dm.time_embedding[0]}[family](
+             "sdxl": lambda dm: dm.time_embed[0], "wan22_ti2v_5b": lambda dm: dm.time_embedding[0],
+             "qwen_image": lambda dm: dm.time_text_embed.timestep_embedder.linear_1}[family](
         model.diffusion_model)
     half = layer.in_features // 2
     freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)  # cos half, then sin

@@ -69,7 +69,7 @@ def build_gpu(family: str, device, smooth_time: bool = False):
 
 def final_layer(patcher):
     dm = patcher.get_model_object("diffusion_model")
-    for name in ("final_layer", "out", "head"):
+    for name in ("final_layer", "out", "head", "proj_out"):  # Flux / UNet / Wan / Qwen-Image
         if hasattr(dm, name):
             return getattr(dm, name)
     raise ValueError(type(dm).__name__)
