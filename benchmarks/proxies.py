@@ -357,8 +357,27 @@ def sizes_of(pyramid: dict) -> dict:
     return {k: v for k, v in pyramid.items() if isinstance(k, int)}
 
 
+ANALYTIC = Path(__file__).parent / "results" / "pyramid-inconsistent-cpu.json"
+
+
+def analytic_inconsistent(path: Path = ANALYTIC) -> dict:
+    """The issue's analytic key from the committed run of benchmarks/pyramid_inconsistent.py (CPU, its own command):
+    ladder b's worst band against direct on the inconsistent family, flow, as the node runs it and at the best of
+    that benchmark's variants (which are not on the node), with the file it comes from."""
+    import pyramid_inconsistent as pi
+
+    if not path.is_file():
+        return {}
+    bands = json.loads(path.read_text())["results"]["inconsistent/flow"]["bands"]
+    b = {k[2:]: pi.worst(v) for k, v in bands.items() if k.startswith("b_")}
+    best = min(b, key=b.get)
+    return {"pyramid_worst_band_vs_direct_b_analytic_inconsistent": b["default"],
+            f"pyramid_worst_band_vs_direct_b_analytic_inconsistent_{best}": b[best],
+            "pyramid_analytic_inconsistent_source": f"benchmarks/results/{path.name}"}
+
+
 def headline(report: dict) -> dict:
-    head = {}
+    head = analytic_inconsistent()
     pyramid = sizes_of(report.get("pyramid", {}))
     if pyramid:
         largest = pyramid[max(pyramid)]

@@ -63,3 +63,6 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     assert attn["keep1"]["psnr_db"] > 100 and attn["keep1"]["sparsity"] == 0
     assert 0 < attn["keep0.5"]["sparsity"] < attn["keep0.1"]["sparsity"]
     assert math.isfinite(attn["keep0.1"]["psnr_db"]) and attn["keep0.1"]["psnr_db"] < attn["keep1"]["psnr_db"]
+    # the analytic key of the issue comes from the committed inconsistent-family run, named with its source
+    assert head["pyramid_analytic_inconsistent_source"] == "benchmarks/results/pyramid-inconsistent-cpu.json"
+    assert 0 < head["pyramid_worst_band_vs_direct_b_analytic_inconsistent"] < 1
