@@ -23,9 +23,9 @@ from .models import SigmaWindow, patch_size, require_family, text_leads
 log = logging.getLogger("pyra")
 WRAPPER_KEY = "pyra_sparse_attention"
 STEP_KEY = "pyra_sparse_attention_step"
-FAMILIES = ("sd3", "flux", "wan21", "chroma", "qwen_image", "hunyuan_video", "ltxv", "ltx2")
+FAMILIES = ("sd3", "flux", "wan21", "chroma", "qwen_image", "hunyuan_video", "ltxv", "ltx2", "lumina2")
 # families whose image-token count comes from the patch grid (see _apply_model_wrapper)
-GRID_FAMILIES = ("wan21", "hunyuan_video", "ltxv", "ltx2")
+GRID_FAMILIES = ("wan21", "hunyuan_video", "ltxv", "ltx2", "lumina2")
 
 
 class SparseAttentionError(ValueError):

@@ -20,7 +20,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     **{("PyraStepCache", f): RUNS for f in ("chroma", "qwen_image")},   # their own presets, untuned here
     ("PyraStepCache", "z_image"): RUNS,   # its layers gated by object patches (no block-replace hook in the class)
     **{("PyraSparseAttention", f): RUNS for f in ("flux2", "flux2_klein", "chroma", "qwen_image")},
-    ("PyraSparseAttention", "z_image"): "not NextDiT",
+    ("PyraSparseAttention", "z_image"): RUNS,   # caption (and padding) kept, the image grid sparse
     **{("PyraSparsify", f): RUNS for f in FAMILIES},
     **{("PyraFeatureSlicing", f): RUNS for f in ("flux2", "flux2_klein", "chroma", "qwen_image")},
     ("PyraFeatureSlicing", "z_image"): RUNS,   # the feed-forward of its layers and refiners

@@ -10,9 +10,9 @@ import pytest
 import torch
 from family_helpers import TinyFamily
 
-IMAGE = {"chroma": (1, 16, 32, 32), "qwen_image": (1, 16, 1, 32, 32)}
+IMAGE = {"chroma": (1, 16, 32, 32), "qwen_image": (1, 16, 1, 32, 32), "z_image": (1, 16, 32, 32)}
 VIDEO = ("hunyuan_video15", "ltxv", "ltx2")
-FAMILY = {"hunyuan_video15": "hunyuan_video"}
+FAMILY = {"hunyuan_video15": "hunyuan_video", "z_image": "lumina2"}
 STEPS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
