@@ -254,6 +254,8 @@ def bench_model(family, device, steps, repeats, search_runs, smooth_time=False, 
     variants = {"extrapolate": dataclasses.replace(preset, extrapolate=True)}
     if preset.kind == "unet":  # Step Rehash's split (everything above the first downsampling)
         variants["rehash_split"] = dataclasses.replace(preset, shallow=0)
+    elif preset.tail:  # First Block Cache's split: only the first block computed on a reused evaluation
+        variants["tail0"] = dataclasses.replace(preset, tail=0)
     searches = {}
     for name, variant in variants.items():
         _, _, _, rows[f"ours_deviation_matched_{name}"], searches[name] = matched(variant)
@@ -329,6 +331,7 @@ NOTE = ("Random weights: feature changes between steps are not a trained model's
         "ours_reuse_matched reuses as many evaluations as EasyCache; ours_half about 55% of the window "
         "(0.15-0.95). UNets: the preset computes 2 shallow input blocks (DeepCache's default branch); "
         "*_rehash_split searches the same with Step Rehash's split (every block above the first downsampling); "
+        "DiTs: *_tail0 with only the first block computed on a reused evaluation (First Block Cache's split); "
         "*_extrapolate with first-order extrapolation of the cached values. ours_t0 (no reuse) measures the "
         "cache's overhead. Timing rounds run every setting once in turn; speedup: fastest rounds, the medians "
         "beside them.")
@@ -342,7 +345,7 @@ def headline(models: dict) -> dict:
             head[f"cache_speedup_{family}"] = runs["ours_deviation_matched"]["speedup"]
             head[f"cache_speedup_{family}_reuse_matched"] = runs["ours_reuse_matched"]["speedup"]
             head[f"cache_speedup_{family}_half"] = runs["ours_half"]["speedup"]
-            for variant in ("extrapolate", "rehash_split"):
+            for variant in ("extrapolate", "rehash_split", "tail0"):
                 if f"ours_deviation_matched_{variant}" in runs:
                     head[f"cache_speedup_{family}_{variant}"] = runs[f"ours_deviation_matched_{variant}"]["speedup"]
             head[f"easycache_speedup_{family}"] = runs["easycache"]["speedup"]
