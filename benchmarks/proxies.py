@@ -178,6 +178,7 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
                "samples": {}}
         data = data_crops(args.samples, size, args.seed + 1, args.smoke)
         res["bands"]["direct_vs_data"] = pi.band_ratios(analytic, prior, direct, data)
+        res["sw_vs_data"] = {"direct": proxy.patch_sliced_wasserstein(direct, data)}
         scales = {"flux_shift": pi.flux_shift_scales(size // 4, (2, 4)),  # its argument / 4: the token side
                   "scale_calibrated": pi.calibrate(guider, sampler, lambda: sigmas, noise, args.seed + 1, (2, 4),
                                                    measure=latent_std)}
@@ -196,6 +197,7 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
                 res["bands"][tag] = pi.band_ratios(analytic, prior, img, direct)
                 res["psnr_db"][tag] = float(proxy.psnr(img, direct).mean())
                 res["ssim"][tag] = float(proxy.ssim(img, direct).mean())
+                res["sw_vs_data"][tag] = proxy.patch_sliced_wasserstein(img, data)
                 if name == "default":
                     res["samples"][key] = img[:4].cpu()
         res["samples"]["direct"], res["samples"]["data"] = direct[:4].cpu(), data[:4].cpu()
@@ -312,13 +314,15 @@ def markdown(report: dict) -> str:
     for size, res in sizes_of(report.get("pyramid", {})).items():
         lines += [f"## Pyramid vs direct, {size}px ({report['config']['samples']} samples, "
                   f"{report['config']['sampler']} {report['config']['steps']} steps {report['config']['scheduler']})",
-                  "", "| run | " + " | ".join(f"band {i}" for i in range(N_BANDS)) + " | worst | PSNR dB | SSIM |",
-                  "|---" * (N_BANDS + 4) + "|"]
+                  "", "| run | " + " | ".join(f"band {i}" for i in range(N_BANDS))
+                  + " | worst | PSNR dB | SSIM | patch SW to data |", "|---" * (N_BANDS + 5) + "|"]
+        sw = res.get("sw_vs_data", {})
         for tag, (ratio, err) in res["bands"].items():
             cells = " | ".join(f"{r:.3f} ± {e:.3f}" for r, e in zip(ratio, err, strict=True))
             ps, ss = res["psnr_db"].get(tag), res["ssim"].get(tag)
+            d = sw.get("direct" if tag == "direct_vs_data" else tag)
             lines.append(f"| {tag} | {cells} | {res['worst'][tag]:.3f} | {'' if ps is None else f'{ps:.2f}'} | "
-                         f"{'' if ss is None else f'{ss:.4f}'} |")
+                         f"{'' if ss is None else f'{ss:.4f}'} | {'' if d is None else f'{d:.4f}'} |")
         if "loop_equals_node_max_abs_diff" in res:
             lines += ["", "The variants' own loop with every option off against the node's pyramid_sample, max |diff| "
                       "of the latents: " + ", ".join(f"ladder {k} {v:.1e}"

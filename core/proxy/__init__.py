@@ -4,7 +4,7 @@ objective and image metrics. Host-free; benchmarks/proxy_train.py and benchmarks
 from .codec import PatchPCACodec
 from .data import ImageBank, multires_batches
 from .flow import flow_targets, flux_mu, sample_timesteps
-from .metrics import psnr, ssim
+from .metrics import patch_sliced_wasserstein, psnr, ssim
 
-__all__ = ["ImageBank", "PatchPCACodec", "flow_targets", "flux_mu", "multires_batches", "psnr", "sample_timesteps",
-           "ssim"]
+__all__ = ["ImageBank", "PatchPCACodec", "flow_targets", "flux_mu", "multires_batches", "patch_sliced_wasserstein",
+           "psnr", "sample_timesteps", "ssim"]

@@ -66,3 +66,5 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     # the analytic key of the issue comes from the committed inconsistent-family run, named with its source
     assert head["pyramid_analytic_inconsistent_source"] == "benchmarks/results/pyramid-inconsistent-cpu.json"
     assert 0 < head["pyramid_worst_band_vs_direct_b_analytic_inconsistent"] < 1
+    sw = report["pyramid"]["128"]["sw_vs_data"]   # unpaired distance to held-out data, direct and every variant
+    assert {"direct", "b_default", "b_scale_calibrated"} <= set(sw) and all(v > 0 for v in sw.values())

@@ -93,3 +93,19 @@ def test_psnr_and_ssim():
     noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     assert (proxy.ssim(noisy, x) < 0.99).all()
     assert torch.allclose(proxy.psnr(x + 0.02, x), torch.full((2,), 20 * math.log10(2 / 0.02), dtype=torch.float64))
+
+
+def test_patch_sliced_wasserstein():
+    """Two batches of one distribution are close, whatever their sizes and pairing; a contrast change, a shift in
+    colour or a blur (the same pixels' histogram moved, or only their spatial statistics) are far; the 1-D case
+    distance of a shift is the shift."""
+    a, b = _images(8, 48, seed=1), _images(4, 64, seed=2)
+    same = proxy.patch_sliced_wasserstein(a, b, patch=4)
+    assert same < 0.05
+    assert proxy.patch_sliced_wasserstein(a, 0.5 * b, patch=4) > 5 * same
+    assert proxy.patch_sliced_wasserstein(a, b + 0.3, patch=4) > 5 * same
+    blurred = torch.nn.functional.avg_pool2d(b, 3, 1, 1)
+    assert proxy.patch_sliced_wasserstein(a, blurred, patch=4) > 5 * same
+    x = torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8)   # patch 1, one channel: a shift moves every quantile by it
+    got = proxy.patch_sliced_wasserstein(x, x + 0.25, patch=1, patches=20000, directions=4)
+    assert abs(got - 0.25) < 0.02
