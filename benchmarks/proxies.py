@@ -361,6 +361,7 @@ def sizes_of(pyramid: dict) -> dict:
     return {k: v for k, v in pyramid.items() if isinstance(k, int)}
 
 
+SECTIONS = ["pyramid", "cache", "sparse24", "attention"]
 ANALYTIC = Path(__file__).parent / "results" / "pyramid-inconsistent-cpu.json"
 
 
@@ -419,6 +420,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cache-repeats", type=int, default=3)
     ap.add_argument("--search-runs", type=int, default=6)
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--sections", type=lambda v: v.split(","), default=SECTIONS,
+                    help=f"comma-separated, of {','.join(SECTIONS)}")
     ap.add_argument("--split-mb", type=float, default=15.0,
                     help="split a checkpoint larger than this many MiB into parts (0: never)")
     ap.add_argument("--deadline", type=float, default=420.0,
@@ -467,7 +470,9 @@ def main() -> int:
                                                                     sampler_of(args, patcher, codec, cond), device)}
     for name, run in sections.items():  # in the priority; the report is rewritten after each
         t0 = time.perf_counter()
-        if t0 - t_start > args.deadline:
+        if name not in args.sections:
+            report[name] = {"skipped": f"not in --sections {','.join(args.sections)}"}
+        elif t0 - t_start > args.deadline:
             report[name] = {"skipped": f"out of time: {t0 - t_start:.0f} s used of --deadline {args.deadline:.0f}"}
         else:
             try:
