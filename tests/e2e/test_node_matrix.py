@@ -60,7 +60,7 @@ def _coarse_previews(family: str) -> dict:
     return prompt
 
 
-SPARSE_ATTENTION_DIT_ONLY = ("PyraSparseAttention", "LTX-Video and LTX-2 models, not UNetModel")
+SPARSE_ATTENTION_DIT_ONLY = ("PyraSparseAttention", "LTX-2 and Z-Image (Lumina 2) models, not UNetModel")
 DFM_DIT_ONLY = ("PyraDFMConvert", "is not one: load an SD3")
 OTHER_KEYS = "LoRA modules match this"  # the SD1.5 LoRA checked against another family's model
 
