@@ -28,9 +28,15 @@ from memcount import LiveBytes
 GIB = 1 << 30
 
 
-def meta_wan(layout: dict, dtype):
+def flash_like(q, k, v):
+    """Attention counted as a fused kernel holds it on the GPU: the output only (the meta device would run SDPA's
+    math path and count the whole score matrix, 8 GiB per 2048² image in bf16)."""
+    return q.new_empty(q.shape)
+
+
+def meta_wan(layout: dict, dtype, flash: bool = False):
     """The host's WanVAE on the meta device, its middle attention PyTorch SDPA as in the GPU benchmark (whatever
-    attention the importing process configured)."""
+    attention the importing process configured), or with `flash` counted as a fused kernel (`flash_like`)."""
     import comfy.ldm.wan.vae
     import torch
     from comfy.ldm.modules.diffusionmodules.model import pytorch_attention
@@ -39,7 +45,7 @@ def meta_wan(layout: dict, dtype):
         model = comfy.ldm.wan.vae.WanVAE(**layout)
     for m in model.modules():
         if isinstance(m, comfy.ldm.wan.vae.AttentionBlock):
-            m.optimized_attention = pytorch_attention
+            m.optimized_attention = flash_like if flash else pytorch_attention
     return model.to(dtype).eval()
 
 
@@ -113,15 +119,19 @@ def report_of(counter: LiveBytes) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=21, help="latent frames (21 = 81 video frames)")
+    ap.add_argument("--size", type=lambda s: [int(x) for x in s.split("x")], default=[60, 104],
+                    help="latent rows x columns (60x104 = 480x832; --frames 1 --size 256x256: a 2048² Qwen-Image)")
     ap.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8])
+    ap.add_argument("--flash", action="store_true", help="count the middle attention as a fused kernel (output only)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import_host(cpu=True)
     import torch
 
-    model = meta_wan(WAN_REAL, torch.bfloat16)
-    z = torch.empty((1, 16, args.frames, 60, 104), device="meta", dtype=torch.bfloat16)
+    model = meta_wan(WAN_REAL, torch.bfloat16, args.flash)
+    z = torch.empty((1, 16, args.frames, *args.size), device="meta", dtype=torch.bfloat16)
     res = {"shape": list(z.shape), "dtype": "bfloat16", "device": "meta",
+           "attention": "flash" if args.flash else "sdpa",
            "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / GIB,
            "host_full": report_of(count_host(model, z))}
     for rows in args.rows:

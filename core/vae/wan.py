@@ -21,6 +21,12 @@ time upsampling act per position, so they are exact on a band. So:
 Every band recomputes its halo at every level: 7 latent rows above and below at the first upsampling, 8 output
 rows at full resolution. The result equals the host's decode up to float summation order.
 
+One latent frame (a Qwen-Image image) has no time to walk, so `decode_frame` runs the band ops as a checkpointed
+row program instead (`stream.run_program`, as the KL decoder does): each residual block below the output
+resolution is its own segment, so a band recomputes one block's halo rather than the whole decoder's. Each causal
+convolution of a first one-frame chunk meets zero frames in all but its last time tap, so it runs as a 2-D
+convolution with that tap (0.33.0's CausalConv3d truncates the weight the same way).
+
 Peak, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480, counted on the meta device (benchmarks/wan_decode_memory.py:
 live tensor bytes, without cuDNN workspaces and allocator rounding). Host full decode 3.62 GiB: the caches of all
 its causal convolutions at full height (1.76 GiB), one conv's transients at full resolution (the cache-concatenated
@@ -42,7 +48,7 @@ from torch import Tensor, nn
 
 from .kl import SliceUnsupported
 from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x, conv_weights
-from .stream import Program, Rows, row_slices
+from .stream import Program, Rows, row_slices, run_program
 
 CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
 
@@ -85,27 +91,35 @@ class CausalConv(Conv):
             raise SliceUnsupported(f"unsupported causal convolution {conv}")
         self.conv, self.k, self.p, self.pt = conv, k, ph, pt
         self.cache: Tensor | None = None
+        self.stateless = False   # True: every call is a first chunk and keeps nothing (`FirstChunk`)
 
     def reset(self) -> None:
         self.cache = None
 
     def __call__(self, x, r0, a, b, h_in, stack):
-        keep = x[:, :, -CACHE_T:].clone()
-        if keep.shape[2] < CACHE_T and self.cache is not None:
-            keep = torch.cat([self.cache[:, :, -1:], keep], dim=2)
         cached = self.cache if self.cache is not None and self.pt > 0 else None
-        self.cache = keep
+        if not self.stateless:
+            keep = x[:, :, -CACHE_T:].clone()
+            if keep.shape[2] < CACHE_T and self.cache is not None:
+                keep = torch.cat([self.cache[:, :, -1:], keep], dim=2)
+            self.cache = keep
         top = r0 - (a - self.p)
         bottom = (b - self.p + self.k - 1) - (r0 + x.shape[-2])
-        buf = self._padded(x, cached, top, bottom)
         w, bias = conv_weights(self, self.conv, x.device, x.dtype)
+        if cached is None and x.shape[2] == 1 and self.pt > 0:
+            # A first chunk of one frame: every earlier time tap meets a zero frame, so only the last one counts
+            # (0.33.0 truncates the weight the same way, "causal_zero"; 0.8.1 convolves the zero frames too).
+            src = x if top == bottom == 0 else self._padded(x, None, top, bottom, time=False)
+            return F.conv2d(src.squeeze(2), w[:, :, -1], bias, padding=(0, self.p)).unsqueeze(2)
+        buf = self._padded(x, cached, top, bottom)
         return F.conv3d(buf, w, bias, padding=(0, 0, self.p))
 
-    def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int) -> Tensor:
+    def _padded(self, x: Tensor, cached: Tensor | None, top: int, bottom: int, time: bool = True) -> Tensor:
         """The conv's input in one buffer: zero frames, the cached frames, then x, between zero rows above and
-        below (the host builds it with torch.cat and F.pad, two copies; the columns pad inside the conv)."""
+        below (the host builds it with torch.cat and F.pad, two copies; the columns pad inside the conv). Without
+        `time`, no frames before x."""
         n_c = 0 if cached is None else cached.shape[2]
-        zt = max(self.pt - n_c, 0)
+        zt = max(self.pt - n_c, 0) if time else 0
         bsz, c, t, rows, w = x.shape
         buf = x.new_empty((bsz, c, zt + n_c + t, top + rows + bottom, w))
         if zt:
@@ -167,6 +181,8 @@ class TimeUpsample(RowOp):
 
 class AddShortcut(RowOp):
     """Pops the residual block's input and returns x + shortcut(input) on rows [a, b) (a 1x1x1 conv or identity)."""
+
+    pops_saved = True
 
     def __init__(self, shortcut: nn.Module):
         self.shortcut = shortcut
@@ -280,6 +296,8 @@ def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[R
     caches. `patch` > 1: the decoder's output holds patch x patch pixels per position in its channels (Wan 2.2:
     "b (c r q) t h w -> b c t (h q) (w r)"), unfolded as each band is written."""
     h, n_t = z.shape[-2], z.shape[2]
+    if n_t == 1:
+        return decode_frame(model, z, slice_rows, whole_ops, band_ops, out_device or z.device, out_dtype, patch)
     feats = latent_features(model, z, whole_ops)
     prog = Program(band_ops, [], h)
     h_out = prog.heights[-1]
@@ -301,3 +319,66 @@ def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[R
             f0 += y.shape[2]
             del y
     return out
+
+
+class FirstChunk(RowOp):
+    """A band op on one frame, as the first chunk of a decode: its time state is reset after every call (a causal
+    conv pads zero frames, a time upsampling passes the frame through, DupUp3D drops its leading frame), so bands
+    and segments share nothing. Takes and returns (B, C, rows, W); the op sees (B, C, 1, rows, W)."""
+
+    def __init__(self, op: RowOp):
+        self.op = op
+        if isinstance(op, CausalConv):
+            op.stateless = True   # no cache copy that the reset would drop
+
+    def out_height(self, h_in):
+        return self.op.out_height(h_in)
+
+    def need(self, a, b, h_in):
+        return self.op.need(a, b, h_in)
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        y = self.op(x.unsqueeze(2), r0, a, b, h_in, stack).squeeze(2)
+        if hasattr(self.op, "reset"):   # drop the cache it kept: the next call is a first chunk again
+            self.op.reset()
+        return y
+
+
+def frame_checkpoints(band_ops: list[RowOp], h_in: int) -> list[int]:
+    """Where a one-frame decode materialises its tensor: between residual blocks (every index outside a Save ...
+    shortcut span) below the output resolution. Not after a nearest upsampling, which stays fused with its
+    convolution so the widest upsampled tensor exists one band at a time (as in the KL program), and not at the
+    output resolution: the last level runs as one segment with its halo recomputed, so no full-resolution activation
+    ever exists whole (Qwen-Image's is 0.75 GiB in bf16 at 2048², a quarter of the host's whole decode)."""
+    heights = Program(band_ops, [], h_in).heights
+    points, depth = [], 0
+    for i, op in enumerate(band_ops):
+        if depth == 0 and i > 0 and not _is_upsample(band_ops[i - 1]) and 4 * heights[i] <= heights[-1]:
+            points.append(i)
+        depth += isinstance(op, Save) - getattr(op, "pops_saved", False)
+    return points
+
+
+def _is_upsample(op: RowOp) -> bool:
+    return isinstance(op, Frames) and isinstance(op.op, Upsample2x)
+
+
+def decode_frame(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[RowOp], band_ops: list[RowOp],
+                 out_device: torch.device, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
+    """One latent frame (an image: Qwen-Image, or a one-frame video): the latent-resolution part whole, then the
+    band ops with checkpoints between residual blocks (`stream.run_program`), so a band recomputes one block's
+    halo instead of the whole decoder's (the output level's excepted, see `frame_checkpoints`). Nothing carries
+    over in time for one frame, so every op runs as the first chunk (`FirstChunk`) and keeps no cache. Returns
+    (B, C, 1, H, W) as `decode_bands` does."""
+    _reset(whole_ops + band_ops)
+    h = z.shape[-2]
+    x = model.conv2(z).squeeze(2)
+    feats = Program([FirstChunk(op) for op in whole_ops], [], h).band(0, len(whole_ops), Rows(x), 0, h)
+    del x
+    prog = Program([FirstChunk(op) for op in band_ops], frame_checkpoints(band_ops, h), h)
+    y = run_program(prog, Rows(feats), slice_rows, out_dtype, out_device)
+    if patch > 1:
+        bsz, c, rows, w = y.shape
+        y = y.reshape(bsz, c // patch ** 2, patch, patch, rows, w).permute(0, 1, 4, 3, 5, 2) \
+            .reshape(bsz, c // patch ** 2, rows * patch, w * patch)
+    return y.unsqueeze(2)

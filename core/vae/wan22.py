@@ -36,6 +36,8 @@ class AddDupUp(RowOp):
     The host's own DupUp3D runs on the input rows [a // 2, (b + 1) // 2); its first call after `reset` is the first
     chunk (the host's first_chunk=True), which drops the leading time-upsampled frame."""
 
+    pops_saved = True
+
     def __init__(self, dup: nn.Module):
         if type(dup).__name__ != "DupUp3D" or dup.factor_s != 2 or dup.factor_t not in (1, 2):
             raise SliceUnsupported(f"unsupported Wan 2.2 up shortcut {type(dup).__name__}")

@@ -156,3 +156,30 @@ def test_latent_features_release_their_caches(wan_vae):
     assert feats.shape == (1, 4 * 8, 3, 7, 5)
     convs = [op for op in whole if isinstance(op, wan.CausalConv)]
     assert convs and all(op.cache is None for op in convs)
+
+
+def test_one_frame_runs_checkpointed_segments(wan_vae, monkeypatch):
+    """One latent frame (Qwen-Image) takes `decode_frame`: checkpoints between residual blocks, none right after a
+    nearest upsampling; equal to the host's decode. The check can fail: ops that keep their time state from one
+    band to the next (no `FirstChunk` reset) are far off, or fail on the other band's cache shapes."""
+    _, band = wan.wan_programs(wan_vae)
+    points = wan.frame_checkpoints(band, 9)
+    heights = wan.Program(band, [], 9).heights
+    assert points and not any(wan._is_upsample(band[i - 1]) or heights[i] == heights[-1] for i in points)
+    assert all(sum(isinstance(op, wan.Save) for op in band[:i]) == sum(getattr(op, "pops_saved", False)
+                                                                    for op in band[:i]) for i in points)
+    z = latent((1, 16, 1, 9, 7))
+    with torch.no_grad():
+        ref = wan_vae.decode(z)
+    calls = []
+    real = wan.decode_frame
+    monkeypatch.setattr(wan, "decode_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for rows in (1, 2, 9):
+        assert (vae.sliced_decode(wan_vae, z, rows) - ref).abs().max().item() <= TOL_FP32
+    assert len(calls) == 3
+    monkeypatch.setattr(wan.FirstChunk, "__call__",
+                        lambda self, x, *args: self.op(x.unsqueeze(2), *args).squeeze(2))   # no reset
+    try:
+        assert (vae.sliced_decode(wan_vae, z, 2) - ref).abs().max().item() > 1e-2
+    except RuntimeError as err:
+        assert "Sizes of tensors must match" in str(err)
