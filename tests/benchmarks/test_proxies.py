@@ -68,3 +68,8 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     assert 0 < head["pyramid_worst_band_vs_direct_b_analytic_inconsistent"] < 1
     sw = report["pyramid"]["128"]["sw_vs_data"]   # unpaired distance to held-out data, direct and every variant
     assert {"direct", "b_default", "b_scale_calibrated"} <= set(sw) and all(v > 0 for v in sw.values())
+    hr = report["highres"]   # DiffuseHigh and the hires fix from the same base; bicubic is the base itself
+    assert hr["size"] == 2 * hr["base_size"] and set(hr["runs"]) == {"bicubic", "hires_fix", "diffusehigh", "direct"}
+    assert hr["runs"]["bicubic"]["ssim_vs_bicubic"] > 0.999
+    assert all(r["sw_vs_data"] > 0 and r["ssim_vs_bicubic"] < 0.999 for k, r in hr["runs"].items() if k != "bicubic")
+    assert math.isfinite(head["highres_sw_vs_data_diffusehigh"])
