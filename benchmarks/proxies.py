@@ -24,9 +24,9 @@
 5. 2:4: host.sparsify.sparsify_model on every Linear (speed check off, so every layer is pruned): magnitude,
    Wanda, Wanda + rank-64 and magnitude + rank-64 correction; SSIM / PSNR of the decoded images against the dense
    model's from the same noise at --sparse-size.
-6. Block-sparse attention (benchmarks/proxy_attention.py) and DiffuseHigh against the host's hires fix
-   (benchmarks/proxy_highres.py).
-Sections run in the issue's priority (pyramid, cache, 2:4, attention, high-res); each is recorded as an error
+6. Block-sparse attention (benchmarks/proxy_attention.py), DiffuseHigh against the host's hires fix
+   (benchmarks/proxy_highres.py), searched schedules against the host's (benchmarks/proxy_schedules.py).
+Sections run in the issue's priority (pyramid, cache, 2:4, attention, high-res, schedules); each is recorded as an error
 where it fails, skipped after --deadline, and the report is rewritten after each. A checkpoint over --split-mb
 comes back in byte parts.
 Headline keys (benchmarks/results/proxies-h200.json): pyramid_worst_band_vs_direct_b_flux_proxy (at the largest
@@ -49,6 +49,7 @@ from _host import host_info, import_host, pack_module, write_report
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import proxy_attention
 import proxy_highres
+import proxy_schedules
 import proxy_train
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
@@ -344,6 +345,7 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines += proxy_attention.markdown(report.get("attention", {}))
     lines += proxy_highres.markdown(report.get("highres", {}))
+    lines += proxy_schedules.markdown(report.get("schedules", {}))
     cache = report.get("cache", {"skipped": "not run yet"})
     lines += [f"## Step cache ({cache.get('size', '')}px, {cache.get('steps', '')} steps)", ""]
     if "skipped" in cache or "error" in cache:
@@ -366,7 +368,7 @@ def sizes_of(pyramid: dict) -> dict:
     return {k: v for k, v in pyramid.items() if isinstance(k, int)}
 
 
-SECTIONS = ["pyramid", "cache", "sparse24", "attention", "highres"]
+SECTIONS = ["pyramid", "cache", "sparse24", "attention", "highres", "schedules"]
 ANALYTIC = Path(__file__).parent / "results" / "pyramid-inconsistent-cpu.json"
 
 
@@ -402,6 +404,7 @@ def headline(report: dict) -> dict:
             head[f"sparse24_ssim_{name}"] = row["ssim"]
     head.update(proxy_attention.headline(report.get("attention", {})))
     head.update(proxy_highres.headline(report.get("highres", {})))
+    head.update(proxy_schedules.headline(report.get("schedules", {})))
     summary = report.get("cache", {}).get("summary")
     if summary:
         head["cache_speedup_flux_proxy_at_easycache_deviation"] = summary["ours_deviation_matched"]["speedup"]
@@ -440,6 +443,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--highres-size", type=int, default=512, help="high-res: base pixel size (output: twice)")
     ap.add_argument("--highres-samples", type=int, default=4)
     ap.add_argument("--highres-denoise", type=float, default=0.5, help="the hires fix's second-pass denoise")
+    ap.add_argument("--schedule-size", type=int, default=512)
+    ap.add_argument("--schedule-samples", type=int, default=4)
+    ap.add_argument("--schedule-steps", type=lambda v: [int(x) for x in v.split(",")], default=[6, 10])
+    ap.add_argument("--schedule-ref-steps", type=int, default=64)
     args = ap.parse_args()
     proxy_train.finish_args(args)
     if args.smoke:
@@ -448,6 +455,7 @@ def parse() -> argparse.Namespace:
         args.sparse_size, args.sparse_samples = 64, 2
         args.attn_size, args.attn_samples, args.attn_block = 512, 1, 64
         args.highres_size, args.highres_samples = 64, 1
+        args.schedule_size, args.schedule_samples, args.schedule_steps, args.schedule_ref_steps = 64, 1, [4], 8
     args.pyramid_sizes = [int(s) for s in str(args.pyramid_sizes).split(",")]
     return args
 
@@ -479,7 +487,9 @@ def main() -> int:
                 "attention": lambda: proxy_attention.attention_eval(args, patcher,
                                                                     sampler_of(args, patcher, codec, cond), device),
                 "highres": lambda: proxy_highres.highres_eval(args, patcher, codec, cond, decode, data_crops,
-                                                              conditioning)}
+                                                              conditioning),
+                "schedules": lambda: proxy_schedules.schedules_eval(args, patcher, codec, cond, decode, data_crops,
+                                                                    conditioning)}
     for name, run in sections.items():  # in the priority; the report is rewritten after each
         t0 = time.perf_counter()
         if name not in args.sections:

@@ -73,3 +73,9 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     assert hr["runs"]["bicubic"]["ssim_vs_bicubic"] > 0.999
     assert all(r["sw_vs_data"] > 0 and r["ssim_vs_bicubic"] < 0.999 for k, r in hr["runs"].items() if k != "bicubic")
     assert math.isfinite(head["highres_sw_vs_data_diffusehigh"])
+    sched = report["schedules"]["runs"]   # every scheduler at 4 steps against the 8-step simple reference
+    assert {r["scheduler"] for r in sched.values()} == {"simple", "normal", "karras", "beta", "sgm_uniform",
+                                                       "pyra_searched"}
+    assert all(math.isfinite(r["psnr_db_vs_ref"]) for r in sched.values())
+    assert len({round(r["psnr_db_vs_ref"], 2) for r in sched.values()}) > 1   # the schedules differ
+    assert head["schedule_psnr_db_pyra_searched_4"] == sched["pyra_searched_4"]["psnr_db_vs_ref"]
