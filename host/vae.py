@@ -12,6 +12,7 @@ import torch
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 from ..core.vae.kl_encode import can_encode, kl_encode
+from ..core.vae.wan_encode import can_encode_wan, wan_encode
 
 log = logging.getLogger("pyra.vae")
 
@@ -75,23 +76,46 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     return vae.decode(z) if out is None else out.movedim(1, -1)
 
 
+def _frames(vae, pixels: torch.Tensor) -> torch.Tensor | None:
+    """The host's encode input for a Wan 2.1-class VAE: one frame per sample (B, C, 1, H, W), or None where the host
+    encodes the batch as one video of B frames (its `not_video` is off and B > 1), which has no exact slicer."""
+    x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1)
+    if getattr(vae, "not_video", False):
+        return x.unsqueeze(2)
+    return x.movedim(1, 0).unsqueeze(0) if x.shape[0] == 1 else None
+
+
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     """LATENT samples for IMAGE `pixels` (B, H, W, C), exactly as `vae.encode` returns them."""
     vae.throw_exception_if_invalid()
     model = vae.first_stage_model
+    if vae.latent_dim == 3 and can_encode_wan(model):
+        x = _frames(vae, pixels)
+        if x is not None:
+            out = _encode(vae, x, wan_encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // 8,
+                                                            x.shape[-1] // 8))
+            return vae.encode(pixels) if out is None else out
+        log.info("Pyra exact VAE encode: the host encodes these %d images as one %d-frame video, which has no exact "
+                 "slicer; using the host's own encode", pixels.shape[0], pixels.shape[0])
+        return vae.encode(pixels)
     if not can_encode(model) or vae.latent_dim != 2:
         log.info("Pyra exact VAE encode: no exact sliced encoder for %s; using the host's own encode",
                  type(model).__name__)
         return vae.encode(pixels)
     x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1)
+    out = _encode(vae, x, kl_encode, slice_rows, (1, vae.latent_channels, x.shape[-2] // 8, x.shape[-1] // 8))
+    return vae.encode(pixels) if out is None else out
+
+
+def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """encode(model, x, rows, device) of every sample of x (the host's encode input) in bands; None where the
+    slicer met a layer it cannot reproduce (logged)."""
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x[:1].shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
     if slice_rows <= 0:
-        latent_shape = (1, vae.latent_channels, x.shape[-2] // 8, x.shape[-1] // 8)
         slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device))
-    out = _per_sample(vae, x.shape[0], "encode",
-                      lambda i: run_in_bands(vae, kl_encode, vae.process_input(x[i:i + 1]), slice_rows, "encode"))
-    return vae.encode(pixels) if out is None else out
+    return _per_sample(vae, x.shape[0], "encode",
+                       lambda i: run_in_bands(vae, encode, vae.process_input(x[i:i + 1]), slice_rows, "encode"))
 
 
 def _per_sample(vae, n: int, what: str, run_one):

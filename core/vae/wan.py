@@ -345,15 +345,16 @@ class FirstChunk(RowOp):
 
 
 def frame_checkpoints(band_ops: list[RowOp], h_in: int) -> list[int]:
-    """Where a one-frame decode materialises its tensor: between residual blocks (every index outside a Save ...
-    shortcut span) below the output resolution. Not after a nearest upsampling, which stays fused with its
-    convolution so the widest upsampled tensor exists one band at a time (as in the KL program), and not at the
-    output resolution: the last level runs as one segment with its halo recomputed, so no full-resolution activation
-    ever exists whole (Qwen-Image's is 0.75 GiB in bf16 at 2048², a quarter of the host's whole decode)."""
+    """Where a one-frame program materialises its tensor: between residual blocks (every index outside a Save ...
+    shortcut span) at a quarter of the largest size (the output's for a decoder, the input's for an encoder) and
+    below. Not after a nearest upsampling, which stays fused with its convolution so the widest upsampled tensor
+    exists one band at a time (as in the KL program), and not at the larger sizes: their levels run as one segment
+    with its halo recomputed, so no activation of them exists whole (Qwen-Image's 96-channel full-resolution one is
+    0.75 GiB in bf16 at 2048², a quarter of the host's whole decode)."""
     heights = Program(band_ops, [], h_in).heights
     points, depth = [], 0
     for i, op in enumerate(band_ops):
-        if depth == 0 and i > 0 and not _is_upsample(band_ops[i - 1]) and 4 * heights[i] <= heights[-1]:
+        if depth == 0 and i > 0 and not _is_upsample(band_ops[i - 1]) and 4 * heights[i] <= max(heights):
             points.append(i)
         depth += isinstance(op, Save) - getattr(op, "pops_saved", False)
     return points

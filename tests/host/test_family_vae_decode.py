@@ -150,7 +150,31 @@ def test_other_video_vaes_take_the_hosts_decode_logged(comfy_host, vaes, caplog,
     assert torch.equal(out, stock(vae, z))
 
 
-@pytest.mark.parametrize("family", ["qwen_image", "wan22_ti2v_5b", "hunyuan_video15", "ltx2"])
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_qwen_image_encode_matches_the_hosts(comfy_host, vaes, caplog, rows):
+    """One image through the Wan 2.1 class (the host encodes it as a one-frame video) in bands."""
+    vae = vaes["qwen_image"]
+    pixels = torch.rand((1, 75, 58, 3), generator=torch.Generator().manual_seed(5))   # cropped to 72 x 56
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    ref = vae.encode(pixels)
+    assert out.shape == ref.shape == (1, 16, 1, 9, 7)
+    assert err(out, ref) <= TOL
+    assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
+
+
+def test_qwen_image_batch_takes_the_hosts_video_encode_logged(comfy_host, vaes, caplog):
+    """The host encodes a batch of images with a Wan-class VAE as one video of that many frames."""
+    vae = vaes["qwen_image"]
+    pixels = torch.rand((5, 32, 32, 3), generator=torch.Generator().manual_seed(6))
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
+    assert "as one 5-frame video" in caplog.text and "using the host's own encode" in caplog.text
+    assert torch.equal(out, vae.encode(pixels))
+
+
+@pytest.mark.parametrize("family", ["wan22_ti2v_5b", "hunyuan_video15", "ltx2"])
 def test_video_class_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family):
     vae = vaes[family]
     pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(4))
