@@ -355,6 +355,30 @@ def family_case(vae, z, rows_list, repeats, cuda, raw=True, warmup=True):
     return res
 
 
+ENCODE_SIDES = {"flux2": 2048, "qwen": 2048}   # the image encodes (img2img, edit inputs) measured in bf16
+
+
+def encode_case(vae, side: int, rows_list, cuda) -> dict:
+    """The host's `vae.encode` of one random side x side image against Pyra's `exact_encode` at each band size:
+    time, peak, and the largest latent difference."""
+    import torch
+
+    exact = pack_module("host.vae").exact_encode
+    pixels = torch.rand((1, side, side, 3), generator=torch.Generator().manual_seed(7))
+    _measure_once(lambda: vae.encode(pixels[:, :64, :64]), cuda)   # warm both paths' kernels on a small image
+    _measure_once(lambda: exact(vae, pixels[:, :64, :64], rows_list[0]), cuda)
+    host, t_host, p_host = _measure_once(lambda: vae.encode(pixels), cuda)
+    host = host.float().cpu()
+    res = {"shape": list(pixels.shape), "dtype": str(vae.vae_dtype).removeprefix("torch."), "full_s": t_host,
+           "full_peak": p_host, "ours": []}
+    for rows in rows_list:
+        out, t, p = _measure_once(lambda r=rows: exact(vae, pixels, r), cuda)
+        err = (out.float().cpu() - host).abs().max().item()
+        res["ours"].append({"rows": rows, "s": t, "peak": p, "err_latent": err})
+        del out
+    return res
+
+
 def family_cases(args, emit, dev, fam):
     """One 2026 family at real size on the GPU: fp32 exactness, then bf16 (the host's VAE dtype there) memory and
     time at the real sizes of NEW_FAMILIES. Cases past --budget seconds are skipped (recorded)."""
@@ -375,6 +399,12 @@ def family_cases(args, emit, dev, fam):
             fp32 = dtype == torch.float32
             reps = 1 if long or fp32 or shape[-1] >= 256 else args.repeats   # 2048/4096 px images: one timed run
             emit(name, family_case(vae, z, rows, reps, True, raw=fp32, warmup=not (long or (fp32 and video))))
+        if fam in ENCODE_SIDES and dtype == torch.bfloat16:
+            name = f"{fam}_encode_bfloat16_{ENCODE_SIDES[fam]}px"
+            if time.perf_counter() - START > args.budget:
+                emit(name, {"skipped": f"past the --budget of {args.budget} s"})
+            else:
+                emit(name, encode_case(vae, ENCODE_SIDES[fam], rows, True))
         del vae
         mm.unload_all_models()
         mm.soft_empty_cache(True)
@@ -389,6 +419,8 @@ def family_cpu_cases(args, emit):
         vae = pack_module(f"host.tiny_{kind}_families").tiny_vae(family)
         emit(f"{fam}_tiny_fp32_{'x'.join(map(str, shape[1:]))}",
              family_case(vae, latent(shape, torch.device("cpu"), torch.float32), [0, 2], 1, False))
+        if fam in ENCODE_SIDES:
+            emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, 64, [0, 2], False))
 
 
 def family_summary(cases: dict) -> dict:
@@ -399,6 +431,17 @@ def family_summary(cases: dict) -> dict:
         done = {k: c for k, c in cases.items() if k.startswith(fam + "_") and "skipped" not in c}
         if not done:
             continue
+        enc = [c for k, c in done.items() if "_encode_" in k]
+        if enc:   # the latent difference in the case's dtype; peak and time on the GPU only
+            c = enc[-1]
+            head[f"{fam}_encode_err"] = max(o["err_latent"] for o in c["ours"])
+            if c["full_peak"]:
+                low, auto = min(c["ours"], key=lambda o: o["peak"]), next(o for o in c["ours"] if o["rows"] == 0)
+                head[f"{fam}_encode_peak_ratio"] = low["peak"] / c["full_peak"]
+                head[f"{fam}_encode_time_ratio"] = low["s"] / c["full_s"]
+                head[f"{fam}_encode_auto_peak_ratio"] = auto["peak"] / c["full_peak"]
+                head[f"{fam}_encode_auto_time_ratio"] = auto["s"] / c["full_s"]
+            done = {k: c for k, c in done.items() if "_encode_" not in k}
         f32 = [c for k, c in done.items() if "_float32_" in k or "_fp32_" in k]
         if f32:
             head[f"{fam}_err_fp32_raw"] = max(c.get("raw_err", 0.0) for c in f32)
@@ -422,7 +465,8 @@ def family_markdown(report: dict) -> str:
              f"ComfyUI {env.get('comfyui', '?')}, {env.get('memory_mode', '?')}, {env['date']})", "",
              f"Command: `{env['command']}`", "",
              "Host: `vae.decode` (full decode); Pyra: `host.vae.exact_decode` (the node's path; band rows 0 = auto). "
-             "Errors: max abs difference to the host's images in [0, 1]; raw: the decoder output before the clamp.",
+             "Errors: max abs difference to the host's images in [0, 1] (encodes: to its latents); raw: the decoder "
+             "output before the clamp.",
              "", "| case | decoder | band rows | time s | peak GiB | max abs err (image) | raw err |",
              "|---|---|---|---|---|---|---|"]
     for name, c in report["cases"].items():
@@ -430,11 +474,13 @@ def family_markdown(report: dict) -> str:
             lines.append(f"| {name} | skipped: {c['skipped']} | | | | | |")
             continue
         peak = "-" if not c["full_peak"] else f"{c['full_peak'] / gib:.2f}"
-        lines.append(f"| {name} | host full | - | {c['full_s']:.3f} | {peak} | 0 | 0 |")
+        what = "encode" if "_encode_" in name else "decode"
+        lines.append(f"| {name} | host {what} | - | {c['full_s']:.3f} | {peak} | 0 | 0 |")
         for o in c["ours"]:
             peak = "-" if not o["peak"] else f"{o['peak'] / gib:.2f}"
             raw = f"{c['raw_err']:.3g}" if "raw_err" in c else "-"
-            lines.append(f"| {name} | Pyra exact | {o['rows']} | {o['s']:.3f} | {peak} | {o['err_img']:.3g} | {raw} |")
+            err = o.get("err_img", o.get("err_latent"))
+            lines.append(f"| {name} | Pyra exact | {o['rows']} | {o['s']:.3f} | {peak} | {err:.3g} | {raw} |")
     lines += ["", "Summary: " + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
                                           for k, v in report["summary"].items())]
     return "\n".join(lines) + "\n"
