@@ -134,18 +134,21 @@ def data_crops(n: int, size: int, seed: int, smoke: bool) -> torch.Tensor:
     return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed)).to(metric_device())
 
 
-VARIANTS = ("default", "flux_shift", "renoise3", "scale_calibrated")
+VARIANTS = ("default", "flux_shift", "renoise3", "scale_calibrated", "channel_renorm")
 
 
 def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, scales: dict) -> torch.Tensor:
-    """default: the node's pyramid_sample; flux_shift / scale_calibrated / renoise3: pyramid_inconsistent's loop
-    with the level scales of Flux's shift rule / measured from direct batches at each level size (`scales`, by
-    variant) / a corrective re-noise 3 steps back at each lift."""
+    """default: the node's pyramid_sample; flux_shift / scale_calibrated / renoise3 / channel_renorm:
+    pyramid_inconsistent's loop with the level scales of Flux's shift rule / measured from direct batches at each
+    level size (`scales`, by variant) / a corrective re-noise 3 steps back at each lift / the lifted state
+    renormalised per latent channel to the direct batches' channel stds at each size (`scales["channel_renorm"]`)."""
     import pyramid_inconsistent as pi
 
     if name == "default":
         return pack_module("host.pyramid").pyramid_sample(guider, noise, torch.zeros_like(noise), sampler, sigmas,
                                                           levels, seed=seed, disable_pbar=True)
+    if name == "channel_renorm":
+        return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, channel_stds=scales[name])
     if name in scales:
         return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, scales=scales[name])
     return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, renoise_steps=3)
@@ -186,8 +189,11 @@ def pyramid_eval(args, patcher, codec, cond) -> dict:
         res["sw_vs_data"] = {"direct": proxy.patch_sliced_wasserstein(direct, data)}
         scales = {"flux_shift": pi.flux_shift_scales(size // 4, (2, 4)),  # its argument / 4: the token side
                   "scale_calibrated": pi.calibrate(guider, sampler, lambda: sigmas, noise, args.seed + 1, (2, 4),
-                                                   measure=latent_std)}
-        res["scales"] = scales
+                                                   measure=latent_std),
+                  "channel_renorm": pi.calibrate_channels(guider, sampler, lambda: sigmas, noise, args.seed + 1,
+                                                          (2, 4))}
+        res["scales"] = {k: ({f: v.tolist() for f, v in d.items()} if k == "channel_renorm" else d)
+                         for k, d in scales.items()}
         for key, ladder in LADDERS.items():
             levels = pyr.parse_ladder(ladder)
             if size == args.pyramid_sizes[0]:  # the variants' loop, options off, is the node's (a Flux latent format)

@@ -54,10 +54,14 @@ def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[floa
     return ratio.tolist(), (per_sample.std(0) / len(samples) ** 0.5).tolist()
 
 
-def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_steps=0, upsample="bicubic"):
+def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_steps=0, upsample="bicubic",
+            channel_stds=None):
     """host.pyramid.pyramid_sample without padding, masks, areas and graphs, plus the core options.
 
-    scales: {factor: r} level scales (missing: 1); renoise_steps: corrective re-noise at each lift.
+    scales: {factor: r} level scales (missing: 1); renoise_steps: corrective re-noise at each lift;
+    channel_stds: {factor: (C,) per-channel std of direct samples at that level's size}: each lift multiplies the
+    clean part channel by channel by std[next] / std[factor] (a per-channel renormalisation of the lifted state,
+    sigmas unchanged).
     """
     pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     patcher = guider.model_patcher
@@ -88,8 +92,11 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
         if last:
             return out
         nxt = stages[i + 1].factor
+        rescale = r / scales.get(nxt, 1.0)
+        if channel_stds is not None:
+            rescale = rescale * (channel_stds[nxt] / channel_stds[f]).view(1, -1, *[1] * (noise.ndim - 2)).to(cb.x)
         clean, unit = pyr.lift(cb.x, cb.denoised, float(sig[-2]), f // nxt, pyr.level_noise(noise, nxt).to(cb.x),
-                               param, upsample, rescale=r / scales.get(nxt, 1.0))
+                               param, upsample, rescale=rescale)
     raise AssertionError("unreachable")
 
 
@@ -113,6 +120,19 @@ def calibrate(guider, sampler, sigma_fn, noise, seed, factors, measure=pixel_std
                               disable_pbar=True)
         scales[f] = measure(pyr.pool(full, f)) / measure(small)
     return scales
+
+
+def calibrate_channels(guider, sampler, sigma_fn, noise, seed, factors) -> dict[int, torch.Tensor]:
+    """{1 and each factor f: the per-channel std (C,) of a direct batch at 1/f of the size} (model space, as the
+    sampler's state holds it), each size from its own noise: what a trained latent model makes at that size."""
+    stds = {}
+    for f in (1, *factors):
+        g = torch.Generator().manual_seed(seed + 31 * f)
+        n = torch.randn(*noise.shape[:2], noise.shape[-2] // f, noise.shape[-1] // f, generator=g)
+        out = guider.sample(n, torch.zeros_like(n), sampler, sigma_fn(), seed=seed, disable_pbar=True)
+        fmt = guider.model_patcher.model.latent_format
+        stds[f] = fmt.process_in(out.float()).transpose(0, 1).reshape(out.shape[1], -1).std(dim=1)
+    return stds
 
 
 def flux_shift_scales(size: int, factors) -> dict[int, float]:

@@ -54,7 +54,7 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
         assert math.isfinite(head[key]), key
     bands = report["pyramid"]["128"]["bands"]
     assert {"direct_vs_data", "a_default", "b_default", "b_flux_shift", "b_renoise3",
-            "b_scale_calibrated"} <= set(bands)
+            "b_scale_calibrated", "b_channel_renorm"} <= set(bands)
     assert head["pyramid_worst_band_vs_direct_b_flux_proxy"] == max(abs(r - 1) for r in bands["b_default"][0])
     # the variants' own loop with every option off is the node's pyramid_sample, through the Flux latent format
     assert max(report["pyramid"]["128"]["loop_equals_node_max_abs_diff"].values()) < 1e-5
