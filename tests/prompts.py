@@ -130,6 +130,7 @@ EXACT_VAE_KINDS = {
     "taesd": ("pyra-demo-taesd.safetensors", "vae"),
     "taesd3": ("pyra-demo-taesd3.safetensors", "vae"),
     "wan21": ("pyra-demo-wan21-vae.safetensors", "vae"),
+    "wan21_image": ("pyra-demo-wan21-vae.safetensors", "vae"),   # one frame, as Qwen-Image uses this VAE
 }
 EXACT_VAE_IMAGE = "pyra_exact_vae_test.png"   # written into the server's input folder by the test
 
@@ -139,7 +140,8 @@ def exact_vae(node: str, kind: str, prefix: str, slice_rows: int = 3, width: int
 
     node "decode": a latent made the user's way decoded by VAEDecode and PyraExactVAEDecode (SaveImage). The latent:
     for the checkpoint, CLIPTextEncode + KSampler on its own model (text to image); for Wan 2.1, KSampler on the demo
-    Wan model (9 frames: 3 latent frames); otherwise VAEEncode of the test image (image to image).
+    Wan model (9 frames: 3 latent frames); otherwise VAEEncode of the test image (image to image; for "wan21_image"
+    a one-frame latent, the Qwen-Image case).
     node "encode": the test image (LoadImage) encoded by VAEEncode and PyraExactVAEEncode (SaveLatent).
     """
     name, loader = EXACT_VAE_KINDS[kind]

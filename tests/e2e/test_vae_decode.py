@@ -1,7 +1,8 @@
 """PyraExactVAEDecode / PyraExactVAEEncode through the real server, on the user's path, against the stock nodes.
 
 One row per (node, VAE kind): the VAE as users load it (CheckpointLoaderSimple on an SD1.5-format checkpoint with a
-real-size KL VAE and CLIP-L, VAELoader on a real-size 16-channel SD3/Flux-format KL VAE, TAESD, the Wan 2.1 VAE),
+real-size KL VAE and CLIP-L, VAELoader on a real-size 16-channel SD3/Flux-format KL VAE, TAESD, the Wan 2.1 VAE on a
+video and on one image),
 the server running the prompt under torch.inference_mode() as always. Each row states the path the Pyra node takes
 on every host of the matrix, so a gap shows as a row: "exact" (the sliced decode/encode, no fallback line in the
 log) or "host" (the node's one logged fallback to the host's own decode/encode). Run the suite on each host for the
@@ -31,11 +32,12 @@ PATHS = {
     ("decode", "taesd"): "exact",
     ("decode", "taesd3"): "exact",
     ("decode", "wan21"): "exact",
+    ("decode", "wan21_image"): "exact",   # one latent frame: the checkpointed one-frame program
     ("encode", "kl_checkpoint"): "exact",
     ("encode", "kl16"): "exact",
     ("encode", "taesd"): "host",     # no exact sliced TAESD encoder
     ("encode", "taesd3"): "host",
-    ("encode", "wan21"): "host",     # no exact sliced Wan encoder
+    ("encode", "wan21"): "exact",    # one image: the one-frame Wan encoder
 }
 # decoded frames per kind (64x48: 8x6 latents; Wan: 3 latent frames -> 9)
 FRAMES = {"wan21": 9}
