@@ -86,14 +86,15 @@ def psnr(a, b) -> float:   # images in [-1, 1]: peak-to-peak 2
 
 
 def markdown(res: dict) -> str:
+    vae, codec, training = res["vae"], res["codec"], res["vae"]["training"]
     lines = ["# Pooling a trained conv VAE's latent against the latent of the pooled image", "",
              f"Command: `{res['command']}`", "",
-             f"VAE: the host's AutoencoderKL, {res['vae']['parameters'] / 1e6:.2f}M parameters ({res['vae']['layout']}),"
-             f" trained {res['vae']['training']['steps']} steps / {res['vae']['training']['seconds']} s on "
-             f"{res['train_size']} px crops of {res['photos']} ({res['device']}); reconstruction "
-             f"{res['vae']['reconstruction_psnr_db']:.1f} dB on held-out crops of {res['size']} px. Patch codec: "
-             f"{res['codec']['kind']} fitted to the same crops, reconstruction {res['codec']['reconstruction_psnr_db']:.1f}"
-             " dB.", "", "| latent | pooling | relative error | overall std ratio |", "|---|---|---|---|"]
+             f"VAE: the host's AutoencoderKL, {vae['parameters'] / 1e6:.2f}M parameters ({vae['layout']}), trained "
+             f"{training['steps']} steps / {training['seconds']} s on {res['train_size']} px crops of "
+             f"{res['photos']} ({res['device']}); reconstruction {vae['reconstruction_psnr_db']:.1f} dB on held-out "
+             f"crops of {res['size']} px. Patch codec: {codec['kind']} fitted to the same crops, reconstruction "
+             f"{codec['reconstruction_psnr_db']:.1f} dB.", "",
+             "| latent | pooling | relative error | overall std ratio |", "|---|---|---|---|"]
     for name in ("vae", "codec"):
         for f, r in res[name]["pooling"].items():
             lines.append(f"| {name} | {f}x{f} | {r['relative_error']:.3f} | {r['std_ratio']:.3f} |")
