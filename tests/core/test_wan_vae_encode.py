@@ -4,13 +4,10 @@ architecture, random weights)."""
 from __future__ import annotations
 
 import importlib
-import sys
 
 import pytest
 import torch
-from host import comfyui_dir
 from packload import load_pack_package
-from vae_helpers import seeded_
 
 load_pack_package()
 wan = importlib.import_module("pyra_pack.core.vae.wan")
@@ -18,20 +15,6 @@ wan_encode = importlib.import_module("pyra_pack.core.vae.wan_encode")
 vae = importlib.import_module("pyra_pack.core.vae")
 
 TOL_FP32 = 1e-4
-
-
-@pytest.fixture(scope="module")
-def wan_vae():
-    """The Wan 2.1 layout the host builds (dim 8 instead of 96), seeded fan-in weights, gammas away from 1."""
-    sys.path.insert(0, str(comfyui_dir()))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    import comfy.ldm.wan.vae
-
-    model = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                                     temperal_downsample=[False, True, True], dropout=0.0)
-    return seeded_(model, 0, lambda name: "gamma" in name)
 
 
 def image(shape, seed=1):
