@@ -28,10 +28,10 @@ convolution of a first one-frame chunk meets zero frames in all but its last tim
 convolution with that tap (0.33.0's CausalConv3d truncates the weight the same way).
 
 Peak, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480, counted on the meta device (benchmarks/wan_decode_memory.py:
-live tensor bytes, without cuDNN workspaces and allocator rounding). Host full decode 3.62 GiB: the caches of all
-its causal convolutions at full height (1.76 GiB), one conv's transients at full resolution (the cache-concatenated
-and the padded copies of 6 frames of 96 channels, the residual input, the SiLU output: 1.45 GiB), the bf16 output so
-far (~0.17 GiB, grown by torch.cat per chunk) and the weights (0.24 GiB, encoder included). Ours with 4-latent-row
+live tensor bytes, without cuDNN workspaces and allocator rounding; benchmarks/results/wan-decode-memory-meta.md).
+Host 0.33.0's full decode 2.94 GiB: one chunk's transients at full resolution (1.00 GiB by its SiLUs, 0.50 by its
+convolutions), the caches of all its causal convolutions at full height (0.91 GiB), the bf16 output so far (0.29 GiB,
+grown by torch.cat per chunk) and the weights (0.24 GiB, encoder included). Ours with 4-latent-row
 bands and the output in the compute dtype on the device (as the host returns it) 0.84 GiB: weights 0.24, the
 bands' causal caches 0.20, the output 0.18, the kept latent-resolution features 0.09, one conv's transients at full
 resolution 0.12 (its input, the residual input, the padded buffer, the output); 1.05 GiB with 8-row bands, 0.18 GiB
