@@ -29,8 +29,9 @@ def _nbytes(t: torch.Tensor) -> int:
 class LiveBytes(TorchDispatchMode):
     """Counts live storage bytes; `peak`, `at_peak` (label -> bytes at the peak) after the block."""
 
-    def __init__(self, resident: list[torch.Tensor] = ()):
+    def __init__(self, resident: list[torch.Tensor] = (), device: torch.device | None = None):
         super().__init__()
+        self.device = device   # count only tensors on this device (None: every device)
         self._serial = itertools.count()
         self.live: dict[int, tuple[int, int, str, tuple]] = {}   # storage key -> (serial, bytes, op, shape)
         self._refs: dict[int, int] = defaultdict(int)
@@ -50,6 +51,8 @@ class LiveBytes(TorchDispatchMode):
         return out
 
     def _track(self, t: torch.Tensor, op: str) -> None:
+        if self.device is not None and t.device != self.device:
+            return
         key = t.untyped_storage()._cdata
         if key in self._resident_keys:
             return

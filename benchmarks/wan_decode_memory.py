@@ -82,7 +82,7 @@ def tagging(counter: LiveBytes, wan):
 def count_host(model, z) -> LiveBytes:
     import torch
 
-    counter = LiveBytes([*model.parameters(), z])
+    counter = LiveBytes([*model.parameters(), z], z.device)
 
     def tag_caches(module, args, kwargs, out):
         for c in kwargs.get("feat_cache") or []:
@@ -103,7 +103,7 @@ def count_ours(model, z, rows: int, out_dtype) -> LiveBytes:
     import torch
 
     wan = pack_module("core.vae.wan")
-    counter = LiveBytes([*model.parameters(), z])
+    counter = LiveBytes([*model.parameters(), z], z.device)
     with torch.no_grad(), counter, tagging(counter, wan):
         out = wan.wan_decode(model, z, rows, z.device, out_dtype)
         counter.tag(out, "output")

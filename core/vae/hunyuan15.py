@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from .kl import SliceUnsupported
 from .rowops import Elementwise, RowOp, Save, conv_weights
-from .stream import Program, Rows, row_slices
-from .wan import AddShortcut, _reset
+from .wan import AddShortcut, carried_video
 
 
 def is_hunyuan15(model: nn.Module) -> bool:
@@ -66,6 +65,8 @@ class Unfold2x(RowOp):
     """The rest of UpSmpl after its convolution: pops the UpSmpl input, unfolds both (the host's reshapes) into 2x
     rows and columns (and 2x frames with time upsampling; the first chunk's first frame to one frame), adds them."""
 
+    pops_saved = True
+
     def __init__(self, up: nn.Module):
         self.tus, self.rp, self.first = bool(up.tus), up.rp, True
 
@@ -76,6 +77,11 @@ class Unfold2x(RowOp):
         return 2 * h_in
 
     def need(self, a, b, h_in):
+        return a // 2, (b + 1) // 2
+
+    @staticmethod
+    def saved_need(a: int, b: int) -> tuple[int, int]:
+        """The rows of the UpSmpl input that output rows [a, b) add: the rows the main path reads."""
         return a // 2, (b + 1) // 2
 
     @staticmethod
@@ -93,7 +99,7 @@ class Unfold2x(RowOp):
 
     def __call__(self, h, r0, a, b, h_in, stack):
         s, s0 = stack.pop()
-        i0, i1 = a // 2, (b + 1) // 2
+        i0, i1 = self.saved_need(a, b)
         x = s[..., i0 - s0:i1 - s0, :]
         r1 = 2 if self.tus else 1
         head = None
@@ -164,21 +170,6 @@ def hunyuan15_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: t
         raise SliceUnsupported(f"the HunyuanVideo 1.5 slicer decodes 5-D video latents, got {z.ndim}-D")
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    ops = hunyuan15_program(model)
     feats = latent_part(model, z)
-    h, n_t = z.shape[-2], z.shape[2]
-    prog = Program(ops, [], h)
-    h_out = prog.heights[-1]
-    out = None
-    for a, b in row_slices(h_out, max(1, slice_rows * h_out // h)):
-        _reset(ops)
-        f0 = 0
-        for t in range(0, n_t, 2):
-            y = prog.band(0, len(ops), Rows(feats[:, :, t:t + 2]), a, b)
-            if out is None:
-                out = torch.empty((*y.shape[:2], 1 + 4 * (n_t - 1), h_out, y.shape[-1]), dtype=out_dtype,
-                                  device=out_device or z.device)
-            out[:, :, f0:f0 + y.shape[2], a:b] = y
-            f0 += y.shape[2]
-            del y
-    return out
+    return carried_video(hunyuan15_program(model), feats, 2, 1 + 4 * (z.shape[2] - 1), slice_rows,
+                         out_device or z.device, out_dtype)

@@ -15,11 +15,15 @@ time upsampling act per position, so they are exact on a band. So:
 1. the latent-resolution part (conv2, conv1, the middle with its attention, the residual blocks before the first
    upsampling) runs whole, chunk by chunk with its own caches, and its output for every latent frame is kept
    (Wan 2.1, 81 frames at 832x480: 384 x 21 x 60 x 104 values, 100 MiB in bf16);
-2. for each band of output rows, the rest of the decoder walks all latent frames in order with the band's own
-   causal caches (only the band's rows plus halo), so a cache never needs rows another band computed.
+2. the rest streams over bands of latent rows (`carry.run_carried`): per band, every latent frame in order, each op
+   emitting the output rows its input so far determines and keeping the input rows it reads again (two per 3x3
+   convolution, per frame), with the band's own causal caches (only the rows it is given), so no row is computed
+   twice and a cache never needs rows another band computed. Between bands the kept rows wait in pinned host
+   memory (0.66 GiB for Wan 2.1 at 81 x 832 x 480 in bf16), so the device holds one chunk's.
 
-Every band recomputes its halo at every level: 7 latent rows above and below at the first upsampling, 8 output
-rows at full resolution. The result equals the host's decode up to float summation order.
+(Before, each band recomputed the whole decoder's halo instead: 7 latent rows above and below at the first
+upsampling, several times the host's FLOPs with small bands.) The result equals the host's decode up to float
+summation order.
 
 One latent frame (a Qwen-Image image) has no time to walk, so `decode_frame` runs the band ops as a checkpointed
 row program instead (`stream.run_program`, as the KL decoder does): each residual block below the output
@@ -28,16 +32,15 @@ convolution of a first one-frame chunk meets zero frames in all but its last tim
 convolution with that tap (0.33.0's CausalConv3d truncates the weight the same way).
 
 Peak, Wan 2.1 (dim 96) in bf16, 81 frames at 832x480, counted on the meta device (benchmarks/wan_decode_memory.py:
-live tensor bytes, without cuDNN workspaces and allocator rounding; benchmarks/results/wan-decode-memory-meta.md).
-Host 0.33.0's full decode 2.94 GiB: one chunk's transients at full resolution (1.00 GiB by its SiLUs, 0.50 by its
-convolutions), the caches of all its causal convolutions at full height (0.91 GiB), the bf16 output so far (0.29 GiB,
-grown by torch.cat per chunk) and the weights (0.24 GiB, encoder included). Ours with 4-latent-row
-bands and the output in the compute dtype on the device (as the host returns it) 0.84 GiB: weights 0.24, the
-bands' causal caches 0.20, the output 0.18, the kept latent-resolution features 0.09, one conv's transients at full
-resolution 0.12 (its input, the residual input, the padded buffer, the output); 1.05 GiB with 8-row bands, 0.18 GiB
-more with an fp32 output. On the H200 the host measured 4.20 GiB (benchmarks/results/decode-wan-h200.md). Each
-causal conv builds its padded input in one buffer (the host's torch.cat + F.pad make two copies), and the
-latent-resolution part drops its own caches before the bands.
+live tensor bytes on the device, without cuDNN workspaces and allocator rounding;
+benchmarks/results/wan-decode-memory-meta.md). Host 0.33.0's full decode 2.94 GiB: one chunk's transients at full
+resolution (1.00 GiB by its SiLUs, 0.50 by its convolutions), the caches of all its causal convolutions at full
+height (0.91 GiB), the bf16 output so far (0.29 GiB, grown by torch.cat per chunk) and the weights (0.24 GiB,
+encoder included). Ours with 4-latent-row bands and the output in the compute dtype on the device (as the host
+returns it) 0.79 GiB: weights 0.24, the output 0.18, the bands' causal caches 0.13, the kept latent-resolution
+features 0.09, one band's transients; 0.62 GiB with 1-row bands, 1.01 GiB with 8-row bands, 0.18 GiB more with an
+fp32 output. Each causal conv builds its padded input in one buffer (the host's torch.cat + F.pad make two copies),
+and the latent-resolution part drops its own caches before the bands.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import carry
 from .kl import SliceUnsupported
 from .rowops import Conv, Elementwise, RowOp, Save, Upsample2x, conv_weights
-from .stream import Program, Rows, row_slices, run_program
+from .stream import Program, Rows, run_program
 
 CACHE_T = 2   # frames a causal convolution keeps for the next chunk (the host's CACHE_T)
 
@@ -292,32 +296,42 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
 def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[RowOp], band_ops: list[RowOp],
                  out_device: torch.device | None, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
     """The decode of `wan_decode` for any (latent-resolution, band) split of a Wan-style causal decoder: the whole
-    part over all latent frames, then per band of output rows every latent frame in order with the band's own
-    caches. `patch` > 1: the decoder's output holds patch x patch pixels per position in its channels (Wan 2.2:
+    part over all latent frames, then the band ops streamed over bands of `slice_rows` latent rows, every latent
+    frame in order per band, each op carrying the rows it reads again (`carry.run_carried`). `patch` > 1: the
+    decoder's output holds patch x patch pixels per position in its channels (Wan 2.2:
     "b (c r q) t h w -> b c t (h q) (w r)"), unfolded as each band is written."""
-    h, n_t = z.shape[-2], z.shape[2]
+    n_t = z.shape[2]
     if n_t == 1:
         return decode_frame(model, z, slice_rows, whole_ops, band_ops, out_device or z.device, out_dtype, patch)
     feats = latent_features(model, z, whole_ops)
-    prog = Program(band_ops, [], h)
-    h_out = prog.heights[-1]
-    out = None
-    for a, b in row_slices(h_out, max(1, slice_rows * h_out // h)):
-        _reset(band_ops)
-        f0 = 0
-        for t in range(n_t):
-            y = prog.band(0, len(band_ops), Rows(feats[:, :, t:t + 1]), a, b)
-            if patch > 1:
-                bsz, c, nt, rows, w = y.shape
-                y = y.reshape(bsz, c // patch ** 2, patch, patch, nt, rows, w).permute(0, 1, 4, 5, 3, 6, 2) \
-                    .reshape(bsz, c // patch ** 2, nt, rows * patch, w * patch)
-            if out is None:
-                frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
-                out = torch.empty((*y.shape[:2], frames, h_out * patch, y.shape[-1]), dtype=out_dtype,
-                                  device=out_device or z.device)
-            out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
-            f0 += y.shape[2]
-            del y
+    frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
+    return carried_video(band_ops, feats, 1, frames, slice_rows, out_device or z.device, out_dtype, patch)
+
+
+def carried_video(band_ops: list[RowOp], feats: Tensor, chunk: int, frames: int, slice_rows: int,
+                  out_device: torch.device, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
+    """The band ops on `feats` (B, C, T, h, w) in chunks of `chunk` latent frames and bands of `slice_rows` rows,
+    streamed with carries: the (B, C', frames, H * patch, W * patch) output in `out_dtype` on `out_device`."""
+    h = feats.shape[-2]
+    h_out = Program(band_ops, [], h).heights[-1] * patch
+    out, f0 = None, 0
+
+    def source(t, s, e):
+        return feats[:, :, t * chunk:(t + 1) * chunk, s:e]
+
+    def sink(t, y, a, b):   # a band's chunks arrive in order, each after the previous one's frames
+        nonlocal out, f0
+        if patch > 1:
+            bsz, c, nt, rows, w = y.shape
+            y = y.reshape(bsz, c // patch ** 2, patch, patch, nt, rows, w).permute(0, 1, 4, 5, 3, 6, 2) \
+                .reshape(bsz, c // patch ** 2, nt, rows * patch, w * patch)
+        if out is None:
+            out = torch.empty((*y.shape[:2], frames, h_out, y.shape[-1]), dtype=out_dtype, device=out_device)
+        f0 = 0 if t == 0 else f0
+        out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
+        f0 += y.shape[2]
+
+    carry.run_carried(band_ops, h, -(-feats.shape[2] // chunk), slice_rows, source, sink, lambda: _reset(band_ops))
     return out
 
 

@@ -47,9 +47,14 @@ class AddDupUp(RowOp):
     def reset(self) -> None:
         self.first = True
 
+    @staticmethod
+    def saved_need(a: int, b: int) -> tuple[int, int]:
+        """The rows of the block input that output rows [a, b) add (it is at half the output's height)."""
+        return a // 2, (b + 1) // 2
+
     def __call__(self, x, r0, a, b, h_in, stack):
         s, s0 = stack.pop()
-        i0, i1 = a // 2, (b + 1) // 2
+        i0, i1 = self.saved_need(a, b)
         y = self.dup(s[..., i0 - s0:i1 - s0, :], first_chunk=self.first)
         self.first = False
         return x + y[..., a - 2 * i0:b - 2 * i0, :]
