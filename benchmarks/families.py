@@ -31,10 +31,14 @@ attention (figure 2): self-attention over the video tokens of a 720p clip, cuDNN
                      also holds the text tokens (kept dense), which are left out here.
 step_cache (figure 3): step_cache.bench_model (PyraStepCache searched to EasyCache's deviation, EasyCache and
   LazyCache at 0.2, uncached) at real width with fewer blocks, on the time-smooth stand-in
-  (progressive_speed.smooth_time_embedding): Flux.2 dev (6144 wide, Flux.1 preset) at 768x768 and Wan 2.2
-  TI2V-5B (3072 wide, Wan 2.1 preset) at 832x480, 33 frames. Random weights show speed only: the deviations and
-  reuse counts say nothing about a trained model's quality. Qwen-Image, Chroma, HunyuanVideo 1.5 and LTX (which
-  the step cache now runs on) are left out to keep the run within one device call.
+  (progressive_speed.smooth_time_embedding), CACHE_MODELS: at 768x768 Flux.2 dev (6144 wide, 2 + 6 of 8 + 48
+  blocks, Flux.1 preset), Qwen-Image (3072 wide, 8 of 60), Chroma (3072 wide, 3 + 6 of 19 + 38) and Z-Image (3840
+  wide, 8 of 30 layers beside its 2 + 2 refiner layers, the lumina2 preset); at 832x480, 9 latent frames, Wan 2.2
+  TI2V-5B (3072 wide, 8 of 30, Wan 2.1 preset, 33 frames), HunyuanVideo 1.5 (2048 wide, 8 of 54, 33 frames) and
+  LTX-2 (LTXAV: 4096-wide video and 2048-wide audio, 8 of 48, 65 frames with their 65 audio latents: the host's
+  EasyCache needs the audio stream, without it it fails on the model's input list). Random weights show speed
+  only: the deviations and reuse counts say nothing about a trained model's quality. A family the host cannot
+  compare is skipped with the reason (step_cache_skip: LTX-2 on 0.8.1, whose EasyCache takes no audio-video input).
   The default device bundle has no av, so comfy_api does not import and EasyCache's node classes get
   step_cache's stand-in base (its holders and wrappers are the host's); `easycache_node_base` records which.
   `tools/device_bundle.py --video` brings av but drops comfy-kitchen's CUDA extension, whose kernels the host's
@@ -69,16 +73,32 @@ VIDEO_ATTENTION = {"wan22_a14b": (75600, 40, 128), "wan22_ti2v_5b": (27280, 24, 
 SPARSITY = {"s80": 0.8, "s90": 0.9}
 BLOCK = 128
 # figure 3: family -> (cache preset, model family, blocks over the real config, latent: size, width, frames)
+# (presets: core/cache/presets.py, by the family names of host/models.py; Z-Image is `lumina2` there)
 CACHE_MODELS = {
     "flux2": ("flux", "flux2", {"depth": 2, "depth_single_blocks": 6}, (768, None, 1)),
     "wan22_ti2v_5b": ("wan21", "wan22_ti2v_5b", {"num_layers": 8}, (480, 832, 9)),
     "qwen_image": ("qwen_image", "qwen_image", {"num_layers": 8}, (768, None, 1)),
+    "chroma": ("chroma", "chroma", {"depth": 3, "depth_single_blocks": 6}, (768, None, 1)),
+    "z_image": ("lumina2", "z_image", {"n_layers": 8}, (768, None, 1)),
+    "hunyuan_video15": ("hunyuan_video", "hunyuan_video15", {"depth": 8}, (480, 832, 9)),
+    "ltx2": ("ltx2", "ltx2", {"num_layers": 8}, (480, 832, 9)),
 }
-# --smoke: tiny widths on the CPU (the code path, not a figure)
+# --smoke: tiny widths on the CPU (the code path, not a figure); three blocks or more, so the cache has one to skip
 SMOKE_MODELS = {
     "qwen_image": {"num_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2, "axes_dims_rope": [8, 12, 12]},
     "flux2": {"hidden_size": 128, "num_heads": 1, "depth": 1, "depth_single_blocks": 2},
     "wan22_ti2v_5b": {"dim": 128, "num_heads": 1, "ffn_dim": 256, "num_layers": 3},
+    # the approximator's out_dim is the blocks' width (its outputs modulate them)
+    "chroma": {"hidden_size": 128, "num_heads": 1, "depth": 1, "depth_single_blocks": 2, "out_dim": 128,
+               "hidden_dim": 128, "n_layers": 2},
+    # dim >= 256: with z_image_modulation the blocks' adaLN reads min(dim, 256) features (host/tiny_image_families.py)
+    "z_image": {"dim": 256, "n_heads": 2, "n_kv_heads": 2, "n_layers": 3, "n_refiner_layers": 1},
+    "hunyuan_video15": {"hidden_size": 128, "num_heads": 1, "depth": 3},
+    # the text connectors' width (heads x head width) must equal caption_channels (host/tiny_video_families.py)
+    "ltx2": {"num_layers": 3, "num_attention_heads": 2, "attention_head_dim": 32, "cross_attention_dim": 64,
+             "audio_num_attention_heads": 2, "audio_attention_head_dim": 16, "audio_cross_attention_dim": 32,
+             "caption_channels": 32, "connector_num_attention_heads": 2, "connector_attention_head_dim": 16,
+             "connector_num_layers": 1},
 }
 SMOKE_ATTENTION = {family: (1024, 2, 32) for family in VIDEO_ATTENTION}
 NOTE = ("Random weights: speed only. Pyramid and step-cache runs go through the host's sampler on real-size (step "
@@ -236,6 +256,19 @@ def cache_builder(family: str, args, device):
     return build
 
 
+def step_cache_skip(family: str) -> str | None:
+    """Why this host cannot give figure 3 on `family` (it is then skipped and says so), else None."""
+    if family == "ltx2":
+        import step_cache
+
+        # 0.33.0's EasyCache splits LTX-2's video and audio inputs (comfy_extras/nodes_easycache.py:12-17); older
+        # ones slice the model input as one tensor, which fails on the list LTX-2's model takes
+        if not hasattr(step_cache._import_easycache(), "_extract_tensor"):
+            return ("this host's EasyCache takes the model input as one tensor, not LTX-2's video and audio latents "
+                    "(comfy_extras/nodes_easycache.py): no baseline to compare with")
+    return None
+
+
 def bench_step_cache(family: str, args, device) -> dict:
     import step_cache
 
@@ -307,6 +340,7 @@ def markdown(out: dict) -> str:
             lines += [f"| {name} | {row['computed']} | {row['reused']} | {row.get('speedup', 1.0):.2f}x | "
                       f"{row['deviation']:.4f} |" for name, row in c["runs"].items()]
             lines.append("")
+    lines += [f"Skipped: {key}: {why}" for key, why in out.get("skipped", {}).items()]
     lines += [f"Failed: {key}: {err.strip().splitlines()[-1]}" for key, err in out.get("errors", {}).items()]
     lines += ["Headline: " + ", ".join(f"{k} {v:.3g}" for k, v in out["headline"].items()), ""]
     return "\n".join(lines)
@@ -381,7 +415,7 @@ def main(argv=None) -> int:
                                                    "date": time.strftime("%Y-%m-%d"),
                                                    **__import__("_host").host_info()},
            "host_extras": host_extras(), "command": " ".join(["python3", *sys.argv]), "dtype": "bfloat16",
-           "note": NOTE, "figure_seconds": {}, "errors": {},
+           "note": NOTE, "figure_seconds": {}, "errors": {}, "skipped": {},
            "families": {}}
     for figure, names, run in (
             ("pyramid", PYRAMID_FAMILIES, lambda f: bench_pyramid(f, args, device)),
@@ -394,6 +428,10 @@ def main(argv=None) -> int:
         for family in pick(names):
             t1 = time.perf_counter()
             print(f"[{time.strftime('%H:%M:%S')}] {figure} {family}", flush=True)
+            if figure == "step_cache" and (why := step_cache_skip(family)):
+                out["skipped"][f"{family}.{figure}"] = why
+                print(f"skipped: {why}", flush=True)
+                continue
             try:
                 result = run(family)
             except Exception:  # one device run gives every figure it can: the failure is recorded, not hidden

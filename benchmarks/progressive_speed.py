@@ -57,10 +57,52 @@ FLUX2 = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_i
 WAN22_5B = {"image_model": "wan2.1", "model_type": "t2v", "dim": 3072, "num_heads": 24, "ffn_dim": 14336,
             "num_layers": 30, "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2), "freq_dim": 256,
             "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
-# family -> (host config class in comfy.supported_models, unet_config, latent channels, VAE compression, 5-D latent)
+# Chroma1-HD (8.9B): Flux.1-schnell's blocks (19 double, 38 single, 3072 wide: comfy/model_detection.py:291-314)
+# without per-block modulation; the approximator's in 64, out 3072, hidden 5120, 5 layers and in/out 64 (the 16-channel
+# Flux latent patchified 2x2) are detection's constants (model_detection.py:319-326); T5-XXL text (4096 wide).
+CHROMA = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 4096, "hidden_size": 3072,
+          "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56],
+          "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 3072, "hidden_dim": 5120,
+          "n_layers": 5, "txt_ids_dims": [], "vec_in_dim": None}
+# Z-Image (6.2B): the Lumina2 NextDiT with detection's dim-3840 fields (model_detection.py:577-612): 30 heads of 128, 30
+# layers beside 2 noise- and 2 context-refiner layers (NextDiT's n_refiner_layers default), Qwen3-4B text (2560 wide,
+# cap_embedder), time_scale 1000, text padded to a multiple of 32 (the real file has cap_pad_token).
+Z_IMAGE = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560,
+           "n_layers": 30, "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
+           "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+           "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
+# HunyuanVideo 1.5 (8.3B): what detection reads from the weights (comfy/model_detection.py:211-258): hidden 2048 (16
+# heads of 128), 54 double blocks, none single, img_in of 65 channels (32 noise + 32 image + 1 mask: model_base.
+# HunyuanVideo15.concat_cond; zeros for text to video), patch [1, 1, 1], Qwen2.5-VL-7B text (3584 wide), the glyph
+# (byT5) mapper, the cond-type embedding and the 1152-wide vision input (SigLIP) of 1.5; no guidance embedding.
+HUNYUAN_VIDEO15 = {"image_model": "hunyuan_video", "in_channels": 65, "out_channels": 32, "vec_in_dim": None,
+                   "context_in_dim": 3584, "hidden_size": 2048, "mlp_ratio": 4.0, "num_heads": 16, "depth": 54,
+                   "depth_single_blocks": 0, "axes_dim": [16, 56, 56], "theta": 256, "patch_size": [1, 1, 1],
+                   "qkv_bias": True, "guidance_embed": False, "byt5": True, "meanflow": False,
+                   "use_cond_type_embedding": True, "vision_in_dim": 1152, "meanflow_sum": True}
+# LTX-2 (19B, LTXAV: the class the host gives a file with audio_adaln_single, model_detection.py:419-428): detection
+# reads the block count (48), head width (attn2.to_k / 32 heads = 128) and cross-attention width (4096) from the weights
+# and the rest from the file's config metadata; these are LTXAVModel's defaults (comfy/ldm/lightricks/av_model.py:
+# 395-425): a 4096-wide video stream, a 2048-wide audio stream (32 heads of 64), Gemma 3 12B text of 3840 through the
+# model's own text connectors. Not checked against a real file's metadata (none here).
+LTX2 = {"image_model": "ltxav", "num_layers": 48, "attention_head_dim": 128, "num_attention_heads": 32,
+        "cross_attention_dim": 4096, "audio_attention_head_dim": 64, "audio_num_attention_heads": 32,
+        "audio_cross_attention_dim": 2048, "caption_channels": 3840, "use_keyframes_abs_pos_embedding": False}
+# family -> (host config class in comfy.supported_models, unet_config, latent channels, VAE compression, 5-D latent).
+# Latents: Chroma and Z-Image the Flux one (16, 8x); HunyuanVideo 1.5 32 channels at 16x, 4x in time
+# (comfy/latent_formats.py:953-993); LTX-2 the LTXV video latent, 128 at 32x, 8x in time (latent_formats.py:346-350,
+# 486), beside its audio latent (AUDIO).
 FAMILIES = {"flux": ("Flux", FLUX, 16, 8, False), "sdxl": ("SDXL", SDXL, 4, 8, False),
             "qwen_image": ("QwenImage", QWEN_IMAGE, 16, 8, True), "flux2": ("Flux2", FLUX2, 128, 16, False),
-            "wan22_ti2v_5b": ("WAN22_T2V", WAN22_5B, 48, 16, True)}
+            "wan22_ti2v_5b": ("WAN22_T2V", WAN22_5B, 48, 16, True), "chroma": ("Chroma", CHROMA, 16, 8, False),
+            "z_image": ("ZImage", Z_IMAGE, 16, 8, False),
+            "hunyuan_video15": ("HunyuanVideo15", HUNYUAN_VIDEO15, 32, 16, True),
+            "ltx2": ("LTXAV", LTX2, 128, 32, True)}
+# family -> (audio channels, frequency bins, latents per second, temporal compression of the video latent, frame
+# rate): LTX-2's audio latent, (1, 8, n, 16) (av_model.py:440-441), 16000 Hz / hop 160 / 4 = 25 latents a second
+# (symmetric_patchifier.py:136-139, vae/audio_vae.py:222-223), n for the video's length at 25 fps
+# (nodes_lt_audio.py LTXVEmptyLatentAudio: frames / frame rate * latents per second).
+AUDIO = {"ltx2": (8, 16, 25, 8, 25)}
 # family -> (text tokens, text width, extras, cfg, scheduler) of the random conditioning. Flux.2: its tokenizers'
 # min_length 512 (model_base.Flux2 pads to 512). Qwen-Image: 512, the most its pipeline encodes (the real length
 # follows the prompt); cfg 1 (one evaluation per step, as its distilled variants run: the stock workflow's true CFG
@@ -68,16 +110,37 @@ FAMILIES = {"flux": ("Flux", FLUX, 16, 8, False), "sdxl": ("SDXL", SDXL, 4, 8, F
 CONDITIONING = {"flux": (512, 4096, {"pooled_output": (768,), "guidance": 3.5}, 1.0, "simple"),
                 "sdxl": (77, 2048, {"pooled_output": (1280,), "width": 2048, "height": 2048}, 5.0, "karras"),
                 "qwen_image": (512, 3584, {}, 1.0, "simple"),
-                "flux2": (512, 15360, {"guidance": 4.0}, 1.0, "simple"),
-                "wan22_ti2v_5b": (512, 4096, {}, 1.0, "simple")}
+                "flux2": (512, 15360, {"pooled_output": None, "guidance": 4.0}, 1.0, "simple"),  # None: Chroma's note
+                "wan22_ti2v_5b": (512, 4096, {}, 1.0, "simple"),
+                # Chroma (T5-XXL) and Z-Image (Qwen3-4B): the host pads neither prompt (comfy/text_encoders/
+                # pixart_t5.py:27, z_image.py:9: min_length 1): 512 for a long prompt. pooled_output None: what
+                # CLIPTextEncode gives, and what the Flux class of 0.8.1 reads unconditionally (Chroma's base);
+                # Chroma's guidance defaults to 0 (model_base.Chroma).
+                "chroma": (512, 4096, {"pooled_output": None}, 1.0, "simple"),
+                "z_image": (512, 2560, {"pooled_output": None}, 1.0, "simple"),
+                # Qwen2.5-VL-7B, unpadded (a QwenImageTokenizer: qwen_image.py:11, min_length 1): 512, a long prompt;
+                # HunyuanVideo.encode_adm reads pooled_output, which the 1.5 encoder leaves None
+                "hunyuan_video15": (512, 3584, {"pooled_output": None}, 1.0, "simple"),
+                # Gemma 3 12B, 1024 tokens (min_length 1024: comfy/text_encoders/lt.py:76; the model's text connectors,
+                # which run once per sampling run in LTXAV.extra_conds, pad to 1024 with their registers either way:
+                # comfy/ldm/lightricks/embeddings_connector.py:282-290), caption_channels wide (a config field, so
+                # the smoke size follows). Hosts that run the connectors in the text encoder (0.8.1) are skipped
+                # (families.step_cache_skip: their EasyCache takes no audio-video input).
+                "ltx2": (1024, "caption_channels", {"frame_rate": 25}, 1.0, "simple")}
 
 
-def latent_shape(family: str, size: int, frames: int = 1, width: int | None = None) -> tuple[int, ...]:
+def latent_shape(family: str, size: int, frames: int = 1, width: int | None = None) -> tuple:
     """The latent of a size x size (or size high, `width` wide) image of `family`; video latents (and Qwen-Image's)
-    have a frame axis of `frames` latent frames."""
+    have a frame axis of `frames` latent frames. LTX-2: (video shape, audio shape), the audio as long as the video
+    (the host's sampler packs the two into one latent; step_cache.run makes them a NestedTensor)."""
     _, _, channels, factor, video = FAMILIES[family]
     h, w = size // factor, (width or size) // factor
-    return (1, channels, frames, h, w) if video else (1, channels, h, w)
+    shape = (1, channels, frames, h, w) if video else (1, channels, h, w)
+    if family not in AUDIO:
+        return shape
+    audio_channels, bins, per_second, time_factor, fps = AUDIO[family]
+    pixel_frames = 1 + (frames - 1) * time_factor  # causal: the first latent frame is one frame
+    return shape, (1, audio_channels, round(pixel_frames / fps * per_second), bins)
 
 
 def level_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
@@ -86,8 +149,8 @@ def level_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
 
 
 def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
-    """Scale the time-embedding layer's input weights on sinusoid frequencies f > cutoff (rad per timestep unit,
-    the host's embeddings run t over 0..1000) by cutoff / f.
+    """Scale the input weights of the time-embedding layers (time_layers) on sinusoid frequencies f > cutoff (rad
+    per timestep unit, the host's embeddings run t over 0..1000) by cutoff / f.
 
     Why: with random weights, every sinusoid of the timestep embedding counts equally, and the fastest ones
     turn by up to 1 rad per timestep unit, about 33 rad per step of a 30-step schedule, so the modulation of
@@ -98,15 +161,33 @@ def smooth_time_embedding(model, family: str, cutoff: float = 0.015) -> None:
     """
     import torch
 
-    layer = {"flux": lambda dm: dm.time_in.in_layer, "flux2": lambda dm: dm.time_in.in_layer,
-             "sdxl": lambda dm: dm.time_embed[0], "wan22_ti2v_5b": lambda dm: dm.time_embedding[0],
-             "qwen_image": lambda dm: dm.time_text_embed.timestep_embedder.linear_1}[family](
-        model.diffusion_model)
-    half = layer.in_features // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)  # cos half, then sin
-    scale = (cutoff / freqs).clamp(max=1.0)
-    with torch.no_grad():
-        layer.weight.mul_(torch.cat([scale, scale]).to(layer.weight.device, layer.weight.dtype))
+    for layer, features in time_layers(model.diffusion_model, family):
+        half = features // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)  # one half, the other
+        scale = (cutoff / freqs).clamp(max=1.0)
+        with torch.no_grad():
+            layer.weight[:, :features].mul_(torch.cat([scale, scale]).to(layer.weight.device, layer.weight.dtype))
+
+
+def time_layers(dm, family: str) -> list:
+    """(linear layer, sinusoid input features) of every timestep embedder of `family`'s diffusion model: the first
+    layer after the sinusoids (max period 10000, t over 0..1000 in each: the flow models' multiplier 1000, Chroma's
+    and Z-Image's time factor 1000, LTX's timestep_scale_multiplier 1000), whose first `features` inputs they are."""
+    one = {"flux": lambda: dm.time_in.in_layer, "flux2": lambda: dm.time_in.in_layer,
+           "sdxl": lambda: dm.time_embed[0], "wan22_ti2v_5b": lambda: dm.time_embedding[0],
+           "qwen_image": lambda: dm.time_text_embed.timestep_embedder.linear_1,
+           "z_image": lambda: dm.t_embedder.mlp[0]}  # comfy/ldm/lumina/model.py:524, 841
+    if family in one:
+        layer = one[family]()
+        return [(layer, layer.in_features)]
+    if family == "chroma":  # the approximator's input: 16 timestep, 16 guidance, 32 block-index sinusoids
+        return [(dm.distilled_guidance_layer.in_proj, 16)]  # (comfy/ldm/chroma/model.py:163-176)
+    if family == "hunyuan_video15":  # the blocks' and the text refiner's (comfy/ldm/hunyuan_video/model.py:159, 313)
+        return [(dm.time_in.in_layer, 256), (dm.txt_in.t_embedder.in_layer, 256)]
+    if family == "ltx2":  # every AdaLayerNormSingle: video, audio, their cross-attention scales and gates
+        return [(m.emb.timestep_embedder.linear_1, 256) for name, m in dm.named_modules()
+                if name.endswith("adaln_single")]
+    raise ValueError(f"no timestep embedder known for {family!r}")
 
 
 def build(family: str, device, offload_device=None, smooth_time: bool = False, config: dict | None = None):
@@ -136,6 +217,7 @@ def build(family: str, device, offload_device=None, smooth_time: bool = False, c
         model = model.to(torch.bfloat16)  # embedding), as the host's loader does
     patcher = model_patcher(model, device, offload_device or device)
     tokens, width, extras, cfg_scale, scheduler = CONDITIONING[family]
+    width = cfg[width] if isinstance(width, str) else width  # a unet_config field (LTX-2's caption_channels)
     return patcher, random_cond(tokens, width, extras), cfg_scale, scheduler, channels
 
 

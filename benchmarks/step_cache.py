@@ -75,13 +75,33 @@ def final_layer(patcher):
     raise ValueError(type(dm).__name__)
 
 
+def latent(shape, fill):
+    """fill(shape); where `shape` is a tuple of shapes (LTX-2: video and audio), the host's NestedTensor of one
+    tensor per stream, which its sampler packs into one latent (comfy/samplers.py CFGGuider.sample)."""
+    if isinstance(shape[0], int):
+        return fill(shape)
+    import comfy.nested_tensor
+
+    return comfy.nested_tensor.NestedTensor([fill(s) for s in shape])
+
+
+def flat(x):
+    """A sampled latent as one float CPU tensor (a NestedTensor's streams flattened and concatenated)."""
+    import torch
+
+    if getattr(x, "is_nested", False):
+        return torch.cat([t.float().cpu().flatten() for t in x.unbind()])
+    return x.float().cpu()
+
+
 def run(patcher, cond, cfg, scheduler, shape, steps, device, repeats, outputs=None):
     """(final latent, median seconds, full forwards counted at the final layer). `outputs`: a list that receives
-    the final layer's output of every forward (first repeat only)."""
+    the final layer's output of every forward (first repeat only). `shape`: a latent's, or a tuple of them (latent)."""
     import comfy.sample
     import torch
 
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    noise = latent(shape, lambda s: torch.randn(s, generator=g))
     calls = []
 
     def hook(module, args, out):
@@ -95,13 +115,13 @@ def run(patcher, cond, cfg, scheduler, shape, steps, device, repeats, outputs=No
             calls.clear()
             _sync(device)
             t0 = time.perf_counter()
-            out = comfy.sample.sample(patcher, noise, steps, cfg, "euler", scheduler, cond, cond, torch.zeros(shape),
-                                      disable_pbar=True, seed=0)
+            out = comfy.sample.sample(patcher, noise, steps, cfg, "euler", scheduler, cond, cond,
+                                      latent(shape, torch.zeros), disable_pbar=True, seed=0)
             _sync(device)
             times.append(time.perf_counter() - t0)
     finally:
         handle.remove()
-    return out.float().cpu(), statistics.median(times), len(calls)
+    return flat(out), statistics.median(times), len(calls)
 
 
 def _import_easycache():

@@ -36,15 +36,23 @@ def test_smoke_run_writes_every_figure(tmp_path, newest_host):
     from host import host_python
 
     out = tmp_path / "families.json"
+    new = ("chroma", "z_image", "hunyuan_video15", "ltx2")   # the step cache on the other families of 2026: ~12 s
     proc = subprocess.run([str(host_python()), "benchmarks/families.py", "--smoke", "--families",
-                           "flux2,wan22_ti2v_5b", "--search-runs", "1", "--repeats", "0", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                           ",".join(("flux2", "wan22_ti2v_5b", *new)), "--search-runs", "1", "--repeats", "0",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["errors"] == {}
-    assert set(result["families"]) == {"flux2", "wan22_ti2v_5b"}
+    assert result["errors"] == {} and result["skipped"] == {}
+    assert set(result["families"]) == {"flux2", "wan22_ti2v_5b", *new}
     assert set(result["families"]["flux2"]) == {"pyramid", "step_cache"}
     assert set(result["families"]["wan22_ti2v_5b"]) == {"attention", "step_cache"}
+    assert set(result["families"]["hunyuan_video15"]) == {"attention", "step_cache"}
+    for family in new:
+        runs = result["families"][family]["step_cache"]["runs"]
+        assert runs["ours_t0"]["deviation"] == 0 and runs["ours_t0"]["reused"] == 0
+        assert 0 < runs["easycache"]["computed"] <= 6
+    # LTX-2: the video latent (128 channels, 32x) beside the audio latent of its 65 frames (25 a second at 25 fps)
+    assert result["families"]["ltx2"]["step_cache"]["latent"] == [[1, 128, 9, 1, 3], [1, 8, 65, 16]]
     pyr = result["families"]["flux2"]["pyramid"]
     assert pyr["latent"] == [1, 128, 16, 16] and pyr["steps"] == 6 and pyr["text"] == [512, 15360]
     flops = {int(k): v for k, v in pyr["flops_per_step"].items()}
@@ -58,3 +66,4 @@ def test_smoke_run_writes_every_figure(tmp_path, newest_host):
     assert "pyramid_speedup_flux2256_b" in result["headline"]
     md = out.with_suffix(".md").read_text()
     assert "## Pyramid" in md and "## Block-sparse attention" in md and "## Step cache, flux2" in md
+    assert "## Step cache, ltx2" in md
