@@ -2,9 +2,15 @@
 
     source benchmarks/device_env.sh; python3 benchmarks/proxies.py --out $OUT --train-seconds 300   # H200, one run
     $(python3 tools/host.py python) benchmarks/proxies.py --smoke --out /tmp/proxies                # CPU smoke run
+    source benchmarks/device_env.sh; python3 benchmarks/proxies.py --out $OUT --codec vae --vae-seconds 150 \
+        --train-seconds 240 --sections pyramid,cache --json proxies-vae.json              # the proxy in a VAE latent
 
 1. Training: benchmarks/proxy_train.py (checkpoint, codec, loss curve under --out). --from DIR skips it and
-   evaluates the files a previous run left in DIR.
+   evaluates the files a previous run left in DIR. `--codec vae` (benchmarks/proxy_vae.py) first trains the host's
+   AutoencoderKL for --vae-seconds and puts the DiT in its standardised latent; the VAE file is loaded by the host
+   (the stock VAELoader's path where its detection builds the layout, recorded), every image below is decoded
+   through it as VAEDecode does, and its reconstruction PSNR and pooling-commutation error head the report. The
+   file then leaves --out (for the device's 8 returned files) unless --vae-return.
 2. Loading: the checkpoint goes through the stock loader (comfy.sd.load_diffusion_model, what UNETLoader calls);
    the detected model config class and the largest difference to the trained weights are recorded, and every
    evaluation runs on the loaded model.
@@ -51,14 +57,17 @@ import proxy_attention
 import proxy_highres
 import proxy_schedules
 import proxy_train
+import proxy_vae
 
 LADDERS = {"a": "2:0.4", "b": "4:0.35, 2:0.25"}
 N_BANDS = 8
 
 
 def load_proxy(out: Path) -> tuple:
-    """(patcher from the stock loader, codec, conditioning tensors, load record)."""
+    """(patcher from the stock loader, codec, conditioning tensors, load record). The codec: the patch codec, or
+    (--codec vae runs) the VAE file loaded by the host (proxy_vae.HostVAE; its load recorded under 'vae')."""
     import comfy.sd
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     proxy = pack_module("core.proxy")
@@ -71,24 +80,36 @@ def load_proxy(out: Path) -> tuple:
     except Exception as e:  # weights a memory mode keeps elsewhere: recorded, not fatal
         diff = f"not compared: {type(e).__name__}: {e}"
     extra = load_file(str(out / "flux-proxy-codec.safetensors"))
-    codec = proxy.PatchPCACodec.from_state_dict({k[6:]: v for k, v in extra.items() if k.startswith("codec.")})
+    with safe_open(str(out / "flux-proxy-codec.safetensors"), "pt") as f:
+        meta = f.metadata() or {}
+    vae_record = None
+    if meta.get("codec") == "vae":
+        path = out / meta["vae_file"]
+        codec, vae_record = proxy_vae.load(path if path.is_file() else KEEP / path.name, json.loads(meta["vae_config"]))
+    else:
+        codec = proxy.PatchPCACodec.from_state_dict({k[6:]: v for k, v in extra.items() if k.startswith("codec.")})
     cond = {k[5:]: v for k, v in extra.items() if k.startswith("cond.")}
     record = {"loader": "comfy.sd.load_diffusion_model (UNETLoader)",
               "detected_config": type(patcher.model.model_config).__name__,
               "model_type": str(patcher.model.model_type), "weight_dtype": str(next(iter(saved.values())).dtype),
               "keys_missing_after_load": sorted(set(saved) - set(loaded))[:5], "max_abs_diff_to_file": diff,
               "model_sampling": type(patcher.get_model_object("model_sampling")).__name__}
+    if vae_record is not None:
+        record["vae"] = vae_record
     return patcher, codec, cond, record
 
 
-def split_checkpoint(out: Path, limit_mib: float, keep: Path = Path("/tmp/pyra-proxy")) -> dict:
-    """Where the checkpoint is larger than `limit_mib` (what one returned file may hold), replace it in `out` by
-    byte-range parts `flux-proxy.safetensors.part0`, ... (`cat` them back in order) and record their sha256 and
+KEEP = Path("/tmp/pyra-proxy")
+
+
+def split_checkpoint(out: Path, limit_mib: float, keep: Path = KEEP, name: str = "flux-proxy.safetensors") -> dict:
+    """Where the checkpoint `name` is larger than `limit_mib` (what one returned file may hold), replace it in `out`
+    by byte-range parts `flux-proxy.safetensors.part0`, ... (`cat` them back in order) and record their sha256 and
     the whole file's; the whole file moves to `keep`."""
     import hashlib
     import shutil
 
-    ckpt = out / "flux-proxy.safetensors"
+    ckpt = out / name
     data = ckpt.read_bytes()
     record = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     limit = int(limit_mib * 2**20)
@@ -117,9 +138,24 @@ def metric_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def move_off(out: Path, name: str, keep: Path = KEEP) -> dict:
+    """Move `name` from `out` to `keep` (so that it does not come back with the results); its sha256 and size."""
+    import hashlib
+    import shutil
+
+    data = (out / name).read_bytes()
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(out / name), str(keep / name))
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "moved_to": str(keep / name),
+            "parts": []}
+
+
 def decode(patcher, codec, latent: torch.Tensor) -> torch.Tensor:
-    """A sampled latent (VAE space, as guider.sample returns it) -> pixels (B, 3, H, W) through the codec."""
+    """A sampled latent (VAE space, as guider.sample returns it) -> pixels (B, 3, H, W) through the codec; a VAE
+    (proxy_vae.HostVAE) decodes it as VAEDecode does (the host's vae.decode, clamped to [-1, 1] there)."""
     dev = metric_device()
+    if hasattr(codec, "decode_latent"):
+        return codec.decode_latent(latent).to(dev).clamp(-1.5, 1.5)
     z = patcher.model.process_latent_in(latent.float().to(dev))
     return codec.to(dev).decode(z).clamp(-1.5, 1.5)
 
@@ -279,8 +315,9 @@ def cache_eval(args, patcher, cond, device) -> dict:
     return {"size": args.cache_size, "steps": args.cache_steps, "summary": summary, "detail": result}
 
 
-def save_samples(path: Path, pyramid: dict) -> str | None:
-    """A PNG grid per pyramid size: rows data crops, direct, ladder a, ladder b (first 4 samples)."""
+def save_samples(path: Path, pyramid: dict, latent: str = "") -> str | None:
+    """A PNG grid per pyramid size: rows data crops, direct, ladder a, ladder b (first 4 samples); `latent` goes
+    into the title after the model's name."""
     try:
         import matplotlib
 
@@ -301,7 +338,7 @@ def save_samples(path: Path, pyramid: dict) -> str | None:
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel({"a": "ladder a", "b": "ladder b"}.get(r, r))
-    fig.suptitle(f"Flux-class proxy, {size}px: photo crops, direct, pyramid (same noise)")
+    fig.suptitle(f"Flux-class proxy{latent}, {size}px: photo crops, direct, pyramid (same noise)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -319,6 +356,8 @@ def markdown(report: dict) -> str:
              f"images). Latent: {t['codec']['kind']} (reconstruction PSNR {t['codec']['reconstruction_psnr_db']}). "
              f"Loaded through {report['load']['loader']} as {report['load']['detected_config']} "
              f"(max |loaded - file| {report['load']['max_abs_diff_to_file']}).", ""]
+    if "vae" in t:
+        lines += vae_lines(t["vae"], report["load"].get("vae", {}))
     for key in ("error", "skipped"):
         if key in report.get("pyramid", {}):
             lines += [f"## Pyramid vs direct: not measured: {report['pyramid'][key]}", ""]
@@ -369,6 +408,33 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def vae_lines(vae: dict, load: dict) -> list[str]:
+    """--codec vae: the VAE's training, reconstruction, pooling commutation and load, for the report."""
+    pool = vae["pooling"]
+    cells = lambda d: ", ".join(f"{f}x{f} {r['relative_error']:.3f}" for f, r in d.items())  # noqa: E731
+    bands = ", ".join(f"{r:.2f}" for r in vae["bands_vs_input"]["photo"][0])
+    check = load.get("file_check", {})
+    lines = [f"VAE (the proxy's latent): the host's {vae['kind']}, {vae['parameters'] / 1e6:.2f}M parameters "
+             f"(encoder {vae['encoder_parameters'] / 1e6:.2f}M, decoder {vae['decoder_parameters'] / 1e6:.2f}M), "
+             f"trained first: {vae['steps']} steps / {vae['train_seconds']} s, {vae['batch']} crops of "
+             f"{vae['crop_size']} px per step ({vae['data']}), loss {vae['loss']}. Held-out reconstruction "
+             + ", ".join(f"{k} {v:.2f} dB" for k, v in vae["reconstruction_psnr_db"].items())
+             + f" ({vae['eval_samples']} crops of {vae['eval_size']} px; a patch codec fitted to the same photo "
+             f"crops: {vae['patch_codec_same_crops_psnr_db']:.2f} dB); photo band power over the input's, low to "
+             f"high: {bands}.", "",
+             f"Pooling commutation |pool(E(x)) - E(pool(x))| / |E(pool(x))| on the held-out photo crops: "
+             f"standardised latent (the DiT's) {cells(pool['standardised'])}; raw posterior mean "
+             f"{cells(pool['raw_mean'])}; patch codec on the same crops {cells(pool['patch_codec_same_crops'])}.", ""]
+    if load:
+        lines += [f"VAE file {load.get('file')}: {load.get('loader')}"
+                  + (f"; stock VAELoader {load['stock_vaeloader']}" if "stock_vaeloader" in load else "")
+                  + f"; max |loaded - file| {load.get('max_abs_diff_to_file')}"
+                  + (f"; VAEEncode -> VAEDecode through it {check['psnr_db']:.2f} dB on {check['crops']} photo "
+                     f"crops of {check['size']} px" if check else "") + ". Every image below is decoded through it.",
+                  ""]
+    return lines
+
+
 def sizes_of(pyramid: dict) -> dict:
     """The per-size results of the pyramid section ({} where it failed or was skipped)."""
     return {k: v for k, v in pyramid.items() if isinstance(k, int)}
@@ -396,6 +462,15 @@ def analytic_inconsistent(path: Path = ANALYTIC) -> dict:
 
 def headline(report: dict) -> dict:
     head = analytic_inconsistent()
+    vae = report.get("training", {}).get("vae")
+    if vae:  # --codec vae: which latent the proxy keys below come from, and how it pools
+        head["proxy_codec"] = vae["kind"]
+        for k, v in vae["reconstruction_psnr_db"].items():
+            head[f"vae_reconstruction_psnr_db_{k}"] = v
+        for f, r in vae["pooling"]["standardised"].items():
+            head[f"vae_pooling_relative_error_{f}x{f}"] = r["relative_error"]
+        for f, r in vae["pooling"]["patch_codec_same_crops"].items():
+            head[f"patch_codec_pooling_relative_error_{f}x{f}"] = r["relative_error"]
     pyramid = sizes_of(report.get("pyramid", {}))
     if pyramid:
         largest = pyramid[max(pyramid)]
@@ -480,6 +555,13 @@ def main() -> int:
     print(json.dumps(training), flush=True)
     patcher, codec, cond, load = load_proxy(out)
     load["checkpoint_files"] = split_checkpoint(out, args.split_mb)
+    if "vae" in load:  # the VAE file end to end as the host loaded it; then off --out unless --vae-return
+        with torch.inference_mode():
+            held = data_crops(8, 64 if args.smoke else 256, args.seed + 21, args.smoke)
+            load["vae"]["file_check"] = proxy_vae.file_check(codec, patcher.model.latent_format, held)
+        if (out / load["vae"]["file"]).is_file():
+            load["vae"]["files"] = (split_checkpoint(out, args.split_mb, name=load["vae"]["file"]) if args.vae_return
+                                    else move_off(out, load["vae"]["file"]))
     print(json.dumps(load), flush=True)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **host_info(),
@@ -512,7 +594,8 @@ def main() -> int:
         report["seconds"][name] = round(time.perf_counter() - t0, 1)
         if name == "pyramid" and "error" not in report[name] and "skipped" not in report[name]:
             try:
-                report["samples_png"] = save_samples(out / "proxy-samples.png", report["pyramid"])
+                latent = " (VAE latent)" if "vae" in training else ""
+                report["samples_png"] = save_samples(out / "proxy-samples.png", report["pyramid"], latent)
             except Exception as e:  # the figures stand without the picture
                 report["samples_png"] = f"not written: {type(e).__name__}: {e}"
             for res in report["pyramid"].values():

@@ -9,7 +9,9 @@ channels, patch 2), 3 double and 6 single blocks, 64-dim text and pooled inputs.
 model's state dict in bf16, the layout the stock UNETLoader detects as Flux (benchmarks/proxies.py loads it through
 comfy.sd.load_diffusion_model and records the detected class).
 Latent space: core/proxy/codec.py's PatchPCACodec, 8x8 RGB patches to 16 standardised channels (the Flux VAE's
-f8 / 16-channel geometry, fitted on the training data in seconds); no VAE is trained.
+f8 / 16-channel geometry, fitted on the training data in seconds); no VAE is trained. `--codec vae` trains the
+host's AutoencoderKL first (--vae-seconds, benchmarks/proxy_vae.py) and puts the DiT in its standardised
+posterior-mean latent instead (every batch encoded on the fly); then flux-proxy-vae.safetensors is written too.
 Data: scikit-image's bundled photographs (those inside its wheel; most are 512 px, so 1024 px crops of them are
 upscaled) and 192 dead-leaves images rendered at 1024 px (core/analytic/dead_leaves.py), half of each batch each,
 random crops (side 0.25-1 of the shorter side, log-uniform), flips, at 128, 256, 512 and 1024 pixels with a
@@ -30,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import proxy_vae
 import torch
 import torch.nn.functional as F
 from _host import import_host, pack_module
@@ -139,10 +142,17 @@ def train(args, device) -> dict:
     leaf_bank = proxy.ImageBank(leaves, device)
     fit_size = max(spec["resolutions"]) // 2
     fit = torch.cat([photo_bank.crops(64, fit_size, g), leaf_bank.crops(64, fit_size, g)])
-    codec = proxy.PatchPCACodec.fit(fit, 8, 16).to(device)
-    recon = codec.decode(codec.encode(fit))
-    codec_psnr = {k: float(proxy.psnr(recon[sl], fit[sl]).mean()) for k, sl in
-                  (("photo", slice(0, 64)), ("dead_leaves", slice(64, None)))}
+    vae_record = None
+    if args.codec == "vae":  # a VAE trained first (proxy_vae.py); the patch codec's fitting crops standardise it
+        t_vae = time.perf_counter()
+        codec, vae_record = proxy_vae.train_codec(args, (photo_bank, leaf_bank), fit, device, out)
+        vae_record["seconds_total"] = round(time.perf_counter() - t_vae, 1)
+        codec_psnr = vae_record["reconstruction_psnr_db"]
+    else:
+        codec = proxy.PatchPCACodec.fit(fit, 8, 16).to(device)
+        recon = codec.decode(codec.encode(fit))
+        codec_psnr = {k: float(proxy.psnr(recon[sl], fit[sl]).mean()) for k, sl in
+                      (("photo", slice(0, 64)), ("dead_leaves", slice(64, None)))}
     config = unet_config(spec["hidden_size"], spec["depth"], spec["depth_single_blocks"])
     model = build_model(config)
     dm = model.diffusion_model.to(device).train().requires_grad_(True)
@@ -156,6 +166,8 @@ def train(args, device) -> dict:
     bf16 = device.type == "cuda"
     log, step, pending, seen = [], 0, [], 0
     data_seconds = time.perf_counter() - t_start
+    if vae_record is not None:
+        data_seconds -= vae_record["seconds_total"]
     t0 = time.perf_counter()
     budget = args.train_seconds if not args.smoke else None
     while (step < args.max_steps) and (budget is None or time.perf_counter() - t0 < budget):
@@ -204,9 +216,13 @@ def train(args, device) -> dict:
     save_checkpoint(dm, ckpt, config, step)
     from safetensors.torch import save_file
 
-    save_file({**{f"codec.{k}": v.cpu() for k, v in codec.state_dict().items()},
-               **{f"cond.{k}": v.cpu().contiguous() for k, v in class_conditioning().items()}}, str(codec_file),
-              metadata={"classes": json.dumps(CLASSES)})
+    conds = {f"cond.{k}": v.cpu().contiguous() for k, v in class_conditioning().items()}
+    if vae_record is None:
+        save_file({**{f"codec.{k}": v.cpu() for k, v in codec.state_dict().items()}, **conds}, str(codec_file),
+                  metadata={"classes": json.dumps(CLASSES)})
+    else:  # the standardisation (also folded into the VAE file) and where the VAE is
+        tensors, meta = proxy_vae.codec_extras(codec, vae_record["config"])
+        save_file({**tensors, **conds}, str(codec_file), metadata={"classes": json.dumps(CLASSES), **meta})
     record = {"config": config, "parameters": sum(p.numel() for p in params), "steps": step,
               "train_seconds": round(train_seconds, 1), "data_seconds": round(data_seconds, 1),
               "images_seen": seen, "resolutions": list(spec["resolutions"]), "token_budget": spec["token_budget"],
@@ -215,6 +231,11 @@ def train(args, device) -> dict:
               "codec": {"kind": "PatchPCACodec f8 c16", "reconstruction_psnr_db": codec_psnr},
               "checkpoint": ckpt.name, "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 2),
               "codec_file": codec_file.name, "device": str(device)}
+    if vae_record is not None:
+        record["codec"] = {"kind": vae_record["kind"], "reconstruction_psnr_db": codec_psnr,
+                           "held_out": f"{vae_record['eval_samples']} crops of {vae_record['eval_size']} px each"}
+        record["vae"] = vae_record
+        record["train_seconds_total"] = round(time.perf_counter() - t_start, 1)
     write_loss_curve(out, log, record)
     return record
 
@@ -248,7 +269,16 @@ def write_loss_curve(out: Path, log: list[dict], record: dict) -> None:
         record["loss_png"] = "matplotlib missing"
         (out / "proxy-loss.json").write_text(json.dumps({"record": record, "log": log}) + "\n")
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    vae_log = record.get("vae", {}).get("log")
+    if vae_log:  # --codec vae: the VAE's curve beside the DiT's
+        fig, (ax, vax) = plt.subplots(1, 2, figsize=(12, 4))
+        vax.plot([e["step"] for e in vae_log], [e["l1"] for e in vae_log], label="L1", lw=1)
+        vax.plot([e["step"] for e in vae_log], [e["grad_l1"] for e in vae_log], label="gradient L1", lw=1)
+        vax.set(xlabel="step", ylabel=f"mean of {vae_log[0]['step']} steps", yscale="log",
+                title=f"VAE ({record['vae']['kind']}), {record['vae']['steps']} steps")
+        vax.legend()
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     for size in sorted({e["size"] for e in log}):
         rows = [e for e in log if e["size"] == size]
         ax.plot([e["step"] for e in rows], smoothed([e["loss"] for e in rows], 50), label=f"{size} px", lw=1)
@@ -275,11 +305,14 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    proxy_vae.add_args(ap)
 
 
 def finish_args(args) -> None:
     if args.max_steps is None:
         args.max_steps = 12 if args.smoke else 10**9
+    if args.vae_max_steps is None:
+        args.vae_max_steps = 3 if args.smoke else 10**9
     if args.smoke:
         args.warmup, args.log_every = 2, 4
 

@@ -41,11 +41,13 @@ class MeanEncoder:
         return h.chunk(2, dim=1)[0]
 
 
-def build(seed: int):
+def build(seed: int, layout: dict = LAYOUT, decoder_layout: dict | None = None):
+    """The host's AutoencoderKL at `layout` (the decoder at `decoder_layout` where given), initialised here."""
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     torch.manual_seed(seed)
-    model = AutoencoderKL(ddconfig=LAYOUT, embed_dim=16)
+    extra = {} if decoder_layout is None else {"decoder_ddconfig": decoder_layout}
+    model = AutoencoderKL(ddconfig=layout, embed_dim=16, **extra)
     for m in model.modules():   # the host's ops skip initialisation (weights are loaded from files)
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5)

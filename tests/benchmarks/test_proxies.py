@@ -79,3 +79,63 @@ def test_smoke_run_trains_loads_and_evaluates(tmp_path, newest_host):
     assert all(math.isfinite(r["psnr_db_vs_ref"]) for r in sched.values())
     assert len({round(r["psnr_db_vs_ref"], 2) for r in sched.values()}) > 1   # the schedules differ
     assert head["schedule_psnr_db_pyra_searched_4"] == sched["pyra_searched_4"]["psnr_db_vs_ref"]
+
+
+def test_the_vae_file_holds_the_proxys_latent_and_loads_through_the_host(tmp_path, comfy_host, newest_host):
+    """--codec vae (benchmarks/proxy_vae.py), without training: the saved VAE file has the per-channel
+    standardisation and Flux's latent format folded in, so VAEEncode through it, then the Flux model's
+    process_latent_in, is the standardised latent the DiT trains on, and VAEDecode of a sampler's latent is the
+    codec's decode; the small layout is refused by the stock VAELoader's detection and loaded with its config."""
+    import comfy.latent_formats
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(REPO / "benchmarks"))   # proxy_vae imports its sibling benchmarks as it runs
+    try:
+        _check_vae_file(tmp_path, comfy.latent_formats.Flux(), torch, save_file)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+def _check_vae_file(tmp_path, fmt, torch, save_file):
+    import proxy_vae
+
+    config = proxy_vae.layout("small", proxy_vae.SMOKE)
+    model = proxy_vae.build(config, 0).eval()
+    g = torch.Generator().manual_seed(0)
+    shift, scale = torch.randn(16, generator=g) * 0.3, torch.rand(16, generator=g) + 0.2
+    codec = proxy_vae.VAECodec(model, shift, scale)
+    path = tmp_path / proxy_vae.VAE_FILE
+    save_file(proxy_vae.folded_state_dict(model, shift, scale, fmt, torch.float32), str(path))
+    vae, record = proxy_vae.load(path, config)
+    assert record["stock_vaeloader"].startswith("fails") and record["max_abs_diff_to_file"] == 0.0
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g) * 2 - 1, size=64, mode="bilinear")
+    z = codec.encode(x)
+    latent = vae.encode_latent(x)
+    assert float((fmt.process_in(latent) - z).norm() / z.norm()) < 1e-4
+    img, ref = vae.decode_latent(latent), codec.decode(z).clamp(-1, 1)
+    assert float((img - ref).norm() / ref.norm()) < 1e-4
+
+
+def test_smoke_run_in_a_vae_latent(tmp_path, newest_host):
+    """--codec vae end to end on the CPU, pyramid section only (about 8 s): the VAE trains first, its
+    reconstruction and pooling commutation are recorded, the DiT trains in its latent, the VAE file is loaded by the
+    host and every pyramid image is decoded through it."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "proxies.py"), "--smoke", "--codec", "vae", "--max-steps", "2",
+           "--sections", "pyramid", "--vae-return", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "proxies-h200.json").read_text())
+    vae, load = report["training"]["vae"], report["load"]["vae"]
+    assert report["config"]["codec"] == "vae" and report["training"]["codec"]["kind"].startswith("AutoencoderKL")
+    assert vae["steps"] == 3 and report["training"]["steps"] == 2
+    assert all(math.isfinite(v) for v in vae["reconstruction_psnr_db"].values())
+    for latent in ("raw_mean", "standardised", "patch_codec_same_crops"):
+        assert set(vae["pooling"][latent]) == {"2", "4"}
+    assert load["stock_vaeloader"].startswith("fails") and load["max_abs_diff_to_file"] == 0.0
+    assert (tmp_path / "flux-proxy-vae.safetensors").is_file() and math.isfinite(load["file_check"]["psnr_db"])
+    head = report["headline"]
+    assert head["proxy_codec"] == vae["kind"] and math.isfinite(head["vae_pooling_relative_error_2x2"])
+    assert math.isfinite(head["pyramid_worst_band_vs_direct_b_flux_proxy"])
+    assert max(report["pyramid"]["128"]["loop_equals_node_max_abs_diff"].values()) < 1e-5
+    assert report["cache"]["skipped"].startswith("not in --sections")
