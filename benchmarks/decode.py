@@ -100,10 +100,15 @@ def build_wan_vae(layout: dict, device, dtype, seed: int = 0):
 
 
 def host_tiled(vae, z, tile):
-    """The host's tiled decode with VAEDecodeTiled's tiles (latent units), in process_output's [0, 1] space."""
-    if z.ndim == 5:
-        return vae.decode_tiled_3d(z, tile_t=16, tile_x=tile[0], tile_y=tile[0], overlap=(2, tile[1], tile[1]))
-    return vae.decode_tiled_(z, tile[0], tile[0], tile[1])
+    """The host's tiled decode with VAEDecodeTiled's tiles (latent units), in process_output's [0, 1] space, under
+    inference mode as the server runs it (0.33.0's process_output works in place on the inference tensors it
+    builds)."""
+    import torch
+
+    with torch.inference_mode():
+        if z.ndim == 5:
+            return vae.decode_tiled_3d(z, tile_t=16, tile_x=tile[0], tile_y=tile[0], overlap=(2, tile[1], tile[1]))
+        return vae.decode_tiled_(z, tile[0], tile[0], tile[1])
 
 
 def measure(fn, repeats: int, cuda: bool):

@@ -159,10 +159,12 @@ def latent_part(model: nn.Module, z: Tensor) -> Tensor:
 
 @torch.no_grad()
 def hunyuan15_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
-                     out_dtype: torch.dtype = torch.float32) -> Tensor:
+                     out_dtype: torch.dtype = torch.float32, chunk: int = 2) -> Tensor:
     """What `model.decode(z)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows.
 
     z: (B, 32, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 16h, 16w) on `out_device`.
+    chunk: latent frames a band runs at once (the host's chunks are 2; any size gives the same decode up to float
+    summation order).
     """
     if not is_hunyuan15(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a HunyuanVideo 1.5 VAE")
@@ -171,5 +173,9 @@ def hunyuan15_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: t
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
     feats = latent_part(model, z)
-    return carried_video(hunyuan15_program(model), feats, 2, 1 + 4 * (z.shape[2] - 1), slice_rows,
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n_t = z.shape[2]
+    chunks = [min(chunk, n_t - t) for t in range(0, n_t, chunk)]
+    return carried_video(hunyuan15_program(model), feats, chunks, 1 + 4 * (n_t - 1), slice_rows,
                          out_device or z.device, out_dtype)

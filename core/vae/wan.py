@@ -279,10 +279,11 @@ def latent_features(model: nn.Module, z: Tensor, whole_ops: list[RowOp]) -> Tens
 
 @torch.no_grad()
 def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
-               out_dtype: torch.dtype = torch.float32) -> Tensor:
+               out_dtype: torch.dtype = torch.float32, chunk: int = 1) -> Tensor:
     """What `model.decode(z)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows.
 
     z: (B, 16, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 8h, 8w) on `out_device`.
+    chunk: latent frames a band runs at once after the first (`first_then`).
     """
     if not is_wan(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
@@ -290,14 +291,24 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         raise SliceUnsupported(f"the Wan 2.1 slicer decodes 5-D video latents, got {z.ndim}-D")
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    return decode_bands(model, z, slice_rows, *wan_programs(model), out_device, out_dtype)
+    return decode_bands(model, z, slice_rows, *wan_programs(model), out_device, out_dtype, chunk=chunk)
+
+
+def first_then(n_t: int, chunk: int) -> list[int]:
+    """Latent frames per chunk: the first frame alone (the host's first chunk, which a time upsampling passes
+    through), then `chunk` at a time. Any split gives the same decode up to float summation order; larger chunks
+    mean fewer, larger launches per band and more carried rows on the device at once."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return [1] + [min(chunk, n_t - t) for t in range(1, n_t, chunk)]
 
 
 def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[RowOp], band_ops: list[RowOp],
-                 out_device: torch.device | None, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
+                 out_device: torch.device | None, out_dtype: torch.dtype, patch: int = 1, chunk: int = 1) -> Tensor:
     """The decode of `wan_decode` for any (latent-resolution, band) split of a Wan-style causal decoder: the whole
     part over all latent frames, then the band ops streamed over bands of `slice_rows` latent rows, every latent
-    frame in order per band, each op carrying the rows it reads again (`carry.run_carried`). `patch` > 1: the
+    frame in order per band (in chunks, `first_then`), each op carrying the rows it reads again
+    (`carry.run_carried`). `patch` > 1: the
     decoder's output holds patch x patch pixels per position in its channels (Wan 2.2:
     "b (c r q) t h w -> b c t (h q) (w r)"), unfolded as each band is written."""
     n_t = z.shape[2]
@@ -305,19 +316,24 @@ def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[R
         return decode_frame(model, z, slice_rows, whole_ops, band_ops, out_device or z.device, out_dtype, patch)
     feats = latent_features(model, z, whole_ops)
     frames = 1 + (n_t - 1) * (2 ** sum(isinstance(op, TimeUpsample) for op in band_ops))
-    return carried_video(band_ops, feats, 1, frames, slice_rows, out_device or z.device, out_dtype, patch)
+    return carried_video(band_ops, feats, first_then(n_t, chunk), frames, slice_rows, out_device or z.device,
+                         out_dtype, patch)
 
 
-def carried_video(band_ops: list[RowOp], feats: Tensor, chunk: int, frames: int, slice_rows: int,
+def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frames: int, slice_rows: int,
                   out_device: torch.device, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
-    """The band ops on `feats` (B, C, T, h, w) in chunks of `chunk` latent frames and bands of `slice_rows` rows,
-    streamed with carries: the (B, C', frames, H * patch, W * patch) output in `out_dtype` on `out_device`."""
+    """The band ops on `feats` (B, C, T, h, w) in chunks of `chunks[i]` latent frames (summing to T) and bands of
+    `slice_rows` rows, streamed with carries: the (B, C', frames, H * patch, W * patch) output in `out_dtype` on
+    `out_device`."""
+    if sum(chunks) != feats.shape[2]:
+        raise AssertionError(f"chunks {chunks} do not cover {feats.shape[2]} latent frames")
     h = feats.shape[-2]
     h_out = Program(band_ops, [], h).heights[-1] * patch
     out, f0 = None, 0
+    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
 
     def source(t, s, e):
-        return feats[:, :, t * chunk:(t + 1) * chunk, s:e]
+        return feats[:, :, starts[t]:starts[t + 1], s:e]
 
     def sink(t, y, a, b):   # a band's chunks arrive in order, each after the previous one's frames
         nonlocal out, f0
@@ -331,7 +347,7 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunk: int, frames: int,
         out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
         f0 += y.shape[2]
 
-    carry.run_carried(band_ops, h, -(-feats.shape[2] // chunk), slice_rows, source, sink, lambda: _reset(band_ops))
+    carry.run_carried(band_ops, h, len(chunks), slice_rows, source, sink, lambda: _reset(band_ops))
     return out
 
 

@@ -81,10 +81,11 @@ def wan22_programs(model: nn.Module) -> tuple[list[RowOp], list[RowOp]]:
 
 @torch.no_grad()
 def wan22_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.device | None = None,
-                 out_dtype: torch.dtype = torch.float32) -> Tensor:
+                 out_dtype: torch.dtype = torch.float32, chunk: int = 1) -> Tensor:
     """What `model.decode(z)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows.
 
     z: (B, 48, T, h, w) in the model's dtype and device. Returns (B, 3, 1 + 4 (T - 1), 16h, 16w) on `out_device`.
+    chunk: latent frames a band runs at once after the first (`wan.first_then`).
     """
     if not is_wan22(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
@@ -92,4 +93,4 @@ def wan22_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch
         raise SliceUnsupported(f"the Wan 2.2 slicer decodes 5-D video latents, got {z.ndim}-D")
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    return decode_bands(model, z, slice_rows, *wan22_programs(model), out_device, out_dtype, patch=2)
+    return decode_bands(model, z, slice_rows, *wan22_programs(model), out_device, out_dtype, patch=2, chunk=chunk)

@@ -59,3 +59,22 @@ def test_dropping_the_carry_changes_the_decode(wan_vae, monkeypatch):
         with pytest.raises((RuntimeError, AssertionError, IndexError)):
             out = wan.wan_decode(wan_vae, z, 2)
             assert (out - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 5])
+def test_chunks_of_frames_decode_the_same(wan_vae, chunk):
+    z = torch.randn((1, 16, 5, 6, 5), generator=torch.Generator().manual_seed(chunk))
+    with torch.no_grad():
+        ref = wan_vae.decode(z)
+        assert wan.first_then(5, chunk) == [1, *([chunk] * (4 // chunk)), *([4 % chunk] if 4 % chunk else [])]
+        assert (wan.wan_decode(wan_vae, z, 2, chunk=chunk) - ref).abs().max() <= 1e-4
+
+
+def test_a_first_chunk_of_two_frames_is_caught(wan_vae, monkeypatch):
+    """The host's first chunk is one frame (a time upsampling passes it through); a split that starts with two
+    frames decodes something else, and the check above would see it."""
+    z = torch.randn((1, 16, 3, 6, 5), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(wan, "first_then", lambda n_t, chunk: [2, n_t - 2])
+    with torch.no_grad(), pytest.raises((RuntimeError, AssertionError)):
+        out = wan.wan_decode(wan_vae, z, 2, chunk=2)
+        assert (out - wan_vae.decode(z)).abs().max() <= 1e-4

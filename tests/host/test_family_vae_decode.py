@@ -182,3 +182,18 @@ def test_video_class_encodes_take_the_hosts_encode_logged(comfy_host, vaes, capl
         out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
     assert "using the host's own encode" in caplog.text
     assert torch.equal(out, vae.encode(pixels))
+
+
+@pytest.mark.parametrize("family, shape", [("wan22_ti2v_5b", (1, 48, 6, 4, 3)), ("hunyuan_video15", (1, 32, 6, 3, 2))])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 8])
+def test_any_chunk_of_latent_frames_gives_the_hosts_decode(comfy_host, vaes, family, shape, chunk):
+    """The carried decode runs a band's latent frames in chunks (the node's choice, `host.vae`); every size decodes
+    what the host's first-stage model does, and a wrong chunk boundary (its time caches dropped) would not."""
+    core = comfy_host.module("core.vae")
+    model = vaes[family].first_stage_model
+    z = latent(shape, seed=chunk)
+    with torch.no_grad():
+        ref = model.decode(z).float()
+        out = core.decoder_for(model)[1](model, z, 1, chunk=chunk)
+    assert out.shape == ref.shape
+    assert err(out, ref) <= TOL
