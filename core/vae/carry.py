@@ -144,7 +144,9 @@ class _Buffer:
         return self.t[..., lo - self.r0:hi - self.r0, :]
 
     def drop_before(self, row: int) -> None:
-        """Keep rows from `row` on (as a copy, so the dropped rows' storage goes)."""
+        """Keep rows from `row` on (as a copy, so the dropped rows' storage goes; no copy when none is dropped)."""
+        if row <= self.r0:
+            return
         end = self.r0 + self.t.shape[-2]
         self.t = self.t[..., min(row, end) - self.r0:, :].clone()
         self.r0 = min(row, end)
