@@ -12,6 +12,7 @@ import torch
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 from ..core.vae.kl_encode import can_encode, kl_encode
+from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode
 from ..core.vae.wan_encode import can_encode_wan, wan_encode
 
 log = logging.getLogger("pyra.vae")
@@ -89,11 +90,13 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     """LATENT samples for IMAGE `pixels` (B, H, W, C), exactly as `vae.encode` returns them."""
     vae.throw_exception_if_invalid()
     model = vae.first_stage_model
-    if vae.latent_dim == 3 and can_encode_wan(model):
+    frame_encode = wan_encode if can_encode_wan(model) else wan22_encode if can_encode_wan22(model) else None
+    if vae.latent_dim == 3 and frame_encode is not None:
         x = _frames(vae, pixels)
         if x is not None:
-            out = _encode(vae, x, wan_encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // 8,
-                                                            x.shape[-1] // 8))
+            up = spatial_upscale(vae)
+            out = _encode(vae, x, frame_encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up,
+                                                              x.shape[-1] // up), up)
             return vae.encode(pixels) if out is None else out
         log.info("Pyra exact VAE encode: the host encodes these %d images as one %d-frame video, which has no exact "
                  "slicer; using the host's own encode", pixels.shape[0], pixels.shape[0])
@@ -107,13 +110,15 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     return vae.encode(pixels) if out is None else out
 
 
-def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...]) -> torch.Tensor | None:
+def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...],
+            upscale: int = 8) -> torch.Tensor | None:
     """encode(model, x, rows, device) of every sample of x (the host's encode input) in bands; None where the
     slicer met a layer it cannot reproduce (logged)."""
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x[:1].shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
     if slice_rows <= 0:
-        slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device))
+        slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
+                                     upscale=upscale)
     return _per_sample(vae, x.shape[0], "encode",
                        lambda i: run_in_bands(vae, encode, vae.process_input(x[i:i + 1]), slice_rows, "encode"))
 

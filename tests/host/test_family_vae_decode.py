@@ -174,7 +174,43 @@ def test_qwen_image_batch_takes_the_hosts_video_encode_logged(comfy_host, vaes, 
     assert torch.equal(out, vae.encode(pixels))
 
 
-@pytest.mark.parametrize("family", ["wan22_ti2v_5b", "hunyuan_video15", "ltx2"])
+@pytest.mark.parametrize("rows", [0, 1, 2])
+def test_wan22_start_frame_encode_matches_the_hosts(comfy_host, vaes, caplog, rows):
+    """The start image of a TI2V-5B image-to-video run (one frame, patchified 2x2, AvgDown3D shortcuts) in bands."""
+    vae = vaes["wan22_ti2v_5b"]
+    pixels = torch.rand((1, 83, 50, 3), generator=torch.Generator().manual_seed(5))   # cropped to 80 x 48
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    ref = vae.encode(pixels)
+    assert out.shape == ref.shape == (1, 48, 1, 5, 3)
+    assert err(out, ref) <= TOL
+    assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
+
+
+def test_wan22_encode_needs_the_avg_shortcut_rows(comfy_host, vaes, monkeypatch):
+    """The shortcut averages rows [2a, 2b) of the block input; reading them one row off is caught."""
+    enc = comfy_host.module("core.vae.wan22_encode")
+    vae = vaes["wan22_ti2v_5b"]
+    pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(8))
+    ref = vae.encode(pixels)
+    real = enc.AddAvgDown.__call__
+
+    def shifted(self, x, r0, a, b, h_in, stack):
+        s, s0 = stack[-1]
+        if self.avg.factor_s == 2 and s.shape[-2] > 2 * (b - a):
+            stack[-1] = (s[..., 1:, :], s0)   # the same rows, labelled one row early
+        return real(self, x, r0, a, b, h_in, stack)
+
+    monkeypatch.setattr(enc.AddAvgDown, "__call__", shifted)
+    try:
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+        assert err(out, ref) > TOL
+    except RuntimeError:
+        pass   # a band of the wrong height
+
+
+@pytest.mark.parametrize("family", ["hunyuan_video15", "ltx2"])
 def test_video_class_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family):
     vae = vaes[family]
     pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(4))
