@@ -11,6 +11,7 @@ import comfy.utils
 import torch
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
+from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode
 from ..core.vae.kl_encode import can_encode, kl_encode
 from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode
 from ..core.vae.wan_encode import can_encode_wan, wan_encode
@@ -86,11 +87,15 @@ def _frames(vae, pixels: torch.Tensor) -> torch.Tensor | None:
     return x.movedim(1, 0).unsqueeze(0) if x.shape[0] == 1 else None
 
 
+FRAME_ENCODERS = [(can_encode_wan, wan_encode), (can_encode_wan22, wan22_encode),
+                  (can_encode_hunyuan15, hunyuan15_encode)]   # the video VAEs' exact one-frame encoders
+
+
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
     """LATENT samples for IMAGE `pixels` (B, H, W, C), exactly as `vae.encode` returns them."""
     vae.throw_exception_if_invalid()
     model = vae.first_stage_model
-    frame_encode = wan_encode if can_encode_wan(model) else wan22_encode if can_encode_wan22(model) else None
+    frame_encode = next((enc for can, enc in FRAME_ENCODERS if can(model)), None)
     if vae.latent_dim == 3 and frame_encode is not None:
         x = _frames(vae, pixels)
         if x is not None:

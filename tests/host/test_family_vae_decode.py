@@ -174,16 +174,18 @@ def test_qwen_image_batch_takes_the_hosts_video_encode_logged(comfy_host, vaes, 
     assert torch.equal(out, vae.encode(pixels))
 
 
+@pytest.mark.parametrize("family, channels", [("wan22_ti2v_5b", 48), ("hunyuan_video15", 32)])
 @pytest.mark.parametrize("rows", [0, 1, 2])
-def test_wan22_start_frame_encode_matches_the_hosts(comfy_host, vaes, caplog, rows):
-    """The start image of a TI2V-5B image-to-video run (one frame, patchified 2x2, AvgDown3D shortcuts) in bands."""
-    vae = vaes["wan22_ti2v_5b"]
+def test_start_frame_encode_matches_the_hosts(comfy_host, vaes, caplog, family, channels, rows):
+    """The start image of an image-to-video run in bands: Wan 2.2 TI2V-5B (patchified 2x2, AvgDown3D shortcuts)
+    and HunyuanVideo 1.5 (replicate padding, DnSmpl folds with grouped-mean shortcuts)."""
+    vae = vaes[family]
     pixels = torch.rand((1, 83, 50, 3), generator=torch.Generator().manual_seed(5))   # cropped to 80 x 48
     with caplog.at_level(logging.INFO):
         out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
     assert "host's own encode" not in caplog.text
     ref = vae.encode(pixels)
-    assert out.shape == ref.shape == (1, 48, 1, 5, 3)
+    assert out.shape == ref.shape == (1, channels, 1, 5, 3)
     assert err(out, ref) <= TOL
     assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
 
@@ -210,10 +212,29 @@ def test_wan22_encode_needs_the_avg_shortcut_rows(comfy_host, vaes, monkeypatch)
         pass   # a band of the wrong height
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video15", "ltx2"])
-def test_video_class_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family):
+def test_hunyuan15_encode_needs_the_grouped_mean_shortcut(comfy_host, vaes, monkeypatch):
+    """Leaving out DnSmpl's folded-input shortcut is caught by the same check."""
+    enc = comfy_host.module("core.vae.hunyuan15_encode")
+    vae = vaes["hunyuan_video15"]
+    pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(8))
+    ref = vae.encode(pixels)
+    real = enc.Fold2x.__call__
+
+    def no_shortcut(self, h, r0, a, b, h_in, stack):
+        s, s0 = stack[-1]
+        stack[-1] = (torch.zeros_like(s), s0)
+        return real(self, h, r0, a, b, h_in, stack)
+
+    monkeypatch.setattr(enc.Fold2x, "__call__", no_shortcut)
+    out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+    assert err(out, ref) > TOL
+
+
+@pytest.mark.parametrize("family, frames", [("wan22_ti2v_5b", 5), ("hunyuan_video15", 5), ("ltx2", 1)])
+def test_other_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family, frames):
+    """A video (several frames) for the Wan 2.2 and HunyuanVideo 1.5 VAEs, and LTX's VAE at all."""
     vae = vaes[family]
-    pixels = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(4))
+    pixels = torch.rand((frames, 64, 64, 3), generator=torch.Generator().manual_seed(4))
     with caplog.at_level(logging.INFO):
         out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
     assert "using the host's own encode" in caplog.text
