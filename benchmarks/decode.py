@@ -360,7 +360,9 @@ def family_case(vae, z, rows_list, repeats, cuda, raw=True, warmup=True):
     return res
 
 
-ENCODE_SIDES = {"flux2": 2048, "qwen": 2048}   # the image encodes (img2img, edit inputs) measured in bf16
+# the one-image encodes measured in bf16, (height, width): img2img and edit inputs, and the start images of
+# image-to-video runs at 720p (TI2V-5B 704 x 1280; HunyuanVideo 1.5 720 x 1280)
+ENCODE_SIZES = {"flux2": (2048, 2048), "qwen": (2048, 2048), "wan22": (704, 1280), "hv15": (720, 1280)}
 
 
 def _second_of_two(fn, cuda):
@@ -369,13 +371,13 @@ def _second_of_two(fn, cuda):
     return _measure_once(fn, cuda)
 
 
-def encode_case(vae, side: int, rows_list, cuda) -> dict:
-    """The host's `vae.encode` of one random side x side image against Pyra's `exact_encode` at each band size:
-    time and peak of the second of two runs each, and the largest latent difference."""
+def encode_case(vae, size: tuple[int, int], rows_list, cuda) -> dict:
+    """The host's `vae.encode` of one random image of `size` (height, width) against Pyra's `exact_encode` at each
+    band size: time and peak of the second of two runs each, and the largest latent difference."""
     import torch
 
     exact = pack_module("host.vae").exact_encode
-    pixels = torch.rand((1, side, side, 3), generator=torch.Generator().manual_seed(7))
+    pixels = torch.rand((1, *size, 3), generator=torch.Generator().manual_seed(7))
     host, t_host, p_host = _second_of_two(lambda: vae.encode(pixels), cuda)
     host = host.float().cpu()
     res = {"shape": list(pixels.shape), "dtype": str(vae.vae_dtype).removeprefix("torch."), "full_s": t_host,
@@ -396,7 +398,10 @@ def family_cases(args, emit, dev, fam):
 
     exact_shape, shapes, rows = NEW_FAMILIES[fam]
     video = len(exact_shape) == 5 and exact_shape[2] > 1
-    for dtype, todo in ((torch.float32, [exact_shape]), (torch.bfloat16, shapes)):
+    plan = ((torch.float32, [exact_shape]), (torch.bfloat16, shapes))
+    if args.encode_only:
+        plan = ((torch.bfloat16, []),)
+    for dtype, todo in plan:
         vae = build_family_vae(fam, dev, dtype)
         for shape in todo:
             name = f"{fam}_{str(dtype).removeprefix('torch.')}_{'x'.join(map(str, shape[1:]))}"
@@ -408,12 +413,14 @@ def family_cases(args, emit, dev, fam):
             fp32 = dtype == torch.float32
             reps = 1 if long or fp32 or shape[-1] >= 256 else args.repeats   # 2048/4096 px images: one timed run
             emit(name, family_case(vae, z, rows, reps, True, raw=fp32, warmup=not (long or (fp32 and video))))
-        if fam in ENCODE_SIDES and dtype == torch.bfloat16:
-            name = f"{fam}_encode_bfloat16_{ENCODE_SIDES[fam]}px"
+        if fam in ENCODE_SIZES and dtype == torch.bfloat16:
+            size = ENCODE_SIZES[fam]
+            name = f"{fam}_encode_bfloat16_{size[0]}px" if size[0] == size[1] else \
+                f"{fam}_encode_bfloat16_{size[0]}x{size[1]}"
             if time.perf_counter() - START > args.budget:
                 emit(name, {"skipped": f"past the --budget of {args.budget} s"})
             else:
-                emit(name, encode_case(vae, ENCODE_SIDES[fam], rows, True))
+                emit(name, encode_case(vae, size, rows, True))
         del vae
         mm.unload_all_models()
         mm.soft_empty_cache(True)
@@ -428,8 +435,8 @@ def family_cpu_cases(args, emit):
         vae = pack_module(f"host.tiny_{kind}_families").tiny_vae(family)
         emit(f"{fam}_tiny_fp32_{'x'.join(map(str, shape[1:]))}",
              family_case(vae, latent(shape, torch.device("cpu"), torch.float32), [0, 2], 1, False))
-        if fam in ENCODE_SIDES:
-            emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, 64, [0, 2], False))
+        if fam in ENCODE_SIZES:
+            emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, (64, 64), [0, 2], False))
 
 
 def family_summary(cases: dict) -> dict:
@@ -605,6 +612,7 @@ def main() -> None:
     ap.add_argument("--reference-rows", type=lambda s: [int(x) for x in s.split(",")], default=[],
                     help="band sizes also run on the KL decoder's reference path (fast=False) at --sizes")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--encode-only", action="store_true", help="2026 families: only the one-image encodes")
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
     ap.add_argument("--budget", type=float, default=170.0,
