@@ -99,15 +99,16 @@ def count_host(model, z) -> LiveBytes:
     return counter
 
 
-def count_ours(model, z, rows: int, out_dtype) -> tuple[LiveBytes, LiveBytes]:
-    """(the device's count, the host memory's: the rows parked between bands, core/vae/carry.py)."""
+def count_ours(model, z, rows: int, out_dtype, chunk: int = 1) -> tuple[LiveBytes, LiveBytes]:
+    """(the device's count, the host memory's: the rows parked between bands, core/vae/carry.py), with `chunk`
+    latent frames per chunk after the first (`wan.first_then`)."""
     import torch
 
     wan = pack_module("core.vae.wan")
     counter = LiveBytes([*model.parameters(), z], z.device)
     host = LiveBytes([], torch.device("cpu"))
     with torch.no_grad(), counter, host, tagging(counter, wan):
-        out = wan.wan_decode(model, z, rows, z.device, out_dtype)
+        out = wan.wan_decode(model, z, rows, z.device, out_dtype, chunk=chunk)
         counter.tag(out, "output")
     return counter, host
 
@@ -124,6 +125,8 @@ def main() -> None:
     ap.add_argument("--size", type=lambda s: [int(x) for x in s.split("x")], default=[60, 104],
                     help="latent rows x columns (60x104 = 480x832; --frames 1 --size 256x256: a 2048² Qwen-Image)")
     ap.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8])
+    ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[1],
+                    help="latent frames per chunk to count (more than 1: bf16 output only)")
     ap.add_argument("--flash", action="store_true", help="count the middle attention as a fused kernel (output only)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -137,9 +140,10 @@ def main() -> None:
            "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / GIB,
            "host_full": report_of(count_host(model, z))}
     for rows in args.rows:
-        for dt in (torch.bfloat16, torch.float32):
-            name = f"ours_rows{rows}_out_{str(dt).removeprefix('torch.')}"
-            device, host = count_ours(model, z, rows, dt)
+        cells = [(1, torch.bfloat16), (1, torch.float32)] + [(c, torch.bfloat16) for c in args.chunks if c > 1]
+        for chunk, dt in cells:
+            name = f"ours_rows{rows}_out_{str(dt).removeprefix('torch.')}" + (f"_chunk{chunk}" if chunk > 1 else "")
+            device, host = count_ours(model, z, rows, dt, chunk)
             res[name] = report_of(device) | {"host_memory_peak_gib": host.peak / GIB}
             res[name]["ratio_to_host"] = res[name]["peak_bytes"] / res["host_full"]["peak_bytes"]
     res["command"] = "python " + " ".join(sys.argv)
