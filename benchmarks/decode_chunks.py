@@ -32,6 +32,13 @@ CELLS = [(1, 1, True), (1, 1, False), (1, 4, True), (1, 10, True), (1, 20, True)
          (2, 4, True), (4, 1, True), (4, 4, True), (4, 4, False), (4, 10, True), (8, 4, True)]
 
 
+def parse_cells(text: str) -> list[tuple[int, int, bool]]:
+    cells = [tuple(int(v) for v in cell.split(":")) for cell in text.split(",")]
+    if any(len(c) != 3 for c in cells):
+        raise argparse.ArgumentTypeError(f"cells are rows:chunk:park, got {text!r}")
+    return [(r, c, bool(p)) for r, c, p in cells]
+
+
 def build(fam, dev, dtype):
     import decode  # benchmarks/decode.py: the same real-size random-weight VAEs as the decode benchmark
 
@@ -82,7 +89,7 @@ def family(fam, args, emit):
     host, t_host, p_host = measure(lambda: vae.decode(z))
     host = host.float().cpu()
     res = {"shape": list(z.shape), "full_s": t_host, "full_peak": p_host, "cells": []}
-    for rows, chunk, park in CELLS:
+    for rows, chunk, park in args.cells:
         if time.perf_counter() - START > args.budget:
             res["cells"].append({"rows": rows, "chunk": chunk, "park": park, "skipped": "past --budget"})
             continue
@@ -124,6 +131,8 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--families", type=lambda s: s.split(","), default=list(SHAPES))
+    ap.add_argument("--cells", type=parse_cells, default=CELLS,
+                    help="rows:chunk:park,... (park 1 or 0), e.g. 1:1:1,1:1:0,4:4:1; default: the whole sweep")
     ap.add_argument("--budget", type=float, default=400.0, help="seconds after which cells are skipped")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
