@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .kl import SliceUnsupported
 from .rowops import Elementwise, RowOp, Save, conv_weights
-from .wan import AddShortcut, carried_video
+from .wan import AddShortcut, carried_video, split_frames
 
 
 def is_hunyuan15(model: nn.Module) -> bool:
@@ -172,10 +172,7 @@ def hunyuan15_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: t
         raise SliceUnsupported(f"the HunyuanVideo 1.5 slicer decodes 5-D video latents, got {z.ndim}-D")
     if slice_rows < 1:
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    feats = latent_part(model, z)
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
     n_t = z.shape[2]
-    chunks = [min(chunk, n_t - t) for t in range(0, n_t, chunk)]
-    return carried_video(hunyuan15_program(model), feats, chunks, 1 + 4 * (n_t - 1), slice_rows,
+    chunks = split_frames(n_t, chunk)
+    return carried_video(hunyuan15_program(model), latent_part(model, z), chunks, 1 + 4 * (n_t - 1), slice_rows,
                          out_device or z.device, out_dtype)

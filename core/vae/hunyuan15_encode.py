@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from .hunyuan15 import CarriedConv, _resblock, is_hunyuan15
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
-from .stream import Program, Rows, run_program
+from .stream import Program
 from .wan import FirstChunk, frame_checkpoints
+from .wan_encode import check_frame, run_frame_program
 
 
 def can_encode_hunyuan15(model: nn.Module) -> bool:
@@ -103,14 +104,6 @@ def hunyuan15_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: t
     """
     if not can_encode_hunyuan15(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a HunyuanVideo 1.5 VAE")
-    if x.ndim != 5 or x.shape[2] != 1:
-        raise SliceUnsupported(f"the HunyuanVideo 1.5 slicer encodes one frame (B, C, 1, H, W), got {tuple(x.shape)}")
-    if x.shape[-2] % 16 or x.shape[-1] % 16:
-        raise SliceUnsupported(f"the HunyuanVideo 1.5 encoder takes sides that are multiples of 16, got "
-                               f"{tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    prog = encode_program(model, x.shape[-2])
-    rows = max(1, slice_rows * x.shape[-2] // prog.heights[-1])
-    h = run_program(prog, Rows(x.squeeze(2)), rows, x.dtype, x.device).unsqueeze(2)
+    check_frame(x, slice_rows, "HunyuanVideo 1.5", 16)
+    h = run_frame_program(encode_program(model, x.shape[-2]), x.squeeze(2), slice_rows)
     return _tail(model, h).to(device=out_device or x.device, dtype=torch.float32)

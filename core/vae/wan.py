@@ -294,13 +294,18 @@ def wan_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
     return decode_bands(model, z, slice_rows, *wan_programs(model), out_device, out_dtype, chunk=chunk)
 
 
+def split_frames(n: int, chunk: int) -> list[int]:
+    """n latent frames in chunks of `chunk` (the last one shorter)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return [min(chunk, n - t) for t in range(0, n, chunk)]
+
+
 def first_then(n_t: int, chunk: int) -> list[int]:
     """Latent frames per chunk: the first frame alone (the host's first chunk, which a time upsampling passes
     through), then `chunk` at a time. Any split gives the same decode up to float summation order; larger chunks
     mean fewer, larger launches per band and more carried rows on the device at once."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    return [1] + [min(chunk, n_t - t) for t in range(1, n_t, chunk)]
+    return [1, *split_frames(n_t - 1, chunk)]
 
 
 def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[RowOp], band_ops: list[RowOp],

@@ -18,12 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import wan_encode
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
-from .stream import Program, Rows, run_program
-from .wan import CausalConv, FirstChunk, _layer, frame_checkpoints
+from .stream import Program
 from .wan22 import is_wan22
-from .wan_encode import _down
+from .wan_encode import check_frame, encoder_layer, run_frame_program
 
 PATCH = 2   # the host's patchify(x, patch_size=2) before the encoder
 
@@ -56,25 +56,12 @@ class AddAvgDown(RowOp):
 def _down_block(m: nn.Module) -> list[RowOp]:
     if type(m).__name__ != "Down_ResidualBlock":
         raise SliceUnsupported(f"unknown Wan 2.2 encoder layer {type(m).__name__}")
-    ops: list[RowOp] = [Save()]
-    for layer in m.downsamples:
-        name = type(layer).__name__
-        if name == "Resample" and layer.mode in ("downsample2d", "downsample3d"):
-            ops += _down(layer)
-        elif name == "ResidualBlock":
-            ops += _layer(layer)
-        else:
-            raise SliceUnsupported(f"unknown Wan 2.2 encoder layer {name} ({getattr(layer, 'mode', '')})")
-    return [*ops, AddAvgDown(m.avg_shortcut)]
+    return [Save(), *(op for layer in m.downsamples for op in encoder_layer(layer)), AddAvgDown(m.avg_shortcut)]
 
 
 def encode_program(model: nn.Module, h: int) -> Program:
     """The checkpointed row program of conv1 and the down blocks, for a patchified input of h rows."""
-    enc = model.encoder
-    ops: list[RowOp] = [CausalConv(enc.conv1)]
-    for m in enc.downsamples:
-        ops += _down_block(m)
-    return Program([FirstChunk(op) for op in ops], frame_checkpoints(ops, h), h)
+    return wan_encode.encode_program(model, h, _down_block)
 
 
 def patchify(x: Tensor) -> Tensor:
@@ -93,16 +80,9 @@ def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch
     """
     if not can_encode_wan22(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
-    if x.ndim != 5 or x.shape[2] != 1:
-        raise SliceUnsupported(f"the Wan 2.2 slicer encodes one frame (B, C, 1, H, W), got {tuple(x.shape)}")
-    if x.shape[-2] % 16 or x.shape[-1] % 16:
-        raise SliceUnsupported(f"the Wan 2.2 encoder takes sides that are multiples of 16, got {tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    check_frame(x, slice_rows, "Wan 2.2", 16)
     p = patchify(x).squeeze(2)
-    prog = encode_program(model, p.shape[-2])
-    rows = max(1, slice_rows * p.shape[-2] // prog.heights[-1])
-    h = run_program(prog, Rows(p), rows, x.dtype, x.device).unsqueeze(2)
+    h = run_frame_program(encode_program(model, p.shape[-2]), p, slice_rows)
     del p
     enc = model.encoder
     for layer in [*enc.middle, *enc.head]:

@@ -42,19 +42,40 @@ def _down(m: nn.Module) -> list[RowOp]:
     return [Frames(Downsample2x(conv))]
 
 
-def encode_program(model: nn.Module, h: int) -> Program:
-    """The checkpointed row program of conv1 and the down blocks, for an input of h rows."""
+def encoder_layer(m: nn.Module) -> list[RowOp]:
+    """A Wan 2.1 / 2.2 encoder layer on one frame: a residual block or a stride-2 downsampling."""
+    name = type(m).__name__
+    if name == "Resample" and m.mode in ("downsample2d", "downsample3d"):
+        return _down(m)
+    if name == "ResidualBlock":
+        return _layer(m)
+    raise SliceUnsupported(f"unknown Wan encoder layer {name} ({getattr(m, 'mode', '')})")
+
+
+def encode_program(model: nn.Module, h: int, layer_ops=encoder_layer) -> Program:
+    """The checkpointed row program of conv1 and the down layers (each `layer_ops(m)`), for an input of h rows."""
     enc = model.encoder
     ops: list[RowOp] = [CausalConv(enc.conv1)]
     for m in enc.downsamples:
-        name = type(m).__name__
-        if name == "Resample" and m.mode in ("downsample2d", "downsample3d"):
-            ops += _down(m)
-        elif name == "ResidualBlock":
-            ops += _layer(m)
-        else:
-            raise SliceUnsupported(f"unknown Wan encoder layer {name} ({getattr(m, 'mode', '')})")
+        ops += layer_ops(m)
     return Program([FirstChunk(op) for op in ops], frame_checkpoints(ops, h), h)
+
+
+def check_frame(x: Tensor, slice_rows: int, vae: str, multiple: int = 1) -> None:
+    """Raise unless x is one frame (B, C, 1, H, W) with sides that are multiples of `multiple` and slice_rows >= 1."""
+    if x.ndim != 5 or x.shape[2] != 1:
+        raise SliceUnsupported(f"the {vae} slicer encodes one frame (B, C, 1, H, W), got {tuple(x.shape)}")
+    if x.shape[-2] % multiple or x.shape[-1] % multiple:
+        raise SliceUnsupported(f"the {vae} encoder takes sides that are multiples of {multiple}, got "
+                               f"{tuple(x.shape)}")
+    if slice_rows < 1:
+        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+
+
+def run_frame_program(prog: Program, x: Tensor, slice_rows: int) -> Tensor:
+    """prog on the one-frame input x (B, C, H, W) in bands of `slice_rows` rows of its output: (B, C', 1, h, w)."""
+    rows = max(1, slice_rows * x.shape[-2] // prog.heights[-1])
+    return run_program(prog, Rows(x), rows, x.dtype, x.device).unsqueeze(2)
 
 
 @torch.no_grad()
@@ -65,13 +86,8 @@ def wan_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
     """
     if not can_encode_wan(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
-    if x.ndim != 5 or x.shape[2] != 1:
-        raise SliceUnsupported(f"the Wan slicer encodes one frame (B, C, 1, H, W), got {tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
-    prog = encode_program(model, x.shape[-2])
-    rows = max(1, slice_rows * x.shape[-2] // prog.heights[-1])
-    h = run_program(prog, Rows(x.squeeze(2)), rows, x.dtype, x.device).unsqueeze(2)
+    check_frame(x, slice_rows, "Wan")
+    h = run_frame_program(encode_program(model, x.shape[-2]), x.squeeze(2), slice_rows)
     enc = model.encoder
     for layer in [*enc.middle, *enc.head]:
         h = layer(h)
