@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .hunyuan15 import hunyuan15_decode, is_hunyuan15
 from .kl import SliceUnsupported, is_kl, kl_decode
+from .ltx import is_ltx, ltx_decode
 from .taesd import is_taesd, taesd_decode
 from .wan import is_wan, wan_decode
 from .wan22 import is_wan22, wan22_decode
@@ -30,6 +31,8 @@ def decoder_for(model: nn.Module) -> tuple[str, Decoder]:
         return "wan22", wan22_decode
     if is_hunyuan15(model):
         return "hunyuan15", hunyuan15_decode
+    if is_ltx(model):
+        return "ltx", ltx_decode
     raise SliceUnsupported(f"no exact sliced decoder for {type(model).__name__}")
 
 

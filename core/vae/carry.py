@@ -178,13 +178,16 @@ def from_host(t: Tensor, device: torch.device) -> Tensor:
 
 def run_carried(ops: Sequence[RowOp], h_in: int, n_chunks: int, slice_rows: int,
                 source: Callable[[int, int, int], Tensor], sink: Callable[[int, Tensor, int, int], None],
-                reset: Callable[[], None], park: bool = True) -> CarryPlan:
+                reset: Callable[[], None], park: bool = True,
+                chunk_start: Callable[[int], None] | None = None) -> CarryPlan:
     """Run `ops` over `n_chunks` chunks in bands of `slice_rows` input rows, carrying rows between bands.
 
     source(t, s, e): input rows [s, e) of chunk t. sink(t, y, a, b): output rows [a, b) of chunk t, called in band
     order and, within a band, in chunk order. reset(): clears every op's time state (called before each band).
     park: between bands each chunk's kept rows wait in host memory (pinned; copied back before the chunk runs in the
     next band), so the device holds the carries of one chunk at a time instead of every frame's.
+    chunk_start(t): called before chunk t runs in every band (ops whose output lags their input in time, as the
+    LTX decoder's, flush their held frames in the last chunk).
     """
     plan = CarryPlan(ops, h_in, slice_rows)
     inputs = [[_Buffer() for _ in range(n_chunks)] for _ in ops]
@@ -192,6 +195,8 @@ def run_carried(ops: Sequence[RowOp], h_in: int, n_chunks: int, slice_rows: int,
     for (s, e), band in zip(plan.bands, plan.steps, strict=True):
         reset()
         for t in range(n_chunks):
+            if chunk_start is not None:
+                chunk_start(t)
             kept = [inputs[i][t] for i in range(len(ops))] + [b[t] for b in saved.values()]
             if park:
                 for buf in kept:

@@ -45,6 +45,8 @@ and the latent-resolution part drops its own caches before the bands.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -326,10 +328,11 @@ def decode_bands(model: nn.Module, z: Tensor, slice_rows: int, whole_ops: list[R
 
 
 def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frames: int, slice_rows: int,
-                  out_device: torch.device, out_dtype: torch.dtype, patch: int = 1) -> Tensor:
+                  out_device: torch.device, out_dtype: torch.dtype, patch: int = 1,
+                  chunk_start: Callable[[int], None] | None = None) -> Tensor:
     """The band ops on `feats` (B, C, T, h, w) in chunks of `chunks[i]` latent frames (summing to T) and bands of
     `slice_rows` rows, streamed with carries: the (B, C', frames, H * patch, W * patch) output in `out_dtype` on
-    `out_device`."""
+    `out_device`. chunk_start: see `carry.run_carried`."""
     if sum(chunks) != feats.shape[2]:
         raise AssertionError(f"chunks {chunks} do not cover {feats.shape[2]} latent frames")
     h = feats.shape[-2]
@@ -352,7 +355,8 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
         out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
         f0 += y.shape[2]
 
-    carry.run_carried(band_ops, h, len(chunks), slice_rows, source, sink, lambda: _reset(band_ops))
+    carry.run_carried(band_ops, h, len(chunks), slice_rows, source, sink, lambda: _reset(band_ops),
+                      chunk_start=chunk_start)
     return out
 
 
