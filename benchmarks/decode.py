@@ -260,10 +260,12 @@ NEW_FAMILIES = {
     "qwen": ((1, 16, 1, 128, 128), [(1, 16, 1, 166, 166), (1, 16, 1, 256, 256)], [0, 8, 16]),  # 1024; 1328, 2048
     "wan22": ((1, 48, 2, 44, 80), [(1, 48, 21, 44, 80)], [0, 1, 2, 4]),   # 1280x704: 5 frames; 81 frames
     "hv15": ((1, 32, 2, 45, 80), [(1, 32, 21, 45, 80)], [0, 1, 2, 4]),    # 1280x720: 5 frames; 81 frames
+    "ltx": ((1, 128, 3, 22, 40), [(1, 128, 16, 22, 40)], [0, 1, 2, 4]),   # 1280x704: 17 frames; 121 frames
 }
 TINY_FAMILIES = {"flux2": ("image", "flux2", (2, 128, 5, 3)), "qwen": ("image", "qwen_image", (1, 16, 1, 9, 7)),
                  "wan22": ("video", "wan22_ti2v_5b", (1, 48, 2, 3, 2)),
-                 "hv15": ("video", "hunyuan_video15", (1, 32, 3, 3, 2))}
+                 "hv15": ("video", "hunyuan_video15", (1, 32, 3, 3, 2)),
+                 "ltx": ("video", "ltx2", (1, 128, 3, 3, 2))}
 HV15_REAL = {"in_channels": 3, "out_channels": 3, "num_res_blocks": 2, "ffactor_spatial": 16, "ffactor_temporal": 4,
              "downsample_match_channel": True, "upsample_match_channel": True, "z_channels": 32,
              "block_out_channels": [128, 256, 512, 1024, 1024]}
@@ -289,6 +291,17 @@ def family_state_dict(fam: str, seed: int = 0) -> dict:
         import comfy.ldm.wan.vae
 
         model = seed_weights(comfy.ldm.wan.vae.WanVAE(**WAN_REAL), seed, lambda name: "gamma" in name)
+    elif fam == "ltx":   # the layout the host builds for an LTX-2 VAE file (timestep conditioned)
+        import comfy.ldm.lightricks.vae.causal_video_autoencoder as ltx
+
+        model = ltx.VideoVAE(version=2)
+        multiplier = model.decoder.timestep_scale_multiplier.item()
+        model = seed_weights(model, seed, lambda name: False)
+        model.decoder.timestep_scale_multiplier.fill_(multiplier)
+        g = torch.Generator().manual_seed(seed + 1)
+        stats = model.per_channel_statistics
+        stats.get_buffer("std-of-means").copy_(0.5 + torch.rand(128, generator=g))
+        stats.get_buffer("mean-of-means").copy_(0.1 * torch.randn(128, generator=g))
     elif fam == "hv15":
         import comfy.ldm.hunyuan_video.vae_refiner as refiner
 
@@ -314,8 +327,14 @@ def build_family_vae(fam: str, device, dtype):
 
 def _node_run(vae, z, rows, repeats, cuda, warmup=True):
     """(images, s, peak) of the host's `vae.decode` (rows None) or Pyra's `exact_decode` (rows >= 0; 0 = auto)."""
+    import torch
+
     exact = pack_module("host.vae").exact_decode
-    fn = (lambda: vae.decode(z)) if rows is None else (lambda: exact(vae, z, rows))
+    decode = (lambda: vae.decode(z)) if rows is None else (lambda: exact(vae, z, rows))
+
+    def fn():   # the LTX decode mixes unseeded noise into the latent: both paths draw it from the same state
+        torch.manual_seed(0)
+        return decode()
     return measure(fn, repeats, cuda) if warmup else _measure_once(fn, cuda)
 
 
@@ -349,8 +368,10 @@ def family_case(vae, z, rows_list, repeats, cuda, raw=True, warmup=True):
     if raw:
         with torch.no_grad():
             zz = z.to(vae.device, vae.vae_dtype)
+            torch.manual_seed(0)
             ref = vae.first_stage_model.decode(zz).float().cpu()
             res["raw_absmax"] = ref.abs().max().item()
+            torch.manual_seed(0)
             res["raw_err"] = (sliced(vae.first_stage_model, zz, max(1, rows_list[-1])).cpu() - ref).abs().max().item()
             del ref, zz
     for rows in rows_list:

@@ -47,7 +47,8 @@ def band_channels(model: nn.Module) -> int:
     """Channels of the widest full-resolution activation a band holds (`auto_slice_rows`' widest_channels).
 
     Wan 2.1: a chunk of 4 frames of the 2 * dim channels its last upsampling produces; Wan 2.2: 4 frames of its
-    last level's dim channels at half the output size (a quarter of the pixels); HunyuanVideo 1.5: 8 frames.
+    last level's dim channels at half the output size (a quarter of the pixels); HunyuanVideo 1.5: 8 frames; LTX: 8
+    frames of its last stage's channels at a quarter of the output's rows and columns.
     """
     if is_wan(model):
         return 4 * 2 * model.decoder.dim
@@ -55,6 +56,8 @@ def band_channels(model: nn.Module) -> int:
         return model.decoder.dim
     if is_hunyuan15(model):   # a chunk of 2 latent frames is 8 frames of the last stage's channels
         return 8 * model.decoder.block_out_channels[-1]
+    if is_ltx(model):   # one latent frame: 8 frames of the last stage's channels at a quarter of the output size
+        return max(1, 8 * model.decoder.conv_out.in_channels // model.decoder.patch_size ** 2)
     return 256
 
 
