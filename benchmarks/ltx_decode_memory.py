@@ -2,8 +2,7 @@
 
     cd benchmarks && python ltx_decode_memory.py --json results/ltx-decode-memory-meta.json
 
-Pyra has no exact sliced decoder for the LTX video VAE yet (PyraExactVAEDecode runs the host's, logged). Host 0.33.0
-already decodes it in pieces: after each up block it splits the activation into chunks of frames of at most
+Host 0.33.0 already decodes it in pieces: after each up block it splits the activation into chunks of frames of at most
 128 MiB (`get_max_chunk_size` on a GPU of 24 GiB or more) and writes each finished piece into one output buffer on
 the intermediate device (the CPU in the default mode). This counts what that leaves: the host's `VideoVAE(version=2)`
 (the layout the host builds for an LTX-2 file without config metadata: 5 res layers per decoder stage, timestep
@@ -11,6 +10,10 @@ conditioning) in bf16 on the meta device, `memcount.LiveBytes` over its decode o
 buffer excluded (it is in host memory). The resident weights are the whole VAE's, encoder included, as the host
 loads them for a decode; with them resident, a decoder's peak cannot go below them, which bounds what any sliced
 decode can reach against this host's.
+
+Beside it, Pyra's exact banded decode (core/vae/ltx.py) of the same latent, counted the same way at each band size
+(`--rows`) and chunk of latent frames (`--chunks`), its output (in the compute dtype, on the meta device here)
+excluded likewise, with its carries parked in host memory between bands as the node runs it.
 
 Not counted: cuDNN workspaces and allocator rounding (the GPU's max_memory_allocated adds them).
 """
@@ -48,6 +51,23 @@ def count(model, shape) -> dict:
             "breakdown_gib": {k: v / GIB for k, v in counter.breakdown().items() if k != "resident"}}
 
 
+def count_ours(model, shape, rows: int, chunk: int) -> dict:
+    """Live bytes of Pyra's ltx_decode at `rows` latent rows per band and `chunk` latent frames per chunk."""
+    import torch
+
+    from _host import pack_module
+
+    ltx_decode = pack_module("core.vae.ltx").ltx_decode
+    z = torch.empty(shape, device="meta", dtype=torch.bfloat16)
+    weights = [*model.parameters(), *model.buffers()]
+    counter = LiveBytes([*weights, z], torch.device("meta"))
+    with counter:
+        out = ltx_decode(model, z, rows, out_dtype=torch.bfloat16, chunk=chunk)
+    ob = out.numel() * out.element_size()
+    return {"rows": rows, "chunk": chunk, "peak_gib": (counter.peak - ob) / GIB,
+            "breakdown_gib": {k: v / GIB for k, v in counter.breakdown().items() if k != "resident"}}
+
+
 def markdown(res: dict) -> str:
     lines = ["# Host 0.33.0's LTX-2 VAE decode, live tensor bytes at the peak (meta device, bf16)", "",
              f"Command: `{res['command']}`", "",
@@ -60,12 +80,24 @@ def markdown(res: dict) -> str:
         lines.append(f"| {tuple(r['latent'])} | {tuple(r['output'])} | {r['peak_gib']:.2f} | "
                      f"{r['weights_gib']:.2f} ({r['decoder_weights_gib']:.2f}) | {r['floor_ratio_whole_vae']:.2f} / "
                      f"{r['floor_ratio_decoder_only']:.2f} | {', '.join(f'{k} {v:.2f}' for k, v in top)} |")
+    for name, r in res["cases"].items():
+        if not r.get("ours"):
+            continue
+        lines += ["", f"Pyra's exact decode of {name} (peak without the output; ratio to the host's peak above):", "",
+                  "| rows per band | latent frames per chunk | peak GiB | ratio | largest at the peak (GiB) |",
+                  "|---|---|---|---|---|"]
+        for o in r["ours"]:
+            top = sorted(o["breakdown_gib"].items(), key=lambda kv: -kv[1])[:3]
+            lines.append(f"| {o['rows']} | {o['chunk']} | {o['peak_gib']:.2f} | {o['peak_gib'] / r['peak_gib']:.3f} | "
+                         f"{', '.join(f'{k} {v:.2f}' for k, v in top)} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
+    ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     args = ap.parse_args()
     import_host(cpu=True)
     import comfy.ldm.lightricks.vae.causal_video_autoencoder as ltx
@@ -76,6 +108,8 @@ def main() -> None:
         model = ltx.VideoVAE(version=2).to(torch.bfloat16)
     res = {"command": "python " + " ".join(sys.argv), "timestep_conditioning": bool(model.timestep_conditioning),
            "cases": {name: count(model, shape) for name, shape in SHAPES.items()}}
+    for name, shape in SHAPES.items():
+        res["cases"][name]["ours"] = [count_ours(model, shape, r, c) for r in args.rows for c in args.chunks]
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
