@@ -54,7 +54,6 @@ def count(model, shape) -> dict:
 def count_ours(model, shape, rows: int, chunk: int) -> dict:
     """Live bytes of Pyra's ltx_decode at `rows` latent rows per band and `chunk` latent frames per chunk."""
     import torch
-
     from _host import pack_module
 
     ltx_decode = pack_module("core.vae.ltx").ltx_decode

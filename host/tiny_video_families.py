@@ -301,14 +301,32 @@ def _vae_state_dict(family: str, seed: int) -> tuple[dict[str, torch.Tensor], di
         model.encoder = refiner.Encoder(**_HV15_VAE, **_HV15_VAE_TINY)
         model.decoder = refiner.Decoder(**_HV15_VAE, **_HV15_VAE_TINY)
         return init_random_(model, seed, std=1.0, fan_in=True).state_dict(), None
+    return _ltx_vae_file(_LTX_VAE, seed)
+
+
+def _ltx_vae_file(config: dict, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     import comfy.ldm.lightricks.vae.causal_video_autoencoder as ltx_vae
 
-    model = init_random_(ltx_vae.VideoVAE(config=copy.deepcopy(_LTX_VAE)), seed, std=1.0, fan_in=True)
+    model = init_random_(ltx_vae.VideoVAE(config=copy.deepcopy(config)), seed, std=1.0, fan_in=True)
     stats = model.per_channel_statistics
-    with torch.no_grad():  # identity latent normalisation
+    with torch.no_grad():  # identity latent normalisation; the host's timestep scale
         for name, buf in stats.named_buffers():
             buf.fill_(1.0 if "std" in name else 0.0)
-    return model.state_dict(), {"config": json.dumps({"vae": _LTX_VAE})}
+        if config.get("timestep_conditioning"):
+            model.decoder.timestep_scale_multiplier.fill_(1000.0)
+    return model.state_dict(), {"config": json.dumps({"vae": config})}
+
+
+def ltx_vae(seed: int = 0, inject_noise: bool = False, **changes) -> comfy.sd.VAE:
+    """The tiny LTX video VAE with entries of its config changed, loaded as a file with that config metadata:
+    timestep_conditioning=True is LTX-2's decoder (the host's decode then mixes unseeded noise into the latent);
+    inject_noise=True adds spatial noise in every decoder res_x stage, as LTXV 0.9.1's decoder does."""
+    config = {**copy.deepcopy(_LTX_VAE), **changes}
+    if inject_noise:
+        config["decoder_blocks"] = [[name, {**params, "inject_noise": True}] if name == "res_x" else [name, params]
+                                    for name, params in config["decoder_blocks"]]
+    sd, metadata = _ltx_vae_file(config, seed)
+    return comfy.sd.VAE(sd=sd, metadata=metadata)
 
 
 def vae_file(family: str, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:

@@ -337,14 +337,14 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
         raise AssertionError(f"chunks {chunks} do not cover {feats.shape[2]} latent frames")
     h = feats.shape[-2]
     h_out = Program(band_ops, [], h).heights[-1] * patch
-    out, f0 = None, 0
+    out, f0, written = None, 0, 0
     starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
 
     def source(t, s, e):
         return feats[:, :, starts[t]:starts[t + 1], s:e]
 
     def sink(t, y, a, b):   # a band's chunks arrive in order, each after the previous one's frames
-        nonlocal out, f0
+        nonlocal out, f0, written
         if patch > 1:
             bsz, c, nt, rows, w = y.shape
             y = y.reshape(bsz, c // patch ** 2, patch, patch, nt, rows, w).permute(0, 1, 4, 5, 3, 6, 2) \
@@ -354,9 +354,12 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
         f0 = 0 if t == 0 else f0
         out[:, :, f0:f0 + y.shape[2], a * patch:b * patch] = y
         f0 += y.shape[2]
+        written += y.shape[2] * (b - a) * patch
 
     carry.run_carried(band_ops, h, len(chunks), slice_rows, source, sink, lambda: _reset(band_ops),
                       chunk_start=chunk_start)
+    if out is None or written != frames * h_out:   # every frame of every row once, or the ops lost time
+        raise AssertionError(f"the carried decode wrote {written} frame rows of the {frames} x {h_out} it owes")
     return out
 
 

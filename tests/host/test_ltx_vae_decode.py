@@ -1,0 +1,147 @@
+"""PyraExactVAEDecode on the LTX video VAE (host/tiny_video_families: the LTX-2 layout at 8 base channels, loaded as
+a file with its config metadata) against the host's decode in fp32: as the host chunks it, timestep conditioned
+(LTX-2's decoder, whose noise both decodes draw from the same generator state), under inference mode, and each part
+of the time streaming (end padding, held residual frames, reflected borders) shown to matter."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def vid(comfy_host):
+    module = comfy_host.module("host.tiny_video_families")
+    missing = module.missing_host_classes("ltx2")
+    if missing:
+        pytest.skip(f"this host lacks {', '.join(missing)}, which the LTX-2 VAE needs")
+    return module
+
+
+@pytest.fixture(scope="module")
+def plain(vid):
+    return vid.tiny_vae("ltx2")
+
+
+@pytest.fixture(scope="module")
+def conditioned(vid):
+    return vid.ltx_vae(timestep_conditioning=True)
+
+
+def latent(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def seeded(fn, seed=0):
+    torch.manual_seed(seed)
+    return fn()
+
+
+def decode_node(comfy_host, vae, z, rows):
+    return comfy_host.node("PyraExactVAEDecode").execute({"samples": z}, vae, rows).result[0]
+
+
+def stock(vae, z):
+    images = vae.decode(z)
+    return images.reshape(-1, *images.shape[-3:])
+
+
+def err(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2])
+def test_timestep_conditioned_decode_matches_the_hosts(comfy_host, conditioned, caplog, rows):
+    z = latent((1, 128, 3, 3, 2))
+    with caplog.at_level(logging.INFO):
+        out = seeded(lambda: decode_node(comfy_host, conditioned, z, rows))
+    assert "host's own decode" not in caplog.text
+    ref = seeded(lambda: stock(conditioned, z))
+    assert out.shape == ref.shape == (17, 96, 64, 3)
+    assert err(out, ref) <= TOL
+    assert err(out, seeded(lambda: stock(conditioned, z), seed=1)) > TOL   # the host's noise is in it
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 20_000])
+def test_matches_the_hosts_chunked_decode(comfy_host, conditioned, monkeypatch, chunk_bytes):
+    """Host 0.33.0 splits an activation into chunks of frames wherever it exceeds get_max_chunk_size (32-128 MiB
+    on a GPU, so the tiny VAE never chunks); forced small, the host runs its chunked path, and ours equals it."""
+    import comfy.ldm.lightricks.vae.causal_video_autoencoder as host_ltx
+
+    core = comfy_host.module("core.vae")
+    model = conditioned.first_stage_model
+    z = latent((1, 128, 4, 3, 2), seed=2)
+    with torch.no_grad():
+        whole = seeded(lambda: model.decode(z))
+        monkeypatch.setattr(host_ltx, "get_max_chunk_size", lambda device: chunk_bytes)
+        chunked = seeded(lambda: model.decode(z))
+        out = seeded(lambda: core.decoder_for(model)[1](model, z, 1))
+    assert err(chunked, whole) <= TOL   # the host's chunking changes nothing but summation order
+    assert err(out, chunked) <= TOL
+
+
+def test_exact_decode_runs_under_inference_mode(comfy_host, conditioned, caplog):
+    """The server runs prompts under torch.inference_mode(); tests/e2e/test_vae_decode.py has the server row."""
+    z = latent((1, 128, 2, 2, 2), seed=3)
+    with torch.inference_mode(), caplog.at_level(logging.INFO):
+        out = seeded(lambda: decode_node(comfy_host, conditioned, z, 1))
+        ref = seeded(lambda: stock(conditioned, z))
+    assert "host's own" not in caplog.text
+    assert err(out, ref) <= TOL
+
+
+def _patched_init(monkeypatch, ltx, **attrs):
+    """Every TimeConv built from now on gets `attrs` after its own __init__."""
+    real = ltx.TimeConv.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        for name, value in attrs.items():
+            setattr(self, name, value)
+
+    monkeypatch.setattr(ltx.TimeConv, "__init__", init)
+
+
+def test_zero_borders_instead_of_reflected_ones_are_caught(comfy_host, plain, monkeypatch):
+    ltx = comfy_host.module("core.vae.ltx")
+    z = latent((1, 128, 2, 3, 2), seed=4)
+    ref = stock(plain, z)
+    assert err(decode_node(comfy_host, plain, z, 1), ref) <= TOL
+    _patched_init(monkeypatch, ltx, reflect=False)
+    assert err(decode_node(comfy_host, plain, z, 1), ref) > TOL
+
+
+def test_a_decode_without_the_end_padding_fails(comfy_host, plain, monkeypatch):
+    """Without the last frame repeated at the end each convolution emits one frame too few: the decode raises
+    rather than return a video with frames missing."""
+    _patched_init(monkeypatch, comfy_host.module("core.vae.ltx"), back=0)
+    with pytest.raises(AssertionError, match="frame"):
+        decode_node(comfy_host, plain, latent((1, 128, 2, 2, 2)), 1)
+
+
+def test_dropping_the_held_residual_frames_is_caught(comfy_host, plain, monkeypatch):
+    """A residual add whose main path lags it must hold the residual's later frames for the next chunk."""
+    ltx = comfy_host.module("core.vae.ltx")
+    z = latent((1, 128, 3, 2, 2), seed=5)
+    ref = stock(plain, z)
+
+    def forgetful(dest, held, new):
+        return dest + new[:, :, :dest.shape[2]], new[:, :, :0]
+
+    monkeypatch.setattr(ltx, "lag_add", forgetful)
+    with pytest.raises(Exception):   # noqa: B017 (a shape error or a wrong result, never a pass)
+        assert err(decode_node(comfy_host, plain, z, 1), ref) <= TOL
+
+
+def test_noise_injecting_decoder_takes_the_hosts_decode_logged(comfy_host, vid, caplog):
+    """LTXV 0.9.1's decoder adds fresh spatial noise per call, which no banding reproduces."""
+    vae = vid.ltx_vae(inject_noise=True)
+    z = latent((1, 128, 2, 2, 2), seed=6)
+    with caplog.at_level(logging.INFO):
+        out = seeded(lambda: decode_node(comfy_host, vae, z, 1))
+    assert "injects spatial noise" in caplog.text and "using the host's own decode" in caplog.text
+    assert torch.equal(out, seeded(lambda: stock(vae, z)))
