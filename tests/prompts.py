@@ -131,6 +131,7 @@ EXACT_VAE_KINDS = {
     "taesd3": ("pyra-demo-taesd3.safetensors", "vae"),
     "wan21": ("pyra-demo-wan21-vae.safetensors", "vae"),
     "wan21_image": ("pyra-demo-wan21-vae.safetensors", "vae"),   # one frame, as Qwen-Image uses this VAE
+    "ltx2": ("pyra-demo-ltx2-vae.safetensors", "vae"),   # written only on hosts with LTX-2 (host/family_demo_files)
 }
 EXACT_VAE_IMAGE = "pyra_exact_vae_test.png"   # written into the server's input folder by the test
 
@@ -140,7 +141,8 @@ def exact_vae(node: str, kind: str, prefix: str, slice_rows: int = 3, width: int
 
     node "decode": a latent made the user's way decoded by VAEDecode and PyraExactVAEDecode (SaveImage). The latent:
     for the checkpoint, CLIPTextEncode + KSampler on its own model (text to image); for Wan 2.1, KSampler on the demo
-    Wan model (9 frames: 3 latent frames); otherwise VAEEncode of the test image (image to image; for "wan21_image"
+    Wan model (9 frames: 3 latent frames); for LTX-2, VAEEncode of the test image at 64x64 repeated into a 9-frame clip;
+    otherwise VAEEncode of the test image (image to image; for "wan21_image"
     a one-frame latent, the Qwen-Image case).
     node "encode": the test image (LoadImage) encoded by VAEEncode and PyraExactVAEEncode (SaveLatent).
     """
@@ -186,6 +188,11 @@ def _exact_vae_latent(kind: str, vae: list, width: int, height: int) -> dict:
                   "inputs": {"unet_name": DEMO_FAMILIES["wan21"][0], "weight_dtype": "default"}},
         }
         model, positive, negative = ["7", 0], ["4", 0], ["4", 0]
+    elif kind == "ltx2":   # the test image at 64x64 (a 2x2 latent) as a 9-frame clip, encoded by the host (2 frames)
+        return {"5": {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "bilinear",
+                                                             "width": 64, "height": 64, "crop": "disabled"}},
+                "4": {"class_type": "RepeatImageBatch", "inputs": {"image": ["5", 0], "amount": 9}},
+                "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["4", 0], "vae": vae}}}
     else:
         return {"3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": vae}}}
     nodes["3"] = {"class_type": "KSampler", "inputs": {
