@@ -41,14 +41,15 @@ class PyraExactVAEDecode(io.ComfyNode):
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams or colour shifts as with tiled decoding. Exact for the KL VAEs of "
                 "SD1.5/SDXL/SD3/Flux/Flux.2, for TAESD, and for the Wan 2.1 video VAE (also Qwen-Image's), the "
-                "Wan 2.2 TI2V-5B and the HunyuanVideo 1.5 VAEs (bands of rows walk all frames with their own causal "
-                "caches); other VAEs (LTX, ...) use the host's own decode."
+                "Wan 2.2 TI2V-5B, the HunyuanVideo 1.5 and the LTX video (LTX-2) VAEs (bands of rows walk all "
+                "frames with their own time state); other VAEs use the host's own decode."
             ),
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (image, or video for video VAEs)."),
                 io.Vae.Input("vae", tooltip=(
-                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2), TAESD, the Wan 2.1 (Qwen-Image), Wan 2.2 "
-                    "and HunyuanVideo 1.5 VAEs decode sliced and exact; "
+                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2), TAESD, the Wan 2.1 (Qwen-Image), Wan 2.2, "
+                    "HunyuanVideo 1.5 and LTX video (LTX-2; not LTXV 0.9.1's noise-injecting decoder) VAEs decode "
+                    "sliced and exact; "
                     "any other VAE falls back to the host's plain decode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=SLICE_TOOLTIP),
             ],
