@@ -335,13 +335,21 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
     `out_device`. chunk_start: see `carry.run_carried`."""
     if sum(chunks) != feats.shape[2]:
         raise AssertionError(f"chunks {chunks} do not cover {feats.shape[2]} latent frames")
-    h = feats.shape[-2]
-    h_out = Program(band_ops, [], h).heights[-1] * patch
-    out, f0, written = None, 0, 0
     starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
 
     def source(t, s, e):
         return feats[:, :, starts[t]:starts[t + 1], s:e]
+
+    return carried_stream(band_ops, feats.shape[-2], len(chunks), source, frames, slice_rows, out_device, out_dtype,
+                          patch, chunk_start)
+
+
+def carried_stream(band_ops: list[RowOp], h: int, n_chunks: int, source: Callable[[int, int, int], Tensor],
+                   frames: int, slice_rows: int, out_device: torch.device, out_dtype: torch.dtype, patch: int = 1,
+                   chunk_start: Callable[[int], None] | None = None) -> Tensor:
+    """`carried_video` on any source: source(t, s, e) gives input rows [s, e) of chunk t (of `h` rows)."""
+    h_out = Program(band_ops, [], h).heights[-1] * patch
+    out, f0, written = None, 0, 0
 
     def sink(t, y, a, b):   # a band's chunks arrive in order, each after the previous one's frames
         nonlocal out, f0, written
@@ -356,7 +364,7 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
         f0 += y.shape[2]
         written += y.shape[2] * (b - a) * patch
 
-    carry.run_carried(band_ops, h, len(chunks), slice_rows, source, sink, lambda: _reset(band_ops),
+    carry.run_carried(band_ops, h, n_chunks, slice_rows, source, sink, lambda: _reset(band_ops),
                       chunk_start=chunk_start)
     if out is None or written != frames * h_out:   # every frame of every row once, or the ops lost time
         raise AssertionError(f"the carried decode wrote {written} frame rows of the {frames} x {h_out} it owes")
