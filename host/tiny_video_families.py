@@ -317,6 +317,14 @@ def _ltx_vae_file(config: dict, seed: int) -> tuple[dict[str, torch.Tensor], dic
     return model.state_dict(), {"config": json.dumps({"vae": config})}
 
 
+LTX2_VAE_CLASS = "comfy.ldm.lightricks.vae.causal_video_autoencoder:SpaceToDepthDownsample"   # LTX-2's layout
+
+
+def has_ltx2_vae() -> bool:
+    """Whether this host's LTX video VAE builds the LTX-2 layout (0.8.1 and later; the LTX-2 model needs 0.33.0)."""
+    return _host_has(LTX2_VAE_CLASS)
+
+
 def ltx_vae(seed: int = 0, inject_noise: bool = False, **changes) -> comfy.sd.VAE:
     """The tiny LTX video VAE with entries of its config changed, loaded as a file with that config metadata:
     timestep_conditioning=True is LTX-2's decoder (the host's decode then mixes unseeded noise into the latent);

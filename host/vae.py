@@ -13,6 +13,7 @@ import torch
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode
 from ..core.vae.kl_encode import can_encode, kl_encode
+from ..core.vae.ltx_encode import can_encode_ltx, ltx_encode
 from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode
 from ..core.vae.wan_encode import can_encode_wan, wan_encode
 
@@ -34,14 +35,16 @@ def check_latent(vae, z: torch.Tensor) -> None:
                              f" expects {vae.latent_channels}: connect the VAE of the model family that made the latent"
                              " (SD1.5/SDXL: 4 channels; SD3/Flux/Wan 2.1/Qwen-Image: 16; Flux.2: 128; Wan 2.2: 48)")
 
-def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str) -> torch.Tensor:
-    """run(model, x on the VAE's device and dtype, rows, output device) for one sample; out-of-memory halves the
-    band and starts again (never a partial result). `what` names the work in the log ("decode", "encode")."""
+def run_in_bands(vae, run, x: torch.Tensor, slice_rows: int, what: str, on_device: bool = True) -> torch.Tensor:
+    """run(model, x in the VAE's dtype on its device (`on_device`, else where x is), rows, output device) for one
+    sample; out-of-memory halves the band and starts again (never a partial result). `what` names the work in the
+    log ("decode", "encode")."""
     rows = slice_rows
     while True:
         failed = False
         try:
-            return run(vae.first_stage_model, x.to(vae.device, vae.vae_dtype), rows, vae.output_device)
+            return run(vae.first_stage_model, x.to(vae.device if on_device else x.device, vae.vae_dtype), rows,
+                       vae.output_device)
         except mm.OOM_EXCEPTION:
             if rows <= 1:
                 raise
@@ -95,6 +98,8 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     """LATENT samples for IMAGE `pixels` (B, H, W, C), exactly as `vae.encode` returns them."""
     vae.throw_exception_if_invalid()
     model = vae.first_stage_model
+    if vae.latent_dim == 3 and can_encode_ltx(model):
+        return _ltx_encode(vae, pixels, slice_rows)
     frame_encode = next((enc for can, enc in FRAME_ENCODERS if can(model)), None)
     if vae.latent_dim == 3 and frame_encode is not None:
         x = _frames(vae, pixels)
@@ -113,6 +118,28 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1)
     out = _encode(vae, x, kl_encode, slice_rows, (1, vae.latent_channels, x.shape[-2] // 8, x.shape[-1] // 8))
     return vae.encode(pixels) if out is None else out
+
+
+def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
+    """The LTX video VAE's encode of the images as one video (the host's: B images are B frames), in bands; the
+    video stays in host memory as the host keeps it, each band goes to the device as it is needed."""
+    x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)   # (1, C, B, H, W)
+    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x.shape, vae.vae_dtype) / 4,
+                       force_full_load=vae.disable_offload)
+    if slice_rows <= 0:   # in patch rows (4 pixels): the band sizes of an 8x VAE's latent rows
+        slice_rows = auto_slice_rows((1, 48, x.shape[-2] // 4, x.shape[-1] // 4), mm.dtype_size(vae.vae_dtype),
+                                     mm.get_free_memory(vae.device), upscale=4)
+    device = vae.device
+
+    def run(model, x_in, rows, out_device):
+        return ltx_encode(model, x_in, rows, out_device, device=device)
+
+    try:
+        out = run_in_bands(vae, run, vae.process_input(x), slice_rows, "encode", on_device=False)
+    except SliceUnsupported as err:
+        log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
+        return vae.encode(pixels)
+    return out.to(vae.output_device, vae.vae_output_dtype())
 
 
 def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...],

@@ -39,6 +39,9 @@ from .rowops import RowOp, Save, conv_weights
 from .stream import Program, Rows
 from .wan import _reset, carried_video, split_frames
 
+# VideoVAE.decode's defaults where the host keeps them as arguments (0.8.1) rather than attributes (0.33.0)
+DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
+
 
 def is_ltx(model: nn.Module) -> bool:
     dec = getattr(model, "decoder", None)
@@ -273,7 +276,8 @@ def ltx_programs(model: nn.Module, dtype: torch.dtype, device: torch.device, clo
     causal = dec.causal
     timestep = head_ada = None
     if dec.timestep_conditioning:   # as Decoder.forward_orig computes them
-        timestep = model.decode_timestep * dec.timestep_scale_multiplier.to(dtype=dtype, device=device)
+        timestep = getattr(model, "decode_timestep", DECODE_TIMESTEP) \
+            * dec.timestep_scale_multiplier.to(dtype=dtype, device=device)
         emb = dec.last_time_embedder(timestep=timestep.flatten(), resolution=None, aspect_ratio=None, batch_size=1,
                                      hidden_dtype=dtype).view(1, -1, 1, 1, 1)
         ada = dec.last_scale_shift_table[None, ..., None, None, None].to(device=device, dtype=dtype) \
@@ -306,7 +310,8 @@ def ltx_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
         raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
     dec = model.decoder
     if model.timestep_conditioning:   # the host's decode mixes in noise first (unseeded, VideoVAE.decode)
-        z = torch.randn_like(z) * model.decode_noise_scale + (1.0 - model.decode_noise_scale) * z
+        scale = getattr(model, "decode_noise_scale", DECODE_NOISE_SCALE)
+        z = torch.randn_like(z) * scale + (1.0 - scale) * z
     x = model.per_channel_statistics.un_normalize(z)
     clock = Clock()
     whole_ops, band_ops = ltx_programs(model, x.dtype, x.device, clock)
@@ -317,6 +322,9 @@ def ltx_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
     del x
     _reset(whole_ops)
     chunks = split_frames(n_t, chunk)
-    frames = dec.decode_output_shape(z.shape)[2]
+    frames = n_t
+    for op in band_ops:   # each unfolding to 2 frames drops the very first: n -> 2n - 1
+        if isinstance(op, DepthToSpace) and op.st == 2:
+            frames = 2 * frames - 1
     return carried_video(band_ops, feats, chunks, frames, slice_rows, out_device or z.device, out_dtype,
                          dec.patch_size, chunk_start=clock.start(len(chunks)))

@@ -39,6 +39,7 @@ PATHS = {
     ("encode", "taesd"): "host",     # no exact sliced TAESD encoder
     ("encode", "taesd3"): "host",
     ("encode", "wan21"): "exact",    # one image: the one-frame Wan encoder
+    ("encode", "ltx2"): "exact",     # one image, the LTX encoder streamed (hosts with LTX-2 only)
 }
 # decoded frames per kind (64x48: 8x6 latents; Wan: 3 latent frames -> 9; LTX-2: 2 latent frames -> 9)
 FRAMES = {"wan21": 9, "ltx2": 9}
@@ -127,8 +128,9 @@ def compare_latents(files: dict[str, list], kind: str, exact: bool) -> None:
 
     assert len(files["stock"]) == len(files["pyra"]) == 1
     ref, out = (load_file(str(files[tag][0]))["latent_tensor"] for tag in ("stock", "pyra"))
-    channels = 4 if kind in ("kl_checkpoint", "taesd") else 16
-    assert ref.shape == out.shape and ref.shape[:2] == (1, channels) and ref.shape[-2:] == (6, 8)
+    channels = {"kl_checkpoint": 4, "taesd": 4, "ltx2": 128}.get(kind, 16)
+    hw = (1, 2) if kind == "ltx2" else (6, 8)   # LTX: 32x, the 48-row test image cropped to 32 rows
+    assert ref.shape == out.shape and ref.shape[:2] == (1, channels) and ref.shape[-2:] == hw
     assert ref.dtype == out.dtype == torch.float32
     assert ref.std() > 0.05
     gap = (out - ref).abs().max().item()

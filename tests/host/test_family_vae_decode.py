@@ -1,8 +1,7 @@
 """PyraExactVAEDecode / PyraExactVAEEncode on the VAEs of the 2026 families (the tiny VAEs of
 host/tiny_image_families.py and host/tiny_video_families.py, built by the host's comfy.sd.VAE), against the host's
 own decode and encode in fp32: Flux.2 (KL + latent batch norm), Qwen-Image (the Wan 2.1 class), Wan 2.2 TI2V-5B,
-HunyuanVideo 1.5 and LTX-2 decodes exact (LTX's own cases: test_ltx_vae_decode.py); LTX's encode is the host's,
-logged."""
+HunyuanVideo 1.5 and LTX-2 decodes exact (LTX's own cases, decode and encode: test_ltx_vae.py)."""
 
 from __future__ import annotations
 
@@ -224,9 +223,9 @@ def test_hunyuan15_encode_needs_the_grouped_mean_shortcut(comfy_host, vaes, monk
     assert err(out, ref) > TOL
 
 
-@pytest.mark.parametrize("family, frames", [("wan22_ti2v_5b", 5), ("hunyuan_video15", 5), ("ltx2", 1)])
+@pytest.mark.parametrize("family, frames", [("wan22_ti2v_5b", 5), ("hunyuan_video15", 5)])
 def test_other_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family, frames):
-    """A video (several frames) for the Wan 2.2 and HunyuanVideo 1.5 VAEs, and LTX's VAE at all."""
+    """A video (several frames) for the Wan 2.2 and HunyuanVideo 1.5 VAEs."""
     vae = vaes[family]
     pixels = torch.rand((frames, 64, 64, 3), generator=torch.Generator().manual_seed(4))
     with caplog.at_level(logging.INFO):

@@ -1,7 +1,8 @@
-"""PyraExactVAEDecode on the LTX video VAE (host/tiny_video_families: the LTX-2 layout at 8 base channels, loaded as
-a file with its config metadata) against the host's decode in fp32: as the host chunks it, timestep conditioned
-(LTX-2's decoder, whose noise both decodes draw from the same generator state), under inference mode, and each part
-of the time streaming (end padding, held residual frames, reflected borders) shown to matter."""
+"""PyraExactVAEDecode and PyraExactVAEEncode on the LTX video VAE (host/tiny_video_families: the LTX-2 layout at 8
+base channels, loaded as a file with its config metadata) against the host's decode and encode in fp32: as the host
+chunks them, timestep conditioned (LTX-2's decoder, whose noise both decodes draw from the same generator state),
+under inference mode, and each part of the time streaming (end padding, held residual frames, reflected borders, the
+doubled first frame of a time fold) shown to matter."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def vid(comfy_host):
     module = comfy_host.module("host.tiny_video_families")
-    missing = module.missing_host_classes("ltx2")
-    if missing:
-        pytest.skip(f"this host lacks {', '.join(missing)}, which the LTX-2 VAE needs")
+    if not module.has_ltx2_vae():
+        pytest.skip(f"this host's LTX video VAE lacks {module.LTX2_VAE_CLASS} (the LTX-2 layout)")
     return module
 
 
 @pytest.fixture(scope="module")
 def plain(vid):
-    return vid.tiny_vae("ltx2")
+    return vid.ltx_vae()
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,8 @@ def test_matches_the_hosts_chunked_decode(comfy_host, conditioned, monkeypatch, 
     on a GPU, so the tiny VAE never chunks); forced small, the host runs its chunked path, and ours equals it."""
     import comfy.ldm.lightricks.vae.causal_video_autoencoder as host_ltx
 
+    if not hasattr(host_ltx, "get_max_chunk_size"):
+        pytest.skip("this host decodes the whole video at once (no chunked LTX decode before 0.33.0)")
     core = comfy_host.module("core.vae")
     model = conditioned.first_stage_model
     z = latent((1, 128, 4, 3, 2), seed=2)
@@ -145,3 +147,48 @@ def test_noise_injecting_decoder_takes_the_hosts_decode_logged(comfy_host, vid, 
         out = seeded(lambda: decode_node(comfy_host, vae, z, 1))
     assert "injects spatial noise" in caplog.text and "using the host's own decode" in caplog.text
     assert torch.equal(out, seeded(lambda: stock(vae, z)))
+
+
+def encode_node(comfy_host, vae, pixels, rows):
+    return comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
+
+
+@pytest.mark.parametrize("frames, latent_frames", [(1, 1), (9, 2), (12, 2), (17, 3)])
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_encode_matches_the_hosts(comfy_host, plain, caplog, frames, latent_frames, rows):
+    """One image (an image-to-video start frame) or a clip of frames (the host drops those past the last 1 + 8k)."""
+    pixels = torch.rand((frames, 70, 100, 3), generator=torch.Generator().manual_seed(frames))   # cropped to 64x96
+    with caplog.at_level(logging.INFO):
+        out = encode_node(comfy_host, plain, pixels, rows)
+    assert "host's own encode" not in caplog.text
+    ref = plain.encode(pixels)
+    assert out.shape == ref.shape == (1, 128, latent_frames, 2, 3)
+    assert out.dtype == ref.dtype and out.device == ref.device
+    assert err(out, ref) <= TOL
+    assert err(out, plain.encode(pixels.flip(2))) > TOL   # the check can fail: another clip's latent
+
+
+def test_encode_without_the_doubled_first_frame_is_caught(comfy_host, plain, monkeypatch):
+    """A time fold pairs the very first frame with itself; pairing it with the next one shifts every latent frame."""
+    enc = comfy_host.module("core.vae.ltx_encode")
+    pixels = torch.rand((9, 64, 64, 3), generator=torch.Generator().manual_seed(8))
+    ref = plain.encode(pixels)
+    assert err(encode_node(comfy_host, plain, pixels, 1), ref) <= TOL
+    real_reset = enc.SpaceToDepth.reset
+
+    def reset(self):
+        real_reset(self)
+        self.pad_first = False
+
+    monkeypatch.setattr(enc.SpaceToDepth, "reset", reset)
+    with pytest.raises(Exception):   # noqa: B017 (a frame count error or a wrong latent, never a pass)
+        assert err(encode_node(comfy_host, plain, pixels, 1), ref) <= TOL
+
+
+def test_exact_encode_runs_under_inference_mode(comfy_host, plain, caplog):
+    pixels = torch.rand((9, 64, 64, 3), generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode(), caplog.at_level(logging.INFO):
+        out = encode_node(comfy_host, plain, pixels, 1)
+        ref = plain.encode(pixels)
+    assert "host's own" not in caplog.text
+    assert err(out, ref) <= TOL
