@@ -123,6 +123,10 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
 def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
     """The LTX video VAE's encode of the images as one video (the host's: B images are B frames), in bands; the
     video stays in host memory as the host keeps it, each band goes to the device as it is needed."""
+    if (pixels.shape[0] - 1) % 8:   # 0.33.0 crops such a clip to 1 + 8k frames, 0.8.1 refuses it: as the host does
+        log.info("Pyra exact VAE encode: %d frames are not 1 + 8k, which the LTX VAE encodes; using the host's own "
+                 "encode", pixels.shape[0])
+        return vae.encode(pixels)
     x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)   # (1, C, B, H, W)
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x.shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
@@ -139,7 +143,7 @@ def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
     except SliceUnsupported as err:
         log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
         return vae.encode(pixels)
-    return out.to(vae.output_device, vae.vae_output_dtype())
+    return out   # fp32 on the output device, as the other exact encodes return it
 
 
 def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...],
