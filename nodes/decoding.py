@@ -77,8 +77,9 @@ class PyraExactVAEEncode(io.ComfyNode):
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams as with tiled encoding. Exact for the KL VAEs of "
                 "SD1.5/SDXL/SD3/Flux/Flux.2 and, for one image, the Wan 2.1-class VAE (Qwen-Image), the Wan 2.2 "
-                "VAE and the HunyuanVideo 1.5 VAE (the start frame of an image-to-video run); other VAEs (TAESD, "
-                "LTX, ...) and image batches or videos through a video VAE use the host's own encode."
+                "VAE and the HunyuanVideo 1.5 VAE (the start frame of an image-to-video run), and the LTX video "
+                "(LTX-2) VAE for one image or a clip of 1 + 8k frames; other VAEs (TAESD, ...) and image batches or "
+                "videos through the other video VAEs use the host's own encode."
             ),
             inputs=[
                 io.Image.Input("pixels", tooltip="The image to encode (cropped to a multiple of the VAE's "
@@ -86,10 +87,12 @@ class PyraExactVAEEncode(io.ComfyNode):
                                                  "are used)."),
                 io.Vae.Input("vae", tooltip=(
                     "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2) and, for one image, the Wan 2.1-class VAE "
-                    "(Qwen-Image), the Wan 2.2 and the HunyuanVideo 1.5 VAEs encode sliced and exact; any other VAE "
-                    "falls back to the host's plain encode, with one line in the log saying why.")),
+                    "(Qwen-Image), the Wan 2.2 and the HunyuanVideo 1.5 VAEs, and the LTX video VAE (an image or a "
+                    "clip of 1 + 8k frames, the batch as its frames) encode sliced and exact; any other VAE falls "
+                    "back to the host's plain encode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=(
-                    "Latent rows per band (8 image rows each; 16 for Flux.2, Wan 2.2 and HunyuanVideo 1.5). 0 "
+                    "Latent rows per band (8 image rows each; 16 for Flux.2, Wan 2.2 and HunyuanVideo 1.5; for LTX, "
+                    "rows of 4-pixel patches). 0 "
                     "picks it from free device memory (at most 16, and an eighth of the height). The result is the "
                     "same for every value. If a band runs out of memory the node halves it and starts again.")),
             ],
