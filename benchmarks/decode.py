@@ -382,8 +382,9 @@ def family_case(vae, z, rows_list, repeats, cuda, raw=True, warmup=True):
 
 
 # the one-image encodes measured in bf16, (height, width): img2img and edit inputs, and the start images of
-# image-to-video runs at 720p (TI2V-5B 704 x 1280; HunyuanVideo 1.5 720 x 1280)
-ENCODE_SIZES = {"flux2": (2048, 2048), "qwen": (2048, 2048), "wan22": (704, 1280), "hv15": (720, 1280)}
+# image-to-video runs at 720p (TI2V-5B and LTX-2 704 x 1280; HunyuanVideo 1.5 720 x 1280)
+ENCODE_SIZES = {"flux2": (2048, 2048), "qwen": (2048, 2048), "wan22": (704, 1280), "hv15": (720, 1280),
+                "ltx": (704, 1280)}
 
 
 def _second_of_two(fn, cuda):
