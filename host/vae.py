@@ -11,6 +11,7 @@ import comfy.utils
 import torch
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
+from ..core.vae.carry import on_each_band
 from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode
 from ..core.vae.kl_encode import can_encode, kl_encode
 from ..core.vae.ltx_encode import can_encode_ltx, ltx_encode
@@ -138,12 +139,9 @@ def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
     def run(model, x_in, rows, out_device):
         return ltx_encode(model, x_in, rows, out_device, device=device)
 
-    try:
-        out = run_in_bands(vae, run, vae.process_input(x), slice_rows, "encode", on_device=False)
-    except SliceUnsupported as err:
-        log.info("Pyra exact VAE encode: %s; using the host's own encode", err)
-        return vae.encode(pixels)
-    return out   # fp32 on the output device, as the other exact encodes return it
+    out = _per_sample(vae, 1, "encode",
+                      lambda i: run_in_bands(vae, run, vae.process_input(x), slice_rows, "encode", on_device=False))
+    return vae.encode(pixels) if out is None else out   # fp32 on the output device, as the other exact encodes
 
 
 def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...],
@@ -161,18 +159,24 @@ def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[i
 
 def _per_sample(vae, n: int, what: str, run_one):
     """run_one(i) for every sample of the batch, into one tensor on the VAE's output device, with the host's
-    progress bar; None when the slicer meets a layer it cannot reproduce (logged: the caller runs the host's own
+    progress bar (moved per band of a carried video decode or LTX encode, which also stop there when the prompt is
+    cancelled); None when the slicer meets a layer it cannot reproduce (logged: the caller runs the host's own
     `what`)."""
-    pbar = comfy.utils.ProgressBar(n)
+    steps = 1000   # per sample: a video's bands move the bar within its sample
+    pbar = comfy.utils.ProgressBar(n * steps)
     out = None
     for i in range(n):
+        def band_done(k, bands, i=i):
+            mm.throw_exception_if_processing_interrupted()   # Cancel stops a long video between two bands
+            pbar.update_absolute(i * steps + steps * k // bands, n * steps)
         try:
-            y = run_one(i)
+            with on_each_band(band_done):
+                y = run_one(i)
         except SliceUnsupported as err:   # found while building the program for this layer
             log.info("Pyra exact VAE %s: %s; using the host's own %s", what, err, what)
             return None
         if out is None:
             out = torch.empty((n, *y.shape[1:]), dtype=y.dtype, device=vae.output_device)
         out[i:i + 1] = y
-        pbar.update(1)
+        pbar.update_absolute((i + 1) * steps, n * steps)
     return out

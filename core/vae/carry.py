@@ -21,7 +21,9 @@ activations; see `CarryPlan.kept_rows`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -176,6 +178,21 @@ def from_host(t: Tensor, device: torch.device) -> Tensor:
     return t.to(device, non_blocking=True)
 
 
+_band_hook: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar("band_hook",
+                                                                                             default=None)
+
+
+@contextlib.contextmanager
+def on_each_band(hook: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, every `run_carried` calls hook(bands done, bands in all) after each band: a progress bar,
+    or a check that raises to interrupt (nothing partial is returned then)."""
+    token = _band_hook.set(hook)
+    try:
+        yield
+    finally:
+        _band_hook.reset(token)
+
+
 def run_carried(ops: Sequence[RowOp], h_in: int, n_chunks: int, slice_rows: int,
                 source: Callable[[int, int, int], Tensor], sink: Callable[[int, Tensor, int, int], None],
                 reset: Callable[[], None], park: bool = True,
@@ -192,7 +209,8 @@ def run_carried(ops: Sequence[RowOp], h_in: int, n_chunks: int, slice_rows: int,
     plan = CarryPlan(ops, h_in, slice_rows)
     inputs = [[_Buffer() for _ in range(n_chunks)] for _ in ops]
     saved = {j: [_Buffer() for _ in range(n_chunks)] for j in plan.pairs.values()}
-    for (s, e), band in zip(plan.bands, plan.steps, strict=True):
+    hook = _band_hook.get()
+    for k, ((s, e), band) in enumerate(zip(plan.bands, plan.steps, strict=True)):
         reset()
         for t in range(n_chunks):
             if chunk_start is not None:
@@ -228,4 +246,6 @@ def run_carried(ops: Sequence[RowOp], h_in: int, n_chunks: int, slice_rows: int,
             if park:
                 for buf in kept:
                     buf.park()
+        if hook is not None:
+            hook(k + 1, len(plan.bands))
     return plan

@@ -207,3 +207,26 @@ def test_a_clip_of_other_lengths_takes_the_hosts_encode_logged(comfy_host, plain
         out = encode_node(comfy_host, plain, pixels, 1)
     assert "not 1 + 8k" in caplog.text and "using the host's own encode" in caplog.text
     assert torch.equal(out, ref)
+
+
+def test_a_cancelled_prompt_stops_the_decode_between_bands(comfy_host, plain, monkeypatch):
+    """The progress bar moves per band, and the host's interrupt flag stops the decode at the next band."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    updates = []
+    real = comfy.utils.ProgressBar.update_absolute
+
+    def record(self, value, total=None, preview=None):
+        updates.append((value, total))
+        if len(updates) == 2:   # after the second band: the user presses Cancel
+            mm.interrupt_current_processing(True)
+        return real(self, value, total, preview)
+
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            decode_node(comfy_host, plain, latent((1, 128, 2, 3, 2)), 1)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(updates) == 2 and 0 < updates[0][0] < updates[1][0] < updates[1][1]   # two bands, then the stop
