@@ -15,7 +15,7 @@ from ..core.vae.carry import on_each_band
 from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode
 from ..core.vae.kl_encode import can_encode, kl_encode
 from ..core.vae.ltx_encode import can_encode_ltx, ltx_encode
-from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode
+from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode, wan22_encode_video
 from ..core.vae.wan_encode import can_encode_wan, wan_encode
 
 log = logging.getLogger("pyra.vae")
@@ -93,6 +93,7 @@ def _frames(vae, pixels: torch.Tensor) -> torch.Tensor | None:
 
 FRAME_ENCODERS = [(can_encode_wan, wan_encode), (can_encode_wan22, wan22_encode),
                   (can_encode_hunyuan15, hunyuan15_encode)]   # the video VAEs' exact one-frame encoders
+VIDEO_ENCODERS = [(can_encode_wan22, wan22_encode_video)]   # and their exact video encoders
 
 
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
@@ -103,11 +104,14 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
         return _ltx_encode(vae, pixels, slice_rows)
     frame_encode = next((enc for can, enc in FRAME_ENCODERS if can(model)), None)
     if vae.latent_dim == 3 and frame_encode is not None:
-        x = _frames(vae, pixels)
+        x, encode = _frames(vae, pixels), frame_encode
+        if x is None:   # B images, which the host encodes as one video of B frames
+            encode = next((enc for can, enc in VIDEO_ENCODERS if can(model)), None)
+            x = None if encode is None else vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0)[None]
         if x is not None:
             up = spatial_upscale(vae)
-            out = _encode(vae, x, frame_encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up,
-                                                              x.shape[-1] // up), up)
+            out = _encode(vae, x, encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up,
+                                                        x.shape[-1] // up), up)
             return vae.encode(pixels) if out is None else out
         log.info("Pyra exact VAE encode: the host encodes these %d images as one %d-frame video, which has no exact "
                  "slicer; using the host's own encode", pixels.shape[0], pixels.shape[0])

@@ -10,7 +10,13 @@ as a checkpointed row program (`wan.frame_checkpoints`, as the Wan 2.1 encode in
 shortcut as its own row op, and the middle (with its attention), the head and the projection to the mean run
 whole through the host's own modules. The result equals the host's encode up to float summation order.
 
-Not covered (the caller uses the host's encode): several frames (a video).
+A video (`wan22_encode_video`): the host runs the encoder on the first frame, then on chunks of 4 frames, with the
+feature cache. Every op of conv1 and the down blocks acts on rows locally and per chunk, the 'downsample3d' time
+convolution included (the first chunk passes through; later chunks are convolved with stride 2 after the previous
+chunk's last frame) and the AvgDown3D shortcut (per chunk: a zero frame in front of an odd count), so they stream
+over bands of rows with the same chunks (`wan.carried_stream`), each op keeping its caches for the band's rows.
+The middle, head and projection then run whole over the latent frames: their causal convolutions give the same
+result whole as chunk by chunk with the cache, and the attention is per frame.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from . import wan_encode
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
 from .stream import Program
+from .wan import CausalConv, _reset, carried_stream
 from .wan22 import is_wan22
-from .wan_encode import check_frame, encoder_layer, run_frame_program
+from .wan_encode import _down, check_frame, encoder_layer, run_frame_program
+
+VIDEO_CHUNK = 4   # frames per chunk after the first (WanVAE.encode): one latent frame at 4x in time
 
 PATCH = 2   # the host's patchify(x, patch_size=2) before the encoder
 
@@ -46,6 +55,10 @@ class AddAvgDown(RowOp):
         if type(avg).__name__ != "AvgDown3D" or avg.factor_s not in (1, 2) or avg.factor_t not in (1, 2):
             raise SliceUnsupported(f"unsupported Wan 2.2 down shortcut {type(avg).__name__}")
         self.avg = avg
+
+    def saved_need(self, a: int, b: int) -> tuple[int, int]:
+        """The rows of the block input that output rows [a, b) average (the carried stream keeps them)."""
+        return self.avg.factor_s * a, self.avg.factor_s * b
 
     def __call__(self, x, r0, a, b, h_in, stack):
         s, s0 = stack.pop()
@@ -84,6 +97,76 @@ def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch
     p = patchify(x).squeeze(2)
     h = run_frame_program(encode_program(model, p.shape[-2]), p, slice_rows)
     del p
+    enc = model.encoder
+    for layer in [*enc.middle, *enc.head]:
+        h = layer(h)
+    mu = model.conv1(h).chunk(2, dim=1)[0]
+    return mu.to(device=out_device or x.device, dtype=torch.float32)
+
+
+class TimeDown(RowOp):
+    """The time half of Resample('downsample3d') on a band: the first chunk passes through, later ones go through the
+    host's stride-2 (3, 1, 1) time convolution after the previous chunk's last frame (per position)."""
+
+    def __init__(self, resample: nn.Module):
+        conv = resample.time_conv
+        if tuple(conv.kernel_size) != (3, 1, 1) or tuple(conv.stride) != (2, 1, 1):
+            raise SliceUnsupported(f"unsupported Wan 2.2 time downsampling {conv}")
+        self.conv = conv
+        self.last: Tensor | None = None
+
+    def reset(self) -> None:
+        self.last = None
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        if self.last is None:
+            self.last = x[:, :, -1:].clone()
+            return x
+        y = self.conv(torch.cat([self.last, x], dim=2))
+        self.last = x[:, :, -1:].clone()
+        return y
+
+
+def _video_layer(m: nn.Module) -> list[RowOp]:
+    if type(m).__name__ == "Resample" and m.mode == "downsample3d":
+        return [*_down(m), TimeDown(m)]
+    return encoder_layer(m)
+
+
+def video_ops(model: nn.Module) -> list[RowOp]:
+    """conv1 and the down blocks of the Wan 2.2 encoder as band ops for a video (time downsamplings included)."""
+    ops: list[RowOp] = [CausalConv(model.encoder.conv1)]
+    for m in model.encoder.downsamples:
+        if type(m).__name__ != "Down_ResidualBlock":
+            raise SliceUnsupported(f"unknown Wan 2.2 encoder layer {type(m).__name__}")
+        ops += [Save(), *(op for layer in m.downsamples for op in _video_layer(layer)), AddAvgDown(m.avg_shortcut)]
+    return ops
+
+
+@torch.no_grad()
+def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` patch rows.
+
+    x: (1, 3, T, H, W) in [-1, 1], H and W multiples of 16, in the model's dtype and device; frames past the last
+    1 + 4k are dropped as the host drops them. Returns (1, 48, 1 + (T - 1) // 4, H/16, W/16) fp32 on `out_device`.
+    """
+    if not can_encode_wan22(model):
+        raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
+    if x.ndim != 5 or x.shape[0] != 1 or x.shape[-2] % 16 or x.shape[-1] % 16:
+        raise SliceUnsupported(f"the Wan 2.2 slicer encodes one video with sides that are multiples of 16, got "
+                               f"{tuple(x.shape)}")
+    if slice_rows < 1:
+        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    chunks = [1, *[VIDEO_CHUNK] * ((x.shape[2] - 1) // VIDEO_CHUNK)]
+    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
+
+    def source(t, s, e):   # patch rows [s, e) of chunk t
+        return patchify(x[:, :, starts[t]:starts[t + 1], PATCH * s:PATCH * e])
+
+    ops = video_ops(model)
+    _reset(ops)
+    h = carried_stream(ops, x.shape[-2] // PATCH, len(chunks), source, len(chunks), slice_rows, x.device, x.dtype)
+    _reset(ops)
     enc = model.encoder
     for layer in [*enc.middle, *enc.head]:
         h = layer(h)

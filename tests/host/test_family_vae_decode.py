@@ -223,9 +223,34 @@ def test_hunyuan15_encode_needs_the_grouped_mean_shortcut(comfy_host, vaes, monk
     assert err(out, ref) > TOL
 
 
-@pytest.mark.parametrize("family, frames", [("wan22_ti2v_5b", 5), ("hunyuan_video15", 5)])
+@pytest.mark.parametrize("frames, latent_frames", [(5, 2), (9, 3), (11, 3)])
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_wan22_video_encode_matches_the_hosts(comfy_host, vaes, caplog, frames, latent_frames, rows):
+    """A clip through the Wan 2.2 VAE (the host drops frames past the last 1 + 4k), streamed in bands of rows."""
+    vae = vaes["wan22_ti2v_5b"]
+    pixels = torch.rand((frames, 70, 52, 3), generator=torch.Generator().manual_seed(frames))   # cropped to 64x48
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    ref = vae.encode(pixels)
+    assert out.shape == ref.shape == (1, 48, latent_frames, 4, 3)
+    assert err(out, ref) <= TOL
+    assert err(out, vae.encode(pixels.flip(0))) > TOL   # the check can fail: the clip played backwards
+
+
+def test_wan22_video_encode_needs_the_time_downsampling(comfy_host, vaes, monkeypatch):
+    """Passing every chunk through the time downsampling as the first one does gives the wrong frame count."""
+    enc = comfy_host.module("core.vae.wan22_encode")
+    monkeypatch.setattr(enc.TimeDown, "reset", lambda self: None)
+    monkeypatch.setattr(enc.TimeDown, "__call__", lambda self, x, *args: x)
+    pixels = torch.rand((5, 64, 48, 3), generator=torch.Generator().manual_seed(2))
+    with pytest.raises(Exception):   # noqa: B017 (a frame count error, never a latent)
+        comfy_host.node("PyraExactVAEEncode").execute(pixels, vaes["wan22_ti2v_5b"], 1)
+
+
+@pytest.mark.parametrize("family, frames", [("hunyuan_video15", 5)])
 def test_other_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family, frames):
-    """A video (several frames) for the Wan 2.2 and HunyuanVideo 1.5 VAEs."""
+    """A video (several frames) for the HunyuanVideo 1.5 VAE."""
     vae = vaes[family]
     pixels = torch.rand((frames, 64, 64, 3), generator=torch.Generator().manual_seed(4))
     with caplog.at_level(logging.INFO):
