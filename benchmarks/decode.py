@@ -393,19 +393,28 @@ def _second_of_two(fn, cuda):
     return _measure_once(fn, cuda)
 
 
-def encode_case(vae, size: tuple[int, int], rows_list, cuda) -> dict:
-    """The host's `vae.encode` of one random image of `size` (height, width) against Pyra's `exact_encode` at each
-    band size: time and peak of the second of two runs each, and the largest latent difference."""
+# the video encodes (--encode-video): frames at the 720p sizes above (video-to-video inputs)
+ENCODE_FRAMES = {"wan22": 81, "ltx": 121}
+
+
+def encode_case(vae, size: tuple[int, int], rows_list, cuda, frames: int = 1) -> dict:
+    """The host's `vae.encode` of `frames` random images of `size` (height, width; several frames are one video to
+    a video VAE) against Pyra's `exact_encode` at each band size: time and peak of the second of two runs each, and
+    the largest latent difference."""
     import torch
 
     exact = pack_module("host.vae").exact_encode
-    pixels = torch.rand((1, *size, 3), generator=torch.Generator().manual_seed(7))
-    host, t_host, p_host = _second_of_two(lambda: vae.encode(pixels), cuda)
+    pixels = torch.rand((frames, *size, 3), generator=torch.Generator().manual_seed(7))
+    run = _second_of_two if frames == 1 else _measure_once   # a video: one run each, after a one-image warm-up
+    if frames > 1:
+        vae.encode(pixels[:1])
+        exact(vae, pixels[:1], rows_list[0])
+    host, t_host, p_host = run(lambda: vae.encode(pixels), cuda)
     host = host.float().cpu()
     res = {"shape": list(pixels.shape), "dtype": str(vae.vae_dtype).removeprefix("torch."), "full_s": t_host,
            "full_peak": p_host, "ours": []}
     for rows in rows_list:
-        out, t, p = _second_of_two(lambda r=rows: exact(vae, pixels, r), cuda)
+        out, t, p = run(lambda r=rows: exact(vae, pixels, r), cuda)
         err = (out.float().cpu() - host).abs().max().item()
         res["ours"].append({"rows": rows, "s": t, "peak": p, "err_latent": err})
         del out
@@ -443,6 +452,12 @@ def family_cases(args, emit, dev, fam):
                 emit(name, {"skipped": f"past the --budget of {args.budget} s"})
             else:
                 emit(name, encode_case(vae, size, rows, True))
+            if args.encode_video and fam in ENCODE_FRAMES:
+                name = f"{fam}_encode_video_bfloat16_{ENCODE_FRAMES[fam]}x{size[0]}x{size[1]}"
+                if time.perf_counter() - START > args.budget:
+                    emit(name, {"skipped": f"past the --budget of {args.budget} s"})
+                else:
+                    emit(name, encode_case(vae, size, rows, True, ENCODE_FRAMES[fam]))
         del vae
         mm.unload_all_models()
         mm.soft_empty_cache(True)
@@ -459,6 +474,9 @@ def family_cpu_cases(args, emit):
              family_case(vae, latent(shape, torch.device("cpu"), torch.float32), [0, 2], 1, False))
         if fam in ENCODE_SIZES:
             emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, (64, 64), [0, 2], False))
+        if args.encode_video and fam in ENCODE_FRAMES:
+            frames = {"wan22": 9, "ltx": 17}[fam]   # two latent frames after the first: a short clip
+            emit(f"{fam}_tiny_encode_video_fp32_{frames}x64x64", encode_case(vae, (64, 64), [0, 2], False, frames))
 
 
 def family_summary(cases: dict) -> dict:
@@ -469,17 +487,19 @@ def family_summary(cases: dict) -> dict:
         done = {k: c for k, c in cases.items() if k.startswith(fam + "_") and "skipped" not in c}
         if not done:
             continue
-        enc = [c for k, c in done.items() if "_encode_" in k]
-        if enc:   # the latent difference in the case's dtype; peak and time on the GPU only
+        for kind in ("encode", "encode_video"):   # the latent difference in the case's dtype; peak, time: GPU only
+            enc = [c for k, c in done.items() if f"_{kind}_" in k and (kind != "encode" or "_encode_video_" not in k)]
+            if not enc:
+                continue
             c = enc[-1]
-            head[f"{fam}_encode_err"] = max(o["err_latent"] for o in c["ours"])
+            head[f"{fam}_{kind}_err"] = max(o["err_latent"] for o in c["ours"])
             if c["full_peak"]:
                 low, auto = min(c["ours"], key=lambda o: o["peak"]), next(o for o in c["ours"] if o["rows"] == 0)
-                head[f"{fam}_encode_peak_ratio"] = low["peak"] / c["full_peak"]
-                head[f"{fam}_encode_time_ratio"] = low["s"] / c["full_s"]
-                head[f"{fam}_encode_auto_peak_ratio"] = auto["peak"] / c["full_peak"]
-                head[f"{fam}_encode_auto_time_ratio"] = auto["s"] / c["full_s"]
-            done = {k: c for k, c in done.items() if "_encode_" not in k}
+                head[f"{fam}_{kind}_peak_ratio"] = low["peak"] / c["full_peak"]
+                head[f"{fam}_{kind}_time_ratio"] = low["s"] / c["full_s"]
+                head[f"{fam}_{kind}_auto_peak_ratio"] = auto["peak"] / c["full_peak"]
+                head[f"{fam}_{kind}_auto_time_ratio"] = auto["s"] / c["full_s"]
+        done = {k: c for k, c in done.items() if "_encode_" not in k}
         f32 = [c for k, c in done.items() if "_float32_" in k or "_fp32_" in k]
         if f32:
             head[f"{fam}_err_fp32_raw"] = max(c.get("raw_err", 0.0) for c in f32)
@@ -635,6 +655,8 @@ def main() -> None:
                     help="band sizes also run on the KL decoder's reference path (fast=False) at --sizes")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--encode-only", action="store_true", help="2026 families: only the one-image encodes")
+    ap.add_argument("--encode-video", action="store_true",
+                    help="2026 families: also the video encodes of ENCODE_FRAMES (Wan 2.2 81 frames, LTX-2 121)")
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
     ap.add_argument("--budget", type=float, default=170.0,
