@@ -12,7 +12,7 @@ import torch
 
 from ..core.vae import SliceUnsupported, auto_slice_rows, band_channels, decoder_for
 from ..core.vae.carry import on_each_band
-from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode
+from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode, hunyuan15_encode_video
 from ..core.vae.kl_encode import can_encode, kl_encode
 from ..core.vae.ltx_encode import can_encode_ltx, ltx_encode
 from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode, wan22_encode_video
@@ -93,7 +93,8 @@ def _frames(vae, pixels: torch.Tensor) -> torch.Tensor | None:
 
 FRAME_ENCODERS = [(can_encode_wan, wan_encode), (can_encode_wan22, wan22_encode),
                   (can_encode_hunyuan15, hunyuan15_encode)]   # the video VAEs' exact one-frame encoders
-VIDEO_ENCODERS = [(can_encode_wan22, wan22_encode_video)]   # and their exact video encoders
+VIDEO_ENCODERS = [(can_encode_wan22, wan22_encode_video),
+                  (can_encode_hunyuan15, hunyuan15_encode_video)]   # and their exact video encoders
 
 
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:

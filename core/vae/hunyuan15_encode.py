@@ -22,7 +22,7 @@ from .hunyuan15 import CarriedConv, _resblock, is_hunyuan15
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
 from .stream import Program
-from .wan import FirstChunk, frame_checkpoints
+from .wan import FirstChunk, _reset, carried_stream, frame_checkpoints, split_frames
 from .wan_encode import check_frame, run_frame_program
 
 
@@ -55,6 +55,11 @@ class Fold2x(RowOp):
         return h_in // 2
 
     def need(self, a, b, h_in):
+        return 2 * a, 2 * b
+
+    @staticmethod
+    def saved_need(a: int, b: int) -> tuple[int, int]:
+        """The rows of the DnSmpl input that output rows [a, b) fold (the carried stream keeps them)."""
         return 2 * a, 2 * b
 
     def __call__(self, h, r0, a, b, h_in, stack):
@@ -106,4 +111,81 @@ def hunyuan15_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: t
         raise SliceUnsupported(f"{type(model).__name__} is not a HunyuanVideo 1.5 VAE")
     check_frame(x, slice_rows, "HunyuanVideo 1.5", 16)
     h = run_frame_program(encode_program(model, x.shape[-2]), x.squeeze(2), slice_rows)
+    return _tail(model, h).to(device=out_device or x.device, dtype=torch.float32)
+
+
+def _fold_time(t: Tensor) -> Tensor:
+    """2 frames and 2x2 pixels into channels, in the host's order: (B, C, 2f, 2h, 2w) -> (B, 8C, f, h, w)."""
+    b, c, f, ht, wd = t.shape
+    t = t.reshape(b, c, f // 2, 2, ht // 2, 2, wd // 2, 2).permute(0, 3, 5, 7, 1, 2, 4, 6)
+    return t.reshape(b, 8 * c, f // 2, ht // 2, wd // 2)
+
+
+class Fold2xVideo(Fold2x):
+    """Fold2x for a video in the host's chunks: under time downsampling the first chunk (one frame) folds as one
+    frame does, later chunks fold pairs of frames too, the input averaged over groups of `gs` channels."""
+
+    def __init__(self, down: nn.Module):
+        super().__init__(down)
+        self.first = True
+
+    def reset(self) -> None:
+        self.first = True
+
+    def __call__(self, h, r0, a, b, h_in, stack):
+        if not self.tds:
+            return super().__call__(h, r0, a, b, h_in, stack)
+        if self.first:
+            self.first = False
+            if h.shape[2] != 1:
+                raise SliceUnsupported(f"a HunyuanVideo 1.5 encode starts with one frame, got {h.shape[2]}")
+            return super().__call__(h, r0, a, b, h_in, stack)
+        s, s0 = stack.pop()
+        x = _fold_time(s[..., 2 * a - s0:2 * b - s0, :])
+        h = _fold_time(h[..., 2 * a - r0:2 * b - r0, :])
+        bsz, _, t, ht, wd = x.shape
+        return h + x.view(bsz, h.shape[1], self.gs, t, ht, wd).mean(dim=2)
+
+
+def video_ops(model: nn.Module) -> list[RowOp]:
+    """conv_in and the down stages as band ops for a video (the DnSmpls folding time too)."""
+    enc = model.encoder
+    ops: list[RowOp] = [CarriedConv(enc.conv_in)]
+    for stage in enc.down:
+        for blk in stage.block:
+            ops += _resblock(blk)
+        down = getattr(stage, "downsample", None)
+        if down is not None:
+            ops += [Save(), CarriedConv(down.conv), Fold2xVideo(down)]
+    return ops
+
+
+@torch.no_grad()
+def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
+                           out_device: torch.device | None = None) -> Tensor:
+    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` rows (of the input).
+
+    The host's chunks: the first frame, then 8 frames at a time of the first 1 + 4k (the rest dropped). x: (1, 3, T,
+    H, W) in [-1, 1], H and W multiples of 16, the model's dtype and device. Returns (1, 32, 1 + (T - 1) // 4, H/16,
+    W/16) fp32 on `out_device`.
+    """
+    if not can_encode_hunyuan15(model):
+        raise SliceUnsupported(f"{type(model).__name__} is not a HunyuanVideo 1.5 VAE")
+    if x.ndim != 5 or x.shape[0] != 1 or x.shape[-2] % 16 or x.shape[-1] % 16:
+        raise SliceUnsupported(f"the HunyuanVideo 1.5 slicer encodes one video with sides that are multiples of 16, "
+                               f"got {tuple(x.shape)}")
+    if slice_rows < 1:
+        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    step = model.encoder.ffactor_temporal
+    used = (x.shape[2] - 1) // step * step
+    chunks = [1, *split_frames(used, 2 * step)] if used else [1]
+    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
+
+    def source(t, s, e):
+        return x[:, :, starts[t]:starts[t + 1], s:e]
+
+    ops = video_ops(model)
+    _reset(ops)
+    h = carried_stream(ops, x.shape[-2], len(chunks), source, 1 + used // step, slice_rows, x.device, x.dtype)
+    _reset(ops)
     return _tail(model, h).to(device=out_device or x.device, dtype=torch.float32)
