@@ -78,7 +78,8 @@ class PyraExactVAEEncode(io.ComfyNode):
                 "image, so there are no seams as with tiled encoding. Exact for the KL VAEs of "
                 "SD1.5/SDXL/SD3/Flux/Flux.2 and, for one image, the Wan 2.1-class VAE (Qwen-Image), the Wan 2.2 "
                 "VAE and the HunyuanVideo 1.5 VAE (the start frame of an image-to-video run), and for a video the "
-                "Wan 2.2 VAE (clips of 1 + 4k frames) and the LTX video (LTX-2) VAE (1 + 8k frames, or one image); "
+                "Wan 2.2 and HunyuanVideo 1.5 VAEs (clips of 1 + 4k frames) and the LTX video (LTX-2) VAE (1 + 8k "
+                "frames, or one image); "
                 "other VAEs (TAESD, ...) and image batches or videos through the other video VAEs use the host's "
                 "own encode."
             ),

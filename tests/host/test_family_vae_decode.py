@@ -223,17 +223,19 @@ def test_hunyuan15_encode_needs_the_grouped_mean_shortcut(comfy_host, vaes, monk
     assert err(out, ref) > TOL
 
 
-@pytest.mark.parametrize("frames, latent_frames", [(5, 2), (9, 3), (11, 3)])
+@pytest.mark.parametrize("family, channels", [("wan22_ti2v_5b", 48), ("hunyuan_video15", 32)])
+@pytest.mark.parametrize("frames, latent_frames", [(5, 2), (11, 3), (13, 4)])
 @pytest.mark.parametrize("rows", [0, 1, 3])
-def test_wan22_video_encode_matches_the_hosts(comfy_host, vaes, caplog, frames, latent_frames, rows):
-    """A clip through the Wan 2.2 VAE (the host drops frames past the last 1 + 4k), streamed in bands of rows."""
-    vae = vaes["wan22_ti2v_5b"]
+def test_video_encode_matches_the_hosts(comfy_host, vaes, caplog, family, channels, frames, latent_frames, rows):
+    """A clip through the Wan 2.2 or HunyuanVideo 1.5 VAE (the host drops frames past the last 1 + 4k), streamed in
+    bands of rows in the host's chunks of frames (1, 4, 4, ... and 1, 8, 8, ...)."""
+    vae = vaes[family]
     pixels = torch.rand((frames, 70, 52, 3), generator=torch.Generator().manual_seed(frames))   # cropped to 64x48
     with caplog.at_level(logging.INFO):
         out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
     assert "host's own encode" not in caplog.text
     ref = vae.encode(pixels)
-    assert out.shape == ref.shape == (1, 48, latent_frames, 4, 3)
+    assert out.shape == ref.shape == (1, channels, latent_frames, 4, 3)
     assert err(out, ref) <= TOL
     assert err(out, vae.encode(pixels.flip(0))) > TOL   # the check can fail: the clip played backwards
 
@@ -248,9 +250,28 @@ def test_wan22_video_encode_needs_the_time_downsampling(comfy_host, vaes, monkey
         comfy_host.node("PyraExactVAEEncode").execute(pixels, vaes["wan22_ti2v_5b"], 1)
 
 
-@pytest.mark.parametrize("family, frames", [("hunyuan_video15", 5)])
+def test_hunyuan15_video_encode_needs_the_time_fold(comfy_host, vaes, monkeypatch, caplog):
+    """Folding every chunk as the first one (one frame) is refused: the node falls back to the host's encode."""
+    enc = comfy_host.module("core.vae.hunyuan15_encode")
+    monkeypatch.setattr(enc.Fold2xVideo, "reset", lambda self: setattr(self, "first", True))
+    real = enc.Fold2xVideo.__call__
+
+    def always_first(self, *args):
+        self.first = True
+        return real(self, *args)
+
+    monkeypatch.setattr(enc.Fold2xVideo, "__call__", always_first)
+    vae = vaes["hunyuan_video15"]
+    pixels = torch.rand((5, 64, 48, 3), generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.INFO):
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+    assert "starts with one frame" in caplog.text and "using the host's own encode" in caplog.text
+    assert torch.equal(out, vae.encode(pixels))
+
+
+@pytest.mark.parametrize("family, frames", [("qwen_image", 5)])
 def test_other_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family, frames):
-    """A video (several frames) for the HunyuanVideo 1.5 VAE."""
+    """A video (several frames) for the Wan 2.1-class VAE (Qwen-Image's; Wan 2.1 and the A14B experts)."""
     vae = vaes[family]
     pixels = torch.rand((frames, 64, 64, 3), generator=torch.Generator().manual_seed(4))
     with caplog.at_level(logging.INFO):
