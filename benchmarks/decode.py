@@ -394,7 +394,7 @@ def _second_of_two(fn, cuda):
 
 
 # the video encodes (--encode-video): frames at the 720p sizes above (video-to-video inputs)
-ENCODE_FRAMES = {"wan22": 81, "ltx": 121}
+ENCODE_FRAMES = {"wan22": 81, "hv15": 81, "ltx": 121}
 
 
 def encode_case(vae, size: tuple[int, int], rows_list, cuda, frames: int = 1) -> dict:
@@ -475,7 +475,7 @@ def family_cpu_cases(args, emit):
         if fam in ENCODE_SIZES:
             emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, (64, 64), [0, 2], False))
         if args.encode_video and fam in ENCODE_FRAMES:
-            frames = {"wan22": 9, "ltx": 17}[fam]   # two latent frames after the first: a short clip
+            frames = {"wan22": 9, "hv15": 9, "ltx": 17}[fam]   # two latent frames after the first: a short clip
             emit(f"{fam}_tiny_encode_video_fp32_{frames}x64x64", encode_case(vae, (64, 64), [0, 2], False, frames))
 
 
@@ -656,7 +656,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--encode-only", action="store_true", help="2026 families: only the one-image encodes")
     ap.add_argument("--encode-video", action="store_true",
-                    help="2026 families: also the video encodes of ENCODE_FRAMES (Wan 2.2 81 frames, LTX-2 121)")
+                    help="2026 families: also the video encodes of ENCODE_FRAMES (Wan 2.2, HV1.5 81 frames; LTX-2 121)")
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
     ap.add_argument("--budget", type=float, default=170.0,
