@@ -297,7 +297,8 @@ def family_state_dict(fam: str, seed: int = 0) -> dict:
         model = ltx.VideoVAE(version=2)
         multiplier = model.decoder.timestep_scale_multiplier.item()
         model = seed_weights(model, seed, lambda name: False)
-        model.decoder.timestep_scale_multiplier.fill_(multiplier)
+        with torch.no_grad():
+            model.decoder.timestep_scale_multiplier.fill_(multiplier)
         g = torch.Generator().manual_seed(seed + 1)
         stats = model.per_channel_statistics
         stats.get_buffer("std-of-means").copy_(0.5 + torch.rand(128, generator=g))

@@ -136,9 +136,9 @@ def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
     x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)   # (1, C, B, H, W)
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x.shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
-    if slice_rows <= 0:   # in patch rows (4 pixels): the band sizes of an 8x VAE's latent rows
-        slice_rows = auto_slice_rows((1, 48, x.shape[-2] // 4, x.shape[-1] // 4), mm.dtype_size(vae.vae_dtype),
-                                     mm.get_free_memory(vae.device), upscale=4)
+    if slice_rows <= 0:
+        slice_rows = auto_slice_rows((1, 128, x.shape[-2] // 32, x.shape[-1] // 32), mm.dtype_size(vae.vae_dtype),
+                                     mm.get_free_memory(vae.device), upscale=32)
     device = vae.device
 
     def run(model, x_in, rows, out_device):

@@ -93,8 +93,8 @@ class PyraExactVAEEncode(io.ComfyNode):
                     "clip of 1 + 8k frames, the batch as its frames) encode sliced and exact; any other VAE falls "
                     "back to the host's plain encode, with one line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=(
-                    "Latent rows per band (8 image rows each; 16 for Flux.2, Wan 2.2 and HunyuanVideo 1.5; for LTX, "
-                    "rows of 4-pixel patches). 0 "
+                    "Latent rows per band (8 image rows each; 16 for Flux.2, Wan 2.2 and HunyuanVideo 1.5; 32 for "
+                    "LTX). 0 "
                     "picks it from free device memory (at most 16, and an eighth of the height). The result is the "
                     "same for every value. If a band runs out of memory the node halves it and starts again.")),
             ],

@@ -163,7 +163,8 @@ def video_ops(model: nn.Module) -> list[RowOp]:
 @torch.no_grad()
 def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
                            out_device: torch.device | None = None) -> Tensor:
-    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` rows (of the input).
+    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` latent rows (16 input
+    rows each).
 
     The host's chunks: the first frame, then 8 frames at a time of the first 1 + 4k (the rest dropped). x: (1, 3, T,
     H, W) in [-1, 1], H and W multiples of 16, the model's dtype and device. Returns (1, 32, 1 + (T - 1) // 4, H/16,
@@ -186,6 +187,6 @@ def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
 
     ops = video_ops(model)
     _reset(ops)
-    h = carried_stream(ops, x.shape[-2], len(chunks), source, 1 + used // step, slice_rows, x.device, x.dtype)
+    h = carried_stream(ops, x.shape[-2], len(chunks), source, 1 + used // step, 16 * slice_rows, x.device, x.dtype)
     _reset(ops)
     return _tail(model, h).to(device=out_device or x.device, dtype=torch.float32)

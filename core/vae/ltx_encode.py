@@ -104,7 +104,8 @@ def ltx_encoder_ops(model: nn.Module, clock: Clock) -> list[RowOp]:
 @torch.no_grad()
 def ltx_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.device | None = None,
                out_dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
-    """What `model.encode(x, device=device)` returns, in `out_dtype`, computed in bands of `slice_rows` patch rows.
+    """What `model.encode(x, device=device)` returns, in `out_dtype`, computed in bands of `slice_rows` latent rows
+    (32 image rows each; the input streams in bands of 8 patch rows per latent row).
 
     x: (1, 3, T, H, W) in the model's dtype, anywhere (bands go to `device`, default x's); frames past the last
     1 + 8k are dropped as the host drops them. Returns (1, 128, 1 + (T - 1) // 8, H / 32, W / 32) on `out_device`.
@@ -132,5 +133,6 @@ def ltx_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
     clock = Clock()
     ops = ltx_encoder_ops(model, clock)
     _reset(ops)
-    return carried_stream(ops, x.shape[-2] // p, len(chunks), source, len(chunks), slice_rows,
+    rows = slice_rows * 32 // p   # latent rows to input (patch) rows
+    return carried_stream(ops, x.shape[-2] // p, len(chunks), source, len(chunks), rows,
                           out_device or device, out_dtype, chunk_start=clock.start(len(chunks)))

@@ -145,7 +145,8 @@ def video_ops(model: nn.Module) -> list[RowOp]:
 
 @torch.no_grad()
 def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
-    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` patch rows.
+    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` latent rows (16 image
+    rows each: the input streams in bands of 8 patch rows per latent row).
 
     x: (1, 3, T, H, W) in [-1, 1], H and W multiples of 16, in the model's dtype and device; frames past the last
     1 + 4k are dropped as the host drops them. Returns (1, 48, 1 + (T - 1) // 4, H/16, W/16) fp32 on `out_device`.
@@ -165,7 +166,8 @@ def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device:
 
     ops = video_ops(model)
     _reset(ops)
-    h = carried_stream(ops, x.shape[-2] // PATCH, len(chunks), source, len(chunks), slice_rows, x.device, x.dtype)
+    rows = slice_rows * 16 // PATCH   # latent rows to input (patch) rows
+    h = carried_stream(ops, x.shape[-2] // PATCH, len(chunks), source, len(chunks), rows, x.device, x.dtype)
     _reset(ops)
     enc = model.encoder
     for layer in [*enc.middle, *enc.head]:
