@@ -23,7 +23,7 @@ from .kl import SliceUnsupported
 from .rowops import RowOp, Save
 from .stream import Program
 from .wan import FirstChunk, _reset, carried_stream, frame_checkpoints, split_frames
-from .wan_encode import check_frame, run_frame_program
+from .wan_encode import check_frame, check_video, run_frame_program
 
 
 def can_encode_hunyuan15(model: nn.Module) -> bool:
@@ -74,8 +74,8 @@ class Fold2x(RowOp):
         return h + x.view(bsz, h.shape[1], groups, t, ht, wd).mean(dim=2)
 
 
-def encode_program(model: nn.Module, h: int) -> Program:
-    """The checkpointed row program of conv_in and the down stages, for an input of h rows."""
+def down_ops(model: nn.Module, fold: type[Fold2x]) -> list[RowOp]:
+    """conv_in and the down stages as row ops, each DnSmpl's fold after its convolution a `fold`."""
     enc = model.encoder
     ops: list[RowOp] = [CarriedConv(enc.conv_in)]
     for stage in enc.down:
@@ -83,7 +83,13 @@ def encode_program(model: nn.Module, h: int) -> Program:
             ops += _resblock(blk)
         down = getattr(stage, "downsample", None)
         if down is not None:
-            ops += [Save(), CarriedConv(down.conv), Fold2x(down)]
+            ops += [Save(), CarriedConv(down.conv), fold(down)]
+    return ops
+
+
+def encode_program(model: nn.Module, h: int) -> Program:
+    """The checkpointed row program of conv_in and the down stages, for an input of h rows."""
+    ops = down_ops(model, Fold2x)
     return Program([FirstChunk(op) for op in ops], frame_checkpoints(ops, h), h)
 
 
@@ -147,19 +153,6 @@ class Fold2xVideo(Fold2x):
         return h + x.view(bsz, h.shape[1], self.gs, t, ht, wd).mean(dim=2)
 
 
-def video_ops(model: nn.Module) -> list[RowOp]:
-    """conv_in and the down stages as band ops for a video (the DnSmpls folding time too)."""
-    enc = model.encoder
-    ops: list[RowOp] = [CarriedConv(enc.conv_in)]
-    for stage in enc.down:
-        for blk in stage.block:
-            ops += _resblock(blk)
-        down = getattr(stage, "downsample", None)
-        if down is not None:
-            ops += [Save(), CarriedConv(down.conv), Fold2xVideo(down)]
-    return ops
-
-
 @torch.no_grad()
 def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
                            out_device: torch.device | None = None) -> Tensor:
@@ -172,11 +165,7 @@ def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
     """
     if not can_encode_hunyuan15(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a HunyuanVideo 1.5 VAE")
-    if x.ndim != 5 or x.shape[0] != 1 or x.shape[-2] % 16 or x.shape[-1] % 16:
-        raise SliceUnsupported(f"the HunyuanVideo 1.5 slicer encodes one video with sides that are multiples of 16, "
-                               f"got {tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    check_video(x, slice_rows, "HunyuanVideo 1.5", 16)
     step = model.encoder.ffactor_temporal
     used = (x.shape[2] - 1) // step * step
     chunks = [1, *split_frames(used, 2 * step)] if used else [1]
@@ -185,7 +174,7 @@ def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
     def source(t, s, e):
         return x[:, :, starts[t]:starts[t + 1], s:e]
 
-    ops = video_ops(model)
+    ops = down_ops(model, Fold2xVideo)   # the DnSmpls fold time too
     _reset(ops)
     h = carried_stream(ops, x.shape[-2], len(chunks), source, 1 + used // step, 16 * slice_rows, x.device, x.dtype)
     _reset(ops)

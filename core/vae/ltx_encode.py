@@ -22,6 +22,7 @@ from .kl import SliceUnsupported
 from .ltx import Clock, NormAct, TimeConv, _resnet_ops, is_ltx
 from .rowops import Elementwise, RowOp
 from .wan import _reset, carried_stream
+from .wan_encode import check_video
 
 TIME_CHUNK = 8   # input frames per chunk after the first: one latent frame at LTX's 8x in time
 
@@ -112,13 +113,8 @@ def ltx_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
     """
     if not can_encode_ltx(model):
         raise SliceUnsupported(f"{type(model).__name__} is not an LTX video VAE with a supported encoder")
-    if x.ndim != 5 or x.shape[0] != 1:
-        raise SliceUnsupported(f"the LTX slicer encodes one 5-D video at a time, got {tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
     p = model.encoder.patch_size
-    if x.shape[-2] % p or x.shape[-1] % p:
-        raise SliceUnsupported(f"the LTX encoder needs sides divisible by its patch size {p}, got {tuple(x.shape)}")
+    check_video(x, slice_rows, "LTX", p)
     x = x[:, :, :max(1, 1 + ((x.shape[2] - 1) // TIME_CHUNK) * TIME_CHUNK)]
     device = device or x.device
     chunks = [1, *[TIME_CHUNK] * ((x.shape[2] - 1) // TIME_CHUNK)]

@@ -30,7 +30,7 @@ from .rowops import RowOp, Save
 from .stream import Program
 from .wan import CausalConv, _reset, carried_stream
 from .wan22 import is_wan22
-from .wan_encode import _down, check_frame, encoder_layer, run_frame_program
+from .wan_encode import _down, check_frame, check_video, encoder_layer, run_frame_program
 
 VIDEO_CHUNK = 4   # frames per chunk after the first (WanVAE.encode): one latent frame at 4x in time
 
@@ -153,11 +153,7 @@ def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device:
     """
     if not can_encode_wan22(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
-    if x.ndim != 5 or x.shape[0] != 1 or x.shape[-2] % 16 or x.shape[-1] % 16:
-        raise SliceUnsupported(f"the Wan 2.2 slicer encodes one video with sides that are multiples of 16, got "
-                               f"{tuple(x.shape)}")
-    if slice_rows < 1:
-        raise ValueError(f"slice_rows must be >= 1, got {slice_rows}")
+    check_video(x, slice_rows, "Wan 2.2", 16)
     chunks = [1, *[VIDEO_CHUNK] * ((x.shape[2] - 1) // VIDEO_CHUNK)]
     starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
 

@@ -65,6 +65,17 @@ def check_frame(x: Tensor, slice_rows: int, vae: str, multiple: int = 1) -> None
     """Raise unless x is one frame (B, C, 1, H, W) with sides that are multiples of `multiple` and slice_rows >= 1."""
     if x.ndim != 5 or x.shape[2] != 1:
         raise SliceUnsupported(f"the {vae} slicer encodes one frame (B, C, 1, H, W), got {tuple(x.shape)}")
+    _check_sides(x, slice_rows, vae, multiple)
+
+
+def check_video(x: Tensor, slice_rows: int, vae: str, multiple: int = 1) -> None:
+    """Raise unless x is one video (1, C, T, H, W) with sides that are multiples of `multiple` and slice_rows >= 1."""
+    if x.ndim != 5 or x.shape[0] != 1:
+        raise SliceUnsupported(f"the {vae} slicer encodes one video (1, C, T, H, W) at a time, got {tuple(x.shape)}")
+    _check_sides(x, slice_rows, vae, multiple)
+
+
+def _check_sides(x: Tensor, slice_rows: int, vae: str, multiple: int) -> None:
     if x.shape[-2] % multiple or x.shape[-1] % multiple:
         raise SliceUnsupported(f"the {vae} encoder takes sides that are multiples of {multiple}, got "
                                f"{tuple(x.shape)}")

@@ -269,17 +269,6 @@ def test_hunyuan15_video_encode_needs_the_time_fold(comfy_host, vaes, monkeypatc
     assert torch.equal(out, vae.encode(pixels))
 
 
-@pytest.mark.parametrize("family, frames", [("qwen_image", 5)])
-def test_other_encodes_take_the_hosts_encode_logged(comfy_host, vaes, caplog, family, frames):
-    """A video (several frames) for the Wan 2.1-class VAE (Qwen-Image's; Wan 2.1 and the A14B experts)."""
-    vae = vaes[family]
-    pixels = torch.rand((frames, 64, 64, 3), generator=torch.Generator().manual_seed(4))
-    with caplog.at_level(logging.INFO):
-        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
-    assert "using the host's own encode" in caplog.text
-    assert torch.equal(out, vae.encode(pixels))
-
-
 @pytest.mark.parametrize("family, shape", [("wan22_ti2v_5b", (1, 48, 6, 4, 3)), ("hunyuan_video15", (1, 32, 6, 3, 2)),
                                            ("ltx2", (1, 128, 6, 3, 2))])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 8])
