@@ -29,7 +29,8 @@ Real file names, and where each was checked (host 0.33.0's blueprints/ folder, o
   ComfyUI's tutorial; cfg 6 from the tutorial pages, no shift (the model's default) (unverified).
 - LTX-2: ltx-2-19b-dev-fp8 (CheckpointLoaderSimple) with gemma_3_12B_it_fp4_mixed (LTXAVTextEncoderLoader):
   blueprint "Canny to Video (LTX 2.0)". Video only: the host's LTX-2 workflows add an audio latent and a second,
-  upscaled stage, which this one leaves out.
+  upscaled stage, which this one leaves out. Its frames decode through PyraExactVAEDecode (the host's decode of a
+  long LTX-2 clip holds several GiB of activations; the exact one a band's, with the same frames).
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ def _vae(name: str) -> dict:
     return {"class_type": "VAELoader", "inputs": {"vae_name": name}}
 
 
-def _decode_save(samples: list, vae: list, prefix: str, video: bool, frames: bool = False) -> dict:
-    out = {"20": {"class_type": "VAEDecode", "inputs": {"samples": samples, "vae": vae}}}
+def _decode_save(samples: list, vae: list, prefix: str, video: bool, frames: bool = False,
+                 exact: bool = False) -> dict:
+    """VAE Decode (or, `exact`, PyraExactVAEDecode with automatic bands) and the save nodes."""
+    decode = {"class_type": "PyraExactVAEDecode", "inputs": {"samples": samples, "vae": vae, "slice_rows": 0}} \
+        if exact else {"class_type": "VAEDecode", "inputs": {"samples": samples, "vae": vae}}
+    out = {"20": decode}
     if video:
         out["21"] = {"class_type": "SaveAnimatedWEBP", "inputs": {
             "images": ["20", 0], "filename_prefix": prefix, "fps": 16.0, "lossless": False, "quality": 90,
@@ -326,7 +331,7 @@ def _ltx2(model: list, positive: list, negative: list, vae: list, size: tuple[in
          "8": {"class_type": "EmptyLTXVLatentVideo", "inputs": {
              "width": width, "height": height, "length": length, "batch_size": 1}},
          "9": _pyramid(model, ["7", 0], ["7", 1], ["8", 0], seed=5, steps=steps, cfg=3.0)}
-    p.update(_decode_save(["9", 0], vae, prefix, video=True, frames=frames))
+    p.update(_decode_save(["9", 0], vae, prefix, video=True, frames=frames, exact=True))
     return p
 
 
