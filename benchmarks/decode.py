@@ -274,7 +274,14 @@ FAMILY_GOALS = {"peak": 1 / 4, "time": 1.3, "err_fp32": 1e-4}
 
 @functools.lru_cache(maxsize=1)
 def family_state_dict(fam: str, seed: int = 0) -> dict:
-    """The VAE file of `fam` at its real size with seeded random weights, in the layout the host detects."""
+    """The VAE file of `fam` at its real size with seeded random weights, in the layout the host detects. Built with
+    its layers' weights (`host.features.materialised_weights`): under dynamic VRAM the host builds comfy.ops Linear
+    layers without them (the LTX VAE's time embedders), and the file would then lack their keys."""
+    with pack_module("host.features").materialised_weights():
+        return _family_state_dict(fam, seed)
+
+
+def _family_state_dict(fam: str, seed: int) -> dict:
     import torch
 
     if fam == "flux2":
