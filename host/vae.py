@@ -4,6 +4,7 @@ program exists, and out-of-memory handled by halving the band."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import comfy.model_management as mm
@@ -83,12 +84,16 @@ def exact_decode(vae, z: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
 
 
 def _frames(vae, pixels: torch.Tensor) -> torch.Tensor | None:
-    """The host's encode input for a Wan 2.1-class VAE: one frame per sample (B, C, 1, H, W), or None where the host
-    encodes the batch as one video of B frames (its `not_video` is off and B > 1), which has no exact slicer."""
-    x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1)
+    """The host's encode input for a video VAE as one frame per sample (B, C, 1, H, W), or None where the host
+    encodes the batch as one video of B frames (its `not_video` is off and B > 1: `_video`)."""
     if getattr(vae, "not_video", False):
-        return x.unsqueeze(2)
-    return x.movedim(1, 0).unsqueeze(0) if x.shape[0] == 1 else None
+        return vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).unsqueeze(2)
+    return _video(vae, pixels) if pixels.shape[0] == 1 else None
+
+
+def _video(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """The host's encode input for B images through a video VAE: one video of B frames (1, C, B, H, W)."""
+    return vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)
 
 
 FRAME_ENCODERS = [(can_encode_wan, wan_encode), (can_encode_wan22, wan22_encode),
@@ -108,7 +113,7 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
         x, encode = _frames(vae, pixels), frame_encode
         if x is None:   # B images, which the host encodes as one video of B frames
             encode = next((enc for can, enc in VIDEO_ENCODERS if can(model)), None)
-            x = None if encode is None else vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0)[None]
+            x = None if encode is None else _video(vae, pixels)
         if x is not None:
             up = spatial_upscale(vae)
             out = _encode(vae, x, encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up,
@@ -133,33 +138,25 @@ def _ltx_encode(vae, pixels: torch.Tensor, slice_rows: int) -> torch.Tensor:
         log.info("Pyra exact VAE encode: %d frames are not 1 + 8k, which the LTX VAE encodes; using the host's own "
                  "encode", pixels.shape[0])
         return vae.encode(pixels)
-    x = vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)   # (1, C, B, H, W)
-    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x.shape, vae.vae_dtype) / 4,
-                       force_full_load=vae.disable_offload)
-    if slice_rows <= 0:
-        slice_rows = auto_slice_rows((1, 128, x.shape[-2] // 32, x.shape[-1] // 32), mm.dtype_size(vae.vae_dtype),
-                                     mm.get_free_memory(vae.device), upscale=32)
-    device = vae.device
-
-    def run(model, x_in, rows, out_device):
-        return ltx_encode(model, x_in, rows, out_device, device=device)
-
-    out = _per_sample(vae, 1, "encode",
-                      lambda i: run_in_bands(vae, run, vae.process_input(x), slice_rows, "encode", on_device=False))
-    return vae.encode(pixels) if out is None else out   # fp32 on the output device, as the other exact encodes
+    x = _video(vae, pixels)
+    out = _encode(vae, x, functools.partial(ltx_encode, device=vae.device), slice_rows,
+                  (1, vae.latent_channels, 1, x.shape[-2] // 32, x.shape[-1] // 32), 32, on_device=False)
+    return vae.encode(pixels) if out is None else out
 
 
 def _encode(vae, x: torch.Tensor, encode, slice_rows: int, latent_shape: tuple[int, ...],
-            upscale: int = 8) -> torch.Tensor | None:
-    """encode(model, x, rows, device) of every sample of x (the host's encode input) in bands; None where the
-    slicer met a layer it cannot reproduce (logged)."""
+            upscale: int = 8, on_device: bool = True) -> torch.Tensor | None:
+    """encode(model, x, rows, device) of every sample of x (the host's encode input) in bands, x moved to the
+    VAE's device first (`on_device`) or left where it is (the encoder moves its bands); None where the slicer met a
+    layer it cannot reproduce (logged)."""
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(x[:1].shape, vae.vae_dtype) / 4,
                        force_full_load=vae.disable_offload)
     if slice_rows <= 0:
         slice_rows = auto_slice_rows(latent_shape, mm.dtype_size(vae.vae_dtype), mm.get_free_memory(vae.device),
                                      upscale=upscale)
     return _per_sample(vae, x.shape[0], "encode",
-                       lambda i: run_in_bands(vae, encode, vae.process_input(x[i:i + 1]), slice_rows, "encode"))
+                       lambda i: run_in_bands(vae, encode, vae.process_input(x[i:i + 1]), slice_rows, "encode",
+                                              on_device))
 
 
 def _per_sample(vae, n: int, what: str, run_one):

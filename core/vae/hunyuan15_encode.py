@@ -22,7 +22,7 @@ from .hunyuan15 import CarriedConv, _resblock, is_hunyuan15
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
 from .stream import Program
-from .wan import FirstChunk, _reset, carried_stream, frame_checkpoints, split_frames
+from .wan import FirstChunk, carried_stream, chunk_source, frame_checkpoints, split_frames
 from .wan_encode import check_frame, check_video, run_frame_program
 
 
@@ -169,13 +169,7 @@ def hunyuan15_encode_video(model: nn.Module, x: Tensor, slice_rows: int,
     step = model.encoder.ffactor_temporal
     used = (x.shape[2] - 1) // step * step
     chunks = [1, *split_frames(used, 2 * step)] if used else [1]
-    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
-
-    def source(t, s, e):
-        return x[:, :, starts[t]:starts[t + 1], s:e]
-
     ops = down_ops(model, Fold2xVideo)   # the DnSmpls fold time too
-    _reset(ops)
-    h = carried_stream(ops, x.shape[-2], len(chunks), source, 1 + used // step, 16 * slice_rows, x.device, x.dtype)
-    _reset(ops)
+    h = carried_stream(ops, x.shape[-2], len(chunks), chunk_source(x, chunks), 1 + used // step, 16 * slice_rows,
+                       x.device, x.dtype)
     return _tail(model, h).to(device=out_device or x.device, dtype=torch.float32)

@@ -315,7 +315,6 @@ def ltx_decode(model: nn.Module, z: Tensor, slice_rows: int, out_device: torch.d
     x = model.per_channel_statistics.un_normalize(z)
     clock = Clock()
     whole_ops, band_ops = ltx_programs(model, x.dtype, x.device, clock)
-    _reset(whole_ops + band_ops)
     h, n_t = x.shape[-2], x.shape[2]
     clock.last = True   # the latent part runs once over every frame
     feats = Program(whole_ops, [], h).band(0, len(whole_ops), Rows(x), 0, h)

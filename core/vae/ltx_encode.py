@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .kl import SliceUnsupported
 from .ltx import Clock, NormAct, TimeConv, _resnet_ops, is_ltx
 from .rowops import Elementwise, RowOp
-from .wan import _reset, carried_stream
+from .wan import carried_stream, chunk_source
 from .wan_encode import check_video
 
 TIME_CHUNK = 8   # input frames per chunk after the first: one latent frame at LTX's 8x in time
@@ -118,17 +118,8 @@ def ltx_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
     x = x[:, :, :max(1, 1 + ((x.shape[2] - 1) // TIME_CHUNK) * TIME_CHUNK)]
     device = device or x.device
     chunks = [1, *[TIME_CHUNK] * ((x.shape[2] - 1) // TIME_CHUNK)]
-    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
-
-    def source(t, s, e):   # patch rows [s, e) of chunk t: "b c f (h q) (w r) -> b (c r q) f h w", on the device
-        band = x[:, :, starts[t]:starts[t + 1], s * p:e * p].to(device)
-        bsz, c, f, rows, w = band.shape
-        return band.reshape(bsz, c, f, rows // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5) \
-            .reshape(bsz, c * p * p, f, rows // p, w // p)
-
     clock = Clock()
-    ops = ltx_encoder_ops(model, clock)
-    _reset(ops)
     rows = slice_rows * 32 // p   # latent rows to input (patch) rows
-    return carried_stream(ops, x.shape[-2] // p, len(chunks), source, len(chunks), rows,
-                          out_device or device, out_dtype, chunk_start=clock.start(len(chunks)))
+    return carried_stream(ltx_encoder_ops(model, clock), x.shape[-2] // p, len(chunks),
+                          chunk_source(x, chunks, p, device), len(chunks), rows, out_device or device, out_dtype,
+                          chunk_start=clock.start(len(chunks)))

@@ -335,19 +335,34 @@ def carried_video(band_ops: list[RowOp], feats: Tensor, chunks: list[int], frame
     `out_device`. chunk_start: see `carry.run_carried`."""
     if sum(chunks) != feats.shape[2]:
         raise AssertionError(f"chunks {chunks} do not cover {feats.shape[2]} latent frames")
+    return carried_stream(band_ops, feats.shape[-2], len(chunks), chunk_source(feats, chunks), frames, slice_rows,
+                          out_device, out_dtype, patch, chunk_start)
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """The host VAEs' "b c f (h q) (w r) -> b (c r q) f h w" with q = r = p (Wan 2.2: 2, LTX: 4)."""
+    b, c, f, h, w = x.shape
+    x = x.reshape(b, c, f, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(b, c * p * p, f, h // p, w // p)
+
+
+def chunk_source(x: Tensor, chunks: list[int], patch: int = 1, device: torch.device | None = None
+                 ) -> Callable[[int, int, int], Tensor]:
+    """source(t, s, e) for `carried_stream`: rows [s, e) of chunk t (frames `chunks[t]` of x (B, C, T, H, W) after
+    the earlier chunks'), moved to `device` (default: where x is) and unfolded into patch x patch pixels per row."""
     starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
 
     def source(t, s, e):
-        return feats[:, :, starts[t]:starts[t + 1], s:e]
-
-    return carried_stream(band_ops, feats.shape[-2], len(chunks), source, frames, slice_rows, out_device, out_dtype,
-                          patch, chunk_start)
+        band = x[:, :, starts[t]:starts[t + 1], patch * s:patch * e].to(device or x.device)
+        return band if patch == 1 else patchify(band, patch)
+    return source
 
 
 def carried_stream(band_ops: list[RowOp], h: int, n_chunks: int, source: Callable[[int, int, int], Tensor],
                    frames: int, slice_rows: int, out_device: torch.device, out_dtype: torch.dtype, patch: int = 1,
                    chunk_start: Callable[[int], None] | None = None) -> Tensor:
-    """`carried_video` on any source: source(t, s, e) gives input rows [s, e) of chunk t (of `h` rows)."""
+    """`carried_video` on any source: source(t, s, e) gives input rows [s, e) of chunk t (of `h` rows). The ops'
+    time state is cleared afterwards (their caches do not outlive the stream)."""
     h_out = Program(band_ops, [], h).heights[-1] * patch
     out, f0, written = None, 0, 0
 
@@ -366,6 +381,7 @@ def carried_stream(band_ops: list[RowOp], h: int, n_chunks: int, source: Callabl
 
     carry.run_carried(band_ops, h, n_chunks, slice_rows, source, sink, lambda: _reset(band_ops),
                       chunk_start=chunk_start)
+    _reset(band_ops)
     if out is None or written != frames * h_out:   # every frame of every row once, or the ops lost time
         raise AssertionError(f"the carried decode wrote {written} frame rows of the {frames} x {h_out} it owes")
     return out

@@ -28,7 +28,7 @@ from . import wan_encode
 from .kl import SliceUnsupported
 from .rowops import RowOp, Save
 from .stream import Program
-from .wan import CausalConv, _reset, carried_stream
+from .wan import CausalConv, carried_stream, chunk_source, patchify
 from .wan22 import is_wan22
 from .wan_encode import _down, check_frame, check_video, encoder_layer, run_frame_program
 
@@ -77,13 +77,6 @@ def encode_program(model: nn.Module, h: int) -> Program:
     return wan_encode.encode_program(model, h, _down_block)
 
 
-def patchify(x: Tensor) -> Tensor:
-    """The host's "b c f (h q) (w r) -> b (c r q) f h w" with q = r = 2."""
-    b, c, f, h, w = x.shape
-    x = x.reshape(b, c, f, h // PATCH, PATCH, w // PATCH, PATCH).permute(0, 1, 6, 4, 2, 3, 5)
-    return x.reshape(b, c * PATCH * PATCH, f, h // PATCH, w // PATCH)
-
-
 @torch.no_grad()
 def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
     """What `model.encode(x)` returns for one frame, as fp32, computed in bands of `slice_rows` latent rows.
@@ -94,7 +87,7 @@ def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch
     if not can_encode_wan22(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
     check_frame(x, slice_rows, "Wan 2.2", 16)
-    p = patchify(x).squeeze(2)
+    p = patchify(x, PATCH).squeeze(2)
     h = run_frame_program(encode_program(model, p.shape[-2]), p, slice_rows)
     del p
     enc = model.encoder
@@ -155,16 +148,9 @@ def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device:
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
     check_video(x, slice_rows, "Wan 2.2", 16)
     chunks = [1, *[VIDEO_CHUNK] * ((x.shape[2] - 1) // VIDEO_CHUNK)]
-    starts = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
-
-    def source(t, s, e):   # patch rows [s, e) of chunk t
-        return patchify(x[:, :, starts[t]:starts[t + 1], PATCH * s:PATCH * e])
-
-    ops = video_ops(model)
-    _reset(ops)
     rows = slice_rows * 16 // PATCH   # latent rows to input (patch) rows
-    h = carried_stream(ops, x.shape[-2] // PATCH, len(chunks), source, len(chunks), rows, x.device, x.dtype)
-    _reset(ops)
+    h = carried_stream(video_ops(model), x.shape[-2] // PATCH, len(chunks), chunk_source(x, chunks, PATCH),
+                       len(chunks), rows, x.device, x.dtype)
     enc = model.encoder
     for layer in [*enc.middle, *enc.head]:
         h = layer(h)
