@@ -287,16 +287,18 @@ def test_any_chunk_of_latent_frames_gives_the_hosts_decode(comfy_host, vaes, fam
 
 @pytest.mark.parametrize("family", ["wan22_ti2v_5b", "hunyuan_video15"])
 def test_exact_nodes_run_under_inference_mode(comfy_host, vaes, caplog, family):
-    """The server runs every prompt under torch.inference_mode(); the exact encode (one image) and the carried
-    decode (a video) run there and give the host's results. The tiny VAEs are narrowed builds of the host's classes
+    """The server runs every prompt under torch.inference_mode(); the exact encodes (one image, a clip) and the
+    carried decode (a video) run there and give the host's results. The tiny VAEs are narrowed builds of the host's classes
     (host/tiny_video_families.py), which a VAELoader file of that size would not detect, so this stands in for the
     real-server row of tests/e2e/test_vae_decode.py."""
     vae = vaes[family]
     pixels = torch.rand((1, 64, 48, 3), generator=torch.Generator().manual_seed(9))
     z = latent((1, vae.latent_channels, 3, 4, 3), seed=9)
+    clip = torch.rand((5, 64, 48, 3), generator=torch.Generator().manual_seed(10))
     with torch.inference_mode(), caplog.at_level(logging.INFO):
         enc = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+        enc_clip = comfy_host.node("PyraExactVAEEncode").execute(clip, vae, 1).result[0]["samples"]
         dec = decode_node(comfy_host, vae, z, 1)
-        ref_enc, ref_dec = vae.encode(pixels), stock(vae, z)
+        ref_enc, ref_clip, ref_dec = vae.encode(pixels), vae.encode(clip), stock(vae, z)
     assert "host's own" not in caplog.text
-    assert err(enc, ref_enc) <= TOL and err(dec, ref_dec) <= TOL
+    assert err(enc, ref_enc) <= TOL and err(enc_clip, ref_clip) <= TOL and err(dec, ref_dec) <= TOL
