@@ -288,9 +288,9 @@ def test_any_chunk_of_latent_frames_gives_the_hosts_decode(comfy_host, vaes, fam
 @pytest.mark.parametrize("family", ["wan22_ti2v_5b", "hunyuan_video15"])
 def test_exact_nodes_run_under_inference_mode(comfy_host, vaes, caplog, family):
     """The server runs every prompt under torch.inference_mode(); the exact encodes (one image, a clip) and the
-    carried decode (a video) run there and give the host's results. The tiny VAEs are narrowed builds of the host's classes
-    (host/tiny_video_families.py), which a VAELoader file of that size would not detect, so this stands in for the
-    real-server row of tests/e2e/test_vae_decode.py."""
+    carried decode (a video) run there and give the host's results. The tiny VAEs are narrowed builds of the host's
+    classes (host/tiny_video_families.py), which a VAELoader file of that size would not detect, so this stands in
+    for the real-server row of tests/e2e/test_vae_decode.py."""
     vae = vaes[family]
     pixels = torch.rand((1, 64, 48, 3), generator=torch.Generator().manual_seed(9))
     z = latent((1, vae.latent_channels, 3, 4, 3), seed=9)
