@@ -401,8 +401,10 @@ def _second_of_two(fn, cuda):
     return _measure_once(fn, cuda)
 
 
-# the video encodes (--encode-video): frames at the 720p sizes above (video-to-video inputs)
-ENCODE_FRAMES = {"wan22": 81, "hv15": 81, "ltx": 121}
+# the video encodes (--encode-video): frames at the 720p sizes above (video-to-video inputs); Qwen-Image's VAE is
+# the Wan 2.1 class (Wan 2.1 and Wan 2.2 A14B use it for video), so its video encode runs at Wan's 720p
+ENCODE_FRAMES = {"wan22": 81, "hv15": 81, "ltx": 121, "qwen": 81}
+VIDEO_ENCODE_SIZES = {"qwen": (720, 1280)}
 
 
 def encode_case(vae, size: tuple[int, int], rows_list, cuda, frames: int = 1) -> dict:
@@ -463,6 +465,7 @@ def family_cases(args, emit, dev, fam):
             else:
                 emit(name, encode_case(vae, size, rows, True))
             if args.encode_video and fam in ENCODE_FRAMES:
+                size = VIDEO_ENCODE_SIZES.get(fam, size)
                 name = f"{fam}_encode_video_bfloat16_{ENCODE_FRAMES[fam]}x{size[0]}x{size[1]}"
                 if time.perf_counter() - START > args.budget:
                     emit(name, {"skipped": f"past the --budget of {args.budget} s"})
@@ -485,7 +488,7 @@ def family_cpu_cases(args, emit):
         if fam in ENCODE_SIZES:
             emit(f"{fam}_tiny_encode_fp32_64px", encode_case(vae, (64, 64), [0, 2], False))
         if args.encode_video and fam in ENCODE_FRAMES:
-            frames = {"wan22": 9, "hv15": 9, "ltx": 17}[fam]   # two latent frames after the first: a short clip
+            frames = {"wan22": 9, "hv15": 9, "ltx": 17, "qwen": 9}[fam]   # two latent frames after the first
             emit(f"{fam}_tiny_encode_video_fp32_{frames}x64x64", encode_case(vae, (64, 64), [0, 2], False, frames))
 
 
@@ -667,7 +670,8 @@ def main() -> None:
     ap.add_argument("--encode-only", action="store_true", help="2026 families: only the one-image encodes")
     ap.add_argument("--no-exact", action="store_true", help="2026 families: skip the fp32 exactness cases")
     ap.add_argument("--encode-video", action="store_true",
-                    help="2026 families: also the video encodes of ENCODE_FRAMES (Wan 2.2, HV1.5 81 frames; LTX-2 121)")
+                    help="2026 families: also the video encodes of ENCODE_FRAMES (Wan 2.2, HV1.5, the Wan 2.1 class of "
+                         "Qwen-Image 81 frames; LTX-2 121)")
     ap.add_argument("--tile", type=int, default=64, help="tiled baseline: tile in latent units (CPU mode)")
     ap.add_argument("--overlap", type=int, default=8, help="tiled baseline: overlap in latent units (CPU mode)")
     ap.add_argument("--budget", type=float, default=170.0,

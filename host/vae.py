@@ -17,7 +17,7 @@ from ..core.vae.hunyuan15_encode import can_encode_hunyuan15, hunyuan15_encode, 
 from ..core.vae.kl_encode import can_encode, kl_encode
 from ..core.vae.ltx_encode import can_encode_ltx, ltx_encode
 from ..core.vae.wan22_encode import can_encode_wan22, wan22_encode, wan22_encode_video
-from ..core.vae.wan_encode import can_encode_wan, wan_encode
+from ..core.vae.wan_encode import can_encode_wan, wan_encode, wan_encode_video
 
 log = logging.getLogger("pyra.vae")
 
@@ -96,10 +96,9 @@ def _video(vae, pixels: torch.Tensor) -> torch.Tensor:
     return vae.vae_encode_crop_pixels(pixels).movedim(-1, 1).movedim(1, 0).unsqueeze(0)
 
 
-FRAME_ENCODERS = [(can_encode_wan, wan_encode), (can_encode_wan22, wan22_encode),
-                  (can_encode_hunyuan15, hunyuan15_encode)]   # the video VAEs' exact one-frame encoders
-VIDEO_ENCODERS = [(can_encode_wan22, wan22_encode_video),
-                  (can_encode_hunyuan15, hunyuan15_encode_video)]   # and their exact video encoders
+VIDEO_VAE_ENCODERS = [   # the video VAEs' exact encoders: (is it this VAE, one frame per sample, one video)
+    (can_encode_wan, wan_encode, wan_encode_video), (can_encode_wan22, wan22_encode, wan22_encode_video),
+    (can_encode_hunyuan15, hunyuan15_encode, hunyuan15_encode_video)]
 
 
 def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor:
@@ -108,20 +107,15 @@ def exact_encode(vae, pixels: torch.Tensor, slice_rows: int = 0) -> torch.Tensor
     model = vae.first_stage_model
     if vae.latent_dim == 3 and can_encode_ltx(model):
         return _ltx_encode(vae, pixels, slice_rows)
-    frame_encode = next((enc for can, enc in FRAME_ENCODERS if can(model)), None)
-    if vae.latent_dim == 3 and frame_encode is not None:
-        x, encode = _frames(vae, pixels), frame_encode
+    encoders = next((encs for can, *encs in VIDEO_VAE_ENCODERS if can(model)), None)
+    if vae.latent_dim == 3 and encoders is not None:
+        x, encode = _frames(vae, pixels), encoders[0]
         if x is None:   # B images, which the host encodes as one video of B frames
-            encode = next((enc for can, enc in VIDEO_ENCODERS if can(model)), None)
-            x = None if encode is None else _video(vae, pixels)
-        if x is not None:
-            up = spatial_upscale(vae)
-            out = _encode(vae, x, encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up,
-                                                        x.shape[-1] // up), up)
-            return vae.encode(pixels) if out is None else out
-        log.info("Pyra exact VAE encode: the host encodes these %d images as one %d-frame video, which has no exact "
-                 "slicer; using the host's own encode", pixels.shape[0], pixels.shape[0])
-        return vae.encode(pixels)
+            x, encode = _video(vae, pixels), encoders[1]
+        up = spatial_upscale(vae)
+        out = _encode(vae, x, encode, slice_rows, (1, vae.latent_channels, 1, x.shape[-2] // up, x.shape[-1] // up),
+                      up)
+        return vae.encode(pixels) if out is None else out
     if not can_encode(model) or vae.latent_dim != 2:
         log.info("Pyra exact VAE encode: no exact sliced encoder for %s; using the host's own encode",
                  type(model).__name__)

@@ -76,22 +76,21 @@ class PyraExactVAEEncode(io.ComfyNode):
                 "Encodes an image in row bands with a fraction of VAE Encode's memory and the same result (up to "
                 "float rounding): every convolution gets its full halo and GroupNorm statistics cover the whole "
                 "image, so there are no seams as with tiled encoding. Exact for the KL VAEs of "
-                "SD1.5/SDXL/SD3/Flux/Flux.2 and, for one image, the Wan 2.1-class VAE (Qwen-Image), the Wan 2.2 "
-                "VAE and the HunyuanVideo 1.5 VAE (the start frame of an image-to-video run), and for a video the "
-                "Wan 2.2 and HunyuanVideo 1.5 VAEs (clips of 1 + 4k frames) and the LTX video (LTX-2) VAE (1 + 8k "
-                "frames, or one image); "
-                "other VAEs (TAESD, ...) and image batches or videos through the other video VAEs use the host's "
-                "own encode."
+                "SD1.5/SDXL/SD3/Flux/Flux.2 and, for an image or a video, the Wan 2.1-class VAE (Qwen-Image, Wan "
+                "2.1, Wan 2.2 A14B), the Wan 2.2 VAE and the HunyuanVideo 1.5 VAE (clips of 1 + 4k frames; a batch "
+                "of images is one clip to them, as to VAE Encode) and the LTX video (LTX-2) VAE (1 + 8k frames, or "
+                "one image); other VAEs (TAESD, ...) use the host's own encode."
             ),
             inputs=[
                 io.Image.Input("pixels", tooltip="The image to encode (cropped to a multiple of the VAE's "
                                                  "downscale, 8 or 16, as VAE Encode does; only the first 3 channels "
                                                  "are used)."),
                 io.Vae.Input("vae", tooltip=(
-                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2) and, for one image, the Wan 2.1-class VAE "
-                    "(Qwen-Image), the Wan 2.2 and the HunyuanVideo 1.5 VAEs, and the LTX video VAE (an image or a "
-                    "clip of 1 + 8k frames, the batch as its frames) encode sliced and exact; any other VAE falls "
-                    "back to the host's plain encode, with one line in the log saying why.")),
+                    "The VAE. KL VAEs (SD1.5, SDXL, SD3, Flux, Flux.2), the Wan 2.1-class VAE (Qwen-Image, Wan 2.1, "
+                    "A14B), the Wan 2.2 and the HunyuanVideo 1.5 VAEs (an image or a clip of 1 + 4k frames), and the "
+                    "LTX video VAE (an image or a clip of 1 + 8k frames; to every video VAE the batch is the clip's "
+                    "frames) encode sliced and exact; any other VAE falls back to the host's plain encode, with one "
+                    "line in the log saying why.")),
                 io.Int.Input("slice_rows", default=0, min=0, max=16384, tooltip=(
                     "Latent rows per band (8 image rows each; 16 for Flux.2, Wan 2.2 and HunyuanVideo 1.5; 32 for "
                     "LTX). 0 "

@@ -30,9 +30,7 @@ from .rowops import RowOp, Save
 from .stream import Program
 from .wan import CausalConv, carried_stream, chunk_source, patchify
 from .wan22 import is_wan22
-from .wan_encode import _down, check_frame, check_video, encoder_layer, run_frame_program
-
-VIDEO_CHUNK = 4   # frames per chunk after the first (WanVAE.encode): one latent frame at 4x in time
+from .wan_encode import check_frame, check_video, encoder_layer, run_frame_program, video_chunks, video_layer
 
 PATCH = 2   # the host's patchify(x, patch_size=2) before the encoder
 
@@ -97,42 +95,13 @@ def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch
     return mu.to(device=out_device or x.device, dtype=torch.float32)
 
 
-class TimeDown(RowOp):
-    """The time half of Resample('downsample3d') on a band: the first chunk passes through, later ones go through the
-    host's stride-2 (3, 1, 1) time convolution after the previous chunk's last frame (per position)."""
-
-    def __init__(self, resample: nn.Module):
-        conv = resample.time_conv
-        if tuple(conv.kernel_size) != (3, 1, 1) or tuple(conv.stride) != (2, 1, 1):
-            raise SliceUnsupported(f"unsupported Wan 2.2 time downsampling {conv}")
-        self.conv = conv
-        self.last: Tensor | None = None
-
-    def reset(self) -> None:
-        self.last = None
-
-    def __call__(self, x, r0, a, b, h_in, stack):
-        if self.last is None:
-            self.last = x[:, :, -1:].clone()
-            return x
-        y = self.conv(torch.cat([self.last, x], dim=2))
-        self.last = x[:, :, -1:].clone()
-        return y
-
-
-def _video_layer(m: nn.Module) -> list[RowOp]:
-    if type(m).__name__ == "Resample" and m.mode == "downsample3d":
-        return [*_down(m), TimeDown(m)]
-    return encoder_layer(m)
-
-
 def video_ops(model: nn.Module) -> list[RowOp]:
     """conv1 and the down blocks of the Wan 2.2 encoder as band ops for a video (time downsamplings included)."""
     ops: list[RowOp] = [CausalConv(model.encoder.conv1)]
     for m in model.encoder.downsamples:
         if type(m).__name__ != "Down_ResidualBlock":
             raise SliceUnsupported(f"unknown Wan 2.2 encoder layer {type(m).__name__}")
-        ops += [Save(), *(op for layer in m.downsamples for op in _video_layer(layer)), AddAvgDown(m.avg_shortcut)]
+        ops += [Save(), *(op for layer in m.downsamples for op in video_layer(layer)), AddAvgDown(m.avg_shortcut)]
     return ops
 
 
@@ -147,7 +116,7 @@ def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device:
     if not can_encode_wan22(model):
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.2 VAE")
     check_video(x, slice_rows, "Wan 2.2", 16)
-    chunks = [1, *[VIDEO_CHUNK] * ((x.shape[2] - 1) // VIDEO_CHUNK)]
+    chunks = video_chunks(x.shape[2])
     rows = slice_rows * 16 // PATCH   # latent rows to input (patch) rows
     h = carried_stream(video_ops(model), x.shape[-2] // PATCH, len(chunks), chunk_source(x, chunks, PATCH),
                        len(chunks), rows, x.device, x.dtype)

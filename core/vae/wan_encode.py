@@ -10,9 +10,15 @@ full-resolution 96-channel activations, exist one band at a time; the latent-res
 attention, the head, conv1's projection to the mean) runs whole through the host's own modules. The result equals
 the host's encode up to float summation order.
 
-Not covered (the caller uses the host's encode): several frames (a video, or an image batch, which the host encodes
-as a video of that many frames) and the Wan 2.2 VAE, whose encoder patchifies its input and averages in its
-shortcuts.
+A video (`wan_encode_video`; an image batch too, which the host encodes as one video of that many frames): the host
+runs the encoder on the first frame, then with the feature cache on chunks of 4 frames (up to 0.8.1) or of 2 (0.33.0,
+which holds back a time downsampling's single output frame until the next chunk's, so the next one gets two). Every
+causal convolution keeps the last frames of its input, and a time downsampling ('downsample3d': stride 2 over the
+previous chunk's last frame and the chunk) passes the first chunk through, so the result does not depend on the
+chunking: both hosts compute the same frames, up to float summation order. Here conv1 and the down layers stream
+over bands of rows in chunks of 4 (`wan.carried_stream`, every op with its own caches for the band's rows), and the
+middle, head and projection run whole over the latent frames, as for Wan 2.2 (`wan22_encode.py`). Frames past the
+last 1 + 4k are dropped, as the host drops them.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from .kl import SliceUnsupported
 from .kl_encode import Downsample2x
 from .rowops import RowOp
 from .stream import Program, Rows, run_program
-from .wan import CausalConv, FirstChunk, Frames, _layer, frame_checkpoints, is_wan
+from .wan import CausalConv, FirstChunk, Frames, _layer, carried_stream, chunk_source, frame_checkpoints, is_wan
+
+VIDEO_CHUNK = 4   # frames per chunk after the first (0.8.1's WanVAE.encode; 0.33.0's 2 + 2 compute the same frames)
 
 
 def can_encode_wan(model: nn.Module) -> bool:
@@ -50,6 +58,42 @@ def encoder_layer(m: nn.Module) -> list[RowOp]:
     if name == "ResidualBlock":
         return _layer(m)
     raise SliceUnsupported(f"unknown Wan encoder layer {name} ({getattr(m, 'mode', '')})")
+
+
+class TimeDown(RowOp):
+    """The time half of Resample('downsample3d') on a band: the first chunk passes through, later ones go through the
+    host's stride-2 (3, 1, 1) time convolution after the previous chunk's last frame (per position)."""
+
+    def __init__(self, resample: nn.Module):
+        conv = resample.time_conv
+        if tuple(conv.kernel_size) != (3, 1, 1) or tuple(conv.stride) != (2, 1, 1):
+            raise SliceUnsupported(f"unsupported Wan time downsampling {conv}")
+        self.conv = conv
+        self.last: Tensor | None = None
+
+    def reset(self) -> None:
+        self.last = None
+
+    def __call__(self, x, r0, a, b, h_in, stack):
+        if self.last is None:
+            self.last = x[:, :, -1:].clone()
+            return x
+        y = self.conv(torch.cat([self.last, x], dim=2))
+        self.last = x[:, :, -1:].clone()
+        return y
+
+
+def video_layer(m: nn.Module) -> list[RowOp]:
+    """A Wan 2.1 / 2.2 encoder layer on a video band: `encoder_layer`, a 'downsample3d' one in time too."""
+    if type(m).__name__ == "Resample" and m.mode == "downsample3d":
+        return [*_down(m), TimeDown(m)]
+    return encoder_layer(m)
+
+
+def video_chunks(frames: int) -> list[int]:
+    """The host's chunks of a clip of `frames` frames: the first frame, then 4 at a time, frames past the last
+    1 + 4k dropped. One latent frame per chunk."""
+    return [1, *[VIDEO_CHUNK] * ((frames - 1) // VIDEO_CHUNK)]
 
 
 def encode_program(model: nn.Module, h: int, layer_ops=encoder_layer) -> Program:
@@ -100,6 +144,28 @@ def wan_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
     check_frame(x, slice_rows, "Wan")
     h = run_frame_program(encode_program(model, x.shape[-2]), x.squeeze(2), slice_rows)
     enc = model.encoder
+    for layer in [*enc.middle, *enc.head]:
+        h = layer(h)
+    mu = model.conv1(h).chunk(2, dim=1)[0]
+    return mu.to(device=out_device or x.device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def wan_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.device | None = None) -> Tensor:
+    """What `model.encode(x)` returns for a video, as fp32, computed in bands of `slice_rows` latent rows (8 image
+    rows each).
+
+    x: (1, 3, T, H, W) in [-1, 1], H and W multiples of 8, in the model's dtype and device. Returns
+    (1, 16, 1 + (T - 1) // 4, H/8, W/8) fp32 on `out_device`.
+    """
+    if not can_encode_wan(model):
+        raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
+    check_video(x, slice_rows, "Wan", 8)
+    enc = model.encoder
+    ops: list[RowOp] = [CausalConv(enc.conv1), *(op for m in enc.downsamples for op in video_layer(m))]
+    chunks = video_chunks(x.shape[2])
+    h = carried_stream(ops, x.shape[-2], len(chunks), chunk_source(x, chunks), len(chunks), slice_rows * 8, x.device,
+                       x.dtype)
     for layer in [*enc.middle, *enc.head]:
         h = layer(h)
     mu = model.conv1(h).chunk(2, dim=1)[0]

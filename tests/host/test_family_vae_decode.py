@@ -157,14 +157,17 @@ def test_qwen_image_encode_matches_the_hosts(comfy_host, vaes, caplog, rows):
     assert err(out, vae.encode(pixels.flip(1))) > TOL   # the check can fail: another image's latent
 
 
-def test_qwen_image_batch_takes_the_hosts_video_encode_logged(comfy_host, vaes, caplog):
-    """The host encodes a batch of images with a Wan-class VAE as one video of that many frames."""
+def test_qwen_image_batch_is_encoded_as_the_host_encodes_it_one_video(comfy_host, vaes, caplog):
+    """The host encodes a batch of images with a Wan-class VAE as one video of that many frames (5 frames: 2 latent
+    frames, the second from frames 1-4 through the time downsamplings); so does the node."""
     vae = vaes["qwen_image"]
     pixels = torch.rand((5, 32, 32, 3), generator=torch.Generator().manual_seed(6))
     with caplog.at_level(logging.INFO):
-        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 0).result[0]["samples"]
-    assert "as one 5-frame video" in caplog.text and "using the host's own encode" in caplog.text
-    assert torch.equal(out, vae.encode(pixels))
+        out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, 1).result[0]["samples"]
+    assert "host's own encode" not in caplog.text
+    ref = vae.encode(pixels)
+    assert out.shape == ref.shape == (1, 16, 2, 4, 4)
+    assert err(out, ref) <= TOL
 
 
 @pytest.mark.parametrize("family, channels", [("wan22_ti2v_5b", 48), ("hunyuan_video15", 32)])
@@ -223,31 +226,34 @@ def test_hunyuan15_encode_needs_the_grouped_mean_shortcut(comfy_host, vaes, monk
     assert err(out, ref) > TOL
 
 
-@pytest.mark.parametrize("family, channels", [("wan22_ti2v_5b", 48), ("hunyuan_video15", 32)])
+@pytest.mark.parametrize("family, channels, down", [("wan22_a14b_low", 16, 8), ("wan22_ti2v_5b", 48, 16),
+                                                   ("hunyuan_video15", 32, 16)])
 @pytest.mark.parametrize("frames, latent_frames", [(5, 2), (11, 3), (13, 4)])
 @pytest.mark.parametrize("rows", [0, 1, 3])
-def test_video_encode_matches_the_hosts(comfy_host, vaes, caplog, family, channels, frames, latent_frames, rows):
-    """A clip through the Wan 2.2 or HunyuanVideo 1.5 VAE (the host drops frames past the last 1 + 4k), streamed in
-    bands of rows in the host's chunks of frames (1, 4, 4, ... and 1, 8, 8, ...)."""
+def test_video_encode_matches_the_hosts(comfy_host, vaes, caplog, family, channels, down, frames, latent_frames, rows):
+    """A clip through the Wan 2.1 (A14B's), Wan 2.2 or HunyuanVideo 1.5 VAE (the host drops frames past the last
+    1 + 4k), streamed in bands of rows in chunks of frames (1, 4, 4, ... and 1, 8, 8, ...; host 0.33.0 runs the Wan
+    2.1 encoder on chunks of 2)."""
     vae = vaes[family]
     pixels = torch.rand((frames, 70, 52, 3), generator=torch.Generator().manual_seed(frames))   # cropped to 64x48
     with caplog.at_level(logging.INFO):
         out = comfy_host.node("PyraExactVAEEncode").execute(pixels, vae, rows).result[0]["samples"]
     assert "host's own encode" not in caplog.text
     ref = vae.encode(pixels)
-    assert out.shape == ref.shape == (1, channels, latent_frames, 4, 3)
+    assert out.shape == ref.shape == (1, channels, latent_frames, 64 // down, 48 // down)
     assert err(out, ref) <= TOL
     assert err(out, vae.encode(pixels.flip(0))) > TOL   # the check can fail: the clip played backwards
 
 
-def test_wan22_video_encode_needs_the_time_downsampling(comfy_host, vaes, monkeypatch):
+@pytest.mark.parametrize("family", ["wan22_a14b_low", "wan22_ti2v_5b"])
+def test_wan_video_encode_needs_the_time_downsampling(comfy_host, vaes, monkeypatch, family):
     """Passing every chunk through the time downsampling as the first one does gives the wrong frame count."""
-    enc = comfy_host.module("core.vae.wan22_encode")
+    enc = comfy_host.module("core.vae.wan_encode")
     monkeypatch.setattr(enc.TimeDown, "reset", lambda self: None)
     monkeypatch.setattr(enc.TimeDown, "__call__", lambda self, x, *args: x)
     pixels = torch.rand((5, 64, 48, 3), generator=torch.Generator().manual_seed(2))
     with pytest.raises(Exception):   # noqa: B017 (a frame count error, never a latent)
-        comfy_host.node("PyraExactVAEEncode").execute(pixels, vaes["wan22_ti2v_5b"], 1)
+        comfy_host.node("PyraExactVAEEncode").execute(pixels, vaes[family], 1)
 
 
 def test_hunyuan15_video_encode_needs_the_time_fold(comfy_host, vaes, monkeypatch, caplog):
