@@ -16,6 +16,9 @@ ratios. Variants (core/samplers/pyramid.py, module docstring):
 - `scale_calibrated`: the same r measured from one batch of direct samples at each size (what a user can do);
 - `renoise{k}`: corrective re-noise at each lift to the noise level k steps earlier, those k steps re-run;
 - `scale_calibrated+renoise{k}`: both;
+- `topup`, `scale_exact+topup`: the detail top-up at each lift (`pyramid.detail_topup`): one evaluation of the
+  next level's model at the lifted state (here the family's exact denoiser, which is the model) measures the
+  power the lift's detail modes miss, and fresh noise fills it in (extra cost: one evaluation per lift);
 - `flux_shift`: each level on the timestep shift Flux's rule gives its own size (mu linear in the token count,
   0.5 at 256 tokens, 1.15 at 4096; the full grid taken as the 64x64 tokens of a 1024x1024 Flux latent), i.e.
   level scale r = shift_full / (factor * shift_level). SD3's rule (shift proportional to the side) gives
@@ -55,13 +58,14 @@ def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[floa
 
 
 def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_steps=0, upsample="bicubic",
-            channel_stds=None):
+            channel_stds=None, denoiser=None):
     """host.pyramid.pyramid_sample without padding, masks, areas and graphs, plus the core options.
 
     scales: {factor: r} level scales (missing: 1); renoise_steps: corrective re-noise at each lift;
     channel_stds: {factor: (C,) per-channel std of direct samples at that level's size}: each lift multiplies the
     clean part channel by channel by std[next] / std[factor] (a per-channel renormalisation of the lifted state,
-    sigmas unchanged).
+    sigmas unchanged); denoiser(x, sigma): the model's clean estimate of state x (model space) at schedule sigma,
+    which switches the detail top-up on at every lift.
     """
     pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     patcher = guider.model_patcher
@@ -82,6 +86,11 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
             stage_noise = pyr.level_noise(noise, f) * glue.start_noise_gain(patcher, sigmas, param)
             stage_latent = pyr.pool(torch.zeros_like(noise), f)
         else:
+            if denoiser is not None:
+                ve, a = float(pyr.to_ve(sig[0].double(), param)), pyr.signal_scale(float(sig[0]), param)
+                d = denoiser((clean + ve * unit) * a, float(sig[0]))
+                extra = torch.randn(unit.shape, generator=fresh, dtype=unit.dtype).to(unit.device)
+                unit = pyr.detail_topup(clean, unit, d, ve, stages[i - 1].factor // f, extra)
             stage_noise, stage_latent = unit, fmt.process_out(clean)  # guider.sample takes VAE space
             if start < stage.start:
                 ve = [float(pyr.to_ve(sig[j].double(), param)) for j in (stage.start - start, 0)]
@@ -174,8 +183,12 @@ def run_family(args, family: str, parametrisation: str) -> dict:
                 f"renoise{RENOISE_STEPS}": dict(renoise_steps=RENOISE_STEPS),
                 f"scale_calibrated+renoise{RENOISE_STEPS}": dict(scales=calibrated, renoise_steps=RENOISE_STEPS),
                 "flux_shift": dict(scales=flux)}
+    model_param = parametrisation   # the family's exact denoiser is the model (host/analytic.py runs it)
+    denoiser = lambda x, sigma: prior.denoise(x.float(), sigma, model_param).double()   # noqa: E731
+    variants |= {"topup": dict(denoiser=denoiser), "scale_exact+topup": dict(scales=exact, denoiser=denoiser),
+                 "scale_calibrated+topup": dict(scales=calibrated, denoiser=denoiser)}
     if family != "inconsistent":
-        del variants["scale_exact"]  # r = 1 exactly: the default
+        del variants["scale_exact"], variants["scale_exact+topup"]  # r = 1 exactly: the default
     for key, ladder in LADDERS.items():
         levels = pyr.parse_ladder(ladder)
         t0 = time.perf_counter()
@@ -197,6 +210,10 @@ def run_family(args, family: str, parametrisation: str) -> dict:
     res["predicted_speedup"] = {f"{key}_{name}": pyr.predicted_speedup(
         _with_renoise(pyr.plan_stages(args.steps, pyr.parse_ladder(ladder)), k)) for key, ladder in LADDERS.items()
         for name, k in steps.items()}
+    for key, ladder in LADDERS.items():   # the top-up: one more evaluation at each lifted level's size
+        stages = pyr.plan_stages(args.steps, pyr.parse_ladder(ladder))
+        cost = args.steps / res["predicted_speedup"][f"{key}_default"] + sum(s.factor ** -2 for s in stages[1:])
+        res["predicted_speedup"][f"{key}_topup"] = args.steps / cost
     return res
 
 
@@ -279,7 +296,8 @@ def main() -> int:
     head = {}
     for tag, res in out["results"].items():
         family, param = tag.split("/")
-        for name in ("default", "scale_exact", "scale_calibrated"):
+        for name in ("default", "scale_exact", "scale_calibrated", "topup", "scale_exact+topup",
+                     "scale_calibrated+topup"):
             if f"a_{name}" not in res["bands"]:
                 continue
             for key in LADDERS:

@@ -37,6 +37,13 @@ by default (the exact behaviour above):
   (the schedule `renoise_steps` steps earlier), and the next level re-runs those steps. Every mode whose
   power is small against s_R^2 is then decided by the next (finer) model again, so errors that a coarse,
   different model left there are washed out; modes far above s_R^2 keep what the coarse level made.
+
+A third, also off by default: the detail top-up (`detail_topup`). The lift's detail modes (frequencies the level
+could not hold) carry the smooth upsampler's detail of the clean estimate plus noise at s, where the full-size
+state carries the data's own detail, power P + s^2 per mode. From there the sampler ends with too little power
+there, P / (P + s^2) less per mode (a Gaussian mode's flow maps marginal to data). One evaluation of the
+full-resolution model at the lifted state measures P: per radial band its denoiser shrinks the state by
+g = P / (P + s^2), whatever power the state holds. Fresh noise then fills each detail band up to P + s^2.
 """
 
 from __future__ import annotations
@@ -198,6 +205,44 @@ def lift(x_low: Tensor, denoised_low: Tensor, sigma_low: float, factor: int, noi
     if noise_correction:
         unit = unit + detail(noise.double(), factor)
     return clean.to(x_low.dtype), unit.to(x_low.dtype)
+
+
+TOPUP_BANDS = 24   # radial bands of the detail top-up's estimate (equal width in cycles per pixel)
+
+
+def detail_topup(clean: Tensor, unit: Tensor, denoised: Tensor, ve: float, factor: int, noise: Tensor) -> Tensor:
+    """Unit noise of the lifted state clean + ve * unit with each detail band's missing power filled in.
+
+    denoised: the full-resolution model's clean estimate at that state (VE form, as `clean`); factor: the lift's;
+    noise: fresh unit white noise of unit's shape. Per radial band and channel (2-D fft over H, W; statistics over
+    the batch and frames), g = <D, X> / <X, X> on the state X gives the data's power P = g ve^2 / (1 - g); the
+    modes the level could not hold (a frequency of at least 1 / (2 factor) cycles per pixel along H or W) get
+    fresh noise of power max(0, P + ve^2 - <X, X>). The other modes are returned unchanged. Module docstring.
+    """
+    if not (math.isfinite(ve) and ve > 0):
+        raise ValueError(f"the detail top-up needs a finite positive noise level, got {ve}")
+    h, w = clean.shape[-2:]
+    fy = torch.fft.fftfreq(h, dtype=torch.float64, device=clean.device).abs()[:, None].expand(h, w)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64, device=clean.device).abs()[None, :].expand(h, w)
+    band = ((fy.square() + fx.square()).sqrt() / math.sqrt(0.5) * TOPUP_BANDS).long().clamp(max=TOPUP_BANDS - 1)
+    held = torch.maximum(fy, fx) < 0.5 / factor
+
+    def spectrum(t: Tensor) -> Tensor:   # (C, N, H, W): channels first, batch and frames flattened
+        y, _ = _as_4d(t.double())
+        return torch.fft.fft2(y, norm="ortho").transpose(0, 1)
+
+    def band_mean(v: Tensor) -> Tensor:   # (C, H, W) -> (C, TOPUP_BANDS)
+        sums = v.new_zeros(v.shape[0], TOPUP_BANDS).index_add_(1, band.flatten(), v.flatten(1))
+        return sums / torch.bincount(band.flatten(), minlength=TOPUP_BANDS).clamp(min=1)
+
+    u = spectrum(unit)
+    x = spectrum(clean) + ve * u
+    power = band_mean(x.abs().square().mean(1))
+    g = (band_mean((spectrum(denoised) * x.conj()).real.mean(1)) / power.clamp(min=1e-30)).clamp(0.0, 0.999)
+    missing = (g * ve**2 / (1 - g) + ve**2 - power).clamp(min=0)
+    fill = (missing.sqrt() / ve)[:, band] * (~held)   # (C, H, W)
+    y = torch.fft.ifft2((u + spectrum(noise) * fill[:, None]).transpose(0, 1), norm="ortho").real
+    return _from_4d(y, tuple(unit.shape)).to(unit.dtype)
 
 
 def renoise(unit: Tensor, ve_from: float, ve_to: float, noise: Tensor) -> Tensor:

@@ -99,3 +99,43 @@ def test_predicted_speedup_bounds():
     assert math.isclose(a, 30 / (12 / 4 + 1 / 4 + 18))
     assert 1.3 < a < 1.47 and 1.9 < b < 2.2
     assert pyr.predicted_speedup(pyr.plan_stages(30, [(2, 0.4)]), attention_share=1.0) > a
+
+
+def _gaussian_field(power: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """(n, 1, H, W) draws whose ortho fft2 modes have variance `power` (H, W)."""
+    white = torch.randn(n, 1, *power.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.fft.ifft2(torch.fft.fft2(white, norm="ortho") * power.sqrt(), norm="ortho").real
+
+
+def test_detail_topup_fills_the_detail_modes_to_the_marginal_power():
+    """A lifted state whose detail modes hold noise only (no signal) at VE level s: with the exact denoiser of a
+    Gaussian field, the top-up brings their power to P + s^2 per band; the modes the level held stay as they were."""
+    h = w = 64
+    fy, fx = torch.fft.fftfreq(h, dtype=torch.float64).abs()[:, None], torch.fft.fftfreq(w, dtype=torch.float64)
+    radius = (fy.square() + fx.abs()[None, :].square()).sqrt().clamp(min=1 / h)
+    power = 0.02 * radius ** -2.0
+    held = torch.maximum(fy.expand(h, w), fx.abs()[None, :].expand(h, w)) < 0.25   # factor 2
+    x0 = _gaussian_field(power, 32, 0)
+    clean = torch.fft.ifft2(torch.fft.fft2(x0, norm="ortho") * held, norm="ortho").real
+    ve = 0.5
+    unit = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    state = clean + ve * unit
+    denoised = torch.fft.ifft2(torch.fft.fft2(state, norm="ortho") * power / (power + ve**2), norm="ortho").real
+    fresh = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    topped = pyr.detail_topup(clean, unit, denoised, ve, 2, fresh)
+
+    def detail_power(u):
+        return (torch.fft.fft2(clean + ve * u, norm="ortho").abs().square().mean(0)[0])[~held]
+
+    target = (power + ve**2)[~held]
+    assert (detail_power(topped).mean() / target.mean() - 1).abs() < 0.05
+    assert (detail_power(unit).mean() / target.mean() - 1).abs() > 0.2   # the check can fail: without it
+    spec = torch.fft.fft2(topped - unit, norm="ortho")
+    assert spec.abs()[..., held].max() < 1e-9   # the held modes are untouched
+    # a model that shrinks nothing (g = 0) measures no data power: a state of noise only keeps its power (a band
+    # whose sampled power fell short of s^2 gets the shortfall)
+    zero = torch.zeros_like(clean)
+    same = pyr.detail_topup(zero, unit, zero, ve, 2, fresh)
+    assert (same.square().mean() / unit.square().mean() - 1).abs() < 0.02
+    with pytest.raises(ValueError, match="finite positive"):
+        pyr.detail_topup(clean, unit, denoised, math.inf, 2, fresh)
