@@ -131,6 +131,7 @@ EXACT_VAE_KINDS = {
     "taesd3": ("pyra-demo-taesd3.safetensors", "vae"),
     "wan21": ("pyra-demo-wan21-vae.safetensors", "vae"),
     "wan21_image": ("pyra-demo-wan21-vae.safetensors", "vae"),   # one frame, as Qwen-Image uses this VAE
+    "wan21_video": ("pyra-demo-wan21-vae.safetensors", "vae"),   # encode: a 5-frame clip, one video to the host
     "ltx2": ("pyra-demo-ltx2-vae.safetensors", "vae"),   # written only on hosts with LTX-2 (host/family_demo_files)
 }
 EXACT_VAE_IMAGE = "pyra_exact_vae_test.png"   # written into the server's input folder by the test
@@ -144,7 +145,8 @@ def exact_vae(node: str, kind: str, prefix: str, slice_rows: int = 3, width: int
     Wan model (9 frames: 3 latent frames); for LTX-2, VAEEncode of the test image at 64x64 repeated into a 9-frame clip;
     otherwise VAEEncode of the test image (image to image; for "wan21_image"
     a one-frame latent, the Qwen-Image case).
-    node "encode": the test image (LoadImage) encoded by VAEEncode and PyraExactVAEEncode (SaveLatent).
+    node "encode": the test image (LoadImage) encoded by VAEEncode and PyraExactVAEEncode (SaveLatent); for
+    "wan21_video" a 5-frame clip of it, frames alternating with its inverse (ImageInvert, ImageBatch).
     """
     name, loader = EXACT_VAE_KINDS[kind]
     if loader == "checkpoint":
@@ -155,8 +157,15 @@ def exact_vae(node: str, kind: str, prefix: str, slice_rows: int = 3, width: int
         vae = ["1", 0]
     prompt["2"] = {"class_type": "LoadImage", "inputs": {"image": EXACT_VAE_IMAGE}}
     if node == "encode":
-        pair = {"stock": ("VAEEncode", {"pixels": ["2", 0], "vae": vae}),
-                "pyra": ("PyraExactVAEEncode", {"pixels": ["2", 0], "vae": vae, "slice_rows": slice_rows})}
+        pixels = ["2", 0]
+        if kind == "wan21_video":
+            prompt.update({"5": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+                           "6": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["5", 0]}},
+                           "7": {"class_type": "ImageBatch", "inputs": {"image1": ["6", 0], "image2": ["6", 0]}},
+                           "8": {"class_type": "ImageBatch", "inputs": {"image1": ["7", 0], "image2": ["2", 0]}}})
+            pixels = ["8", 0]
+        pair = {"stock": ("VAEEncode", {"pixels": pixels, "vae": vae}),
+                "pyra": ("PyraExactVAEEncode", {"pixels": pixels, "vae": vae, "slice_rows": slice_rows})}
         save, key = "SaveLatent", "samples"
     else:
         prompt.update(_exact_vae_latent(kind, vae, width, height))

@@ -2,8 +2,8 @@
 
 One row per (node, VAE kind): the VAE as users load it (CheckpointLoaderSimple on an SD1.5-format checkpoint with a
 real-size KL VAE and CLIP-L, VAELoader on a real-size 16-channel SD3/Flux-format KL VAE, TAESD, the Wan 2.1 VAE on a
-video and on one image, the tiny LTX-2-layout VAE on a 9-frame clip where the host has LTX-2),
-the server running the prompt under torch.inference_mode() as always. Each row states the path the Pyra node takes
+video and on one image (and its encode of a 5-frame clip), the tiny LTX-2-layout VAE on a 9-frame clip where the host
+has LTX-2), the server running the prompt under torch.inference_mode() as always. Each row states the path the Pyra node takes
 on every host of the matrix, so a gap shows as a row: "exact" (the sliced decode/encode, no fallback line in the
 log) or "host" (the node's one logged fallback to the host's own decode/encode). Run the suite on each host for the
 host dimension.
@@ -39,6 +39,7 @@ PATHS = {
     ("encode", "taesd"): "host",     # no exact sliced TAESD encoder
     ("encode", "taesd3"): "host",
     ("encode", "wan21"): "exact",    # one image: the one-frame Wan encoder
+    ("encode", "wan21_video"): "exact",   # 5 frames (1 + 4): the streamed Wan video encoder, 2 latent frames
     ("encode", "ltx2"): "exact",     # one image, the LTX encoder streamed (hosts with LTX-2 only)
 }
 # decoded frames per kind (64x48: 8x6 latents; Wan: 3 latent frames -> 9; LTX-2: 2 latent frames -> 9)
@@ -131,6 +132,8 @@ def compare_latents(files: dict[str, list], kind: str, exact: bool) -> None:
     channels = {"kl_checkpoint": 4, "taesd": 4, "ltx2": 128}.get(kind, 16)
     hw = (1, 2) if kind == "ltx2" else (6, 8)   # LTX: 32x, the 48-row test image cropped to 32 rows
     assert ref.shape == out.shape and ref.shape[:2] == (1, channels) and ref.shape[-2:] == hw
+    if kind == "wan21_video":
+        assert ref.shape[2] == 2   # 5 frames: the first, then 4 through the time downsamplings
     assert ref.dtype == out.dtype == torch.float32
     assert ref.std() > 0.05
     gap = (out - ref).abs().max().item()
