@@ -2,11 +2,11 @@
 
 One row per (node, VAE kind): the VAE as users load it (CheckpointLoaderSimple on an SD1.5-format checkpoint with a
 real-size KL VAE and CLIP-L, VAELoader on a real-size 16-channel SD3/Flux-format KL VAE, TAESD, the Wan 2.1 VAE on a
-video and on one image (and its encode of a 5-frame clip), the tiny LTX-2-layout VAE on a 9-frame clip where the host
-has LTX-2), the server running the prompt under torch.inference_mode() as always. Each row states the path the Pyra
-node takes on every host of the matrix, so a gap shows as a row: "exact" (the sliced decode/encode, no fallback line in the
-log) or "host" (the node's one logged fallback to the host's own decode/encode). Run the suite on each host for the
-host dimension.
+video and on one image (and its encode of a 5-frame clip), the tiny LTX-2-layout VAE on a 9-frame clip where the
+host has LTX-2), the server running the prompt under torch.inference_mode() as always. Each row states the path the
+Pyra node takes on every host of the matrix, so a gap shows as a row: "exact" (the sliced decode/encode, no fallback
+line in the log) or "host" (the node's one logged fallback to the host's own decode/encode). Run the suite on each
+host for the host dimension.
 
 Tolerances. Decode: the 8-bit PNGs SaveImage writes, exact rows at most one rounding step apart (the sliced decode
 equals the host's up to float summation order: in-process within 1e-4 of VAE Decode), host rows identical. Encode:
