@@ -170,14 +170,15 @@ def data_crops(n: int, size: int, seed: int, smoke: bool) -> torch.Tensor:
     return _BANK["photos"].crops(n, size, torch.Generator().manual_seed(seed)).to(metric_device())
 
 
-VARIANTS = ("default", "flux_shift", "renoise3", "scale_calibrated", "channel_renorm")
+VARIANTS = ("default", "flux_shift", "renoise3", "scale_calibrated", "channel_renorm", "topup")
 
 
 def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, scales: dict) -> torch.Tensor:
     """default: the node's pyramid_sample; flux_shift / scale_calibrated / renoise3 / channel_renorm:
     pyramid_inconsistent's loop with the level scales of Flux's shift rule / measured from direct batches at each
     level size (`scales`, by variant) / a corrective re-noise 3 steps back at each lift / the lifted state
-    renormalised per latent channel to the direct batches' channel stds at each size (`scales["channel_renorm"]`)."""
+    renormalised per latent channel to the direct batches' channel stds at each size (`scales["channel_renorm"]`);
+    topup: the detail top-up at each lift (core/samplers/pyramid.py `detail_topup`), one more evaluation per lift."""
     import pyramid_inconsistent as pi
 
     if name == "default":
@@ -185,6 +186,8 @@ def variant(name: str, guider, noise, sampler, sigmas, levels, seed: int, scales
                                                           levels, seed=seed, disable_pbar=True)
     if name == "channel_renorm":
         return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, channel_stds=scales[name])
+    if name == "topup":
+        return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, topup=True)
     if name in scales:
         return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, scales=scales[name])
     return pi.pyramid(guider, noise, sampler, sigmas, levels, seed, renoise_steps=3)

@@ -16,9 +16,10 @@ ratios. Variants (core/samplers/pyramid.py, module docstring):
 - `scale_calibrated`: the same r measured from one batch of direct samples at each size (what a user can do);
 - `renoise{k}`: corrective re-noise at each lift to the noise level k steps earlier, those k steps re-run;
 - `scale_calibrated+renoise{k}`: both;
-- `topup`, `scale_exact+topup`: the detail top-up at each lift (`pyramid.detail_topup`): one evaluation of the
-  next level's model at the lifted state (here the family's exact denoiser, which is the model) measures the
-  power the lift's detail modes miss, and fresh noise fills it in (extra cost: one evaluation per lift);
+- `topup`, `scale_*+topup`: the detail top-up at each lift (`pyramid.detail_topup`): one evaluation of the next
+  level's model at the lifted state measures the power the lift's detail modes miss, and fresh noise fills it in
+  (extra cost: one evaluation per lift). It assumes each band Gaussian, which this family is by construction:
+  here it can only show the mechanism; the trained proxy (`proxies.py`, variant `topup`) is its test;
 - `flux_shift`: each level on the timestep shift Flux's rule gives its own size (mu linear in the token count,
   0.5 at 256 tokens, 1.15 at 4096; the full grid taken as the 64x64 tokens of a 1024x1024 Flux latent), i.e.
   level scale r = shift_full / (factor * shift_level). SD3's rule (shift proportional to the side) gives
@@ -58,15 +59,17 @@ def band_ratios(core, prior, samples, reference) -> tuple[list[float], list[floa
 
 
 def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_steps=0, upsample="bicubic",
-            channel_stds=None, denoiser=None):
+            channel_stds=None, topup=False):
     """host.pyramid.pyramid_sample without padding, masks, areas and graphs, plus the core options.
 
     scales: {factor: r} level scales (missing: 1); renoise_steps: corrective re-noise at each lift;
     channel_stds: {factor: (C,) per-channel std of direct samples at that level's size}: each lift multiplies the
     clean part channel by channel by std[next] / std[factor] (a per-channel renormalisation of the lifted state,
-    sigmas unchanged); denoiser(x, sigma): the model's clean estimate of state x (model space) at schedule sigma,
-    which switches the detail top-up on at every lift.
+    sigmas unchanged); topup: the detail top-up at every lift, from one evaluation of the next level's model at the
+    lifted state (one Euler step to sigma 0 through the guider, which returns the model's clean estimate).
     """
+    import comfy.samplers
+
     pyr, glue = pack_module("core.samplers.pyramid"), pack_module("host.pyramid")
     patcher = guider.model_patcher
     fmt = patcher.model.latent_format
@@ -86,9 +89,10 @@ def pyramid(guider, noise, sampler, sigmas, levels, seed, scales=None, renoise_s
             stage_noise = pyr.level_noise(noise, f) * glue.start_noise_gain(patcher, sigmas, param)
             stage_latent = pyr.pool(torch.zeros_like(noise), f)
         else:
-            if denoiser is not None:
-                ve, a = float(pyr.to_ve(sig[0].double(), param)), pyr.signal_scale(float(sig[0]), param)
-                d = denoiser((clean + ve * unit) * a, float(sig[0]))
+            if topup:
+                probe = guider.sample(unit, fmt.process_out(clean), comfy.samplers.sampler_object("euler"),
+                                      torch.stack([sig[0], sig.new_zeros(())]), disable_pbar=True, seed=seed)
+                d, ve = fmt.process_in(probe).to(clean), float(pyr.to_ve(sig[0].double(), param))
                 extra = torch.randn(unit.shape, generator=fresh, dtype=unit.dtype).to(unit.device)
                 unit = pyr.detail_topup(clean, unit, d, ve, stages[i - 1].factor // f, extra)
             stage_noise, stage_latent = unit, fmt.process_out(clean)  # guider.sample takes VAE space
@@ -183,10 +187,8 @@ def run_family(args, family: str, parametrisation: str) -> dict:
                 f"renoise{RENOISE_STEPS}": dict(renoise_steps=RENOISE_STEPS),
                 f"scale_calibrated+renoise{RENOISE_STEPS}": dict(scales=calibrated, renoise_steps=RENOISE_STEPS),
                 "flux_shift": dict(scales=flux)}
-    model_param = parametrisation   # the family's exact denoiser is the model (host/analytic.py runs it)
-    denoiser = lambda x, sigma: prior.denoise(x.float(), sigma, model_param).double()   # noqa: E731
-    variants |= {"topup": dict(denoiser=denoiser), "scale_exact+topup": dict(scales=exact, denoiser=denoiser),
-                 "scale_calibrated+topup": dict(scales=calibrated, denoiser=denoiser)}
+    variants |= {"topup": dict(topup=True), "scale_exact+topup": dict(scales=exact, topup=True),
+                 "scale_calibrated+topup": dict(scales=calibrated, topup=True)}
     if family != "inconsistent":
         del variants["scale_exact"], variants["scale_exact+topup"]  # r = 1 exactly: the default
     for key, ladder in LADDERS.items():
