@@ -13,7 +13,8 @@ decode can reach against this host's.
 
 Beside it, Pyra's exact banded decode (core/vae/ltx.py) of the same latent, counted the same way at each band size
 (`--rows`) and chunk of latent frames (`--chunks`), its output (in the compute dtype, on the meta device here)
-excluded likewise, with its carries parked in host memory between bands as the node runs it.
+excluded likewise, with its carries parked in host memory between bands as the node runs it, and the largest tensors
+live at its peak (which shows where in the stream the peak falls).
 
 Not counted: cuDNN workspaces and allocator rounding (the GPU's max_memory_allocated adds them).
 """
@@ -63,8 +64,11 @@ def count_ours(model, shape, rows: int, chunk: int) -> dict:
     with counter:
         out = ltx_decode(model, z, rows, out_dtype=torch.bfloat16, chunk=chunk)
     ob = out.numel() * out.element_size()
+    largest = [{"op": op, "shape": list(shape), "gib": n / GIB} for op, shape, n in counter.largest_untagged(6)
+               if n != ob][:4]   # the output excluded, as from the peak
     return {"rows": rows, "chunk": chunk, "peak_gib": (counter.peak - ob) / GIB,
-            "breakdown_gib": {k: v / GIB for k, v in counter.breakdown().items() if k != "resident"}}
+            "breakdown_gib": {k: v / GIB for k, v in counter.breakdown().items() if k != "resident"},
+            "largest_at_peak": largest}
 
 
 def markdown(res: dict) -> str:
@@ -89,6 +93,11 @@ def markdown(res: dict) -> str:
             top = sorted(o["breakdown_gib"].items(), key=lambda kv: -kv[1])[:3]
             lines.append(f"| {o['rows']} | {o['chunk']} | {o['peak_gib']:.2f} | {o['peak_gib'] / r['peak_gib']:.3f} | "
                          f"{', '.join(f'{k} {v:.2f}' for k, v in top)} |")
+        first = r["ours"][0]
+        lines += ["", f"The largest tensors at the peak of {first['rows']}-row bands, {first['chunk']}-frame chunks "
+                  "(output excluded): " + "; ".join(f"{t['op']} {tuple(t['shape'])} {t['gib']:.3f} GiB"
+                                                    for t in first["largest_at_peak"])
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
