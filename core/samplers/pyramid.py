@@ -217,7 +217,8 @@ def detail_topup(clean: Tensor, unit: Tensor, denoised: Tensor, ve: float, facto
     noise: fresh unit white noise of unit's shape. Per radial band and channel (2-D fft over H, W; statistics over
     the batch and frames), g = <D, X> / <X, X> on the state X gives the data's power P = g ve^2 / (1 - g); the
     modes the level could not hold (a frequency of at least 1 / (2 factor) cycles per pixel along H or W) get
-    fresh noise of power max(0, P + ve^2 - <X, X>). The other modes are returned unchanged. Module docstring.
+    fresh noise of power max(0, P + ve^2 - <X, X>), <X, X> over those modes of the band. The other modes are
+    returned unchanged. Module docstring.
     """
     if not (math.isfinite(ve) and ve > 0):
         raise ValueError(f"the detail top-up needs a finite positive noise level, got {ve}")
@@ -231,15 +232,18 @@ def detail_topup(clean: Tensor, unit: Tensor, denoised: Tensor, ve: float, facto
         y, _ = _as_4d(t.double())
         return torch.fft.fft2(y, norm="ortho").transpose(0, 1)
 
-    def band_mean(v: Tensor) -> Tensor:   # (C, H, W) -> (C, TOPUP_BANDS)
-        sums = v.new_zeros(v.shape[0], TOPUP_BANDS).index_add_(1, band.flatten(), v.flatten(1))
-        return sums / torch.bincount(band.flatten(), minlength=TOPUP_BANDS).clamp(min=1)
+    def band_mean(v: Tensor, modes: Tensor) -> Tensor:   # (C, H, W) over `modes` (H, W) -> (C, TOPUP_BANDS)
+        index = band[modes]
+        sums = v.new_zeros(v.shape[0], TOPUP_BANDS).index_add_(1, index, v[:, modes])
+        return sums / torch.bincount(index, minlength=TOPUP_BANDS).clamp(min=1)
 
     u = spectrum(unit)
     x = spectrum(clean) + ve * u
-    power = band_mean(x.abs().square().mean(1))
-    g = (band_mean((spectrum(denoised) * x.conj()).real.mean(1)) / power.clamp(min=1e-30)).clamp(0.0, 0.999)
-    missing = (g * ve**2 / (1 - g) + ve**2 - power).clamp(min=0)
+    power = x.abs().square().mean(1)
+    every = torch.ones_like(held)
+    g = (band_mean((spectrum(denoised) * x.conj()).real.mean(1), every) / band_mean(power, every).clamp(min=1e-30))
+    g = g.clamp(0.0, 0.999)
+    missing = (g * ve**2 / (1 - g) + ve**2 - band_mean(power, ~held)).clamp(min=0)   # over the detail modes
     fill = (missing.sqrt() / ve)[:, band] * (~held)   # (C, H, W)
     y = torch.fft.ifft2((u + spectrum(noise) * fill[:, None]).transpose(0, 1), norm="ortho").real
     return _from_4d(y, tuple(unit.shape)).to(unit.dtype)
