@@ -291,7 +291,7 @@ def test_any_chunk_of_latent_frames_gives_the_hosts_decode(comfy_host, vaes, fam
     assert err(out, ref) <= TOL
 
 
-@pytest.mark.parametrize("family", ["wan22_ti2v_5b", "hunyuan_video15"])
+@pytest.mark.parametrize("family", ["wan22_a14b_low", "wan22_ti2v_5b", "hunyuan_video15"])
 def test_exact_nodes_run_under_inference_mode(comfy_host, vaes, caplog, family):
     """The server runs every prompt under torch.inference_mode(); the exact encodes (one image, a clip) and the
     carried decode (a video) run there and give the host's results. The tiny VAEs are narrowed builds of the host's
