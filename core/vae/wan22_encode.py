@@ -30,7 +30,15 @@ from .rowops import RowOp, Save
 from .stream import Program
 from .wan import CausalConv, carried_stream, chunk_source, patchify
 from .wan22 import is_wan22
-from .wan_encode import check_frame, check_video, encoder_layer, run_frame_program, video_chunks, video_layer
+from .wan_encode import (
+    check_frame,
+    check_video,
+    encoder_layer,
+    latent_mean,
+    run_frame_program,
+    video_chunks,
+    video_layer,
+)
 
 PATCH = 2   # the host's patchify(x, patch_size=2) before the encoder
 
@@ -88,11 +96,7 @@ def wan22_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch
     p = patchify(x, PATCH).squeeze(2)
     h = run_frame_program(encode_program(model, p.shape[-2]), p, slice_rows)
     del p
-    enc = model.encoder
-    for layer in [*enc.middle, *enc.head]:
-        h = layer(h)
-    mu = model.conv1(h).chunk(2, dim=1)[0]
-    return mu.to(device=out_device or x.device, dtype=torch.float32)
+    return latent_mean(model, h, out_device or x.device)
 
 
 def video_ops(model: nn.Module) -> list[RowOp]:
@@ -120,8 +124,4 @@ def wan22_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device:
     rows = slice_rows * 16 // PATCH   # latent rows to input (patch) rows
     h = carried_stream(video_ops(model), x.shape[-2] // PATCH, len(chunks), chunk_source(x, chunks, PATCH),
                        len(chunks), rows, x.device, x.dtype)
-    enc = model.encoder
-    for layer in [*enc.middle, *enc.head]:
-        h = layer(h)
-    mu = model.conv1(h).chunk(2, dim=1)[0]
-    return mu.to(device=out_device or x.device, dtype=torch.float32)
+    return latent_mean(model, h, out_device or x.device)

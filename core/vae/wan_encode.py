@@ -96,6 +96,15 @@ def video_chunks(frames: int) -> list[int]:
     return [1, *[VIDEO_CHUNK] * ((frames - 1) // VIDEO_CHUNK)]
 
 
+def latent_mean(model: nn.Module, h: Tensor, device: torch.device) -> Tensor:
+    """The Wan 2.1 / 2.2 encoder's latent-resolution rest on the down layers' output h, whole: the middle (with its
+    attention), the head and conv1's projection, of which the mean half; fp32 on `device`."""
+    enc = model.encoder
+    for layer in [*enc.middle, *enc.head]:
+        h = layer(h)
+    return model.conv1(h).chunk(2, dim=1)[0].to(device=device, dtype=torch.float32)
+
+
 def encode_program(model: nn.Module, h: int, layer_ops=encoder_layer) -> Program:
     """The checkpointed row program of conv1 and the down layers (each `layer_ops(m)`), for an input of h rows."""
     enc = model.encoder
@@ -143,11 +152,7 @@ def wan_encode(model: nn.Module, x: Tensor, slice_rows: int, out_device: torch.d
         raise SliceUnsupported(f"{type(model).__name__} is not a Wan 2.1 VAE")
     check_frame(x, slice_rows, "Wan")
     h = run_frame_program(encode_program(model, x.shape[-2]), x.squeeze(2), slice_rows)
-    enc = model.encoder
-    for layer in [*enc.middle, *enc.head]:
-        h = layer(h)
-    mu = model.conv1(h).chunk(2, dim=1)[0]
-    return mu.to(device=out_device or x.device, dtype=torch.float32)
+    return latent_mean(model, h, out_device or x.device)
 
 
 @torch.no_grad()
@@ -166,7 +171,4 @@ def wan_encode_video(model: nn.Module, x: Tensor, slice_rows: int, out_device: t
     chunks = video_chunks(x.shape[2])
     h = carried_stream(ops, x.shape[-2], len(chunks), chunk_source(x, chunks), len(chunks), slice_rows * 8, x.device,
                        x.dtype)
-    for layer in [*enc.middle, *enc.head]:
-        h = layer(h)
-    mu = model.conv1(h).chunk(2, dim=1)[0]
-    return mu.to(device=out_device or x.device, dtype=torch.float32)
+    return latent_mean(model, h, out_device or x.device)
